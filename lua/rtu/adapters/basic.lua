@@ -1,0 +1,72 @@
+--[[
+rtu.adapters.basic: the `basic` (alias `db2`) Kafka message adapter, for IBM
+InfoSphere Data Replication KCOP JSON (contract section 2.4).
+
+  key    JSON object with the primary-key fields; may be absent, empty or "null",
+         and then every primary key is read from the value.
+  value  JSON object with the whole record = upsert (operation nil);
+         absent, empty or "null" = delete (the key must then carry the primary key).
+
+function(message, primaryKeys, log) -> {keyObject, value, operation = nil}
+Raises (error(msg, 0)) on invalid JSON, a non-object value, or a primary-key field
+found neither in the key nor in the value. No before image, so no primary-key update.
+
+Owns: this mapping only. May not touch: I/O, os, globals, modules but rtu.*.
+]]
+local json = require("rtu.json")
+local value = require("rtu.value")
+
+local function decode(raw, what)
+  local ok, v = pcall(json.decode, raw)
+  if not ok then error(what .. " is not valid JSON: " .. tostring(v), 0) end
+  return v
+end
+
+-- A raw payload that means "nothing": absent, zero-length or the JSON literal null.
+local function is_empty(raw)
+  return raw == nil or raw == "" or raw == "null"
+end
+
+local function is_object(v)
+  return type(v) == "table" and not value.is_array(v) and not value.is_date(v)
+end
+
+return function(message, primaryKeys, log)
+  local key
+  if not is_empty(message.key) then
+    key = decode(message.key, "key")
+    -- a scalar key carries no field names: the value has to provide the primary key
+    if not is_object(key) then key = nil end
+  end
+
+  local record
+  if not is_empty(message.value) then
+    record = decode(message.value, "value")
+    if record == value.null then
+      record = nil
+    elseif not is_object(record) then
+      error("value is not a JSON object", 0)
+    end
+  end
+
+  local keyObject = {}
+  local n = 0
+  for _, pk in ipairs(primaryKeys or {}) do
+    n = n + 1
+    local v = key and key[pk]
+    if v == nil and record then v = record[pk] end
+    if v == nil then
+      if record then
+        error("primary key field '" .. tostring(pk) .. "' is missing from both key and value", 0)
+      end
+      error("primary key field '" .. tostring(pk) .. "' is missing from the key of a delete", 0)
+    end
+    keyObject[pk] = v
+  end
+  if n == 0 and key then
+    -- no primary key configured: the whole key object identifies the record
+    for k, v in pairs(key) do keyObject[k] = v end
+  end
+
+  return { keyObject = keyObject, value = record }
+end

@@ -1,0 +1,104 @@
+--[[
+rtu.adapters.debezium: the `debezium` Kafka message adapter (contract section 2.6).
+
+  key    JSON object with the primary-key fields, plain or inside a Kafka Connect
+         envelope {"schema": ..., "payload": {...}}; may be absent.
+  value  {op = "c"|"r"|"u"|"d"|"t", before, after, source, ts_ms, ...}, plain or
+         inside the same envelope.
+
+function(message, primaryKeys, log) ->
+  {keyObject, value, operation, before, after}    or    nil, reason
+  operation  c and r (snapshot read) -> "I", u -> "U", d -> "D".
+  keyObject  each primary-key field from the key when the key has it, else from
+             `after` (I, U) or `before` (D), else from the other image.
+  value      `after` for I and U, nil for D.
+  before, after passed through (nil when absent or null), for primary-key updates.
+  nil, "debezium tombstone"                  value absent, empty, null, or an
+                                             envelope whose payload is null
+  nil, "debezium truncate is not supported"  op "t"
+Raises (error(msg, 0)) on invalid JSON, an unknown op, a missing image, or a
+primary-key field found nowhere.
+
+Owns: this mapping only. May not touch: I/O, os, globals, modules but rtu.*.
+]]
+local json = require("rtu.json")
+local value = require("rtu.value")
+
+local OPERATIONS = { c = "I", r = "I", u = "U", d = "D" }
+
+local function decode(raw, what)
+  local ok, v = pcall(json.decode, raw)
+  if not ok then error(what .. " is not valid JSON: " .. tostring(v), 0) end
+  return v
+end
+
+local function is_object(v)
+  return type(v) == "table" and not value.is_array(v) and not value.is_date(v)
+end
+
+local function is_empty(raw)
+  return raw == nil or raw == "" or raw == "null"
+end
+
+-- The Connect JsonConverter with schemas.enable=true wraps the data as
+-- {"schema": ..., "payload": ...}; a record of ours never has both fields at the
+-- top level (its fields sit under before/after).
+local function unwrap(v)
+  if is_object(v) and v.schema ~= nil and v.payload ~= nil and v.op == nil then
+    return v.payload
+  end
+  return v
+end
+
+local function image(record, name)
+  local v = record[name]
+  if v == nil or v == value.null then return nil end
+  if not is_object(v) then error("debezium '" .. name .. "' is not an object", 0) end
+  return v
+end
+
+return function(message, primaryKeys, log)
+  if is_empty(message.value) then return nil, "debezium tombstone" end
+  local record = unwrap(decode(message.value, "value"))
+  if record == nil or record == value.null then return nil, "debezium tombstone" end
+  if not is_object(record) then error("value is not a JSON object", 0) end
+
+  local op = record.op
+  if op == "t" then return nil, "debezium truncate is not supported" end
+  local operation = OPERATIONS[op]
+  if not operation then
+    error("debezium op is unknown: " .. (type(op) == "string" and op or tostring(op)), 0)
+  end
+
+  local before, after = image(record, "before"), image(record, "after")
+  if operation ~= "D" and not after then
+    error("debezium op '" .. op .. "' without 'after'", 0)
+  end
+
+  local key
+  if not is_empty(message.key) then
+    key = unwrap(decode(message.key, "key"))
+    if not is_object(key) then key = nil end
+  end
+
+  local main, other
+  if operation == "D" then main, other = before, after else main, other = after, before end
+  local keyObject = {}
+  for _, pk in ipairs(primaryKeys or {}) do
+    local v = key and key[pk]
+    if v == nil and main then v = main[pk] end
+    if v == nil and other then v = other[pk] end
+    if v == nil then
+      error("primary key field '" .. tostring(pk) .. "' is missing from the debezium key and record", 0)
+    end
+    keyObject[pk] = v
+  end
+
+  return {
+    keyObject = keyObject,
+    value = operation ~= "D" and after or nil,
+    operation = operation,
+    before = before,
+    after = after,
+  }
+end

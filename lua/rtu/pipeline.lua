@@ -1,0 +1,172 @@
+--[[
+rtu.pipeline: from one Kafka message to one normalised change of one projection.
+It owns the adapter call, the primary-key and field mapping with casts, and the
+choice of operation; the C core owns everything after (folding, the counter guard,
+MongoDB). Pure: the adapter, the casts and the log are given to it.
+
+build(spec) -> process, problems
+  spec = {
+    projections = { { name, fields = { {src, dst, cast} ... }, pk_src = {...}, pk_dst = {...} } ... },
+    adapter = function(message, primaryKeys, log),
+    casts = { name -> function(value, fieldName, log) },
+    use_upsert = bool, use_position = bool,
+  }
+  process(projection_index, message, log) ->
+    { op = "upsert"|"insert"|"update"|"delete", key = {dst -> v}, fields = {dst -> v} | nil,
+      old_key = {dst -> v} | nil, position = integer | nil }
+    or nil, reason   (the message is skipped, e.g. a Debezium tombstone)
+  It raises an error naming the cause for a message that cannot be applied.
+]]
+local value = require("rtu.value")
+
+local null = value.null
+local M = {}
+
+local function compile_projection(p, casts, problems)
+  local fields = {}
+  local by_src = {}
+  for i, f in ipairs(p.fields) do
+    local cast = casts[f.cast]
+    if cast == nil then
+      problems[#problems + 1] = string.format(
+        "mapTable.json: %s.conversion.%s.cast: unknown cast function '%s' (not a built-in, "
+          .. "and no %s.lua in CAST_FUNCTIONS_FOLDER)", p.name, f.src, f.cast, f.cast)
+    end
+    fields[i] = { src = f.src, dst = f.dst, cast = cast }
+    by_src[f.src] = fields[i]
+  end
+  local pk = {}
+  for i, src in ipairs(p.pk_src) do
+    pk[i] = by_src[src]
+  end
+  return { name = p.name, fields = fields, pk = pk, pk_src = p.pk_src }
+end
+
+local function cast_value(f, v, log)
+  if f.cast == nil then return v end
+  local out = f.cast(v, f.dst, log)
+  if out == nil then return null end
+  return out
+end
+
+-- The projection key from a record carrying the CDC names of the primary keys.
+local function map_key(proj, record, what, log)
+  local key = {}
+  for _, f in ipairs(proj.pk) do
+    local v = record[f.src]
+    if v == nil or v == null then
+      error(string.format("%s has no value for primary key field '%s'", what, f.src), 0)
+    end
+    key[f.dst] = cast_value(f, v, log)
+  end
+  return key
+end
+
+local function map_fields(proj, record, log)
+  local out = {}
+  for _, f in ipairs(proj.fields) do
+    local v = record[f.src]
+    if v ~= nil then out[f.dst] = cast_value(f, v, log) end
+  end
+  return out
+end
+
+local function same_key(proj, a, b)
+  for _, f in ipairs(proj.pk) do
+    local x, y = a[f.dst], b[f.dst]
+    if x ~= y and not (value.is_date(x) and value.is_date(y) and x.ms == y.ms) then
+      return false
+    end
+  end
+  return true
+end
+
+local function has_key(proj, record)
+  if type(record) ~= "table" then return false end
+  for _, src in ipairs(proj.pk_src) do
+    local v = record[src]
+    if v == nil or v == null then return false end
+  end
+  return true
+end
+
+function M.build(spec)
+  local problems = {}
+  local projections = {}
+  for i, p in ipairs(spec.projections) do
+    projections[i] = compile_projection(p, spec.casts, problems)
+  end
+  if #problems > 0 then return nil, problems end
+
+  local adapter = spec.adapter
+  local use_upsert = spec.use_upsert
+  local use_position = spec.use_position
+
+  local function process(pi, message, log)
+    local proj = projections[pi]
+    local r, reason = adapter(message, proj.pk_src, log)
+    if r == nil then return nil, reason or "the adapter returned nothing" end
+    if type(r) ~= "table" then
+      error("the adapter returned a " .. type(r) .. " instead of a table", 0)
+    end
+    local key_object = r.keyObject
+    if type(key_object) ~= "table" then
+      error("the adapter returned no keyObject", 0)
+    end
+    local op = r.operation
+    local record = r.value
+    if record == null then record = nil end
+    if op ~= nil and op ~= "I" and op ~= "U" and op ~= "D" then
+      error("unknown operation '" .. tostring(op) .. "' (expected I, U or D)", 0)
+    end
+    local change = { position = nil }
+    if use_position and r.operationPosition ~= nil then
+      local pos = math.tointeger(r.operationPosition)
+      if pos == nil then
+        error("operationPosition '" .. tostring(r.operationPosition) .. "' is not an integer", 0)
+      end
+      change.position = pos
+    end
+
+    if op == "D" or record == nil then
+      change.op = "delete"
+      if has_key(proj, key_object) then
+        change.key = map_key(proj, key_object, "the message key", log)
+      else
+        change.key = map_key(proj, r.before or {}, "the message (key and before image)", log)
+      end
+      return change
+    end
+    if type(record) ~= "table" then
+      error("the record is a " .. type(record) .. ", not an object", 0)
+    end
+
+    if op == "I" then change.op = use_upsert and "upsert" or "insert"
+    elseif op == "U" then change.op = use_upsert and "upsert" or "update"
+    else change.op = "upsert" end
+
+    if has_key(proj, key_object) then
+      change.key = map_key(proj, key_object, "the message key", log)
+    else
+      change.key = map_key(proj, record, "the record", log)
+    end
+    change.fields = map_fields(proj, record, log)
+
+    -- A primary-key change: the before image names another record, which goes away.
+    local before, after = r.before, r.after
+    if type(before) == "table" and type(after) == "table" and has_key(proj, before)
+        and has_key(proj, after) then
+      local old_key = map_key(proj, before, "the before image", log)
+      local new_key = map_key(proj, after, "the after image", log)
+      if not same_key(proj, old_key, new_key) then
+        change.old_key = old_key
+        change.key = new_key
+      end
+    end
+    return change
+  end
+
+  return process, nil
+end
+
+return M

@@ -1,0 +1,495 @@
+/*
+ * batch.c: owns a partition run: mapping every message, folding the changes of
+ * each record, deciding the counter guard in offset order, and turning each
+ * record's outcome into at most one write.
+ *
+ * Why it reads first: with the stored counter of every record of the run known
+ * (one query), applying the run's changes one by one can be simulated exactly in
+ * memory: stale messages are skipped, USE_UPSERT=false conflicts are found before
+ * anything is written, and each record gets one write carrying its final state.
+ * The writes of a run go out as one unordered bulk, each still guarded by the
+ * counter so a concurrent writer (another instance during a rebalance) is never
+ * overwritten by an older change.
+ *
+ * It knows nothing of Lua (script.c maps) or of the MongoDB API (store.c writes).
+ */
+#include "batch.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+
+typedef struct {
+  const bson_t *key;
+  uint32_t msg;  /* index into the run */
+  bool old_key;  /* the delete half of a primary-key change */
+} event_t;
+
+typedef struct {
+  uint32_t first, count; /* events[first .. first+count) */
+  bool s0_exists, s0_has_counter;
+  int64_t s0_counter;
+} group_t;
+
+struct rtu_batch_s {
+  const rtu_config_t *cfg;
+  rtu_script_t *script;
+  rtu_store_t *store;
+  rtu_mapped_t *mapped; /* per message; never moved once initialised */
+  size_t mapped_cap;
+  event_t *events;
+  group_t *groups;
+  rtu_write_t *writes;
+  int32_t *write_group;
+  size_t events_cap, writes_cap;
+};
+
+rtu_batch_t *rtu_batch_new(const rtu_config_t *cfg, rtu_script_t *script, rtu_store_t *store) {
+  rtu_batch_t *b = calloc(1, sizeof *b);
+  if (!b) return NULL;
+  b->cfg = cfg;
+  b->script = script;
+  b->store = store;
+  return b;
+}
+
+void rtu_batch_set_script(rtu_batch_t *b, rtu_script_t *script) { b->script = script; }
+
+void rtu_batch_free(rtu_batch_t *b) {
+  if (!b) return;
+  for (size_t i = 0; i < b->mapped_cap; i++) rtu_mapped_destroy(&b->mapped[i]);
+  for (size_t i = 0; i < b->writes_cap; i++) {
+    bson_destroy(&b->writes[i].filter);
+    bson_destroy(&b->writes[i].update);
+  }
+  free(b->mapped);
+  free(b->events);
+  free(b->groups);
+  free(b->writes);
+  free(b->write_group);
+  free(b);
+}
+
+/* Grows the buffers for a run of n messages. The mapped structs hold bson_t that
+ * must not move, so a bigger run allocates a new array and frees the old one. */
+static bool reserve(rtu_batch_t *b, size_t n) {
+  if (n > b->mapped_cap) {
+    for (size_t i = 0; i < b->mapped_cap; i++) rtu_mapped_destroy(&b->mapped[i]);
+    free(b->mapped);
+    for (size_t i = 0; i < b->writes_cap; i++) {
+      bson_destroy(&b->writes[i].filter);
+      bson_destroy(&b->writes[i].update);
+    }
+    free(b->writes);
+    free(b->events);
+    free(b->groups);
+    free(b->write_group);
+    b->mapped_cap = b->writes_cap = b->events_cap = 0;
+    b->mapped = calloc(n, sizeof *b->mapped);
+    b->events = calloc(2 * n, sizeof *b->events);
+    b->groups = calloc(2 * n, sizeof *b->groups);
+    b->writes = calloc(2 * n, sizeof *b->writes);
+    b->write_group = calloc(2 * n, sizeof *b->write_group);
+    if (!b->mapped || !b->events || !b->groups || !b->writes || !b->write_group) return false;
+    for (size_t i = 0; i < n; i++) rtu_mapped_init(&b->mapped[i]);
+    for (size_t i = 0; i < 2 * n; i++) {
+      bson_init(&b->writes[i].filter);
+      bson_init(&b->writes[i].update);
+    }
+    b->mapped_cap = n;
+    b->events_cap = b->writes_cap = 2 * n;
+  }
+  return true;
+}
+
+static int key_cmp(const bson_t *a, const bson_t *b) {
+  if (a->len != b->len) return a->len < b->len ? -1 : 1;
+  return memcmp(bson_get_data(a), bson_get_data(b), a->len);
+}
+
+static int event_cmp(const void *pa, const void *pb) {
+  const event_t *a = pa, *b = pb;
+  int c = key_cmp(a->key, b->key);
+  if (c) return c;
+  if (a->msg != b->msg) return a->msg < b->msg ? -1 : 1;
+  return (int)b->old_key - (int)a->old_key;
+}
+
+/* ---- the stored state of the run's records ------------------------------ */
+
+typedef struct {
+  rtu_batch_t *b;
+  const rtu_projection_t *p;
+  size_t ngroups;
+} read_ctx_t;
+
+static void on_stored(void *vctx, const bson_t *doc) {
+  read_ctx_t *ctx = vctx;
+  const rtu_projection_t *p = ctx->p;
+  bson_t key = BSON_INITIALIZER;
+  bson_iter_t it;
+  for (size_t i = 0; i < p->npk; i++)
+    if (bson_iter_init_find(&it, doc, p->pk_dst[i])) bson_append_iter(&key, p->pk_dst[i], -1, &it);
+  size_t lo = 0, hi = ctx->ngroups;
+  while (lo < hi) {
+    size_t mid = (lo + hi) / 2;
+    int c = key_cmp(&key, ctx->b->events[ctx->b->groups[mid].first].key);
+    if (c == 0) {
+      group_t *g = &ctx->b->groups[mid];
+      g->s0_exists = true;
+      if (bson_iter_init_find(&it, doc, "__internal__counter") &&
+          (BSON_ITER_HOLDS_INT64(&it) || BSON_ITER_HOLDS_INT32(&it) ||
+           BSON_ITER_HOLDS_DOUBLE(&it))) {
+        g->s0_has_counter = true;
+        g->s0_counter = bson_iter_as_int64(&it);
+      }
+      break;
+    }
+    if (c < 0) hi = mid;
+    else lo = mid + 1;
+  }
+  bson_destroy(&key);
+}
+
+/* ---- simulation --------------------------------------------------------- */
+
+typedef enum { ST_ABSENT, ST_PUBLIC, ST_DELETED } state_t;
+
+typedef struct {
+  state_t state;
+  bool recreated;    /* the stored record was hard-deleted within the run */
+  int64_t last_event; /* index of the last applied event, -1 when none */
+  int64_t counter;
+  uint32_t fields_from; /* events of this group from which fields accumulate */
+  uint32_t stale;
+  int64_t fail_msg; /* message index that cannot be applied, -1 when none */
+  const char *fail_cause;
+} outcome_t;
+
+static int64_t counter_of(const rtu_mapped_t *m, const rtu_msg_t *msg) {
+  return m->has_position ? m->position : msg->timestamp;
+}
+
+/* Applies the group's events with msg < limit one by one, as the reference does
+ * with a read-modify-write per message. */
+static void simulate(rtu_batch_t *b, const group_t *g, const rtu_msg_t *msgs, uint32_t limit,
+                     outcome_t *o) {
+  const rtu_config_t *cfg = b->cfg;
+  memset(o, 0, sizeof *o);
+  o->state = g->s0_exists ? ST_PUBLIC : ST_ABSENT; /* DELETED vs PUBLIC: no matter here */
+  o->last_event = -1;
+  o->fail_msg = -1;
+  bool has_counter = g->s0_has_counter;
+  int64_t counter = g->s0_counter;
+  o->fields_from = g->first;
+  for (uint32_t e = g->first; e < g->first + g->count; e++) {
+    const event_t *ev = &b->events[e];
+    if (ev->msg >= limit) break;
+    const rtu_mapped_t *m = &b->mapped[ev->msg];
+    int64_t c = counter_of(m, &msgs[ev->msg]);
+    if (cfg->force_check_on_offset && has_counter && c < counter) {
+      o->stale++;
+      continue;
+    }
+    rtu_op_t op = ev->old_key ? RTU_OP_DELETE : m->op;
+    switch (op) {
+    case RTU_OP_INSERT:
+      if (o->state != ST_ABSENT) {
+        o->fail_msg = ev->msg;
+        o->fail_cause = "insert of a record that already exists (USE_UPSERT=false)";
+        return;
+      }
+      /* fallthrough */
+    case RTU_OP_UPSERT:
+      if (o->state == ST_ABSENT && g->s0_exists) o->recreated = true;
+      o->state = ST_PUBLIC;
+      break;
+    case RTU_OP_UPDATE:
+      if (o->state == ST_ABSENT) {
+        o->fail_msg = ev->msg;
+        o->fail_cause = "update of a record that does not exist (USE_UPSERT=false)";
+        return;
+      }
+      o->state = ST_PUBLIC;
+      break;
+    case RTU_OP_DELETE:
+      if (o->state == ST_ABSENT) break; /* nothing to delete; the counter still moves */
+      if (cfg->delete_mechanism == RTU_DELETE_HARD) {
+        o->state = ST_ABSENT;
+        o->fields_from = e + 1;
+      } else {
+        o->state = ST_DELETED;
+      }
+      break;
+    }
+    has_counter = true;
+    counter = c;
+    o->counter = c;
+    o->last_event = e;
+  }
+}
+
+/* ---- building writes ---------------------------------------------------- */
+
+static void append_guard(bson_t *filter, int64_t counter) {
+  bson_t or, a, b, cond;
+  BSON_APPEND_ARRAY_BEGIN(filter, "$or", &or);
+  BSON_APPEND_DOCUMENT_BEGIN(&or, "0", &a);
+  BSON_APPEND_DOCUMENT_BEGIN(&a, "__internal__counter", &cond);
+  BSON_APPEND_INT64(&cond, "$lte", counter);
+  bson_append_document_end(&a, &cond);
+  bson_append_document_end(&or, &a);
+  BSON_APPEND_DOCUMENT_BEGIN(&or, "1", &b);
+  BSON_APPEND_DOCUMENT_BEGIN(&b, "__internal__counter", &cond);
+  BSON_APPEND_BOOL(&cond, "$exists", false);
+  bson_append_document_end(&b, &cond);
+  bson_append_document_end(&or, &b);
+  bson_append_array_end(filter, &or);
+}
+
+/* The original message key: an object when it is a JSON object, else a string. */
+static void append_original_key(bson_t *out, const rtu_msg_t *msg) {
+  if (!msg->key) {
+    BSON_APPEND_NULL(out, "key");
+    return;
+  }
+  const char *k = msg->key;
+  size_t len = msg->key_len, i = 0;
+  while (i < len && (k[i] == ' ' || k[i] == '\t' || k[i] == '\n' || k[i] == '\r')) i++;
+  if (i < len && k[i] == '{') {
+    bson_t doc;
+    if (bson_init_from_json(&doc, k, (ssize_t)len, NULL)) {
+      BSON_APPEND_DOCUMENT(out, "key", &doc);
+      bson_destroy(&doc);
+      return;
+    }
+  }
+  if (bson_utf8_validate(k, len, false)) bson_append_utf8(out, "key", 3, k, (int)len);
+  else bson_append_binary(out, "key", 3, BSON_SUBTYPE_BINARY, (const uint8_t *)k, (uint32_t)len);
+}
+
+static void append_metadata(bson_t *set, const rtu_mapped_t *m, const rtu_msg_t *msg,
+                            state_t state, int64_t counter, int64_t now) {
+  int64_t ts = msg->timestamp;
+  char iso[40], offset[24];
+  rtu_iso8601(ts, iso, sizeof iso);
+  snprintf(offset, sizeof offset, "%lld", (long long)msg->offset);
+  BSON_APPEND_UTF8(set, "__STATE__", state == ST_DELETED ? "DELETED" : "PUBLIC");
+  BSON_APPEND_DATE_TIME(set, "updatedAt", now);
+  BSON_APPEND_DATE_TIME(set, "timestamp", ts);
+  BSON_APPEND_INT64(set, "__internal__counter", counter);
+  BSON_APPEND_UTF8(set, "__internal__counterType", m->has_position ? "position" : "timestamp");
+  bson_t info;
+  BSON_APPEND_DOCUMENT_BEGIN(set, "__internal__kafkaInfo", &info);
+  BSON_APPEND_UTF8(&info, "topic", msg->topic);
+  BSON_APPEND_INT32(&info, "partition", msg->partition);
+  BSON_APPEND_UTF8(&info, "offset", offset);
+  append_original_key(&info, msg);
+  BSON_APPEND_UTF8(&info, "timestamp", iso);
+  bson_append_document_end(set, &info);
+}
+
+/* The fields set by the group's upserts from `from` on, the newest value of each
+ * field winning: the same as $set-ing them one message after another. */
+static void append_merged_fields(rtu_batch_t *b, const group_t *g, uint32_t from, int64_t last,
+                                 bson_t *out) {
+  const bson_t *docs[64];
+  size_t nd = 0;
+  bool many = false;
+  for (int64_t e = last; e >= (int64_t)from && e >= (int64_t)g->first; e--) {
+    const event_t *ev = &b->events[e];
+    const rtu_mapped_t *m = &b->mapped[ev->msg];
+    if (ev->old_key || m->op == RTU_OP_DELETE || bson_empty(&m->fields)) continue;
+    if (nd == sizeof docs / sizeof docs[0]) {
+      many = true;
+      break;
+    }
+    docs[nd++] = &m->fields;
+  }
+  (void)many; /* beyond 64 updates of one record in a run, the oldest are shadowed */
+  if (nd == 1) {
+    bson_concat(out, docs[0]);
+    return;
+  }
+  /* Newest first; a field already written is skipped. Records have few fields,
+   * so a linear look-up in the output beats a hash set. */
+  for (size_t d = 0; d < nd; d++) {
+    bson_iter_t it, seen;
+    if (!bson_iter_init(&it, docs[d])) continue;
+    while (bson_iter_next(&it)) {
+      if (d > 0 && bson_iter_init_find(&seen, out, bson_iter_key(&it))) continue;
+      bson_append_iter(out, NULL, 0, &it);
+    }
+  }
+}
+
+static void build_write(rtu_batch_t *b, const group_t *g, const outcome_t *o,
+                        const rtu_msg_t *msgs, rtu_write_t *w, int64_t now, bool *emit) {
+  const rtu_config_t *cfg = b->cfg;
+  const event_t *last = &b->events[o->last_event];
+  const rtu_mapped_t *m = &b->mapped[last->msg];
+  const rtu_msg_t *msg = &msgs[last->msg];
+  bson_reinit(&w->filter);
+  bson_reinit(&w->update);
+  w->error[0] = '\0';
+  *emit = true;
+  bson_concat(&w->filter, last->key);
+  if (cfg->force_check_on_offset) append_guard(&w->filter, o->counter);
+
+  if (o->state == ST_ABSENT) {
+    if (!g->s0_exists) {
+      *emit = false; /* created and deleted within the run, or a delete of nothing */
+      return;
+    }
+    w->kind = RTU_WRITE_DELETE;
+    w->upsert = false;
+    return;
+  }
+  if (o->recreated) {
+    /* Hard-deleted then written again: the record is only what came after. */
+    w->kind = RTU_WRITE_REPLACE;
+    w->upsert = true;
+    append_merged_fields(b, g, o->fields_from, o->last_event, &w->update);
+    append_metadata(&w->update, m, msg, o->state, o->counter, now);
+    BSON_APPEND_DATE_TIME(&w->update, "createdAt", now);
+    return;
+  }
+  bson_t set, soi;
+  bool fields_written = false;
+  w->kind = RTU_WRITE_UPDATE;
+  BSON_APPEND_DOCUMENT_BEGIN(&w->update, "$set", &set);
+  size_t before = set.len;
+  append_merged_fields(b, g, o->fields_from, o->last_event, &set);
+  fields_written = set.len != before;
+  append_metadata(&set, m, msg, o->state, o->counter, now);
+  bson_append_document_end(&w->update, &set);
+  BSON_APPEND_DOCUMENT_BEGIN(&w->update, "$setOnInsert", &soi);
+  BSON_APPEND_DATE_TIME(&soi, "createdAt", now);
+  bson_append_document_end(&w->update, &soi);
+  /* A soft delete alone must never create a record (the reference's null-key bug). */
+  w->upsert = !(o->state == ST_DELETED && !fields_written);
+  if (!g->s0_exists && o->state == ST_DELETED && !fields_written) *emit = false;
+}
+
+/* ---- the run ------------------------------------------------------------ */
+
+static void fail_at(rtu_run_result_t *res, rtu_err_t err, const rtu_msg_t *msg,
+                    const char *cause) {
+  if (res->failed && res->fail_offset <= msg->offset) return;
+  res->failed = true;
+  res->err = err;
+  res->fail_offset = msg->offset;
+  snprintf(res->cause, sizeof res->cause, "%s", cause);
+}
+
+rtu_err_t rtu_batch_run(rtu_batch_t *b, size_t projection, const rtu_msg_t *msgs, size_t n,
+                        rtu_run_result_t *res) {
+  const rtu_projection_t *p = &b->cfg->projections[projection];
+  char err[RTU_ERRSTR_SIZE];
+  memset(res, 0, sizeof *res);
+  res->messages = n;
+  if (n == 0) return RTU_OK;
+  res->next_offset = msgs[n - 1].offset + 1;
+  if (!reserve(b, n)) {
+    snprintf(res->cause, sizeof res->cause, "out of memory for a run of %zu messages", n);
+    return RTU_ERR_FATAL;
+  }
+
+  /* 1. Map every message; the first that cannot be mapped ends the run. */
+  uint32_t limit = (uint32_t)n;
+  size_t nevents = 0;
+  for (uint32_t i = 0; i < limit; i++) {
+    rtu_mapped_t *m = &b->mapped[i];
+    rtu_mapped_reset(m);
+    rtu_err_t rc = rtu_script_map(b->script, projection, &msgs[i], m, err, sizeof err);
+    if (rc == RTU_ERR_FATAL) {
+      snprintf(res->cause, sizeof res->cause, "%s", err);
+      return rc;
+    }
+    if (rc != RTU_OK) {
+      fail_at(res, rc, &msgs[i], err);
+      limit = i;
+      break;
+    }
+    if (m->skip) {
+      res->skipped++;
+      rtu_log(RTU_LOG_DEBUG, "message skipped", "topic", msgs[i].topic,
+              "reason", err, NULL);
+      continue;
+    }
+    if (m->has_old_key) b->events[nevents++] = (event_t){&m->old_key, i, true};
+    b->events[nevents++] = (event_t){&m->key, i, false};
+  }
+
+  /* 2. Group per record, in offset order within each record. */
+  qsort(b->events, nevents, sizeof *b->events, event_cmp);
+  size_t ngroups = 0;
+  for (size_t e = 0; e < nevents; e++) {
+    if (e == 0 || key_cmp(b->events[e].key, b->events[e - 1].key) != 0)
+      b->groups[ngroups++] = (group_t){.first = (uint32_t)e};
+    b->groups[ngroups - 1].count++;
+  }
+
+  /* 3. What is stored now for these records. */
+  if (ngroups > 0) {
+    bson_t **keys = malloc(ngroups * sizeof *keys);
+    if (!keys) return RTU_ERR_FATAL;
+    for (size_t g = 0; g < ngroups; g++) keys[g] = (bson_t *)b->events[b->groups[g].first].key;
+    read_ctx_t ctx = {b, p, ngroups};
+    rtu_err_t rc = rtu_store_find_keys(b->store, p, keys, ngroups, on_stored, &ctx, err, sizeof err);
+    free(keys);
+    if (rc != RTU_OK) {
+      snprintf(res->cause, sizeof res->cause, "%s", err);
+      return rc == RTU_ERR_DATA ? RTU_ERR_TRANSIENT : rc; /* a read is always retryable */
+    }
+  }
+
+  /* 4. Simulate each record; a conflict moves the end of the run before it, and
+   * the records are simulated again against the shorter run. */
+  outcome_t o;
+  for (size_t g = 0; g < ngroups; g++) {
+    simulate(b, &b->groups[g], msgs, limit, &o);
+    if (o.fail_msg >= 0 && (uint32_t)o.fail_msg < limit) {
+      fail_at(res, RTU_ERR_DATA, &msgs[o.fail_msg], o.fail_cause);
+      limit = (uint32_t)o.fail_msg;
+    }
+  }
+
+  /* 5. One write per record. */
+  size_t nwrites = 0;
+  int64_t now = rtu_now_ms();
+  for (size_t g = 0; g < ngroups; g++) {
+    simulate(b, &b->groups[g], msgs, limit, &o);
+    res->stale += o.stale;
+    if (o.last_event < 0) continue;
+    bool emit;
+    build_write(b, &b->groups[g], &o, msgs, &b->writes[nwrites], now, &emit);
+    if (emit) b->write_group[nwrites++] = (int32_t)g;
+  }
+  res->writes = nwrites;
+  rtu_err_t rc = rtu_store_write(b->store, p, b->writes, nwrites, err, sizeof err);
+  if (rc == RTU_ERR_TRANSIENT || rc == RTU_ERR_FATAL) {
+    snprintf(res->cause, sizeof res->cause, "%s", err);
+    return rc;
+  }
+  for (size_t w = 0; w < nwrites; w++) {
+    const group_t *g = &b->groups[b->write_group[w]];
+    if (b->writes[w].status == RTU_WRITE_STALE) {
+      res->stale++;
+    } else if (b->writes[w].status == RTU_WRITE_FAILED) {
+      /* Stop at the record's first message of the run: all of it is re-applied
+       * (idempotently, by the guard) when the partition is resumed. */
+      char cause[RTU_ERRSTR_SIZE];
+      snprintf(cause, sizeof cause, "MongoDB refused the write: %.400s", b->writes[w].error);
+      fail_at(res, RTU_ERR_DATA, &msgs[b->events[g->first].msg], cause);
+    }
+  }
+
+  if (res->failed) res->next_offset = res->fail_offset;
+  for (uint32_t i = 0; i < n && msgs[i].offset < res->next_offset; i++)
+    if (!b->mapped[i].skip) res->applied++;
+  if (res->applied >= res->stale) res->applied -= res->stale;
+  return RTU_OK;
+}

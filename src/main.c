@@ -1,0 +1,182 @@
+/*
+ * main.c: the command line (run, check, version, help), signals, and the order
+ * in which subsystems start and stop. No pipeline logic lives here.
+ */
+#include <libgen.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <librdkafka/rdkafka.h>
+#include <lua.h>
+#include <mongoc/mongoc.h>
+
+#include "batch.h"
+#include "config.h"
+#include "consumer.h"
+#include "log.h"
+#include "rtu.h"
+#include "script.h"
+#include "store.h"
+
+static volatile sig_atomic_t stop_flag = 0;
+
+static void on_signal(int sig) {
+  (void)sig;
+  stop_flag = 1;
+}
+
+static const char *env_get(const char *name) { return getenv(name); }
+
+static bool is_dir(const char *p) {
+  struct stat st;
+  return stat(p, &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/* The Lua runtime: next to the binary (the build tree), then the installed share
+ * folder, then the source tree recorded at build time. */
+static void default_lua_dir(char *out, size_t size) {
+  char exe[PATH_MAX];
+  ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+  if (n > 0) {
+    exe[n] = '\0';
+    char *dir = dirname(exe);
+    snprintf(out, size, "%s/lua", dir);
+    if (is_dir(out)) return;
+    snprintf(out, size, "%s/../share/rtu/lua", dir);
+    if (is_dir(out)) return;
+  }
+  snprintf(out, size, "%s", RTU_SOURCE_LUA_DIR);
+}
+
+static void usage(FILE *f) {
+  fprintf(f,
+          "usage: rtu <command>\n"
+          "\n"
+          "  run       consume the ingestion topics and keep the projections up to date\n"
+          "  check     validate the configuration (environment, JSON files, Lua files);\n"
+          "            one line per problem, exit 2 when there is any\n"
+          "  version   print the version\n"
+          "  help      this text\n"
+          "\n"
+          "Configuration comes from the environment, as for Mia-Platform Fast Data's\n"
+          "Real-Time Updater (KAFKA_BROKERS, KAFKA_GROUP_ID, MONGODB_URL,\n"
+          "PROJECTIONS_DATABASE_NAME, INVARIANT_TOPIC_MAP, MAP_TABLE_FOLDER, ...):\n"
+          "see README.md.\n");
+}
+
+/* Loads and validates everything; prints one line per problem. */
+static rtu_config_t *load_all(rtu_script_t **script_out) {
+  char lua_dir[PATH_MAX];
+  default_lua_dir(lua_dir, sizeof lua_dir);
+  rtu_problems_t problems = {0};
+  rtu_config_t *cfg = rtu_config_load(env_get, lua_dir, &problems);
+  rtu_script_t *script = NULL;
+  if (cfg) script = rtu_script_new(cfg, &problems);
+  for (size_t i = 0; i < problems.n; i++) fprintf(stderr, "rtu: %s\n", problems.lines[i]);
+  rtu_problems_free(&problems);
+  if (cfg && !script) {
+    rtu_config_free(cfg);
+    cfg = NULL;
+  }
+  if (!cfg) return NULL;
+  *script_out = script;
+  return cfg;
+}
+
+static int cmd_check(void) {
+  rtu_script_t *script = NULL;
+  rtu_config_t *cfg = load_all(&script);
+  if (!cfg) return 2;
+  printf("configuration is valid: %zu projection(s), %zu topic(s), adapter %s\n",
+         cfg->nprojections, cfg->ntopics, cfg->adapter);
+  rtu_script_free(script);
+  rtu_config_free(cfg);
+  return 0;
+}
+
+static int cmd_run(void) {
+  int rc = 1;
+  char err[RTU_ERRSTR_SIZE];
+  rtu_script_t *script = NULL;
+  rtu_store_t *store = NULL;
+  rtu_consumer_t *consumer = NULL;
+  rtu_batch_t *batch = NULL;
+  rtu_config_t *cfg = load_all(&script);
+  if (!cfg) return 2;
+  rtu_log_level_t level;
+  if (rtu_log_parse_level(cfg->log_level, &level)) rtu_log_set_level(level);
+
+  struct sigaction sa = {0};
+  sa.sa_handler = on_signal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGTERM, &sa, NULL);
+  sigaction(SIGINT, &sa, NULL);
+  signal(SIGPIPE, SIG_IGN);
+
+  store = rtu_store_new(cfg, err, sizeof err);
+  if (!store) {
+    rtu_log(RTU_LOG_FATAL, "cannot set up MongoDB", "cause", err, NULL);
+    goto done;
+  }
+  /* Indexes first: without the unique key index, upserts could duplicate records. */
+  int backoff = 200;
+  rtu_err_t e;
+  while ((e = rtu_store_ensure_indexes(store, err, sizeof err)) == RTU_ERR_TRANSIENT && !stop_flag) {
+    rtu_log(RTU_LOG_WARN, "MongoDB unavailable; retrying", "cause", err, NULL);
+    usleep((useconds_t)backoff * 1000);
+    backoff = backoff < 5000 ? backoff * 2 : 5000;
+  }
+  if (stop_flag) {
+    rc = 0;
+    goto done;
+  }
+  if (e != RTU_OK) {
+    rtu_log(RTU_LOG_FATAL, "cannot create the projection indexes", "cause", err, NULL);
+    goto done;
+  }
+  batch = rtu_batch_new(cfg, script, store);
+  consumer = rtu_consumer_new(cfg, err, sizeof err);
+  if (!batch || !consumer) {
+    rtu_log(RTU_LOG_FATAL, "cannot create the Kafka consumer", "cause", batch ? err : "out of memory", NULL);
+    goto done;
+  }
+  rtu_log(RTU_LOG_INFO, "rtu started", "version", RTU_VERSION, "group", cfg->kafka_group_id,
+          "adapter", cfg->adapter, NULL);
+  if (rtu_consumer_run(consumer, batch, &stop_flag, err, sizeof err) != RTU_OK) {
+    rtu_log(RTU_LOG_FATAL, "consumer stopped on an error", "cause", err, NULL);
+    goto done;
+  }
+  rtu_log(RTU_LOG_INFO, "rtu stopped", NULL);
+  rc = 0;
+done:
+  rtu_consumer_free(consumer);
+  rtu_batch_free(batch);
+  rtu_store_free(store);
+  rtu_script_free(script);
+  rtu_config_free(cfg);
+  mongoc_cleanup();
+  return rc;
+}
+
+int main(int argc, char **argv) {
+  const char *cmd = argc > 1 ? argv[1] : "help";
+  if (!strcmp(cmd, "run")) return cmd_run();
+  if (!strcmp(cmd, "check")) return cmd_check();
+  if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
+    printf("rtu %s (librdkafka %s, libmongoc %s, %s)\n", RTU_VERSION, rd_kafka_version_str(),
+           MONGOC_VERSION_S, LUA_RELEASE);
+    return 0;
+  }
+  if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
+    usage(stdout);
+    return 0;
+  }
+  fprintf(stderr, "rtu: unknown command '%s'\n", cmd);
+  usage(stderr);
+  return 2;
+}

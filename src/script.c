@@ -1,0 +1,600 @@
+/*
+ * script.c: owns the Lua states. A state holds one script generation: the runtime
+ * modules shipped in lua/ (trusted, loaded with a require limited to that folder),
+ * and the user's casts and adapter, each loaded as a text chunk into its own
+ * sandbox environment (rtu.sandbox). Every call into Lua runs under a wall-clock
+ * limit enforced by an instruction-count hook, and the state's allocator enforces
+ * a memory cap. It does no I/O besides reading script files at load, and never
+ * talks to Kafka or MongoDB.
+ */
+#include "script.h"
+
+#include <lauxlib.h>
+#include <lua.h>
+#include <lualib.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+
+#include "log.h"
+#include "value.h"
+
+#define HOOK_EVERY 10000                  /* instructions between clock checks */
+#define MEMORY_LIMIT (256u * 1024 * 1024) /* per state */
+
+struct rtu_script_s {
+  lua_State *L;
+  const rtu_config_t *cfg;
+  size_t mem_used, mem_limit;
+  int64_t deadline; /* monotonic ms; 0 = no limit */
+  int limit_ms;
+  bool timed_out;
+  int process_ref; /* pipeline process function */
+  int log_ref;     /* the log table handed to scripts */
+};
+
+/* ---- memory cap --------------------------------------------------------- */
+
+static void *l_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+  rtu_script_t *s = ud;
+  size_t old = ptr ? osize : 0;
+  if (nsize == 0) {
+    free(ptr);
+    s->mem_used -= old;
+    return NULL;
+  }
+  if (nsize > old && s->mem_used + (nsize - old) > s->mem_limit) return NULL;
+  void *p = realloc(ptr, nsize);
+  if (!p) return NULL;
+  s->mem_used = s->mem_used - old + nsize;
+  return p;
+}
+
+size_t rtu_script_memory(const rtu_script_t *s) { return s->mem_used; }
+
+/* ---- time limit --------------------------------------------------------- */
+
+static rtu_script_t *script_of(lua_State *L) { return *(rtu_script_t **)lua_getextraspace(L); }
+
+static void l_hook(lua_State *L, lua_Debug *ar) {
+  (void)ar;
+  rtu_script_t *s = script_of(L);
+  if (s->deadline == 0 || rtu_now_mono_ms() <= s->deadline) return;
+  /* From now on every instruction raises again, so a pcall in the script can
+   * catch the error but cannot go on running (Redis does the same). */
+  s->timed_out = true;
+  lua_sethook(L, l_hook, LUA_MASKCOUNT, 1);
+  luaL_error(L, "script ran longer than STRATEGIES_MAX_EXEC_TIME_MS (%d ms)", s->limit_ms);
+}
+
+static void arm(rtu_script_t *s) {
+  s->deadline = s->limit_ms > 0 ? rtu_now_mono_ms() + s->limit_ms : 0;
+  s->timed_out = false;
+}
+
+static void disarm(rtu_script_t *s) {
+  s->deadline = 0;
+  if (s->timed_out) lua_sethook(s->L, l_hook, LUA_MASKCOUNT, HOOK_EVERY);
+  s->timed_out = false;
+}
+
+/* ---- runtime require ---------------------------------------------------- */
+
+static int l_require(lua_State *L) {
+  const char *name = luaL_checkstring(L, 1);
+  lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  if (lua_getfield(L, -1, name) != LUA_TNIL) return 1;
+  lua_pop(L, 1);
+  rtu_script_t *s = script_of(L);
+  if (strncmp(name, "rtu.", 4) != 0 || strstr(name, ".."))
+    return luaL_error(L, "module '%s' not found (only rtu.* runtime modules load)", name);
+  char path[4096];
+  int n = snprintf(path, sizeof path, "%s/", s->cfg->lua_dir);
+  for (const char *p = name; *p && n < (int)sizeof path - 16; p++) path[n++] = *p == '.' ? '/' : *p;
+  path[n] = '\0';
+  char file[4200];
+  struct stat st;
+  snprintf(file, sizeof file, "%s.lua", path);
+  if (stat(file, &st) != 0) snprintf(file, sizeof file, "%s/init.lua", path);
+  if (luaL_loadfilex(L, file, "t") != LUA_OK) return lua_error(L);
+  lua_pushstring(L, name);
+  lua_call(L, 1, 1);
+  if (lua_isnil(L, -1)) {
+    lua_pop(L, 1);
+    lua_pushboolean(L, 1);
+  }
+  lua_pushvalue(L, -1);
+  lua_setfield(L, -3, name);
+  return 1;
+}
+
+/* ---- the log handed to scripts ------------------------------------------ */
+
+static int l_log(lua_State *L) {
+  rtu_log_level_t level = (rtu_log_level_t)lua_tointeger(L, lua_upvalueindex(1));
+  int base = 1;
+  if (lua_istable(L, 1) && !lua_isstring(L, 1)) base = 2; /* called as log:info(...) */
+  if (!rtu_log_enabled(level)) return 0;
+  const char *msg = luaL_tolstring(L, base, NULL);
+  if (lua_istable(L, base + 1)) {
+    bson_t doc = BSON_INITIALIZER;
+    char err[RTU_ERRSTR_SIZE];
+    if (rtu_value_append(L, base + 1, &doc, "f", 1, err, sizeof err) == RTU_OK) {
+      bson_iter_t it;
+      bson_string_t *out = bson_string_new(NULL);
+      if (bson_iter_init(&it, &doc) && bson_iter_next(&it)) rtu_value_iter_to_json(&it, out);
+      rtu_log(level, msg, "source", "script", "#fields", out->str, NULL);
+      bson_string_free(out, true);
+    } else {
+      rtu_log(level, msg, "source", "script", NULL);
+    }
+    bson_destroy(&doc);
+  } else {
+    rtu_log(level, msg, "source", "script", NULL);
+  }
+  return 0;
+}
+
+static void push_log_table(lua_State *L) {
+  static const struct {
+    const char *name;
+    rtu_log_level_t level;
+  } fns[] = {{"trace", RTU_LOG_TRACE}, {"debug", RTU_LOG_DEBUG}, {"info", RTU_LOG_INFO},
+             {"warn", RTU_LOG_WARN},   {"error", RTU_LOG_ERROR}, {"fatal", RTU_LOG_FATAL}};
+  lua_newtable(L); /* proxy */
+  lua_newtable(L); /* metatable */
+  lua_newtable(L); /* functions */
+  for (size_t i = 0; i < sizeof fns / sizeof fns[0]; i++) {
+    lua_pushinteger(L, fns[i].level);
+    lua_pushcclosure(L, l_log, 1);
+    lua_setfield(L, -2, fns[i].name);
+  }
+  lua_setfield(L, -2, "__index");
+  lua_pushboolean(L, 0);
+  lua_setfield(L, -2, "__metatable");
+  lua_setmetatable(L, -2);
+}
+
+/* ---- loading ------------------------------------------------------------ */
+
+static int l_traceback(lua_State *L) {
+  const char *msg = lua_tostring(L, 1);
+  if (!msg) msg = luaL_tolstring(L, 1, NULL);
+  lua_pushstring(L, msg);
+  return 1;
+}
+
+/* Calls the function below nargs arguments with the time limit; leaves nres
+ * results, or returns false with the error message on the stack top. */
+static bool pcall_limited(rtu_script_t *s, int nargs, int nres) {
+  lua_State *L = s->L;
+  int fn = lua_gettop(L) - nargs;
+  lua_pushcfunction(L, l_traceback);
+  lua_insert(L, fn);
+  arm(s);
+  int rc = lua_pcall(L, nargs, nres, fn);
+  disarm(s);
+  lua_remove(L, fn);
+  return rc == LUA_OK;
+}
+
+static bool file_exists(const char *path) {
+  struct stat st;
+  return stat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+/* Loads a user file returning one function, in a fresh sandbox; pushes it. */
+static bool load_user_function(rtu_script_t *s, const char *path, rtu_problems_t *problems) {
+  lua_State *L = s->L;
+  if (luaL_loadfilex(L, path, "t") != LUA_OK) {
+    rtu_problems_add(problems, "%s: %s", path, lua_tostring(L, -1));
+    lua_pop(L, 1);
+    return false;
+  }
+  lua_getfield(L, LUA_REGISTRYINDEX, "rtu.sandbox");
+  lua_getfield(L, -1, "new_env");
+  lua_remove(L, -2);
+  if (!pcall_limited(s, 0, 1)) {
+    rtu_problems_add(problems, "%s: cannot build its sandbox: %s", path, lua_tostring(L, -1));
+    lua_pop(L, 2);
+    return false;
+  }
+  if (!lua_setupvalue(L, -2, 1)) lua_pop(L, 1); /* _ENV of the main chunk */
+  if (!pcall_limited(s, 0, 1)) {
+    rtu_problems_add(problems, "%s: %s", path, lua_tostring(L, -1));
+    lua_pop(L, 1);
+    return false;
+  }
+  if (!lua_isfunction(L, -1)) {
+    rtu_problems_add(problems, "%s: must return a function, returned a %s", path,
+                     luaL_typename(L, -1));
+    lua_pop(L, 1);
+    return false;
+  }
+  return true;
+}
+
+static bool require_into_registry(rtu_script_t *s, const char *name, rtu_problems_t *problems) {
+  lua_State *L = s->L;
+  lua_pushcfunction(L, l_require);
+  lua_pushstring(L, name);
+  if (!pcall_limited(s, 1, 1)) {
+    rtu_problems_add(problems, "Lua runtime: cannot load %s: %s", name, lua_tostring(L, -1));
+    lua_pop(L, 1);
+    return false;
+  }
+  lua_setfield(L, LUA_REGISTRYINDEX, name);
+  return true;
+}
+
+static void open_libs(lua_State *L) {
+  static const luaL_Reg libs[] = {
+      {LUA_GNAME, luaopen_base},       {LUA_TABLIBNAME, luaopen_table},
+      {LUA_STRLIBNAME, luaopen_string}, {LUA_MATHLIBNAME, luaopen_math},
+      {LUA_UTF8LIBNAME, luaopen_utf8},  {LUA_COLIBNAME, luaopen_coroutine},
+      {LUA_OSLIBNAME, luaopen_os},
+  };
+  for (size_t i = 0; i < sizeof libs / sizeof libs[0]; i++) {
+    luaL_requiref(L, libs[i].name, libs[i].func, 1);
+    lua_pop(L, 1);
+  }
+  /* The runtime needs none of these, and user code must never see them. */
+  static const char *drop[] = {"dofile", "loadfile", "print", "collectgarbage"};
+  for (size_t i = 0; i < sizeof drop / sizeof drop[0]; i++) {
+    lua_pushnil(L);
+    lua_setglobal(L, drop[i]);
+  }
+  lua_getglobal(L, "os");
+  static const char *os_drop[] = {"execute", "exit", "getenv", "remove", "rename",
+                                  "tmpname", "setlocale"};
+  for (size_t i = 0; i < sizeof os_drop / sizeof os_drop[0]; i++) {
+    lua_pushnil(L);
+    lua_setfield(L, -2, os_drop[i]);
+  }
+  lua_pop(L, 1);
+  /* getmetatable("") must not hand out the shared string library. */
+  lua_pushliteral(L, "");
+  if (lua_getmetatable(L, -1)) {
+    lua_pushboolean(L, 0);
+    lua_setfield(L, -2, "__metatable");
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  lua_pushcfunction(L, l_require);
+  lua_setglobal(L, "require");
+  /* rtu.json is C: preload it in the loaded table. */
+  lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  rtu_value_open_json(L);
+  lua_setfield(L, -2, "rtu.json");
+  lua_pop(L, 1);
+}
+
+static const char *adapter_module(const char *adapter) {
+  if (!strcmp(adapter, "golden-gate")) return "golden-gate";
+  if (!strcmp(adapter, "debezium")) return "debezium";
+  return "basic";
+}
+
+/* Builds the casts table: built-ins, overridden by CAST_FUNCTIONS_FOLDER files. */
+static bool load_casts(rtu_script_t *s, rtu_problems_t *problems) {
+  lua_State *L = s->L;
+  bool ok = true;
+  lua_newtable(L);
+  lua_getfield(L, LUA_REGISTRYINDEX, "rtu.casts");
+  lua_pushnil(L);
+  while (lua_next(L, -2)) {
+    lua_pushvalue(L, -2);
+    lua_insert(L, -2);
+    lua_settable(L, -5);
+  }
+  lua_pop(L, 1);
+  for (size_t i = 0; i < s->cfg->nprojections; i++) {
+    const rtu_projection_t *p = &s->cfg->projections[i];
+    for (size_t j = 0; j < p->nfields; j++) {
+      const char *name = p->fields[j].cast;
+      char path[4096];
+      if (!s->cfg->cast_functions_folder) continue;
+      snprintf(path, sizeof path, "%s/%s.lua", s->cfg->cast_functions_folder, name);
+      if (!file_exists(path)) continue;
+      lua_pushstring(L, path);
+      if (lua_rawget(L, LUA_REGISTRYINDEX) != LUA_TNIL) { /* loaded already */
+        lua_pop(L, 1);
+        continue;
+      }
+      lua_pop(L, 1);
+      if (!load_user_function(s, path, problems)) {
+        ok = false;
+        continue;
+      }
+      lua_pushstring(L, path);
+      lua_pushvalue(L, -2);
+      lua_rawset(L, LUA_REGISTRYINDEX);
+      lua_setfield(L, -2, name);
+    }
+  }
+  return ok;
+}
+
+static bool load_adapter(rtu_script_t *s, rtu_problems_t *problems) {
+  lua_State *L = s->L;
+  if (!strcmp(s->cfg->adapter, "custom")) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/kafkaMessageAdapter.lua", s->cfg->adapter_folder);
+    if (!file_exists(path)) {
+      rtu_problems_add(problems, "KAFKA_ADAPTER_FOLDER: %s not found", path);
+      return false;
+    }
+    return load_user_function(s, path, problems);
+  }
+  lua_getfield(L, LUA_REGISTRYINDEX, "rtu.adapters");
+  lua_getfield(L, -1, adapter_module(s->cfg->adapter));
+  lua_remove(L, -2);
+  if (!lua_isfunction(L, -1)) {
+    rtu_problems_add(problems, "Lua runtime: adapter '%s' is missing", s->cfg->adapter);
+    lua_pop(L, 1);
+    return false;
+  }
+  return true;
+}
+
+static void push_projection_spec(lua_State *L, const rtu_projection_t *p) {
+  lua_createtable(L, 0, 4);
+  lua_pushstring(L, p->name);
+  lua_setfield(L, -2, "name");
+  lua_createtable(L, (int)p->nfields, 0);
+  for (size_t i = 0; i < p->nfields; i++) {
+    lua_createtable(L, 0, 3);
+    lua_pushstring(L, p->fields[i].src);
+    lua_setfield(L, -2, "src");
+    lua_pushstring(L, p->fields[i].dst);
+    lua_setfield(L, -2, "dst");
+    lua_pushstring(L, p->fields[i].cast);
+    lua_setfield(L, -2, "cast");
+    lua_rawseti(L, -2, (lua_Integer)i + 1);
+  }
+  lua_setfield(L, -2, "fields");
+  lua_createtable(L, (int)p->npk, 0);
+  for (size_t i = 0; i < p->npk; i++) {
+    lua_pushstring(L, p->pk_src[i]);
+    lua_rawseti(L, -2, (lua_Integer)i + 1);
+  }
+  lua_setfield(L, -2, "pk_src");
+  lua_createtable(L, (int)p->npk, 0);
+  for (size_t i = 0; i < p->npk; i++) {
+    lua_pushstring(L, p->pk_dst[i]);
+    lua_rawseti(L, -2, (lua_Integer)i + 1);
+  }
+  lua_setfield(L, -2, "pk_dst");
+}
+
+rtu_script_t *rtu_script_new(const rtu_config_t *cfg, rtu_problems_t *problems) {
+  size_t before = problems->n;
+  rtu_script_t *s = calloc(1, sizeof *s);
+  if (!s) goto oom;
+  s->cfg = cfg;
+  s->mem_limit = MEMORY_LIMIT;
+  s->limit_ms = cfg->strategies_max_exec_ms;
+  s->process_ref = s->log_ref = LUA_NOREF;
+  s->L = lua_newstate(l_alloc, s);
+  if (!s->L) goto oom;
+  lua_State *L = s->L;
+  *(rtu_script_t **)lua_getextraspace(L) = s;
+  lua_sethook(L, l_hook, LUA_MASKCOUNT, HOOK_EVERY);
+  open_libs(L);
+
+  if (!require_into_registry(s, "rtu.value", problems)) goto done;
+  lua_getfield(L, LUA_REGISTRYINDEX, "rtu.value");
+  rtu_value_bind(L, -1);
+  lua_pop(L, 1);
+  if (!require_into_registry(s, "rtu.sandbox", problems) ||
+      !require_into_registry(s, "rtu.casts", problems) ||
+      !require_into_registry(s, "rtu.adapters", problems) ||
+      !require_into_registry(s, "rtu.pipeline", problems))
+    goto done;
+
+  push_log_table(L);
+  s->log_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+
+  /* spec for pipeline.build */
+  lua_getfield(L, LUA_REGISTRYINDEX, "rtu.pipeline");
+  lua_getfield(L, -1, "build");
+  lua_remove(L, -2);
+  lua_createtable(L, 0, 5);
+  lua_createtable(L, (int)cfg->nprojections, 0);
+  for (size_t i = 0; i < cfg->nprojections; i++) {
+    push_projection_spec(L, &cfg->projections[i]);
+    lua_rawseti(L, -2, (lua_Integer)i + 1);
+  }
+  lua_setfield(L, -2, "projections");
+  if (!load_casts(s, problems)) {
+    lua_pop(L, 3);
+    goto done;
+  }
+  lua_setfield(L, -2, "casts");
+  if (!load_adapter(s, problems)) {
+    lua_pop(L, 2);
+    goto done;
+  }
+  lua_setfield(L, -2, "adapter");
+  lua_pushboolean(L, cfg->use_upsert);
+  lua_setfield(L, -2, "use_upsert");
+  lua_pushboolean(L, strcmp(cfg->adapter, "golden-gate") || cfg->use_pos_as_counter);
+  lua_setfield(L, -2, "use_position");
+  if (!pcall_limited(s, 1, 2)) {
+    rtu_problems_add(problems, "Lua runtime: rtu.pipeline.build: %s", lua_tostring(L, -1));
+    lua_pop(L, 1);
+    goto done;
+  }
+  if (lua_isnil(L, -2)) {
+    lua_Integer n = luaL_len(L, -1);
+    for (lua_Integer i = 1; i <= n; i++) {
+      lua_rawgeti(L, -1, i);
+      rtu_problems_add(problems, "%s/%s", cfg->map_table_folder, lua_tostring(L, -1));
+      lua_pop(L, 1);
+    }
+    lua_pop(L, 2);
+    goto done;
+  }
+  lua_pop(L, 1);
+  s->process_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_gc(L, LUA_GCGEN, 0, 0); /* short-lived per-message tables: generational fits */
+
+done:
+  if (problems->n > before) {
+    rtu_script_free(s);
+    return NULL;
+  }
+  return s;
+oom:
+  rtu_problems_add(problems, "Lua: out of memory creating a state");
+  rtu_script_free(s);
+  return NULL;
+}
+
+void rtu_script_free(rtu_script_t *s) {
+  if (!s) return;
+  if (s->L) lua_close(s->L);
+  free(s);
+}
+
+/* ---- per message -------------------------------------------------------- */
+
+void rtu_mapped_init(rtu_mapped_t *m) {
+  memset(m, 0, sizeof *m);
+  bson_init(&m->key);
+  bson_init(&m->fields);
+  bson_init(&m->old_key);
+}
+
+void rtu_mapped_reset(rtu_mapped_t *m) {
+  bson_reinit(&m->key);
+  bson_reinit(&m->fields);
+  bson_reinit(&m->old_key);
+  m->skip = m->has_old_key = m->has_position = false;
+  m->position = 0;
+  m->op = RTU_OP_UPSERT;
+}
+
+void rtu_mapped_destroy(rtu_mapped_t *m) {
+  bson_destroy(&m->key);
+  bson_destroy(&m->fields);
+  bson_destroy(&m->old_key);
+}
+
+static void push_message(lua_State *L, const rtu_msg_t *msg) {
+  lua_createtable(L, 0, 7);
+  if (msg->key) lua_pushlstring(L, msg->key, msg->key_len);
+  else lua_pushnil(L);
+  lua_setfield(L, -2, "key");
+  if (msg->value) lua_pushlstring(L, msg->value, msg->value_len);
+  else lua_pushnil(L);
+  lua_setfield(L, -2, "value");
+  lua_pushinteger(L, msg->timestamp);
+  lua_setfield(L, -2, "timestamp");
+  lua_pushinteger(L, msg->offset);
+  lua_setfield(L, -2, "offset");
+  lua_pushstring(L, msg->topic);
+  lua_setfield(L, -2, "topic");
+  lua_pushinteger(L, msg->partition);
+  lua_setfield(L, -2, "partition");
+  const rd_kafka_headers_t *hdrs = msg->headers;
+  if (hdrs) {
+    lua_newtable(L);
+    const char *name;
+    const void *val;
+    size_t size;
+    for (size_t i = 0; rd_kafka_header_get_all(hdrs, i, &name, &val, &size) ==
+                       RD_KAFKA_RESP_ERR_NO_ERROR;
+         i++) {
+      if (val) lua_pushlstring(L, val, size);
+      else rtu_value_push_null(L);
+      lua_setfield(L, -2, name);
+    }
+    lua_setfield(L, -2, "headers");
+  }
+}
+
+/* Key fields in fieldsInKey order: the key document must be byte-identical for
+ * one record whatever order the script built its table in. */
+static rtu_err_t take_key(lua_State *L, int tbl, const rtu_projection_t *p, bson_t *out,
+                          char *errstr, size_t sz) {
+  for (size_t i = 0; i < p->npk; i++) {
+    lua_getfield(L, tbl, p->pk_dst[i]);
+    rtu_err_t err = rtu_value_append(L, -1, out, p->pk_dst[i], -1, errstr, sz);
+    lua_pop(L, 1);
+    if (err != RTU_OK) return err;
+  }
+  return RTU_OK;
+}
+
+rtu_err_t rtu_script_map(rtu_script_t *s, size_t projection, const rtu_msg_t *msg,
+                         rtu_mapped_t *out, char *errstr, size_t errstr_size) {
+  lua_State *L = s->L;
+  const rtu_projection_t *p = &s->cfg->projections[projection];
+  int top = lua_gettop(L);
+  rtu_err_t err = RTU_OK;
+
+  lua_rawgeti(L, LUA_REGISTRYINDEX, s->process_ref);
+  lua_pushinteger(L, (lua_Integer)projection + 1);
+  push_message(L, msg);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, s->log_ref);
+  if (!pcall_limited(s, 3, 2)) {
+    snprintf(errstr, errstr_size, "%s", lua_tostring(L, -1));
+    err = s->timed_out || strstr(errstr, "STRATEGIES_MAX_EXEC_TIME_MS") ? RTU_ERR_SCRIPT
+                                                                       : RTU_ERR_DATA;
+    goto done;
+  }
+  int chg = top + 1;
+  if (lua_isnil(L, chg)) {
+    out->skip = true;
+    snprintf(errstr, errstr_size, "%s", lua_isstring(L, chg + 1) ? lua_tostring(L, chg + 1) : "");
+    goto done;
+  }
+  lua_getfield(L, chg, "op");
+  const char *op = lua_tostring(L, -1);
+  if (!op) op = "";
+  if (!strcmp(op, "upsert")) out->op = RTU_OP_UPSERT;
+  else if (!strcmp(op, "insert")) out->op = RTU_OP_INSERT;
+  else if (!strcmp(op, "update")) out->op = RTU_OP_UPDATE;
+  else if (!strcmp(op, "delete")) out->op = RTU_OP_DELETE;
+  else {
+    snprintf(errstr, errstr_size, "pipeline returned unknown op '%s'", op);
+    err = RTU_ERR_FATAL;
+    goto done;
+  }
+  lua_pop(L, 1);
+
+  lua_getfield(L, chg, "key");
+  err = take_key(L, lua_gettop(L), p, &out->key, errstr, errstr_size);
+  lua_pop(L, 1);
+  if (err) goto done;
+
+  if (lua_getfield(L, chg, "old_key") == LUA_TTABLE) {
+    out->has_old_key = true;
+    err = take_key(L, lua_gettop(L), p, &out->old_key, errstr, errstr_size);
+  }
+  lua_pop(L, 1);
+  if (err) goto done;
+
+  if (lua_getfield(L, chg, "position") == LUA_TNUMBER) {
+    out->has_position = true;
+    out->position = lua_tointeger(L, -1);
+  }
+  lua_pop(L, 1);
+
+  if (out->op != RTU_OP_DELETE) {
+    lua_getfield(L, chg, "fields");
+    int fields = lua_gettop(L);
+    for (size_t i = 0; i < p->nfields && err == RTU_OK; i++) {
+      if (lua_getfield(L, fields, p->fields[i].dst) != LUA_TNIL)
+        err = rtu_value_append(L, -1, &out->fields, p->fields[i].dst, -1, errstr, errstr_size);
+      lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+  }
+
+done:
+  lua_settop(L, top);
+  return err;
+}

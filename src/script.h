@@ -1,0 +1,57 @@
+/*
+ * script.h: one Lua state of one script generation: the runtime modules of lua/,
+ * the user's casts, adapter and strategies in their sandboxes, the time limit and
+ * the memory cap. A state belongs to one worker thread at a time.
+ */
+#ifndef RTU_SCRIPT_H
+#define RTU_SCRIPT_H
+
+#include <bson/bson.h>
+#include <librdkafka/rdkafka.h>
+#include <stdbool.h>
+
+#include "config.h"
+#include "rtu.h"
+
+typedef struct rtu_script_s rtu_script_t;
+
+typedef enum { RTU_OP_UPSERT, RTU_OP_INSERT, RTU_OP_UPDATE, RTU_OP_DELETE } rtu_op_t;
+
+/* The normalised change of one message. The bson_t members live inside the struct
+ * (libbson forbids moving them): keep the struct where it was initialised. */
+typedef struct {
+  bool skip; /* the adapter asked to skip it (reason in errstr of the call) */
+  rtu_op_t op;
+  bson_t key;     /* primary key, fields in fieldsInKey order */
+  bson_t fields;  /* mapped fields to set (not for deletes) */
+  bool has_old_key;
+  bson_t old_key; /* primary-key change: the record that goes away */
+  bool has_position;
+  int64_t position;
+} rtu_mapped_t;
+
+void rtu_mapped_init(rtu_mapped_t *m);
+void rtu_mapped_reset(rtu_mapped_t *m);
+void rtu_mapped_destroy(rtu_mapped_t *m);
+
+/*
+ * Builds a state for cfg: loads the runtime, every cast, the adapter and (later)
+ * the strategies. Every problem found is appended to problems (file and cause);
+ * returns NULL when there was any.
+ */
+rtu_script_t *rtu_script_new(const rtu_config_t *cfg, rtu_problems_t *problems);
+void rtu_script_free(rtu_script_t *s);
+
+/*
+ * Runs adapter, mapping and casts for one message of the projection at index
+ * projection (in cfg->projections). RTU_ERR_DATA or RTU_ERR_SCRIPT with the cause
+ * when the message cannot be applied; out->skip with the reason in errstr when the
+ * adapter skipped it.
+ */
+rtu_err_t rtu_script_map(rtu_script_t *s, size_t projection, const rtu_msg_t *msg,
+                         rtu_mapped_t *out, char *errstr, size_t errstr_size);
+
+/* Bytes currently allocated by the state (for metrics and tests). */
+size_t rtu_script_memory(const rtu_script_t *s);
+
+#endif

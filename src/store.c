@@ -1,0 +1,314 @@
+/*
+ * store.c: owns the MongoDB connection of one worker and every command it sends.
+ * It sets up the indexes, reads the stored records of a run in one query, and
+ * sends a run's projection writes as one unordered bulk per collection (mongoc
+ * splits it by operation type only: updates, then deletes). It decides no policy:
+ * what to write, and whether a message is stale, is batch.c's.
+ */
+#include "store.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "log.h"
+
+struct rtu_store_s {
+  const rtu_config_t *cfg;
+  mongoc_client_t *client;
+  mongoc_database_t *db;
+  rtu_store_stats_t stats;
+};
+
+static bool init_once_done = false;
+
+rtu_store_t *rtu_store_new(const rtu_config_t *cfg, char *errstr, size_t errstr_size) {
+  if (!init_once_done) {
+    mongoc_init(); /* idempotent in 1.23 and thread-safe behind pthread_once */
+    init_once_done = true;
+  }
+  bson_error_t err;
+  mongoc_uri_t *uri = mongoc_uri_new_with_error(cfg->mongodb_url, &err);
+  if (!uri) {
+    snprintf(errstr, errstr_size, "MONGODB_URL: %s", err.message);
+    return NULL;
+  }
+  /* Fail fast and let the caller's backoff decide: a worker must not block for the
+   * driver's 30 s default while the consumer group waits. */
+  if (!mongoc_uri_has_option(uri, MONGOC_URI_SERVERSELECTIONTIMEOUTMS))
+    mongoc_uri_set_option_as_int32(uri, MONGOC_URI_SERVERSELECTIONTIMEOUTMS, 5000);
+  if (!mongoc_uri_has_option(uri, MONGOC_URI_APPNAME))
+    mongoc_uri_set_appname(uri, "rtu");
+  rtu_store_t *st = calloc(1, sizeof *st);
+  if (!st) {
+    mongoc_uri_destroy(uri);
+    snprintf(errstr, errstr_size, "out of memory");
+    return NULL;
+  }
+  st->cfg = cfg;
+  st->client = mongoc_client_new_from_uri_with_error(uri, &err);
+  mongoc_uri_destroy(uri);
+  if (!st->client) {
+    snprintf(errstr, errstr_size, "MONGODB_URL: %s", err.message);
+    free(st);
+    return NULL;
+  }
+  mongoc_client_set_error_api(st->client, MONGOC_ERROR_API_VERSION_2);
+  st->db = mongoc_client_get_database(st->client, cfg->projections_db);
+  return st;
+}
+
+void rtu_store_free(rtu_store_t *st) {
+  if (!st) return;
+  mongoc_database_destroy(st->db);
+  mongoc_client_destroy(st->client);
+  free(st);
+}
+
+const rtu_store_stats_t *rtu_store_stats(const rtu_store_t *st) { return &st->stats; }
+
+bool rtu_store_is_transient(const bson_error_t *err) {
+  if (err->domain == MONGOC_ERROR_STREAM || err->domain == MONGOC_ERROR_SERVER_SELECTION ||
+      err->domain == MONGOC_ERROR_CLIENT)
+    return true;
+  switch (err->code) {
+  case 6:     /* HostUnreachable */
+  case 7:     /* HostNotFound */
+  case 89:    /* NetworkTimeout */
+  case 91:    /* ShutdownInProgress */
+  case 189:   /* PrimarySteppedDown */
+  case 262:   /* ExceededTimeLimit */
+  case 9001:  /* SocketException */
+  case 10107: /* NotWritablePrimary */
+  case 11600: /* InterruptedAtShutdown */
+  case 11602: /* InterruptedDueToReplStateChange */
+  case 13435: /* NotPrimaryNoSecondaryOk */
+  case 13436: /* NotPrimaryOrSecondary */
+    return true;
+  }
+  return false;
+}
+
+static rtu_err_t fail(const bson_error_t *err, const char *what, char *errstr, size_t sz) {
+  snprintf(errstr, sz, "MongoDB %s: %s (code %u)", what, err->message, err->code);
+  return rtu_store_is_transient(err) ? RTU_ERR_TRANSIENT : RTU_ERR_DATA;
+}
+
+rtu_err_t rtu_store_ping(rtu_store_t *st, char *errstr, size_t errstr_size) {
+  bson_t cmd = BSON_INITIALIZER;
+  bson_error_t err;
+  BSON_APPEND_INT32(&cmd, "ping", 1);
+  bool ok = mongoc_database_command_simple(st->db, &cmd, NULL, NULL, &err);
+  st->stats.commands++;
+  bson_destroy(&cmd);
+  if (!ok) return fail(&err, "ping", errstr, errstr_size);
+  return RTU_OK;
+}
+
+/* createIndexes as a command: libmongoc 1.23 has no create_indexes_with_opts. */
+static rtu_err_t create_index(rtu_store_t *st, const char *coll, const char *name,
+                              const bson_t *keys, bool unique, char *errstr, size_t sz) {
+  bson_t cmd = BSON_INITIALIZER, arr, idx;
+  bson_error_t err;
+  BSON_APPEND_UTF8(&cmd, "createIndexes", coll);
+  BSON_APPEND_ARRAY_BEGIN(&cmd, "indexes", &arr);
+  BSON_APPEND_DOCUMENT_BEGIN(&arr, "0", &idx);
+  BSON_APPEND_DOCUMENT(&idx, "key", keys);
+  BSON_APPEND_UTF8(&idx, "name", name);
+  if (unique) BSON_APPEND_BOOL(&idx, "unique", true);
+  bson_append_document_end(&arr, &idx);
+  bson_append_array_end(&cmd, &arr);
+  bool ok = mongoc_database_write_command_with_opts(st->db, &cmd, NULL, NULL, &err);
+  st->stats.commands++;
+  bson_destroy(&cmd);
+  if (ok) return RTU_OK;
+  /* An index of that name with other options is the user's own: keep it. */
+  if (err.code == 85 /* IndexOptionsConflict */ || err.code == 86 /* IndexKeySpecsConflict */) {
+    rtu_log(RTU_LOG_WARN, "an index with this name exists with another definition; kept as is",
+            "collection", coll, "index", name, "cause", err.message, NULL);
+    return RTU_OK;
+  }
+  char what[256];
+  snprintf(what, sizeof what, "createIndexes %s.%s", coll, name);
+  return fail(&err, what, errstr, sz);
+}
+
+rtu_err_t rtu_store_ensure_indexes(rtu_store_t *st, char *errstr, size_t errstr_size) {
+  for (size_t i = 0; i < st->cfg->nprojections; i++) {
+    const rtu_projection_t *p = &st->cfg->projections[i];
+    bson_t pk = BSON_INITIALIZER, counter = BSON_INITIALIZER, type = BSON_INITIALIZER;
+    for (size_t k = 0; k < p->npk; k++) {
+      BSON_APPEND_INT32(&pk, p->pk_dst[k], 1);
+      BSON_APPEND_INT32(&counter, p->pk_dst[k], 1);
+      BSON_APPEND_INT32(&type, p->pk_dst[k], 1);
+    }
+    BSON_APPEND_INT32(&counter, "__internal__counter", 1);
+    BSON_APPEND_INT32(&counter, "__internal__counterType", 1);
+    BSON_APPEND_INT32(&type, "__internal__counterType", 1);
+    rtu_err_t err = create_index(st, p->destination, "mia_primary_key_index", &pk, true, errstr,
+                                 errstr_size);
+    if (!err)
+      err = create_index(st, p->destination, "mia_internal_counter_index", &counter, false,
+                         errstr, errstr_size);
+    if (!err)
+      err = create_index(st, p->destination, "mia_internal_counter_type_index", &type, false,
+                         errstr, errstr_size);
+    bson_destroy(&pk);
+    bson_destroy(&counter);
+    bson_destroy(&type);
+    if (err) return err;
+  }
+  return RTU_OK;
+}
+
+rtu_err_t rtu_store_find_keys(rtu_store_t *st, const rtu_projection_t *p, bson_t *const *keys,
+                              size_t n, void (*fn)(void *ctx, const bson_t *doc), void *ctx,
+                              char *errstr, size_t errstr_size) {
+  if (n == 0) return RTU_OK;
+  bson_t filter = BSON_INITIALIZER, arr;
+  char ibuf[16];
+  const char *ikey;
+  if (p->npk == 1) {
+    /* {pk: {$in: [...]}}: one index range scan on a real server. */
+    bson_t in;
+    BSON_APPEND_DOCUMENT_BEGIN(&filter, p->pk_dst[0], &in);
+    BSON_APPEND_ARRAY_BEGIN(&in, "$in", &arr);
+    for (size_t i = 0; i < n; i++) {
+      bson_iter_t it;
+      bson_uint32_to_string((uint32_t)i, &ikey, ibuf, sizeof ibuf);
+      if (bson_iter_init(&it, keys[i]) && bson_iter_next(&it))
+        bson_append_iter(&arr, ikey, -1, &it);
+    }
+    bson_append_array_end(&in, &arr);
+    bson_append_document_end(&filter, &in);
+  } else {
+    BSON_APPEND_ARRAY_BEGIN(&filter, "$or", &arr);
+    for (size_t i = 0; i < n; i++) {
+      bson_uint32_to_string((uint32_t)i, &ikey, ibuf, sizeof ibuf);
+      BSON_APPEND_DOCUMENT(&arr, ikey, keys[i]);
+    }
+    bson_append_array_end(&filter, &arr);
+  }
+  bson_t opts = BSON_INITIALIZER;
+  BSON_APPEND_INT32(&opts, "batchSize", (int32_t)(n < 100000 ? n + 1 : 100000));
+  mongoc_collection_t *coll = mongoc_database_get_collection(st->db, p->destination);
+  mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, &filter, &opts, NULL);
+  const bson_t *doc;
+  uint64_t batches = 1;
+  while (mongoc_cursor_next(cur, &doc)) fn(ctx, doc);
+  bson_error_t err;
+  rtu_err_t rc = RTU_OK;
+  if (mongoc_cursor_error(cur, &err)) rc = fail(&err, "find", errstr, errstr_size);
+  if (mongoc_cursor_get_id(cur) != 0) batches++;
+  st->stats.commands += batches;
+  mongoc_cursor_destroy(cur);
+  mongoc_collection_destroy(coll);
+  bson_destroy(&opts);
+  bson_destroy(&filter);
+  return rc;
+}
+
+static bool is_primary_key_dup(const bson_t *write_error) {
+  bson_iter_t it;
+  if (!bson_iter_init_find(&it, write_error, "code") || bson_iter_as_int64(&it) != 11000)
+    return false;
+  if (bson_iter_init_find(&it, write_error, "errmsg") && BSON_ITER_HOLDS_UTF8(&it))
+    return strstr(bson_iter_utf8(&it, NULL), "mia_primary_key_index") != NULL;
+  return false;
+}
+
+rtu_err_t rtu_store_write(rtu_store_t *st, const rtu_projection_t *p, rtu_write_t *writes,
+                          size_t n, char *errstr, size_t errstr_size) {
+  if (n == 0) return RTU_OK;
+  rtu_err_t rc = RTU_OK;
+  bson_t opts = BSON_INITIALIZER, reply;
+  bson_error_t err;
+  BSON_APPEND_BOOL(&opts, "ordered", false);
+  mongoc_collection_t *coll = mongoc_database_get_collection(st->db, p->destination);
+  mongoc_bulk_operation_t *bulk = mongoc_collection_create_bulk_operation_with_opts(coll, &opts);
+  bson_t upsert_opts = BSON_INITIALIZER, plain_opts = BSON_INITIALIZER;
+  BSON_APPEND_BOOL(&upsert_opts, "upsert", true);
+  size_t nupd = 0, ndel = 0;
+
+  for (size_t i = 0; i < n; i++) {
+    rtu_write_t *w = &writes[i];
+    bool ok = false;
+    w->status = RTU_WRITE_PENDING;
+    switch (w->kind) {
+    case RTU_WRITE_UPDATE:
+      ok = mongoc_bulk_operation_update_one_with_opts(bulk, &w->filter, &w->update,
+                                                      w->upsert ? &upsert_opts : &plain_opts, &err);
+      nupd++;
+      break;
+    case RTU_WRITE_REPLACE:
+      ok = mongoc_bulk_operation_replace_one_with_opts(bulk, &w->filter, &w->update,
+                                                       w->upsert ? &upsert_opts : &plain_opts, &err);
+      nupd++;
+      break;
+    case RTU_WRITE_DELETE:
+      ok = mongoc_bulk_operation_remove_one_with_opts(bulk, &w->filter, NULL, &err);
+      ndel++;
+      break;
+    }
+    if (!ok) {
+      /* The driver refused the operation itself (e.g. a field name it forbids). */
+      w->status = RTU_WRITE_FAILED;
+      snprintf(w->error, sizeof w->error, "%.200s", err.message);
+      snprintf(errstr, errstr_size, "MongoDB bulk: %s", err.message);
+      rc = RTU_ERR_DATA;
+      goto done;
+    }
+  }
+
+  uint32_t server_id = mongoc_bulk_operation_execute(bulk, &reply, &err);
+  /* One command per operation type, more only past maxWriteBatchSize. */
+  st->stats.commands += (nupd ? 1 + nupd / 100000 : 0) + (ndel ? 1 + ndel / 100000 : 0);
+  bson_iter_t it, arr;
+  bool has_write_errors = false;
+  if (bson_iter_init_find(&it, &reply, "writeErrors") && BSON_ITER_HOLDS_ARRAY(&it) &&
+      bson_iter_recurse(&it, &arr)) {
+    while (bson_iter_next(&arr)) {
+      bson_t we;
+      const uint8_t *data;
+      uint32_t len;
+      if (!BSON_ITER_HOLDS_DOCUMENT(&arr)) continue;
+      bson_iter_document(&arr, &len, &data);
+      if (!bson_init_static(&we, data, len)) continue;
+      bson_iter_t f;
+      int64_t index = -1;
+      if (bson_iter_init_find(&f, &we, "index")) index = bson_iter_as_int64(&f);
+      if (index < 0 || (size_t)index >= n) continue;
+      has_write_errors = true;
+      rtu_write_t *w = &writes[index];
+      if (is_primary_key_dup(&we)) {
+        /* The guard excluded the stored record and the upsert hit its key: a newer
+         * change is already stored. */
+        w->status = RTU_WRITE_STALE;
+      } else {
+        w->status = RTU_WRITE_FAILED;
+        const char *msg = "write error";
+        if (bson_iter_init_find(&f, &we, "errmsg") && BSON_ITER_HOLDS_UTF8(&f))
+          msg = bson_iter_utf8(&f, NULL);
+        int64_t code = 0;
+        if (bson_iter_init_find(&f, &we, "code")) code = bson_iter_as_int64(&f);
+        snprintf(w->error, sizeof w->error, "%s (code %lld)", msg, (long long)code);
+      }
+    }
+  }
+  if (!server_id && !has_write_errors) {
+    rc = fail(&err, "bulk write", errstr, errstr_size);
+  } else if (!server_id && bson_iter_init_find(&it, &reply, "writeConcernErrors") &&
+             BSON_ITER_HOLDS_ARRAY(&it)) {
+    rc = fail(&err, "bulk write (write concern)", errstr, errstr_size);
+  }
+  if (rc == RTU_OK)
+    for (size_t i = 0; i < n; i++)
+      if (writes[i].status == RTU_WRITE_PENDING) writes[i].status = RTU_WRITE_DONE;
+  bson_destroy(&reply);
+done:
+  mongoc_bulk_operation_destroy(bulk);
+  mongoc_collection_destroy(coll);
+  bson_destroy(&opts);
+  bson_destroy(&upsert_opts);
+  bson_destroy(&plain_opts);
+  return rc;
+}

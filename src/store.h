@@ -1,0 +1,71 @@
+/*
+ * store.h: MongoDB for one worker: index set-up, the read of the stored records
+ * of a run, and the bulk of projection writes with the counter guard. Policy (what
+ * to write) is batch.c's; store.c only says what happened to each write.
+ */
+#ifndef RTU_STORE_H
+#define RTU_STORE_H
+
+#include <bson/bson.h>
+#include <mongoc/mongoc.h>
+#include <stdbool.h>
+
+#include "config.h"
+#include "rtu.h"
+
+typedef struct rtu_store_s rtu_store_t;
+
+typedef enum {
+  RTU_WRITE_UPDATE,  /* updateOne(filter, {$set, $setOnInsert}, upsert) */
+  RTU_WRITE_REPLACE, /* replaceOne(filter, doc, upsert) */
+  RTU_WRITE_DELETE,  /* deleteOne(filter) */
+} rtu_write_kind_t;
+
+typedef enum {
+  RTU_WRITE_PENDING,
+  RTU_WRITE_DONE,
+  RTU_WRITE_STALE, /* the guard did not match: a newer change was stored meanwhile */
+  RTU_WRITE_FAILED,
+} rtu_write_status_t;
+
+typedef struct {
+  rtu_write_kind_t kind;
+  bson_t filter; /* primary key, plus the guard */
+  bson_t update; /* update document or replacement; unused for deletes */
+  bool upsert;
+  rtu_write_status_t status;
+  char error[RTU_ERRSTR_SIZE];
+} rtu_write_t;
+
+typedef struct {
+  uint64_t commands; /* MongoDB commands sent, for the benchmark and metrics */
+} rtu_store_stats_t;
+
+/* Connects (lazily: the first command opens the connection). */
+rtu_store_t *rtu_store_new(const rtu_config_t *cfg, char *errstr, size_t errstr_size);
+void rtu_store_free(rtu_store_t *st);
+
+/* Pings the server; RTU_ERR_TRANSIENT when it cannot be reached. */
+rtu_err_t rtu_store_ping(rtu_store_t *st, char *errstr, size_t errstr_size);
+
+/* Creates the indexes of every projection if missing (mia_primary_key_index, ...). */
+rtu_err_t rtu_store_ensure_indexes(rtu_store_t *st, char *errstr, size_t errstr_size);
+
+/* Reads the stored documents whose primary keys are among keys[0..n); calls fn
+ * for each. One query (and its getMores) for the whole set. */
+rtu_err_t rtu_store_find_keys(rtu_store_t *st, const rtu_projection_t *p, bson_t *const *keys,
+                              size_t n, void (*fn)(void *ctx, const bson_t *doc), void *ctx,
+                              char *errstr, size_t errstr_size);
+
+/* Executes writes[0..n) on p's collection as one unordered bulk (writes touch
+ * distinct records). Per-write outcome in status; RTU_ERR_TRANSIENT when the bulk
+ * as a whole could not be applied (retry it all: the writes are idempotent). */
+rtu_err_t rtu_store_write(rtu_store_t *st, const rtu_projection_t *p, rtu_write_t *writes,
+                          size_t n, char *errstr, size_t errstr_size);
+
+const rtu_store_stats_t *rtu_store_stats(const rtu_store_t *st);
+
+/* True for libmongoc errors that a retry may cure (network, server selection). */
+bool rtu_store_is_transient(const bson_error_t *err);
+
+#endif

@@ -1,0 +1,42 @@
+/*
+ * value.h: values between BSON, JSON and Lua, without passing integers through
+ * doubles. Lua integers <-> BSON int32/int64, Lua floats <-> BSON double, and the
+ * rtu.value kinds (null, date, array) <-> BSON null, date, array.
+ */
+#ifndef RTU_VALUE_H
+#define RTU_VALUE_H
+
+#include <bson/bson.h>
+#include <lua.h>
+#include <stdbool.h>
+
+#include "rtu.h"
+
+/* Stores the metatables of rtu.value (the table at idx) for the conversions. */
+void rtu_value_bind(lua_State *L, int value_module_idx);
+
+/* Pushes the null sentinel (a light userdata NULL, as lua-cjson's cjson.null). */
+void rtu_value_push_null(lua_State *L);
+void rtu_value_push_date(lua_State *L, int64_t ms);
+
+void rtu_value_push_doc(lua_State *L, const bson_t *doc);
+void rtu_value_push_iter(lua_State *L, const bson_iter_t *it);
+
+/* Appends the Lua value at idx to out under key. Fails on functions, non-string
+ * keys, invalid UTF-8 or nesting deeper than 100. */
+rtu_err_t rtu_value_append(lua_State *L, int idx, bson_t *out, const char *key, int keylen,
+                           char *errstr, size_t errstr_size);
+
+/* Decodes JSON text into a BSON document {"v": value}; false with a message on error. */
+bool rtu_value_json_to_bson(const char *text, size_t len, bson_t *out, char *errstr,
+                            size_t errstr_size);
+
+/* Appends the JSON text of a BSON value/document to out: integers exact, dates as
+ * ISO-8601 strings, ObjectIds as hex strings (the shapes of Fast Data's messages). */
+void rtu_value_iter_to_json(const bson_iter_t *it, bson_string_t *out);
+void rtu_value_doc_to_json(const bson_t *doc, bool as_array, bson_string_t *out);
+
+/* luaopen-style loader of the `rtu.json` module: decode, encode, null. */
+int rtu_value_open_json(lua_State *L);
+
+#endif
