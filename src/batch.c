@@ -31,7 +31,21 @@ typedef struct {
   uint32_t first, count; /* events[first .. first+count) */
   bool s0_exists, s0_has_counter;
   int64_t s0_counter;
+  bson_t *s0; /* the stored document, kept only when strategies need it */
 } group_t;
+
+typedef enum { ST_ABSENT, ST_PUBLIC, ST_DELETED } state_t;
+
+typedef struct {
+  state_t state;
+  bool recreated;    /* the stored record was hard-deleted within the run */
+  int64_t last_event; /* index of the last applied event, -1 when none */
+  int64_t counter;
+  uint32_t fields_from; /* events of this group from which fields accumulate */
+  uint32_t stale;
+  int64_t fail_msg; /* message index that cannot be applied, -1 when none */
+  const char *fail_cause;
+} outcome_t;
 
 struct rtu_batch_s {
   const rtu_config_t *cfg;
@@ -43,6 +57,7 @@ struct rtu_batch_s {
   group_t *groups;
   rtu_write_t *writes;
   int32_t *write_group;
+  outcome_t *outcomes; /* per group, for the strategies stage */
   size_t events_cap, writes_cap;
 };
 
@@ -69,6 +84,7 @@ void rtu_batch_free(rtu_batch_t *b) {
   free(b->groups);
   free(b->writes);
   free(b->write_group);
+  free(b->outcomes);
   free(b);
 }
 
@@ -86,13 +102,16 @@ static bool reserve(rtu_batch_t *b, size_t n) {
     free(b->events);
     free(b->groups);
     free(b->write_group);
+    free(b->outcomes);
     b->mapped_cap = b->writes_cap = b->events_cap = 0;
     b->mapped = calloc(n, sizeof *b->mapped);
     b->events = calloc(2 * n, sizeof *b->events);
     b->groups = calloc(2 * n, sizeof *b->groups);
     b->writes = calloc(2 * n, sizeof *b->writes);
     b->write_group = calloc(2 * n, sizeof *b->write_group);
-    if (!b->mapped || !b->events || !b->groups || !b->writes || !b->write_group) return false;
+    b->outcomes = calloc(2 * n, sizeof *b->outcomes);
+    if (!b->mapped || !b->events || !b->groups || !b->writes || !b->write_group || !b->outcomes)
+      return false;
     for (size_t i = 0; i < n; i++) rtu_mapped_init(&b->mapped[i]);
     for (size_t i = 0; i < 2 * n; i++) {
       bson_init(&b->writes[i].filter);
@@ -123,6 +142,7 @@ typedef struct {
   rtu_batch_t *b;
   const rtu_projection_t *p;
   size_t ngroups;
+  bool keep_docs;
 } read_ctx_t;
 
 static void on_stored(void *vctx, const bson_t *doc) {
@@ -139,6 +159,7 @@ static void on_stored(void *vctx, const bson_t *doc) {
     if (c == 0) {
       group_t *g = &ctx->b->groups[mid];
       g->s0_exists = true;
+      if (ctx->keep_docs && !g->s0) g->s0 = bson_copy(doc);
       if (bson_iter_init_find(&it, doc, "__internal__counter") &&
           (BSON_ITER_HOLDS_INT64(&it) || BSON_ITER_HOLDS_INT32(&it) ||
            BSON_ITER_HOLDS_DOUBLE(&it))) {
@@ -155,18 +176,6 @@ static void on_stored(void *vctx, const bson_t *doc) {
 
 /* ---- simulation --------------------------------------------------------- */
 
-typedef enum { ST_ABSENT, ST_PUBLIC, ST_DELETED } state_t;
-
-typedef struct {
-  state_t state;
-  bool recreated;    /* the stored record was hard-deleted within the run */
-  int64_t last_event; /* index of the last applied event, -1 when none */
-  int64_t counter;
-  uint32_t fields_from; /* events of this group from which fields accumulate */
-  uint32_t stale;
-  int64_t fail_msg; /* message index that cannot be applied, -1 when none */
-  const char *fail_cause;
-} outcome_t;
 
 static int64_t counter_of(const rtu_mapped_t *m, const rtu_msg_t *msg) {
   return m->has_position ? m->position : msg->timestamp;
@@ -373,8 +382,6 @@ static void build_write(rtu_batch_t *b, const group_t *g, const outcome_t *o,
   if (!g->s0_exists && o->state == ST_DELETED && !fields_written) *emit = false;
 }
 
-/* ---- the run ------------------------------------------------------------ */
-
 static void fail_at(rtu_run_result_t *res, rtu_err_t err, const rtu_msg_t *msg,
                     const char *cause) {
   if (res->failed && res->fail_offset <= msg->offset) return;
@@ -383,6 +390,107 @@ static void fail_at(rtu_run_result_t *res, rtu_err_t err, const rtu_msg_t *msg,
   res->fail_offset = msg->offset;
   snprintf(res->cause, sizeof res->cause, "%s", cause);
 }
+
+/* ---- strategies --------------------------------------------------------- */
+
+/* The record as stored after the run: what the writes made of the stored one. */
+static void build_image(rtu_batch_t *b, const group_t *g, const outcome_t *o,
+                        const rtu_msg_t *msgs, int64_t now, bson_t *img) {
+  const event_t *last = &b->events[o->last_event];
+  append_merged_fields(b, g, o->fields_from, o->last_event, img);
+  append_metadata(img, &b->mapped[last->msg], &msgs[last->msg], o->state, o->counter, now);
+  if (g->s0 && !o->recreated) {
+    bson_iter_t it, seen;
+    if (bson_iter_init(&it, g->s0))
+      while (bson_iter_next(&it))
+        if (!bson_iter_init_find(&seen, img, bson_iter_key(&it))) bson_append_iter(img, NULL, 0, &it);
+  } else {
+    BSON_APPEND_DATE_TIME(img, "createdAt", now);
+  }
+}
+
+static rtu_err_t find_cb(void *ctx, const char *collection, const bson_t *filter, const bson_t *opts,
+                         void (*each)(void *, const bson_t *), void *each_ctx, char *errstr,
+                         size_t sz) {
+  return rtu_store_find(ctx, collection, filter, opts, each, each_ctx, errstr, sz);
+}
+
+/* Runs the strategies on the records the run changed, before and after, and
+ * upserts the projection changes. Only messages below res->next_offset count. */
+static rtu_err_t run_strategies(rtu_batch_t *b, size_t projection, const rtu_msg_t *msgs,
+                                size_t ngroups, int64_t now, rtu_run_result_t *res) {
+  outcome_t *outcomes = b->outcomes;
+  size_t cap = 2 * ngroups, n = 0;
+  bson_t *images = calloc(cap ? cap : 1, sizeof *images);
+  const bson_t **docs = calloc(cap ? cap : 1, sizeof *docs);
+  uint32_t *origin = calloc(cap ? cap : 1, sizeof *origin);
+  rtu_identified_t *ids = NULL;
+  size_t nids = 0;
+  rtu_pc_t *pcs = NULL;
+  char err[RTU_ERRSTR_SIZE];
+  rtu_err_t rc = RTU_OK;
+  if (!images || !docs || !origin) {
+    rc = RTU_ERR_FATAL;
+    snprintf(res->cause, sizeof res->cause, "out of memory");
+    goto done;
+  }
+  for (size_t g = 0; g < ngroups; g++) {
+    const outcome_t *o = &outcomes[g];
+    const group_t *gr = &b->groups[g];
+    if (o->last_event < 0) continue;
+    uint32_t first_msg = UINT32_MAX;
+    for (uint32_t e = gr->first; e < gr->first + gr->count; e++)
+      if (b->events[e].msg < first_msg) first_msg = b->events[e].msg;
+    if (msgs[b->events[o->last_event].msg].offset >= res->next_offset) continue;
+    if (gr->s0) { /* before the run: single views it belonged to may change too */
+      docs[n] = gr->s0;
+      origin[n++] = first_msg;
+    }
+    if (o->state != ST_ABSENT) {
+      bson_init(&images[n]);
+      build_image(b, gr, o, msgs, now, &images[n]);
+      docs[n] = &images[n];
+      origin[n++] = b->events[o->last_event].msg;
+    }
+  }
+  rc = rtu_script_identify(b->script, projection, docs, n, find_cb, b->store, &ids, &nids, err,
+                           sizeof err);
+  if (rc == RTU_ERR_SCRIPT) {
+    /* Its projections are written, its changes not: resume from the run's start. */
+    char cause[RTU_ERRSTR_SIZE];
+    snprintf(cause, sizeof cause, "%.480s", err);
+    fail_at(res, RTU_ERR_SCRIPT, &msgs[0], cause);
+    rc = RTU_OK;
+    goto done;
+  }
+  if (rc != RTU_OK) {
+    snprintf(res->cause, sizeof res->cause, "%s", err);
+    goto done;
+  }
+  pcs = calloc(nids ? nids : 1, sizeof *pcs);
+  if (!pcs) {
+    rc = RTU_ERR_FATAL;
+    goto done;
+  }
+  for (size_t i = 0; i < nids; i++)
+    pcs[i] = (rtu_pc_t){ids[i].type, &ids[i].identifier, &msgs[origin[ids[i].origin]]};
+  rc = rtu_store_write_pcs(b->store, pcs, nids, err, sizeof err);
+  if (rc != RTU_OK) snprintf(res->cause, sizeof res->cause, "%s", err);
+  else res->changes = nids;
+  if (rc == RTU_ERR_DATA) rc = RTU_ERR_TRANSIENT; /* e.g. an upsert race: retry the run */
+done:
+  for (size_t i = 0; i < n; i++)
+    if (docs[i] == &images[i]) bson_destroy(&images[i]);
+  free(images);
+  free(docs);
+  free(origin);
+  free(pcs);
+  rtu_identified_free(ids, nids);
+  return rc;
+}
+
+/* ---- the run ------------------------------------------------------------ */
+
 
 rtu_err_t rtu_batch_run(rtu_batch_t *b, size_t projection, const rtu_msg_t *msgs, size_t n,
                         rtu_run_result_t *res) {
@@ -432,23 +540,31 @@ rtu_err_t rtu_batch_run(rtu_batch_t *b, size_t projection, const rtu_msg_t *msgs
     b->groups[ngroups - 1].count++;
   }
 
+  bool strategies = b->cfg->pc_enabled && rtu_script_has_strategies(b->script, projection);
+
   /* 3. What is stored now for these records. */
   if (ngroups > 0) {
     bson_t **keys = malloc(ngroups * sizeof *keys);
     if (!keys) return RTU_ERR_FATAL;
     for (size_t g = 0; g < ngroups; g++) keys[g] = (bson_t *)b->events[b->groups[g].first].key;
-    read_ctx_t ctx = {b, p, ngroups};
-    rtu_err_t rc = rtu_store_find_keys(b->store, p, keys, ngroups, on_stored, &ctx, err, sizeof err);
+    read_ctx_t ctx = {b, p, ngroups, strategies};
+    rtu_err_t frc = rtu_store_find_keys(b->store, p, keys, ngroups, on_stored, &ctx, err, sizeof err);
     free(keys);
-    if (rc != RTU_OK) {
+    if (frc != RTU_OK) {
       snprintf(res->cause, sizeof res->cause, "%s", err);
-      return rc == RTU_ERR_DATA ? RTU_ERR_TRANSIENT : rc; /* a read is always retryable */
+      for (size_t g = 0; g < ngroups; g++)
+        if (b->groups[g].s0) {
+          bson_destroy(b->groups[g].s0);
+          b->groups[g].s0 = NULL;
+        }
+      return frc == RTU_ERR_DATA ? RTU_ERR_TRANSIENT : frc; /* a read is always retryable */
     }
   }
 
   /* 4. Simulate each record; a conflict moves the end of the run before it, and
    * the records are simulated again against the shorter run. */
   outcome_t o;
+  rtu_err_t rc = RTU_OK;
   for (size_t g = 0; g < ngroups; g++) {
     simulate(b, &b->groups[g], msgs, limit, &o);
     if (o.fail_msg >= 0 && (uint32_t)o.fail_msg < limit) {
@@ -460,8 +576,10 @@ rtu_err_t rtu_batch_run(rtu_batch_t *b, size_t projection, const rtu_msg_t *msgs
   /* 5. One write per record. */
   size_t nwrites = 0;
   int64_t now = rtu_now_ms();
+  outcome_t *outcomes = b->outcomes;
   for (size_t g = 0; g < ngroups; g++) {
     simulate(b, &b->groups[g], msgs, limit, &o);
+    outcomes[g] = o;
     res->stale += o.stale;
     if (o.last_event < 0) continue;
     bool emit;
@@ -469,11 +587,12 @@ rtu_err_t rtu_batch_run(rtu_batch_t *b, size_t projection, const rtu_msg_t *msgs
     if (emit) b->write_group[nwrites++] = (int32_t)g;
   }
   res->writes = nwrites;
-  rtu_err_t rc = rtu_store_write(b->store, p, b->writes, nwrites, err, sizeof err);
+  rc = rtu_store_write(b->store, p, b->writes, nwrites, err, sizeof err);
   if (rc == RTU_ERR_TRANSIENT || rc == RTU_ERR_FATAL) {
     snprintf(res->cause, sizeof res->cause, "%s", err);
-    return rc;
+    goto done;
   }
+  rc = RTU_OK;
   for (size_t w = 0; w < nwrites; w++) {
     const group_t *g = &b->groups[b->write_group[w]];
     if (b->writes[w].status == RTU_WRITE_STALE) {
@@ -488,8 +607,19 @@ rtu_err_t rtu_batch_run(rtu_batch_t *b, size_t projection, const rtu_msg_t *msgs
   }
 
   if (res->failed) res->next_offset = res->fail_offset;
+  if (strategies) {
+    rc = run_strategies(b, projection, msgs, ngroups, now, res);
+    if (rc != RTU_OK) goto done;
+    if (res->failed) res->next_offset = res->fail_offset;
+  }
   for (uint32_t i = 0; i < n && msgs[i].offset < res->next_offset; i++)
     if (!b->mapped[i].skip) res->applied++;
   if (res->applied >= res->stale) res->applied -= res->stale;
-  return RTU_OK;
+done:
+  for (size_t g = 0; g < ngroups; g++)
+    if (b->groups[g].s0) {
+      bson_destroy(b->groups[g].s0);
+      b->groups[g].s0 = NULL;
+    }
+  return rc;
 }

@@ -23,7 +23,7 @@ typedef struct {
   rtu_err_t err;
   int64_t fail_offset;
   char cause[RTU_ERRSTR_SIZE];
-  size_t messages, applied, stale, skipped, writes;
+  size_t messages, applied, stale, skipped, writes, changes;
 } rtu_run_result_t;
 
 /* A worker's batch context: it borrows the script and the store, both of which

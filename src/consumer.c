@@ -333,10 +333,11 @@ rtu_err_t rtu_consumer_run(rtu_consumer_t *c, rtu_batch_t *batch, volatile sig_a
           stored = true;
         }
         if (res.failed) stop_partition(c, first, &res);
-        char counts[160];
+        char counts[200];
         snprintf(counts, sizeof counts,
-                 "{\"messages\":%zu,\"applied\":%zu,\"stale\":%zu,\"skipped\":%zu,\"writes\":%zu}",
-                 res.messages, res.applied, res.stale, res.skipped, res.writes);
+                 "{\"messages\":%zu,\"applied\":%zu,\"stale\":%zu,\"skipped\":%zu,\"writes\":%zu,"
+                 "\"changes\":%zu}",
+                 res.messages, res.applied, res.stale, res.skipped, res.writes, res.changes);
         rtu_log(RTU_LOG_DEBUG, "run applied", "topic", topic, "#counts", counts, NULL);
       }
       i = j;

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/stat.h>
 
 #include "log.h"
@@ -32,6 +33,14 @@ struct rtu_script_s {
   bool timed_out;
   int process_ref; /* pipeline process function */
   int log_ref;     /* the log table handed to scripts */
+  int identify_ref; /* rtu.changes identify function, LUA_NOREF when strategies are off */
+  int db_ref;       /* the read-only db object handed to strategies */
+  bool *involved;   /* per projection: can trigger a single view */
+  /* The lookup in force during an identify call. */
+  rtu_find_fn find;
+  void *find_ctx;
+  rtu_err_t find_err;
+  char find_errstr[RTU_ERRSTR_SIZE];
 };
 
 /* ---- memory cap --------------------------------------------------------- */
@@ -270,6 +279,101 @@ static void open_libs(lua_State *L) {
   lua_pop(L, 1);
 }
 
+/* ---- the db object of strategies ---------------------------------------- */
+
+static void push_found(void *ctx, const bson_t *doc) {
+  lua_State *L = ctx;
+  rtu_value_push_doc(L, doc);
+  lua_rawseti(L, -2, (lua_Integer)luaL_len(L, -2) + 1);
+}
+
+/* db:find(collection, filter, options) -> array of documents. Read-only by
+ * construction: the only operation there is. */
+static int db_find_impl(lua_State *L, bool one) {
+  rtu_script_t *s = script_of(L);
+  const char *coll = luaL_checkstring(L, 2);
+  if (!s->find) return luaL_error(L, "db is only available while strategies run");
+  bson_t filter = BSON_INITIALIZER, opts = BSON_INITIALIZER;
+  char err[RTU_ERRSTR_SIZE];
+  if (!lua_isnoneornil(L, 3)) {
+    /* The filter table's own keys become the filter document. */
+    if (!lua_istable(L, 3)) {
+      bson_destroy(&filter);
+      bson_destroy(&opts);
+      return luaL_error(L, "db:find: the filter must be an object");
+    }
+    lua_pushnil(L);
+    while (lua_next(L, 3)) {
+      size_t klen;
+      if (lua_type(L, -2) != LUA_TSTRING) {
+        bson_destroy(&filter);
+        bson_destroy(&opts);
+        return luaL_error(L, "db:find: filter keys must be strings");
+      }
+      const char *k = lua_tolstring(L, -2, &klen);
+      if (rtu_value_append(L, -1, &filter, k, (int)klen, err, sizeof err) != RTU_OK) {
+        bson_destroy(&filter);
+        bson_destroy(&opts);
+        return luaL_error(L, "db:find: filter %s", err);
+      }
+      lua_pop(L, 1);
+    }
+  }
+  if (lua_istable(L, 4)) {
+    static const char *allowed[] = {"projection", "sort", "limit", "skip"};
+    for (size_t i = 0; i < 4; i++) {
+      if (lua_getfield(L, 4, allowed[i]) != LUA_TNIL &&
+          rtu_value_append(L, -1, &opts, allowed[i], -1, err, sizeof err) != RTU_OK) {
+        bson_destroy(&filter);
+        bson_destroy(&opts);
+        return luaL_error(L, "db:find: option %s: %s", allowed[i], err);
+      }
+      lua_pop(L, 1);
+    }
+  }
+  if (one) {
+    bson_iter_t li;
+    if (!bson_iter_init_find(&li, &opts, "limit")) BSON_APPEND_INT64(&opts, "limit", 1);
+  }
+  lua_newtable(L);
+  /* The time limit bounds the script, not MongoDB: the lookup's time is given back. */
+  int64_t t0 = rtu_now_mono_ms();
+  rtu_err_t rc = s->find(s->find_ctx, coll, &filter, &opts, push_found, L, err, sizeof err);
+  if (s->deadline) s->deadline += rtu_now_mono_ms() - t0;
+  bson_destroy(&filter);
+  bson_destroy(&opts);
+  if (rc != RTU_OK) {
+    s->find_err = rc;
+    snprintf(s->find_errstr, sizeof s->find_errstr, "%s", err);
+    return luaL_error(L, "db:find on %s failed: %s", coll, err);
+  }
+  if (one) {
+    lua_rawgeti(L, -1, 1);
+    if (lua_isnil(L, -1)) {
+      lua_pop(L, 1);
+      rtu_value_push_null(L);
+    }
+  }
+  return 1;
+}
+
+static int l_db_find(lua_State *L) { return db_find_impl(L, false); }
+static int l_db_find_one(lua_State *L) { return db_find_impl(L, true); }
+
+static void push_db(lua_State *L) {
+  lua_newtable(L);
+  lua_newtable(L);
+  lua_newtable(L);
+  lua_pushcfunction(L, l_db_find);
+  lua_setfield(L, -2, "find");
+  lua_pushcfunction(L, l_db_find_one);
+  lua_setfield(L, -2, "findOne");
+  lua_setfield(L, -2, "__index");
+  lua_pushboolean(L, 0);
+  lua_setfield(L, -2, "__metatable");
+  lua_setmetatable(L, -2);
+}
+
 static const char *adapter_module(const char *adapter) {
   if (!strcmp(adapter, "golden-gate")) return "golden-gate";
   if (!strcmp(adapter, "debezium")) return "debezium";
@@ -368,6 +472,165 @@ static void push_projection_spec(lua_State *L, const rtu_projection_t *p) {
   lua_setfield(L, -2, "pk_dst");
 }
 
+/* Pushes the decoded JSON file folder/name, or records a problem. */
+static bool push_json_file(rtu_script_t *s, const char *folder, const char *name,
+                           rtu_problems_t *problems) {
+  lua_State *L = s->L;
+  char path[4096];
+  snprintf(path, sizeof path, "%s/%s", folder, name);
+  FILE *f = fopen(path, "rb");
+  if (!f) {
+    rtu_problems_add(problems, "%s: cannot read", path);
+    return false;
+  }
+  luaL_Buffer b;
+  luaL_buffinit(L, &b);
+  char chunk[4096];
+  size_t got;
+  while ((got = fread(chunk, 1, sizeof chunk, f)) > 0) luaL_addlstring(&b, chunk, got);
+  fclose(f);
+  luaL_pushresult(&b);
+  lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+  lua_getfield(L, -1, "rtu.json");
+  lua_getfield(L, -1, "decode");
+  lua_remove(L, -2);
+  lua_remove(L, -2);
+  lua_insert(L, -2);
+  if (!pcall_limited(s, 1, 1)) {
+    rtu_problems_add(problems, "%s: %s", path, lua_tostring(L, -1));
+    lua_pop(L, 1);
+    return false;
+  }
+  if (!lua_istable(L, -1)) {
+    rtu_problems_add(problems, "%s: expected a JSON object", path);
+    lua_pop(L, 1);
+    return false;
+  }
+  return true;
+}
+
+/* Every *.lua of a folder, loaded as user functions: name -> function. */
+static bool push_folder_functions(rtu_script_t *s, const char *folder, rtu_problems_t *problems) {
+  lua_State *L = s->L;
+  bool ok = true;
+  lua_newtable(L);
+  if (!folder) return true;
+  DIR *d = opendir(folder);
+  if (!d) return true;
+  struct dirent *e;
+  while ((e = readdir(d)) != NULL) {
+    size_t len = strlen(e->d_name);
+    if (len < 5 || strcmp(e->d_name + len - 4, ".lua") != 0 || e->d_name[0] == '.') continue;
+    char path[4096];
+    snprintf(path, sizeof path, "%s/%s", folder, e->d_name);
+    if (!load_user_function(s, path, problems)) {
+      ok = false;
+      continue;
+    }
+    lua_pushlstring(L, e->d_name, len - 4);
+    lua_insert(L, -2);
+    lua_settable(L, -3);
+  }
+  closedir(d);
+  return ok;
+}
+
+/* Builds rtu.changes for this configuration: identify function and the set of
+ * projections involved. */
+static bool load_strategies(rtu_script_t *s, rtu_problems_t *problems) {
+  lua_State *L = s->L;
+  const rtu_config_t *cfg = s->cfg;
+  int top = lua_gettop(L);
+  bool ok = true;
+  if (!require_into_registry(s, "rtu.changes", problems)) return false;
+  lua_getfield(L, LUA_REGISTRYINDEX, "rtu.changes");
+  lua_getfield(L, -1, "build");
+  lua_remove(L, -2);
+  lua_newtable(L); /* spec */
+  int spec = lua_gettop(L);
+  lua_pushboolean(L, cfg->use_automatic_strategies);
+  lua_setfield(L, spec, "automatic");
+  lua_newtable(L);
+  for (size_t i = 0; i < cfg->nprojections; i++) {
+    lua_pushboolean(L, 1);
+    lua_setfield(L, -2, cfg->projections[i].name);
+  }
+  lua_setfield(L, spec, "projections");
+  if (cfg->use_automatic_strategies) {
+    if (push_json_file(s, cfg->er_schema_folder, "erSchema.json", problems))
+      lua_setfield(L, spec, "er");
+    else
+      ok = false;
+    if (push_json_file(s, cfg->pc_schema_folder, "projectionChangesSchema.json", problems))
+      lua_setfield(L, spec, "pc");
+    else
+      ok = false;
+    ok &= push_folder_functions(s, cfg->pc_schema_folder, problems);
+    lua_setfield(L, spec, "custom");
+  } else {
+    lua_newtable(L); /* manual: projection -> bindings */
+    for (size_t i = 0; i < cfg->nprojections; i++) {
+      const rtu_projection_t *p = &cfg->projections[i];
+      lua_newtable(L);
+      for (size_t j = 0; j < p->nchanges; j++) {
+        char path[4096];
+        snprintf(path, sizeof path, "%s/%s.lua",
+                 cfg->strategies_folder ? cfg->strategies_folder : ".", p->changes[j].strategy);
+        if (!cfg->strategies_folder || !file_exists(path)) {
+          rtu_problems_add(problems, "%s/mapTable.json: %s.changes.%s: strategy file %s not found "
+                           "(STRATEGIES_FOLDER)", cfg->map_table_folder, p->name,
+                           p->changes[j].single_view, path);
+          ok = false;
+          continue;
+        }
+        if (!load_user_function(s, path, problems)) {
+          ok = false;
+          continue;
+        }
+        lua_createtable(L, 0, 3);
+        lua_insert(L, -2);
+        lua_setfield(L, -2, "fn");
+        lua_pushstring(L, p->changes[j].single_view);
+        lua_setfield(L, -2, "sv");
+        lua_pushstring(L, p->changes[j].strategy);
+        lua_setfield(L, -2, "name");
+        lua_rawseti(L, -2, (lua_Integer)luaL_len(L, -2) + 1);
+      }
+      lua_setfield(L, -2, p->name);
+    }
+    lua_setfield(L, spec, "manual");
+  }
+  if (!ok) goto done;
+  if (!pcall_limited(s, 1, 2)) {
+    rtu_problems_add(problems, "strategies: %s", lua_tostring(L, -1));
+    ok = false;
+    goto done;
+  }
+  if (lua_isnil(L, -2)) {
+    lua_Integer n = luaL_len(L, -1);
+    for (lua_Integer i = 1; i <= n; i++) {
+      lua_rawgeti(L, -1, i);
+      rtu_problems_add(problems, "%s", lua_tostring(L, -1));
+      lua_pop(L, 1);
+    }
+    ok = false;
+    goto done;
+  }
+  s->involved = calloc(cfg->nprojections ? cfg->nprojections : 1, sizeof *s->involved);
+  for (size_t i = 0; s->involved && i < cfg->nprojections; i++) {
+    lua_getfield(L, -1, cfg->projections[i].name);
+    s->involved[i] = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
+  s->identify_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  push_db(L);
+  s->db_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+done:
+  lua_settop(L, top);
+  return ok;
+}
+
 rtu_script_t *rtu_script_new(const rtu_config_t *cfg, rtu_problems_t *problems) {
   size_t before = problems->n;
   rtu_script_t *s = calloc(1, sizeof *s);
@@ -375,7 +638,7 @@ rtu_script_t *rtu_script_new(const rtu_config_t *cfg, rtu_problems_t *problems) 
   s->cfg = cfg;
   s->mem_limit = MEMORY_LIMIT;
   s->limit_ms = cfg->strategies_max_exec_ms;
-  s->process_ref = s->log_ref = LUA_NOREF;
+  s->process_ref = s->log_ref = s->identify_ref = s->db_ref = LUA_NOREF;
   s->L = lua_newstate(l_alloc, s);
   if (!s->L) goto oom;
   lua_State *L = s->L;
@@ -438,6 +701,7 @@ rtu_script_t *rtu_script_new(const rtu_config_t *cfg, rtu_problems_t *problems) 
   }
   lua_pop(L, 1);
   s->process_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  if (cfg->pc_enabled && !load_strategies(s, problems)) goto done;
   lua_gc(L, LUA_GCGEN, 0, 0); /* short-lived per-message tables: generational fits */
 
 done:
@@ -455,6 +719,7 @@ oom:
 void rtu_script_free(rtu_script_t *s) {
   if (!s) return;
   if (s->L) lua_close(s->L);
+  free(s->involved);
   free(s);
 }
 
@@ -594,6 +859,110 @@ rtu_err_t rtu_script_map(rtu_script_t *s, size_t projection, const rtu_msg_t *ms
     lua_pop(L, 1);
   }
 
+done:
+  lua_settop(L, top);
+  return err;
+}
+
+/* ---- strategies --------------------------------------------------------- */
+
+bool rtu_script_has_strategies(const rtu_script_t *s, size_t projection) {
+  return s->identify_ref != LUA_NOREF && s->involved && s->involved[projection];
+}
+
+void rtu_identified_free(rtu_identified_t *ids, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    free(ids[i].type);
+    bson_destroy(&ids[i].identifier);
+  }
+  free(ids);
+}
+
+rtu_err_t rtu_script_identify(rtu_script_t *s, size_t projection, const bson_t *const *docs,
+                              size_t n, rtu_find_fn find, void *find_ctx, rtu_identified_t **out,
+                              size_t *nout, char *errstr, size_t errstr_size) {
+  lua_State *L = s->L;
+  int top = lua_gettop(L);
+  rtu_err_t err = RTU_OK;
+  *out = NULL;
+  *nout = 0;
+  if (!rtu_script_has_strategies(s, projection) || n == 0) return RTU_OK;
+
+  lua_rawgeti(L, LUA_REGISTRYINDEX, s->identify_ref);
+  lua_pushstring(L, s->cfg->projections[projection].name);
+  lua_createtable(L, (int)n, 0);
+  for (size_t i = 0; i < n; i++) {
+    lua_createtable(L, 0, 2);
+    rtu_value_push_doc(L, docs[i]);
+    lua_setfield(L, -2, "doc");
+    lua_pushinteger(L, (lua_Integer)i);
+    lua_setfield(L, -2, "origin");
+    lua_rawseti(L, -2, (lua_Integer)i + 1);
+  }
+  lua_rawgeti(L, LUA_REGISTRYINDEX, s->db_ref);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, s->log_ref);
+  s->find = find;
+  s->find_ctx = find_ctx;
+  s->find_err = RTU_OK;
+  bool ok = pcall_limited(s, 4, 1);
+  s->find = NULL;
+  s->find_ctx = NULL;
+  if (!ok) {
+    if (s->find_err == RTU_ERR_TRANSIENT) {
+      snprintf(errstr, errstr_size, "%s", s->find_errstr);
+      err = RTU_ERR_TRANSIENT;
+    } else {
+      snprintf(errstr, errstr_size, "strategy failed: %s", lua_tostring(L, -1));
+      err = RTU_ERR_SCRIPT;
+    }
+    goto done;
+  }
+  if (!lua_istable(L, -1)) goto done;
+  int res = lua_gettop(L);
+  size_t count = (size_t)luaL_len(L, res);
+  if (count == 0) goto done;
+  rtu_identified_t *ids = calloc(count, sizeof *ids);
+  if (!ids) {
+    snprintf(errstr, errstr_size, "out of memory");
+    err = RTU_ERR_FATAL;
+    goto done;
+  }
+  size_t k = 0;
+  for (size_t i = 1; i <= count && err == RTU_OK; i++) {
+    lua_rawgeti(L, res, (lua_Integer)i);
+    lua_getfield(L, -1, "type");
+    lua_getfield(L, -2, "identifier");
+    lua_getfield(L, -3, "origin");
+    bson_init(&ids[k].identifier);
+    if (!lua_isstring(L, -3) || !lua_istable(L, -2)) {
+      snprintf(errstr, errstr_size, "strategy result %zu has no type or identifier", i);
+      err = RTU_ERR_SCRIPT;
+    } else {
+      bson_t wrap = BSON_INITIALIZER;
+      bson_iter_t it, child;
+      err = rtu_value_append(L, -2, &wrap, "i", 1, errstr, errstr_size);
+      if (err == RTU_OK && bson_iter_init_find(&it, &wrap, "i") && BSON_ITER_HOLDS_DOCUMENT(&it) &&
+          bson_iter_recurse(&it, &child)) {
+        while (bson_iter_next(&child)) bson_append_iter(&ids[k].identifier, NULL, 0, &child);
+      } else if (err == RTU_OK) {
+        snprintf(errstr, errstr_size, "strategy result %zu: identifier is not an object", i);
+        err = RTU_ERR_SCRIPT;
+      }
+      bson_destroy(&wrap);
+      if (err != RTU_OK) err = RTU_ERR_SCRIPT;
+      ids[k].type = strdup(lua_tostring(L, -3));
+      lua_Integer origin = lua_tointeger(L, -1);
+      ids[k].origin = origin >= 0 && (size_t)origin < n ? (uint32_t)origin : 0;
+    }
+    k++;
+    lua_pop(L, 4);
+  }
+  if (err != RTU_OK) {
+    rtu_identified_free(ids, k);
+    goto done;
+  }
+  *out = ids;
+  *nout = k;
 done:
   lua_settop(L, top);
   return err;

@@ -51,6 +51,34 @@ void rtu_script_free(rtu_script_t *s);
 rtu_err_t rtu_script_map(rtu_script_t *s, size_t projection, const rtu_msg_t *msg,
                          rtu_mapped_t *out, char *errstr, size_t errstr_size);
 
+/* A single view to rebuild, found by a strategy. */
+typedef struct {
+  char *type;         /* single view name */
+  bson_t identifier;  /* its identifier */
+  uint32_t origin;    /* index of the document (in the identify call) that led to it */
+} rtu_identified_t;
+
+/* The read-only lookups a strategy may make; store.c's rtu_store_find fits. */
+typedef rtu_err_t (*rtu_find_fn)(void *ctx, const char *collection, const bson_t *filter,
+                                 const bson_t *opts, void (*each)(void *each_ctx, const bson_t *doc),
+                                 void *each_ctx, char *errstr, size_t errstr_size);
+
+/* True when changes of this projection can trigger a single view. */
+bool rtu_script_has_strategies(const rtu_script_t *s, size_t projection);
+
+/*
+ * Runs the strategies of the projection for docs[0..n) (the documents as stored
+ * after the run, and before it where they changed), all at once so lookups of
+ * one hop are batched. *out gets the de-duplicated single views to rebuild (free
+ * with rtu_identified_free). RTU_ERR_SCRIPT on a strategy error or timeout, with
+ * the cause and the index of the document in *failed_doc when known (else -1);
+ * RTU_ERR_TRANSIENT when a lookup could not reach MongoDB.
+ */
+rtu_err_t rtu_script_identify(rtu_script_t *s, size_t projection, const bson_t *const *docs,
+                              size_t n, rtu_find_fn find, void *find_ctx, rtu_identified_t **out,
+                              size_t *nout, char *errstr, size_t errstr_size);
+void rtu_identified_free(rtu_identified_t *ids, size_t n);
+
 /* Bytes currently allocated by the state (for metrics and tests). */
 size_t rtu_script_memory(const rtu_script_t *s);
 

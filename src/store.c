@@ -12,8 +12,12 @@
 
 #include "log.h"
 
+#define MAX_PC_INDEXES 64
+
 struct rtu_store_s {
   const rtu_config_t *cfg;
+  char *pc_indexes[MAX_PC_INDEXES]; /* identifier key sets already indexed */
+  size_t npc_indexes;
   mongoc_client_t *client;
   mongoc_database_t *db;
   rtu_store_stats_t stats;
@@ -59,6 +63,7 @@ rtu_store_t *rtu_store_new(const rtu_config_t *cfg, char *errstr, size_t errstr_
 
 void rtu_store_free(rtu_store_t *st) {
   if (!st) return;
+  for (size_t i = 0; i < st->npc_indexes; i++) free(st->pc_indexes[i]);
   mongoc_database_destroy(st->db);
   mongoc_client_destroy(st->client);
   free(st);
@@ -310,5 +315,141 @@ done:
   bson_destroy(&opts);
   bson_destroy(&upsert_opts);
   bson_destroy(&plain_opts);
+  return rc;
+}
+
+rtu_err_t rtu_store_find(rtu_store_t *st, const char *collection, const bson_t *filter,
+                         const bson_t *opts, void (*fn)(void *ctx, const bson_t *doc), void *ctx,
+                         char *errstr, size_t errstr_size) {
+  mongoc_collection_t *coll = mongoc_database_get_collection(st->db, collection);
+  mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, filter, opts, NULL);
+  const bson_t *doc;
+  uint64_t batches = 1;
+  while (mongoc_cursor_next(cur, &doc)) {
+    fn(ctx, doc);
+    if (mongoc_cursor_get_id(cur) != 0) batches = 2; /* at least one getMore */
+  }
+  bson_error_t err;
+  rtu_err_t rc = RTU_OK;
+  if (mongoc_cursor_error(cur, &err)) {
+    char what[256];
+    snprintf(what, sizeof what, "find on %.200s", collection);
+    rc = fail(&err, what, errstr, errstr_size);
+  }
+  st->stats.commands += batches;
+  st->stats.lookups += batches;
+  mongoc_cursor_destroy(cur);
+  mongoc_collection_destroy(coll);
+  return rc;
+}
+
+rtu_err_t rtu_store_ensure_pc_index(rtu_store_t *st, const bson_t *identifier, char *errstr,
+                                    size_t errstr_size) {
+  char sig[512] = "";
+  size_t len = 0;
+  bson_iter_t it;
+  if (!bson_iter_init(&it, identifier)) return RTU_OK;
+  while (bson_iter_next(&it) && len < sizeof sig - 2)
+    len += (size_t)snprintf(sig + len, sizeof sig - len, "%s,", bson_iter_key(&it));
+  for (size_t i = 0; i < st->npc_indexes; i++)
+    if (!strcmp(st->pc_indexes[i], sig)) return RTU_OK;
+  bson_t keys = BSON_INITIALIZER;
+  BSON_APPEND_INT32(&keys, "type", 1);
+  char name[600] = "type", path[300];
+  size_t nlen = 4;
+  bson_iter_init(&it, identifier);
+  while (bson_iter_next(&it)) {
+    snprintf(path, sizeof path, "identifier.%.250s", bson_iter_key(&it));
+    BSON_APPEND_INT32(&keys, path, 1);
+    nlen += (size_t)snprintf(name + nlen, sizeof name - nlen, "_%.250s", bson_iter_key(&it));
+    if (nlen >= sizeof name) nlen = sizeof name - 1;
+  }
+  rtu_err_t rc = create_index(st, st->cfg->pc_collection, name, &keys, true, errstr, errstr_size);
+  bson_destroy(&keys);
+  if (rc == RTU_OK && st->npc_indexes < MAX_PC_INDEXES)
+    st->pc_indexes[st->npc_indexes++] = strdup(sig);
+  return rc;
+}
+
+static void append_change(bson_t *arr, const rtu_msg_t *msg) {
+  bson_t ch;
+  char iso[40], offset[24];
+  rtu_iso8601(msg->timestamp, iso, sizeof iso);
+  snprintf(offset, sizeof offset, "%lld", (long long)msg->offset);
+  BSON_APPEND_DOCUMENT_BEGIN(arr, "0", &ch);
+  BSON_APPEND_UTF8(&ch, "state", "NEW");
+  BSON_APPEND_UTF8(&ch, "topic", msg->topic);
+  BSON_APPEND_INT32(&ch, "partition", msg->partition);
+  BSON_APPEND_UTF8(&ch, "offset", offset);
+  bson_t key;
+  bool is_obj = false;
+  if (msg->key && msg->key_len && ((const char *)msg->key)[0] == '{' &&
+      bson_init_from_json(&key, msg->key, (ssize_t)msg->key_len, NULL)) {
+    BSON_APPEND_DOCUMENT(&ch, "key", &key);
+    bson_destroy(&key);
+    is_obj = true;
+  }
+  if (!is_obj) {
+    if (msg->key && bson_utf8_validate(msg->key, msg->key_len, false))
+      bson_append_utf8(&ch, "key", 3, msg->key, (int)msg->key_len);
+    else
+      BSON_APPEND_NULL(&ch, "key");
+  }
+  BSON_APPEND_UTF8(&ch, "timestamp", iso);
+  bson_append_document_end(arr, &ch);
+}
+
+rtu_err_t rtu_store_write_pcs(rtu_store_t *st, const rtu_pc_t *pcs, size_t n, char *errstr,
+                              size_t errstr_size) {
+  if (n == 0) return RTU_OK;
+  rtu_err_t rc = RTU_OK;
+  for (size_t i = 0; i < n && rc == RTU_OK; i++)
+    rc = rtu_store_ensure_pc_index(st, pcs[i].identifier, errstr, errstr_size);
+  if (rc != RTU_OK) return rc;
+  bson_t opts = BSON_INITIALIZER, upsert = BSON_INITIALIZER, reply;
+  bson_error_t err;
+  BSON_APPEND_BOOL(&opts, "ordered", false);
+  BSON_APPEND_BOOL(&upsert, "upsert", true);
+  mongoc_collection_t *coll = mongoc_database_get_collection(st->db, st->cfg->pc_collection);
+  mongoc_bulk_operation_t *bulk = mongoc_collection_create_bulk_operation_with_opts(coll, &opts);
+  int64_t now = rtu_now_ms();
+  for (size_t i = 0; i < n; i++) {
+    /* Filter by type and each identifier key (the unique index's fields), so the
+     * upsert finds the record whatever the order of the identifier's keys. */
+    bson_t filter = BSON_INITIALIZER, update = BSON_INITIALIZER, set, arr, soi;
+    bson_iter_t it;
+    char path[300];
+    BSON_APPEND_UTF8(&filter, "type", pcs[i].type);
+    if (bson_iter_init(&it, pcs[i].identifier))
+      while (bson_iter_next(&it)) {
+        snprintf(path, sizeof path, "identifier.%.250s", bson_iter_key(&it));
+        bson_append_iter(&filter, path, -1, &it);
+      }
+    BSON_APPEND_DOCUMENT_BEGIN(&update, "$set", &set);
+    BSON_APPEND_ARRAY_BEGIN(&set, "changes", &arr);
+    append_change(&arr, pcs[i].msg);
+    bson_append_array_end(&set, &arr);
+    BSON_APPEND_DATE_TIME(&set, "updatedAt", now);
+    bson_append_document_end(&update, &set);
+    BSON_APPEND_DOCUMENT_BEGIN(&update, "$setOnInsert", &soi);
+    BSON_APPEND_DATE_TIME(&soi, "createdAt", now);
+    bson_append_document_end(&update, &soi);
+    bool ok = mongoc_bulk_operation_update_one_with_opts(bulk, &filter, &update, &upsert, &err);
+    bson_destroy(&filter);
+    bson_destroy(&update);
+    if (!ok) {
+      snprintf(errstr, errstr_size, "projection change: %.400s", err.message);
+      rc = RTU_ERR_DATA;
+      goto done;
+    }
+  }
+  if (!mongoc_bulk_operation_execute(bulk, &reply, &err)) rc = fail(&err, "projection changes bulk", errstr, errstr_size);
+  st->stats.commands += 1 + n / 100000;
+  bson_destroy(&reply);
+done:
+  mongoc_bulk_operation_destroy(bulk);
+  mongoc_collection_destroy(coll);
+  bson_destroy(&opts);
+  bson_destroy(&upsert);
   return rc;
 }

@@ -39,6 +39,7 @@ typedef struct {
 
 typedef struct {
   uint64_t commands; /* MongoDB commands sent, for the benchmark and metrics */
+  uint64_t lookups;  /* of which strategy lookups */
 } rtu_store_stats_t;
 
 /* Connects (lazily: the first command opens the connection). */
@@ -62,6 +63,31 @@ rtu_err_t rtu_store_find_keys(rtu_store_t *st, const rtu_projection_t *p, bson_t
  * as a whole could not be applied (retry it all: the writes are idempotent). */
 rtu_err_t rtu_store_write(rtu_store_t *st, const rtu_projection_t *p, rtu_write_t *writes,
                           size_t n, char *errstr, size_t errstr_size);
+
+/* A read-only lookup over the projections database for strategies: find with
+ * options (projection, sort, limit, skip). Counts as a lookup. */
+rtu_err_t rtu_store_find(rtu_store_t *st, const char *collection, const bson_t *filter,
+                         const bson_t *opts, void (*fn)(void *ctx, const bson_t *doc), void *ctx,
+                         char *errstr, size_t errstr_size);
+
+/* One projection change to record: single view `type`, its identifier, and the
+ * message that caused it. */
+typedef struct {
+  const char *type;
+  const bson_t *identifier;
+  const rtu_msg_t *msg;
+} rtu_pc_t;
+
+/* Upserts the projection changes as one unordered bulk on
+ * PROJECTIONS_CHANGES_COLLECTION_NAME: one document per (type, identifier), its
+ * `changes` set to one NEW change. */
+rtu_err_t rtu_store_write_pcs(rtu_store_t *st, const rtu_pc_t *pcs, size_t n, char *errstr,
+                              size_t errstr_size);
+
+/* Creates the projection-changes collection's unique index on type and the
+ * identifier keys, once per distinct key set. */
+rtu_err_t rtu_store_ensure_pc_index(rtu_store_t *st, const bson_t *identifier, char *errstr,
+                                    size_t errstr_size);
 
 const rtu_store_stats_t *rtu_store_stats(const rtu_store_t *st);
 

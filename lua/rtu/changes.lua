@@ -1,0 +1,78 @@
+--[[
+rtu.changes: from the documents of a projection changed in a run to the single
+views to rebuild. It binds the two strategy modes of the reference: low-code
+(USE_AUTOMATIC_STRATEGIES=true: erSchema.json + projectionChangesSchema.json,
+compiled by rtu.lowcode and run batched by rtu.strategy) and manual (mapTable.json
+`changes`: a hand-written strategy per single view, called per document). It may
+not write anything: lookups go through the read-only `db` the core gives.
+
+build(spec) -> identify, involved | nil, problems
+  spec = { automatic = bool, er = table, pc = table, projections = {name = true},
+           custom = {name -> fn}, manual = {projection -> { {sv = name, name = file, fn = fn} } } }
+  identify(projection, docs, db, log) -> { {type, identifier, origin} ... }
+    docs = { {doc = table, origin = token} ... }; results de-duplicated per (type, identifier)
+  involved = {projection -> true} for projections that can trigger any single view
+]]
+local jsonenc = require("rtu.jsonenc")
+
+local M = {}
+
+local function check_identifiers(ids, what)
+  if type(ids) ~= "table" then
+    error(what .. " returned a " .. type(ids) .. " instead of an array of identifiers", 0)
+  end
+  for i, id in ipairs(ids) do
+    if type(id) ~= "table" then
+      error(string.format("%s returned a %s as identifier %d (expected an object)", what,
+        type(id), i), 0)
+    end
+  end
+  return ids
+end
+
+local function build_manual(spec)
+  local involved = {}
+  for projection, bindings in pairs(spec.manual or {}) do
+    if #bindings > 0 then involved[projection] = true end
+  end
+  local function identify(projection, docs, db, log)
+    local out, seen = {}, {}
+    for _, b in ipairs(spec.manual[projection] or {}) do
+      for _, d in ipairs(docs) do
+        local ids = check_identifiers(b.fn(d.doc, db, log), "strategy " .. b.name)
+        for _, id in ipairs(ids) do
+          local k = b.sv .. "\0" .. jsonenc.encode(id)
+          if not seen[k] then
+            seen[k] = true
+            out[#out + 1] = { type = b.sv, identifier = id, origin = d.origin }
+          end
+        end
+      end
+    end
+    return out
+  end
+  return identify, involved
+end
+
+local function build_automatic(spec)
+  local lowcode = require("rtu.lowcode")
+  local strategy = require("rtu.strategy")
+  local plan, problems = lowcode.compile(spec.er, spec.pc,
+    { projections = spec.projections, custom = spec.custom })
+  if problems and #problems > 0 then return nil, problems end
+  local involved = {}
+  for name in pairs(spec.projections) do
+    if lowcode.involves == nil or lowcode.involves(plan, name) then involved[name] = true end
+  end
+  local function identify(projection, docs, db, log)
+    return strategy.run(plan, projection, docs, db, log)
+  end
+  return identify, involved
+end
+
+function M.build(spec)
+  if spec.automatic then return build_automatic(spec) end
+  return build_manual(spec)
+end
+
+return M
