@@ -19,7 +19,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "emit.h"
 #include "log.h"
+#include "value.h"
 
 typedef struct {
   const bson_t *key;
@@ -43,6 +45,7 @@ typedef struct {
   int64_t counter;
   uint32_t fields_from; /* events of this group from which fields accumulate */
   uint32_t stale;
+  bson_oid_t oid; /* _id of the record if this run creates it */
   int64_t fail_msg; /* message index that cannot be applied, -1 when none */
   const char *fail_cause;
 } outcome_t;
@@ -51,6 +54,7 @@ struct rtu_batch_s {
   const rtu_config_t *cfg;
   rtu_script_t *script;
   rtu_store_t *store;
+  rtu_emit_t *emit; /* NULL when nothing is produced */
   rtu_mapped_t *mapped; /* per message; never moved once initialised */
   size_t mapped_cap;
   event_t *events;
@@ -71,6 +75,8 @@ rtu_batch_t *rtu_batch_new(const rtu_config_t *cfg, rtu_script_t *script, rtu_st
 }
 
 void rtu_batch_set_script(rtu_batch_t *b, rtu_script_t *script) { b->script = script; }
+
+void rtu_batch_set_emit(rtu_batch_t *b, rtu_emit_t *emit) { b->emit = emit; }
 
 void rtu_batch_free(rtu_batch_t *b) {
   if (!b) return;
@@ -375,6 +381,7 @@ static void build_write(rtu_batch_t *b, const group_t *g, const outcome_t *o,
   append_metadata(&set, m, msg, o->state, o->counter, now);
   bson_append_document_end(&w->update, &set);
   BSON_APPEND_DOCUMENT_BEGIN(&w->update, "$setOnInsert", &soi);
+  BSON_APPEND_OID(&soi, "_id", &o->oid);
   BSON_APPEND_DATE_TIME(&soi, "createdAt", now);
   bson_append_document_end(&w->update, &soi);
   /* A soft delete alone must never create a record (the reference's null-key bug). */
@@ -399,14 +406,16 @@ static void build_image(rtu_batch_t *b, const group_t *g, const outcome_t *o,
   const event_t *last = &b->events[o->last_event];
   append_merged_fields(b, g, o->fields_from, o->last_event, img);
   append_metadata(img, &b->mapped[last->msg], &msgs[last->msg], o->state, o->counter, now);
+  bson_iter_t it, seen;
   if (g->s0 && !o->recreated) {
-    bson_iter_t it, seen;
     if (bson_iter_init(&it, g->s0))
       while (bson_iter_next(&it))
         if (!bson_iter_init_find(&seen, img, bson_iter_key(&it))) bson_append_iter(img, NULL, 0, &it);
   } else {
     BSON_APPEND_DATE_TIME(img, "createdAt", now);
+    if (g->s0 && bson_iter_init_find(&it, g->s0, "_id")) bson_append_iter(img, "_id", 3, &it);
   }
+  if (!bson_iter_init_find(&seen, img, "_id")) BSON_APPEND_OID(img, "_id", &o->oid);
 }
 
 static rtu_err_t find_cb(void *ctx, const char *collection, const bson_t *filter, const bson_t *opts,
@@ -417,19 +426,132 @@ static rtu_err_t find_cb(void *ctx, const char *collection, const bson_t *filter
 
 /* Runs the strategies on the records the run changed, before and after, and
  * upserts the projection changes. Only messages below res->next_offset count. */
-static rtu_err_t run_strategies(rtu_batch_t *b, size_t projection, const rtu_msg_t *msgs,
-                                size_t ngroups, int64_t now, rtu_run_result_t *res) {
+/* The original key and Kafka coordinates, as pr-update and PC messages carry them. */
+static void append_kafka_info_json(bson_string_t *out, const rtu_msg_t *msg, bool ts_as_ms) {
+  bson_t tmp = BSON_INITIALIZER;
+  bson_iter_t it;
+  char ts[40];
+  append_original_key(&tmp, msg);
+  if (ts_as_ms) snprintf(ts, sizeof ts, "%lld", (long long)msg->timestamp);
+  else rtu_iso8601(msg->timestamp, ts, sizeof ts);
+  bson_string_append(out, "{\"topic\":");
+  char *topic = bson_utf8_escape_for_json(msg->topic, -1);
+  bson_string_append_printf(out, "\"%s\",\"partition\":%d,\"offset\":%lld,\"key\":", topic ? topic : "",
+                            msg->partition, (long long)msg->offset);
+  bson_free(topic);
+  if (bson_iter_init_find(&it, &tmp, "key")) rtu_value_iter_to_json(&it, out);
+  bson_string_append_printf(out, ",\"timestamp\":\"%s\"}", ts);
+  bson_destroy(&tmp);
+}
+
+/* Kafka projection-change messages (kafkaProjectionChanges.json), key = identifier. */
+static rtu_err_t emit_pc_messages(rtu_batch_t *b, const rtu_projection_t *p,
+                                  const rtu_identified_t *ids, size_t nids, const rtu_msg_t *msgs,
+                                  const uint32_t *origin, bool *produced, char *err, size_t sz) {
+  for (size_t i = 0; i < nids; i++) {
+    const char *topic = NULL;
+    for (size_t t = 0; t < p->npc_topics; t++)
+      if (!strcmp(p->pc_topics[t].single_view, ids[i].type)) topic = p->pc_topics[t].strategy;
+    if (!topic) continue;
+    bson_string_t *key = bson_string_new(NULL), *val = bson_string_new(NULL);
+    rtu_value_doc_to_json(&ids[i].identifier, false, key);
+    bson_string_append(val, "{\"identifier\":");
+    bson_string_append(val, key->str);
+    bson_string_append(val, ",\"__internal__kafkaInfo\":");
+    append_kafka_info_json(val, &msgs[origin[ids[i].origin]], true);
+    bson_string_append(val, "}");
+    rtu_err_t rc = rtu_emit_produce(b->emit, topic, key->str, key->len, val->str, val->len, err, sz);
+    bson_string_free(key, true);
+    bson_string_free(val, true);
+    if (rc != RTU_OK) return rc;
+    *produced = true;
+  }
+  return RTU_OK;
+}
+
+/* pr-update v1: one message per record written, key = its primary key. */
+static rtu_err_t emit_pr_updates(rtu_batch_t *b, const rtu_projection_t *p, const rtu_msg_t *msgs,
+                                 size_t ngroups, const bson_t *images, const bool *has_image,
+                                 int64_t now, const rtu_run_result_t *res, bool *produced,
+                                 char *err, size_t sz) {
+  const rtu_config_t *cfg = b->cfg;
+  bool db2 = !strcmp(cfg->adapter, "basic") || !strcmp(cfg->adapter, "db2");
+  char iso[40];
+  rtu_iso8601(now, iso, sizeof iso);
+  for (size_t g = 0; g < ngroups; g++) {
+    const outcome_t *o = &b->outcomes[g];
+    const group_t *gr = &b->groups[g];
+    if (o->last_event < 0) continue;
+    const event_t *last = &b->events[o->last_event];
+    if (msgs[last->msg].offset >= res->next_offset) continue;
+    if (o->state == ST_ABSENT && !gr->s0_exists) continue; /* nothing was ever stored */
+    const char *op = !gr->s0_exists ? "INSERT"
+                     : (o->state == ST_ABSENT || o->state == ST_DELETED) ? "DELETE"
+                                                                        : "UPDATE";
+    char id[25] = "";
+    bson_iter_t it;
+    const bson_t *after = has_image[g] ? &images[g] : NULL;
+    if (after && bson_iter_init_find(&it, after, "_id") && BSON_ITER_HOLDS_OID(&it))
+      bson_oid_to_string(bson_iter_oid(&it), id);
+    else if (gr->s0 && bson_iter_init_find(&it, gr->s0, "_id") && BSON_ITER_HOLDS_OID(&it))
+      bson_oid_to_string(bson_iter_oid(&it), id);
+    bson_string_t *key = bson_string_new(NULL), *val = bson_string_new(NULL);
+    rtu_value_doc_to_json(last->key, false, key);
+    char *name = bson_utf8_escape_for_json(p->name, -1);
+    char *source = bson_utf8_escape_for_json(cfg->system_of_records, -1);
+    bson_string_append_printf(val,
+                              "{\"operationType\":\"%s\",\"operationTimestamp\":\"%s\","
+                              "\"documentId\":\"%s\",\"projectionName\":\"%s\",\"source\":\"%s\","
+                              "\"primaryKeys\":[",
+                              op, iso, id, name ? name : "", source ? source : "");
+    bson_free(name);
+    bson_free(source);
+    for (size_t k = 0; k < p->npk; k++) {
+      char *pk = bson_utf8_escape_for_json(p->pk_dst[k], -1);
+      bson_string_append_printf(val, "%s\"%s\"", k ? "," : "", pk ? pk : "");
+      bson_free(pk);
+    }
+    bson_string_append(val, "],\"before\":");
+    if (gr->s0 && !db2) rtu_value_doc_to_json(gr->s0, false, val);
+    else bson_string_append(val, "null");
+    if (after && o->state != ST_ABSENT) {
+      bson_string_append(val, ",\"after\":");
+      rtu_value_doc_to_json(after, false, val);
+    }
+    bson_string_append(val, ",\"__internal__kafkaInfo\":");
+    append_kafka_info_json(val, &msgs[last->msg], false);
+    bson_string_append(val, "}");
+    rtu_err_t rc = rtu_emit_produce(b->emit, p->pr_update_topic, key->str, key->len, val->str,
+                                    val->len, err, sz);
+    bson_string_free(key, true);
+    bson_string_free(val, true);
+    if (rc != RTU_OK) return rc;
+    *produced = true;
+  }
+  return RTU_OK;
+}
+
+/* After the projection writes: strategies and projection changes, pr-update and
+ * projection-change messages, each awaited. Only messages below res->next_offset
+ * count. RTU_ERR_TRANSIENT: retry the run (writes and messages are idempotent or
+ * at-least-once). */
+static rtu_err_t after_writes(rtu_batch_t *b, size_t projection, const rtu_msg_t *msgs,
+                              size_t ngroups, int64_t now, bool strategies, bool pr_updates,
+                              rtu_run_result_t *res) {
+  const rtu_projection_t *p = &b->cfg->projections[projection];
   outcome_t *outcomes = b->outcomes;
   size_t cap = 2 * ngroups, n = 0;
-  bson_t *images = calloc(cap ? cap : 1, sizeof *images);
+  bson_t *images = calloc(ngroups ? ngroups : 1, sizeof *images);
+  bool *has_image = calloc(ngroups ? ngroups : 1, sizeof *has_image);
   const bson_t **docs = calloc(cap ? cap : 1, sizeof *docs);
   uint32_t *origin = calloc(cap ? cap : 1, sizeof *origin);
   rtu_identified_t *ids = NULL;
   size_t nids = 0;
   rtu_pc_t *pcs = NULL;
   char err[RTU_ERRSTR_SIZE];
+  bool produced = false;
   rtu_err_t rc = RTU_OK;
-  if (!images || !docs || !origin) {
+  if (!images || !has_image || !docs || !origin) {
     rc = RTU_ERR_FATAL;
     snprintf(res->cause, sizeof res->cause, "out of memory");
     goto done;
@@ -438,50 +560,77 @@ static rtu_err_t run_strategies(rtu_batch_t *b, size_t projection, const rtu_msg
     const outcome_t *o = &outcomes[g];
     const group_t *gr = &b->groups[g];
     if (o->last_event < 0) continue;
+    if (msgs[b->events[o->last_event].msg].offset >= res->next_offset) continue;
     uint32_t first_msg = UINT32_MAX;
     for (uint32_t e = gr->first; e < gr->first + gr->count; e++)
       if (b->events[e].msg < first_msg) first_msg = b->events[e].msg;
-    if (msgs[b->events[o->last_event].msg].offset >= res->next_offset) continue;
+    if (o->state != ST_ABSENT) {
+      bson_init(&images[g]);
+      build_image(b, gr, o, msgs, now, &images[g]);
+      has_image[g] = true;
+    }
     if (gr->s0) { /* before the run: single views it belonged to may change too */
       docs[n] = gr->s0;
       origin[n++] = first_msg;
     }
-    if (o->state != ST_ABSENT) {
-      bson_init(&images[n]);
-      build_image(b, gr, o, msgs, now, &images[n]);
-      docs[n] = &images[n];
+    if (has_image[g]) {
+      docs[n] = &images[g];
       origin[n++] = b->events[o->last_event].msg;
     }
   }
-  rc = rtu_script_identify(b->script, projection, docs, n, find_cb, b->store, &ids, &nids, err,
-                           sizeof err);
-  if (rc == RTU_ERR_SCRIPT) {
-    /* Its projections are written, its changes not: resume from the run's start. */
-    char cause[RTU_ERRSTR_SIZE];
-    snprintf(cause, sizeof cause, "%.480s", err);
-    fail_at(res, RTU_ERR_SCRIPT, &msgs[0], cause);
-    rc = RTU_OK;
-    goto done;
+
+  if (strategies) {
+    rc = rtu_script_identify(b->script, projection, docs, n, find_cb, b->store, &ids, &nids, err,
+                             sizeof err);
+    if (rc == RTU_ERR_SCRIPT) {
+      /* Its projections are written, its changes not: resume from the run's start. */
+      char cause[RTU_ERRSTR_SIZE];
+      snprintf(cause, sizeof cause, "%.480s", err);
+      fail_at(res, RTU_ERR_SCRIPT, &msgs[0], cause);
+      res->next_offset = res->fail_offset;
+      rc = RTU_OK;
+      goto done;
+    }
+    if (rc != RTU_OK) {
+      snprintf(res->cause, sizeof res->cause, "%s", err);
+      goto done;
+    }
+    pcs = calloc(nids ? nids : 1, sizeof *pcs);
+    if (!pcs) {
+      rc = RTU_ERR_FATAL;
+      goto done;
+    }
+    for (size_t i = 0; i < nids; i++)
+      pcs[i] = (rtu_pc_t){ids[i].type, &ids[i].identifier, &msgs[origin[ids[i].origin]]};
+    rc = rtu_store_write_pcs(b->store, pcs, nids, err, sizeof err);
+    if (rc != RTU_OK) {
+      snprintf(res->cause, sizeof res->cause, "%s", err);
+      if (rc == RTU_ERR_DATA) rc = RTU_ERR_TRANSIENT; /* e.g. an upsert race: retry the run */
+      goto done;
+    }
+    res->changes = nids;
+    if (b->emit && b->cfg->gen_kafka_pc) {
+      rc = emit_pc_messages(b, p, ids, nids, msgs, origin, &produced, err, sizeof err);
+      if (rc != RTU_OK) goto emit_failed;
+    }
   }
-  if (rc != RTU_OK) {
-    snprintf(res->cause, sizeof res->cause, "%s", err);
-    goto done;
+  if (pr_updates) {
+    rc = emit_pr_updates(b, p, msgs, ngroups, images, has_image, now, res, &produced, err,
+                         sizeof err);
+    if (rc != RTU_OK) goto emit_failed;
   }
-  pcs = calloc(nids ? nids : 1, sizeof *pcs);
-  if (!pcs) {
-    rc = RTU_ERR_FATAL;
-    goto done;
+  if (produced) {
+    rc = rtu_emit_flush(b->emit, 30000, err, sizeof err);
+    if (rc != RTU_OK) goto emit_failed;
   }
-  for (size_t i = 0; i < nids; i++)
-    pcs[i] = (rtu_pc_t){ids[i].type, &ids[i].identifier, &msgs[origin[ids[i].origin]]};
-  rc = rtu_store_write_pcs(b->store, pcs, nids, err, sizeof err);
-  if (rc != RTU_OK) snprintf(res->cause, sizeof res->cause, "%s", err);
-  else res->changes = nids;
-  if (rc == RTU_ERR_DATA) rc = RTU_ERR_TRANSIENT; /* e.g. an upsert race: retry the run */
+  goto done;
+emit_failed:
+  snprintf(res->cause, sizeof res->cause, "%s", err);
 done:
-  for (size_t i = 0; i < n; i++)
-    if (docs[i] == &images[i]) bson_destroy(&images[i]);
+  for (size_t g = 0; g < ngroups; g++)
+    if (has_image && has_image[g]) bson_destroy(&images[g]);
   free(images);
+  free(has_image);
   free(docs);
   free(origin);
   free(pcs);
@@ -541,13 +690,14 @@ rtu_err_t rtu_batch_run(rtu_batch_t *b, size_t projection, const rtu_msg_t *msgs
   }
 
   bool strategies = b->cfg->pc_enabled && rtu_script_has_strategies(b->script, projection);
+  bool pr_updates = b->emit && b->cfg->gen_kafka_pr_updates && p->pr_update_topic;
 
   /* 3. What is stored now for these records. */
   if (ngroups > 0) {
     bson_t **keys = malloc(ngroups * sizeof *keys);
     if (!keys) return RTU_ERR_FATAL;
     for (size_t g = 0; g < ngroups; g++) keys[g] = (bson_t *)b->events[b->groups[g].first].key;
-    read_ctx_t ctx = {b, p, ngroups, strategies};
+    read_ctx_t ctx = {b, p, ngroups, strategies || pr_updates};
     rtu_err_t frc = rtu_store_find_keys(b->store, p, keys, ngroups, on_stored, &ctx, err, sizeof err);
     free(keys);
     if (frc != RTU_OK) {
@@ -579,6 +729,7 @@ rtu_err_t rtu_batch_run(rtu_batch_t *b, size_t projection, const rtu_msg_t *msgs
   outcome_t *outcomes = b->outcomes;
   for (size_t g = 0; g < ngroups; g++) {
     simulate(b, &b->groups[g], msgs, limit, &o);
+    bson_oid_init(&o.oid, NULL);
     outcomes[g] = o;
     res->stale += o.stale;
     if (o.last_event < 0) continue;
@@ -607,10 +758,9 @@ rtu_err_t rtu_batch_run(rtu_batch_t *b, size_t projection, const rtu_msg_t *msgs
   }
 
   if (res->failed) res->next_offset = res->fail_offset;
-  if (strategies) {
-    rc = run_strategies(b, projection, msgs, ngroups, now, res);
+  if (strategies || pr_updates) {
+    rc = after_writes(b, projection, msgs, ngroups, now, strategies, pr_updates, res);
     if (rc != RTU_OK) goto done;
-    if (res->failed) res->next_offset = res->fail_offset;
   }
   for (uint32_t i = 0; i < n && msgs[i].offset < res->next_offset; i++)
     if (!b->mapped[i].skip) res->applied++;

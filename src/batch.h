@@ -31,6 +31,10 @@ typedef struct {
 rtu_batch_t *rtu_batch_new(const rtu_config_t *cfg, rtu_script_t *script, rtu_store_t *store);
 void rtu_batch_free(rtu_batch_t *b);
 
+struct rtu_emit_s;
+/* The producer for pr-update and projection-change messages (may be NULL). */
+void rtu_batch_set_emit(rtu_batch_t *b, struct rtu_emit_s *emit);
+
 /* Swaps in another script generation between runs. */
 void rtu_batch_set_script(rtu_batch_t *b, rtu_script_t *script);
 

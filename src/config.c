@@ -192,6 +192,22 @@ static void load_projection(rtu_projection_t *p, const char *file, const char *n
         fld->dst = NULL;
         continue;
       }
+      /* The service owns these: a mapped one would fight the metadata it writes. */
+      static const char *reserved[] = {"_id", "createdAt", "updatedAt", "creatorId", "updaterId",
+                                       "__STATE__", "timestamp", "__internal__counter",
+                                       "__internal__counterType", "__internal__kafkaInfo"};
+      bool clash = false;
+      for (size_t r = 0; r < sizeof reserved / sizeof reserved[0]; r++)
+        clash |= !strcmp(fld->dst, reserved[r]);
+      for (size_t r = 0; r < p->nfields; r++) clash |= !strcmp(fld->dst, p->fields[r].dst);
+      if (clash) {
+        rtu_problems_add(problems, "%s: %s.conversion.%s.fieldName: '%s' is reserved or mapped twice",
+                         file, name, src, fld->dst);
+        free(fld->dst);
+        free(fld->cast);
+        fld->dst = fld->cast = NULL;
+        continue;
+      }
       fld->src = strdup(src);
       p->nfields++;
     }
@@ -296,6 +312,93 @@ static void load_map_table(rtu_config_t *cfg, rtu_problems_t *problems) {
   }
   bson_destroy(&doc);
   if (cfg->nprojections == 0) rtu_problems_add(problems, "%s: no projection is defined", path);
+}
+
+static rtu_projection_t *find_projection(rtu_config_t *cfg, const char *name) {
+  for (size_t i = 0; i < cfg->nprojections; i++)
+    if (!strcmp(cfg->projections[i].name, name)) return &cfg->projections[i];
+  return NULL;
+}
+
+/* kafkaProjectionUpdates.json: {projection: {updatesTopic, strategy}}. */
+static void load_pr_updates(rtu_config_t *cfg, rtu_problems_t *problems) {
+  char path[4096];
+  snprintf(path, sizeof path, "%s/kafkaProjectionUpdates.json", cfg->kafka_pr_updates_folder);
+  size_t len;
+  char *text = read_file(path, &len, problems);
+  bson_t doc;
+  if (!text) return;
+  if (!parse_json(path, text, len, &doc, problems)) {
+    free(text);
+    return;
+  }
+  free(text);
+  bson_iter_t it, sub;
+  if (bson_iter_init(&it, &doc))
+    while (bson_iter_next(&it)) {
+      const char *name = bson_iter_key(&it);
+      rtu_projection_t *p = find_projection(cfg, name);
+      if (!p) {
+        rtu_problems_add(problems, "%s: %s: not a projection of mapTable.json", path, name);
+        continue;
+      }
+      /* Entries without updatesTopic (Console-generated) emit nothing. */
+      if (BSON_ITER_HOLDS_DOCUMENT(&it) && bson_iter_recurse(&it, &sub) &&
+          bson_iter_find(&sub, "updatesTopic")) {
+        if (BSON_ITER_HOLDS_UTF8(&sub)) p->pr_update_topic = dup_utf8(&sub);
+        else rtu_problems_add(problems, "%s: %s.updatesTopic: expected a string", path, name);
+      } else if (!BSON_ITER_HOLDS_DOCUMENT(&it)) {
+        rtu_problems_add(problems, "%s: %s: expected an object", path, name);
+      }
+    }
+  bson_destroy(&doc);
+}
+
+/* kafkaProjectionChanges.json: {projection: {projectionChanges: {sv: {topic, strategy}}}}. */
+static void load_pc_topics(rtu_config_t *cfg, rtu_problems_t *problems) {
+  char path[4096];
+  snprintf(path, sizeof path, "%s/kafkaProjectionChanges.json", cfg->kafka_pc_folder);
+  size_t len;
+  char *text = read_file(path, &len, problems);
+  bson_t doc;
+  if (!text) return;
+  if (!parse_json(path, text, len, &doc, problems)) {
+    free(text);
+    return;
+  }
+  free(text);
+  bson_iter_t it, pcs, sv, topic;
+  if (bson_iter_init(&it, &doc))
+    while (bson_iter_next(&it)) {
+      const char *name = bson_iter_key(&it);
+      rtu_projection_t *p = find_projection(cfg, name);
+      if (!p) {
+        rtu_problems_add(problems, "%s: %s: not a projection of mapTable.json", path, name);
+        continue;
+      }
+      if (!BSON_ITER_HOLDS_DOCUMENT(&it) || !bson_iter_recurse(&it, &pcs) ||
+          !bson_iter_find(&pcs, "projectionChanges") || !BSON_ITER_HOLDS_DOCUMENT(&pcs) ||
+          !bson_iter_recurse(&pcs, &sv)) {
+        rtu_problems_add(problems, "%s: %s.projectionChanges: missing or not an object", path, name);
+        continue;
+      }
+      size_t n = 0;
+      bson_iter_t count = sv;
+      while (bson_iter_next(&count)) n++;
+      p->pc_topics = calloc(n ? n : 1, sizeof *p->pc_topics);
+      while (p->pc_topics && bson_iter_next(&sv)) {
+        if (!BSON_ITER_HOLDS_DOCUMENT(&sv) || !bson_iter_recurse(&sv, &topic) ||
+            !bson_iter_find(&topic, "topic") || !BSON_ITER_HOLDS_UTF8(&topic)) {
+          rtu_problems_add(problems, "%s: %s.projectionChanges.%s.topic: missing or not a string",
+                           path, name, bson_iter_key(&sv));
+          continue;
+        }
+        p->pc_topics[p->npc_topics].single_view = strdup(bson_iter_key(&sv));
+        p->pc_topics[p->npc_topics].strategy = dup_utf8(&topic); /* the topic */
+        p->npc_topics++;
+      }
+    }
+  bson_destroy(&doc);
 }
 
 static void load_topic_map(rtu_config_t *cfg, const char *json, rtu_problems_t *problems) {
@@ -448,6 +551,9 @@ rtu_config_t *rtu_config_load(const char *(*getenv_fn)(const char *),
     else rtu_problems_add(problems, "MAP_TABLE_FOLDER: '%s' is not a readable folder",
                           cfg->map_table_folder);
   }
+  if (cfg->nprojections && cfg->gen_kafka_pr_updates && cfg->kafka_pr_updates_folder)
+    load_pr_updates(cfg, problems);
+  if (cfg->nprojections && cfg->gen_kafka_pc && cfg->kafka_pc_folder) load_pc_topics(cfg, problems);
   const char *topic_map = getenv_fn("INVARIANT_TOPIC_MAP");
   if (!topic_map || !*topic_map)
     rtu_problems_add(problems, "INVARIANT_TOPIC_MAP: required environment variable is not set");
@@ -481,6 +587,12 @@ static void free_projection(rtu_projection_t *p) {
     free(p->changes[i].strategy);
   }
   free(p->changes);
+  free(p->pr_update_topic);
+  for (size_t i = 0; i < p->npc_topics; i++) {
+    free(p->pc_topics[i].single_view);
+    free(p->pc_topics[i].strategy);
+  }
+  free(p->pc_topics);
 }
 
 void rtu_config_free(rtu_config_t *cfg) {

@@ -32,6 +32,9 @@ typedef struct {
   size_t npk;
   rtu_change_binding_t *changes;
   size_t nchanges;
+  char *pr_update_topic; /* kafkaProjectionUpdates.json updatesTopic, or NULL */
+  rtu_change_binding_t *pc_topics; /* kafkaProjectionChanges.json: single view -> topic */
+  size_t npc_topics;
 } rtu_projection_t;
 
 typedef struct {

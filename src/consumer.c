@@ -98,13 +98,43 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) 
           "cause", reason, "code", rd_kafka_err2name((rd_kafka_resp_err_t)err), NULL);
 }
 
+bool rtu_kafka_conf_common(const rtu_config_t *cfg, rd_kafka_conf_t *conf, char *errstr,
+                           size_t errstr_size) {
+  char num[32];
+  if (!set_conf(conf, "bootstrap.servers", cfg->kafka_brokers, errstr, errstr_size))
+    return false;
+  snprintf(num, sizeof num, "%d", cfg->kafka_connection_timeout_ms);
+  if (!set_conf(conf, "socket.connection.setup.timeout.ms", num, errstr, errstr_size))
+    return false;
+  if (cfg->kafka_sasl_username && cfg->kafka_sasl_password) {
+    const char *mech = cfg->kafka_sasl_mechanism;
+    const char *m = !strcasecmp(mech, "scram-sha-256")   ? "SCRAM-SHA-256"
+                    : !strcasecmp(mech, "scram-sha-512") ? "SCRAM-SHA-512"
+                    : !strcasecmp(mech, "oauthbearer")   ? "OAUTHBEARER"
+                                                         : "PLAIN";
+    if (!set_conf(conf, "security.protocol", cfg->ca_cert_path ? "SASL_SSL" : "SASL_PLAINTEXT",
+                  errstr, errstr_size) ||
+        !set_conf(conf, "sasl.mechanism", m, errstr, errstr_size) ||
+        !set_conf(conf, "sasl.username", cfg->kafka_sasl_username, errstr, errstr_size) ||
+        !set_conf(conf, "sasl.password", cfg->kafka_sasl_password, errstr, errstr_size))
+      return false;
+  } else if (cfg->ca_cert_path) {
+    if (!set_conf(conf, "security.protocol", "SSL", errstr, errstr_size)) return false;
+  }
+  if (cfg->ca_cert_path && !set_conf(conf, "ssl.ca.location", cfg->ca_cert_path, errstr, errstr_size))
+    return false;
+  rd_kafka_conf_set_log_cb(conf, log_cb);
+  rd_kafka_conf_set_error_cb(conf, error_cb);
+  return true;
+}
+
 rtu_consumer_t *rtu_consumer_new(const rtu_config_t *cfg, char *errstr, size_t errstr_size) {
   rtu_consumer_t *c = calloc(1, sizeof *c);
   rd_kafka_conf_t *conf = rd_kafka_conf_new();
   char num[32];
   if (!c || !conf) goto fail;
   c->cfg = cfg;
-  if (!set_conf(conf, "bootstrap.servers", cfg->kafka_brokers, errstr, errstr_size) ||
+  if (!rtu_kafka_conf_common(cfg, conf, errstr, errstr_size) ||
       !set_conf(conf, "group.id", cfg->kafka_group_id, errstr, errstr_size) ||
       !set_conf(conf, "client.id", "rtu", errstr, errstr_size) ||
       !set_conf(conf, "enable.auto.commit", "false", errstr, errstr_size) ||
@@ -117,28 +147,7 @@ rtu_consumer_t *rtu_consumer_new(const rtu_config_t *cfg, char *errstr, size_t e
   if (!set_conf(conf, "session.timeout.ms", num, errstr, errstr_size)) goto fail;
   snprintf(num, sizeof num, "%d", cfg->kafka_heartbeat_interval_ms);
   if (!set_conf(conf, "heartbeat.interval.ms", num, errstr, errstr_size)) goto fail;
-  snprintf(num, sizeof num, "%d", cfg->kafka_connection_timeout_ms);
-  if (!set_conf(conf, "socket.connection.setup.timeout.ms", num, errstr, errstr_size)) goto fail;
-  if (cfg->kafka_sasl_username && cfg->kafka_sasl_password) {
-    const char *mech = cfg->kafka_sasl_mechanism;
-    const char *m = !strcasecmp(mech, "scram-sha-256")   ? "SCRAM-SHA-256"
-                    : !strcasecmp(mech, "scram-sha-512") ? "SCRAM-SHA-512"
-                    : !strcasecmp(mech, "oauthbearer")   ? "OAUTHBEARER"
-                                                         : "PLAIN";
-    if (!set_conf(conf, "security.protocol", cfg->ca_cert_path ? "SASL_SSL" : "SASL_PLAINTEXT",
-                  errstr, errstr_size) ||
-        !set_conf(conf, "sasl.mechanism", m, errstr, errstr_size) ||
-        !set_conf(conf, "sasl.username", cfg->kafka_sasl_username, errstr, errstr_size) ||
-        !set_conf(conf, "sasl.password", cfg->kafka_sasl_password, errstr, errstr_size))
-      goto fail;
-  } else if (cfg->ca_cert_path) {
-    if (!set_conf(conf, "security.protocol", "SSL", errstr, errstr_size)) goto fail;
-  }
-  if (cfg->ca_cert_path && !set_conf(conf, "ssl.ca.location", cfg->ca_cert_path, errstr, errstr_size))
-    goto fail;
   rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
-  rd_kafka_conf_set_log_cb(conf, log_cb);
-  rd_kafka_conf_set_error_cb(conf, error_cb);
   rd_kafka_conf_set_opaque(conf, c);
 
   c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, errstr_size);

@@ -18,6 +18,7 @@
 #include "batch.h"
 #include "config.h"
 #include "consumer.h"
+#include "emit.h"
 #include "log.h"
 #include "rtu.h"
 #include "script.h"
@@ -106,6 +107,7 @@ static int cmd_run(void) {
   rtu_store_t *store = NULL;
   rtu_consumer_t *consumer = NULL;
   rtu_batch_t *batch = NULL;
+  rtu_emit_t *emit = NULL;
   rtu_config_t *cfg = load_all(&script);
   if (!cfg) return 2;
   rtu_log_level_t level;
@@ -139,7 +141,13 @@ static int cmd_run(void) {
     rtu_log(RTU_LOG_FATAL, "cannot create the projection indexes", "cause", err, NULL);
     goto done;
   }
+  emit = rtu_emit_new(cfg, err, sizeof err);
+  if (!emit && err[0]) {
+    rtu_log(RTU_LOG_FATAL, "cannot create the Kafka producer", "cause", err, NULL);
+    goto done;
+  }
   batch = rtu_batch_new(cfg, script, store);
+  if (batch) rtu_batch_set_emit(batch, emit);
   consumer = rtu_consumer_new(cfg, err, sizeof err);
   if (!batch || !consumer) {
     rtu_log(RTU_LOG_FATAL, "cannot create the Kafka consumer", "cause", batch ? err : "out of memory", NULL);
@@ -156,6 +164,7 @@ static int cmd_run(void) {
 done:
   rtu_consumer_free(consumer);
   rtu_batch_free(batch);
+  rtu_emit_free(emit);
   rtu_store_free(store);
   rtu_script_free(script);
   rtu_config_free(cfg);
