@@ -27,6 +27,7 @@ typedef struct {
   const bson_t *key;
   uint32_t msg;  /* index into the run */
   bool old_key;  /* the delete half of a primary-key change */
+  bool applied;  /* set by the last simulation: not stale, within the run */
 } event_t;
 
 typedef struct {
@@ -199,8 +200,9 @@ static void simulate(rtu_batch_t *b, const group_t *g, const rtu_msg_t *msgs, ui
   bool has_counter = g->s0_has_counter;
   int64_t counter = g->s0_counter;
   o->fields_from = g->first;
+  for (uint32_t e = g->first; e < g->first + g->count; e++) b->events[e].applied = false;
   for (uint32_t e = g->first; e < g->first + g->count; e++) {
-    const event_t *ev = &b->events[e];
+    event_t *ev = &b->events[e];
     if (ev->msg >= limit) break;
     const rtu_mapped_t *m = &b->mapped[ev->msg];
     int64_t c = counter_of(m, &msgs[ev->msg]);
@@ -243,6 +245,7 @@ static void simulate(rtu_batch_t *b, const group_t *g, const rtu_msg_t *msgs, ui
     counter = c;
     o->counter = c;
     o->last_event = e;
+    ev->applied = true;
   }
 }
 
@@ -316,7 +319,7 @@ static void append_merged_fields(rtu_batch_t *b, const group_t *g, uint32_t from
   for (int64_t e = last; e >= (int64_t)from && e >= (int64_t)g->first; e--) {
     const event_t *ev = &b->events[e];
     const rtu_mapped_t *m = &b->mapped[ev->msg];
-    if (ev->old_key || m->op == RTU_OP_DELETE || bson_empty(&m->fields)) continue;
+    if (!ev->applied || ev->old_key || m->op == RTU_OP_DELETE || bson_empty(&m->fields)) continue;
     if (nd == sizeof docs / sizeof docs[0]) {
       many = true;
       break;
@@ -676,8 +679,8 @@ rtu_err_t rtu_batch_run(rtu_batch_t *b, size_t projection, const rtu_msg_t *msgs
               "reason", err, NULL);
       continue;
     }
-    if (m->has_old_key) b->events[nevents++] = (event_t){&m->old_key, i, true};
-    b->events[nevents++] = (event_t){&m->key, i, false};
+    if (m->has_old_key) b->events[nevents++] = (event_t){&m->old_key, i, true, false};
+    b->events[nevents++] = (event_t){&m->key, i, false, false};
   }
 
   /* 2. Group per record, in offset order within each record. */

@@ -176,6 +176,13 @@ static void load_projection(rtu_projection_t *p, const char *file, const char *n
         continue;
       }
       g = f;
+      if (bson_iter_find(&g, "cast") && !BSON_ITER_HOLDS_UTF8(&g)) {
+        rtu_problems_add(problems, "%s: %s.conversion.%s.cast: expected a string", file, name, src);
+        free(fld->dst);
+        fld->dst = NULL;
+        continue;
+      }
+      g = f;
       if (bson_iter_find(&g, "cast") && BSON_ITER_HOLDS_UTF8(&g)) {
         char *raw = dup_utf8(&g);
         fld->cast = rtu_config_from_file_name(raw);

@@ -161,6 +161,8 @@ function M.build(spec)
       if not same_key(proj, old_key, new_key) then
         change.old_key = old_key
         change.key = new_key
+        -- The new record is created, not updated: without upsert it must not exist yet.
+        if change.op == "update" then change.op = "insert" end
       end
     end
     return change
