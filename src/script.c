@@ -348,11 +348,7 @@ static int db_find_impl(lua_State *L, bool one) {
     return luaL_error(L, "db:find on %s failed: %s", coll, err);
   }
   if (one) {
-    lua_rawgeti(L, -1, 1);
-    if (lua_isnil(L, -1)) {
-      lua_pop(L, 1);
-      rtu_value_push_null(L);
-    }
+    lua_rawgeti(L, -1, 1); /* nil when nothing matched, as Lua code expects */
   }
   return 1;
 }
@@ -408,7 +404,11 @@ static bool load_casts(rtu_script_t *s, rtu_problems_t *problems) {
       }
       lua_pop(L, 1);
       if (!load_user_function(s, path, problems)) {
+        /* Reported already; a placeholder keeps the mapping from also calling it
+         * unknown, so `rtu check` goes on to the other files. */
         ok = false;
+        lua_pushboolean(L, 0);
+        lua_setfield(L, -2, name);
         continue;
       }
       lua_pushstring(L, path);
@@ -556,6 +556,12 @@ static bool load_strategies(rtu_script_t *s, rtu_problems_t *problems) {
     lua_setfield(L, -2, cfg->projections[i].name);
   }
   lua_setfield(L, spec, "projections");
+  lua_newtable(L);
+  for (size_t i = 0; i < cfg->nprojections; i++) {
+    lua_pushstring(L, cfg->projections[i].destination);
+    lua_setfield(L, -2, cfg->projections[i].name);
+  }
+  lua_setfield(L, spec, "collections");
   if (cfg->use_automatic_strategies) {
     if (push_json_file(s, cfg->er_schema_folder, "erSchema.json", problems))
       lua_setfield(L, spec, "er");
@@ -670,10 +676,7 @@ rtu_script_t *rtu_script_new(const rtu_config_t *cfg, rtu_problems_t *problems) 
     lua_rawseti(L, -2, (lua_Integer)i + 1);
   }
   lua_setfield(L, -2, "projections");
-  if (!load_casts(s, problems)) {
-    lua_pop(L, 3);
-    goto done;
-  }
+  load_casts(s, problems); /* problems are collected; the rest is still checked */
   lua_setfield(L, -2, "casts");
   if (!load_adapter(s, problems)) {
     lua_pop(L, 2);

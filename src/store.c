@@ -111,7 +111,8 @@ rtu_err_t rtu_store_ping(rtu_store_t *st, char *errstr, size_t errstr_size) {
 
 /* createIndexes as a command: libmongoc 1.23 has no create_indexes_with_opts. */
 static rtu_err_t create_index(rtu_store_t *st, const char *coll, const char *name,
-                              const bson_t *keys, bool unique, char *errstr, size_t sz) {
+                              const bson_t *keys, bool unique, const bson_t *partial,
+                              char *errstr, size_t sz) {
   bson_t cmd = BSON_INITIALIZER, arr, idx;
   bson_error_t err;
   BSON_APPEND_UTF8(&cmd, "createIndexes", coll);
@@ -120,6 +121,7 @@ static rtu_err_t create_index(rtu_store_t *st, const char *coll, const char *nam
   BSON_APPEND_DOCUMENT(&idx, "key", keys);
   BSON_APPEND_UTF8(&idx, "name", name);
   if (unique) BSON_APPEND_BOOL(&idx, "unique", true);
+  if (partial) BSON_APPEND_DOCUMENT(&idx, "partialFilterExpression", partial);
   bson_append_document_end(&arr, &idx);
   bson_append_array_end(&cmd, &arr);
   bool ok = mongoc_database_write_command_with_opts(st->db, &cmd, NULL, NULL, &err);
@@ -149,14 +151,14 @@ rtu_err_t rtu_store_ensure_indexes(rtu_store_t *st, char *errstr, size_t errstr_
     BSON_APPEND_INT32(&counter, "__internal__counter", 1);
     BSON_APPEND_INT32(&counter, "__internal__counterType", 1);
     BSON_APPEND_INT32(&type, "__internal__counterType", 1);
-    rtu_err_t err = create_index(st, p->destination, "mia_primary_key_index", &pk, true, errstr,
+    rtu_err_t err = create_index(st, p->destination, "mia_primary_key_index", &pk, true, NULL, errstr,
                                  errstr_size);
     if (!err)
       err = create_index(st, p->destination, "mia_internal_counter_index", &counter, false,
-                         errstr, errstr_size);
+                         NULL, errstr, errstr_size);
     if (!err)
       err = create_index(st, p->destination, "mia_internal_counter_type_index", &type, false,
-                         errstr, errstr_size);
+                         NULL, errstr, errstr_size);
     bson_destroy(&pk);
     bson_destroy(&counter);
     bson_destroy(&type);
@@ -343,29 +345,33 @@ rtu_err_t rtu_store_find(rtu_store_t *st, const char *collection, const bson_t *
   return rc;
 }
 
-rtu_err_t rtu_store_ensure_pc_index(rtu_store_t *st, const bson_t *identifier, char *errstr,
-                                    size_t errstr_size) {
-  char sig[512] = "";
-  size_t len = 0;
+rtu_err_t rtu_store_ensure_pc_index(rtu_store_t *st, const char *type, const bson_t *identifier,
+                                    char *errstr, size_t errstr_size) {
+  /* One unique index per single view, partial on its type: the identifier keys of
+   * one single view are absent (null) in the documents of another, so an index
+   * over all types would see duplicates. */
+  char sig[600];
+  size_t len = (size_t)snprintf(sig, sizeof sig, "type_%.200s", type);
   bson_iter_t it;
   if (!bson_iter_init(&it, identifier)) return RTU_OK;
   while (bson_iter_next(&it) && len < sizeof sig - 2)
-    len += (size_t)snprintf(sig + len, sizeof sig - len, "%s,", bson_iter_key(&it));
+    len += (size_t)snprintf(sig + len, sizeof sig - len, "_%.100s", bson_iter_key(&it));
+  if (len >= sizeof sig) len = sizeof sig - 1;
   for (size_t i = 0; i < st->npc_indexes; i++)
     if (!strcmp(st->pc_indexes[i], sig)) return RTU_OK;
-  bson_t keys = BSON_INITIALIZER;
+  bson_t keys = BSON_INITIALIZER, partial = BSON_INITIALIZER;
+  char path[300];
   BSON_APPEND_INT32(&keys, "type", 1);
-  char name[600] = "type", path[300];
-  size_t nlen = 4;
   bson_iter_init(&it, identifier);
   while (bson_iter_next(&it)) {
     snprintf(path, sizeof path, "identifier.%.250s", bson_iter_key(&it));
     BSON_APPEND_INT32(&keys, path, 1);
-    nlen += (size_t)snprintf(name + nlen, sizeof name - nlen, "_%.250s", bson_iter_key(&it));
-    if (nlen >= sizeof name) nlen = sizeof name - 1;
   }
-  rtu_err_t rc = create_index(st, st->cfg->pc_collection, name, &keys, true, errstr, errstr_size);
+  BSON_APPEND_UTF8(&partial, "type", type);
+  rtu_err_t rc = create_index(st, st->cfg->pc_collection, sig, &keys, true, &partial, errstr,
+                              errstr_size);
   bson_destroy(&keys);
+  bson_destroy(&partial);
   if (rc == RTU_OK && st->npc_indexes < MAX_PC_INDEXES)
     st->pc_indexes[st->npc_indexes++] = strdup(sig);
   return rc;
@@ -404,7 +410,7 @@ rtu_err_t rtu_store_write_pcs(rtu_store_t *st, const rtu_pc_t *pcs, size_t n, ch
   if (n == 0) return RTU_OK;
   rtu_err_t rc = RTU_OK;
   for (size_t i = 0; i < n && rc == RTU_OK; i++)
-    rc = rtu_store_ensure_pc_index(st, pcs[i].identifier, errstr, errstr_size);
+    rc = rtu_store_ensure_pc_index(st, pcs[i].type, pcs[i].identifier, errstr, errstr_size);
   if (rc != RTU_OK) return rc;
   bson_t opts = BSON_INITIALIZER, upsert = BSON_INITIALIZER, reply;
   bson_error_t err;

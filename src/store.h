@@ -85,9 +85,9 @@ rtu_err_t rtu_store_write_pcs(rtu_store_t *st, const rtu_pc_t *pcs, size_t n, ch
                               size_t errstr_size);
 
 /* Creates the projection-changes collection's unique index on type and the
- * identifier keys, once per distinct key set. */
-rtu_err_t rtu_store_ensure_pc_index(rtu_store_t *st, const bson_t *identifier, char *errstr,
-                                    size_t errstr_size);
+ * identifier keys of one single view (partial on its type), once per process. */
+rtu_err_t rtu_store_ensure_pc_index(rtu_store_t *st, const char *type, const bson_t *identifier,
+                                    char *errstr, size_t errstr_size);
 
 const rtu_store_stats_t *rtu_store_stats(const rtu_store_t *st);
 

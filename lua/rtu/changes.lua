@@ -8,6 +8,7 @@ not write anything: lookups go through the read-only `db` the core gives.
 
 build(spec) -> identify, involved | nil, problems
   spec = { automatic = bool, er = table, pc = table, projections = {name = true},
+           collections = {name -> MongoDB collection},
            custom = {name -> fn}, manual = {projection -> { {sv = name, name = file, fn = fn} } } }
   identify(projection, docs, db, log) -> { {type, identifier, origin} ... }
     docs = { {doc = table, origin = token} ... }; results de-duplicated per (type, identifier)
@@ -58,11 +59,11 @@ local function build_automatic(spec)
   local lowcode = require("rtu.lowcode")
   local strategy = require("rtu.strategy")
   local plan, problems = lowcode.compile(spec.er, spec.pc,
-    { projections = spec.projections, custom = spec.custom })
+    { projections = spec.projections, custom = spec.custom, collections = spec.collections })
   if problems and #problems > 0 then return nil, problems end
   local involved = {}
   for name in pairs(spec.projections) do
-    if lowcode.involves == nil or lowcode.involves(plan, name) then involved[name] = true end
+    if plan.routes[name] ~= nil then involved[name] = true end
   end
   local function identify(projection, docs, db, log)
     return strategy.run(plan, projection, docs, db, log)

@@ -1,0 +1,543 @@
+--[[
+Specs of rtu.strategy: batched execution of low-code plans against a fake,
+in-memory `db` whose find evaluates filters with rtu.strategy.matches.
+]]
+local json = require("rtu.json")
+local value = require("rtu.value")
+local lowcode = require("rtu.lowcode")
+local strategy = require("rtu.strategy")
+
+local null = value.null
+
+-- In-memory projections database: collections of documents, db:find in insertion
+-- order, every call recorded. A hash index per (collection, field), used when the
+-- filter pins a top-level field (or each branch of a top-level $or) to values, keeps
+-- the big batching specs fast; rtu.strategy.matches decides every returned document.
+local function fake_db(collections)
+  local db = { calls = {}, collections = collections or {}, indexes = {} }
+
+  local function index(collection, field)
+    local key = collection .. "\0" .. field
+    local idx = db.indexes[key]
+    if idx then return idx end
+    idx = {}
+    local function put(k, p)
+      idx[k] = idx[k] or {}
+      table.insert(idx[k], p)
+    end
+    for p, d in ipairs(db.collections[collection] or {}) do
+      local v = d[field]
+      if v ~= nil then
+        put(strategy.canonical(v), p)
+        if value.is_array(v) then
+          for _, e in ipairs(v) do put(strategy.canonical(e), p) end
+        end
+      end
+    end
+    db.indexes[key] = idx
+    return idx
+  end
+
+  -- positions that may match filter (a set), or nil for "scan everything"
+  local function candidates(collection, filter)
+    for k, v in pairs(filter) do
+      if k:sub(1, 1) ~= "$" and k ~= "__STATE__" then
+        local vals = type(v) ~= "table" and { v } or (getmetatable(v) == nil and v["$in"])
+        if vals then
+          local set = {}
+          for _, x in ipairs(vals) do
+            for _, p in ipairs(index(collection, k)[strategy.canonical(x)] or {}) do set[p] = true end
+          end
+          return set
+        end
+      end
+    end
+    if filter["$or"] then
+      local set = {}
+      for _, branch in ipairs(filter["$or"]) do
+        local sub = candidates(collection, branch)
+        if not sub then return nil end
+        for p in pairs(sub) do set[p] = true end
+      end
+      return set
+    end
+    return nil
+  end
+
+  function db:find(collection, filter, options)
+    self.calls[#self.calls + 1] = { collection = collection, filter = filter, options = options }
+    local docs, out = self.collections[collection] or {}, {}
+    local set, order = candidates(collection, filter), {}
+    if set then
+      for p in pairs(set) do order[#order + 1] = p end
+      table.sort(order)
+    else
+      for p = 1, #docs do order[p] = p end
+    end
+    for _, p in ipairs(order) do
+      if strategy.matches(docs[p], filter) then out[#out + 1] = docs[p] end
+    end
+    return out
+  end
+  function db:findOne(collection, filter, options)
+    return self:find(collection, filter, options)[1]
+  end
+  return db
+end
+
+local function public(docs)
+  for _, d in ipairs(docs) do
+    if d.__STATE__ == nil then d.__STATE__ = "PUBLIC" end
+  end
+  return docs
+end
+
+local function plan_of(er, pc, opts)
+  local plan, problems = lowcode.compile(
+    json.decode('{"version": "1.0.0", "config": ' .. er .. '}'),
+    json.decode('{"version": "1.0.0", "config": ' .. pc .. '}'), opts or {})
+  assert.are.same({}, problems)
+  return plan
+end
+
+local function docs_of(list)
+  local out = {}
+  for i, d in ipairs(list) do out[i] = { doc = d, origin = "o" .. i } end
+  return out
+end
+
+-- identifier encodings of a result list, sorted, for set comparisons
+local function id_set(results)
+  local out = {}
+  for _, r in ipairs(results) do out[#out + 1] = r.type .. " " .. strategy.canonical(r.identifier) end
+  table.sort(out)
+  return out
+end
+
+local function sorted_values(list)
+  local out = {}
+  for i, v in ipairs(list) do out[i] = v end
+  table.sort(out, function(a, b) return strategy.canonical(a) < strategy.canonical(b) end)
+  return out
+end
+
+-- The food-delivery shape of the reference: dishes -> orders_dishes -> orders -> registry.
+local ER_FOOD = [[{
+  "pr_dishes": {"outgoing": {"pr_orders_dishes": {"conditions": {"dish_to_od":
+    {"condition": {"ID_DISH": "ID_DISH"}, "oneToMany": true}}}}},
+  "pr_orders_dishes": {"outgoing": {
+    "pr_dishes": {"conditions": {"od_to_dish": {"condition": {"ID_DISH": "ID_DISH"}}}},
+    "pr_orders": {"conditions": {"od_to_order": {"condition": {"ID_ORDER": "ID_ORDER"}}}}}},
+  "pr_orders": {"outgoing": {
+    "pr_orders_dishes": {"conditions": {"order_to_od": {"condition": {"ID_ORDER": "ID_ORDER"}, "oneToMany": true}}},
+    "pr_registry": {"conditions": {"order_to_reg": {"condition": {"ID_USER": "ID_USER_ORDER"}}}}}},
+  "pr_registry": {"outgoing": {"pr_orders": {"conditions": {"reg_to_order":
+    {"condition": {"ID_USER_ORDER": "ID_USER"}, "oneToMany": true}}}}}
+}]]
+local PC_FOOD = [[{"sv_customers": {"paths": [
+  {"path": ["pr_dishes", "pr_orders_dishes", "pr_orders", "pr_registry"], "identifier": {"ID_USER": "ID_USER"}}]}}]]
+
+describe("rtu.strategy.matches", function()
+  local m = strategy.matches
+  local doc = { a = 1, s = "x", n = null, arr = value.array({ 1, 2, 3 }), d = value.date(1000),
+    sub = { city = "Milano" } }
+
+  it("compares by equality, with array fields matching any element", function()
+    assert.is_true(m(doc, { a = 1 }))
+    assert.is_true(m(doc, { a = 1.0 }))
+    assert.is_false(m(doc, { a = "1" }))
+    assert.is_true(m(doc, { arr = 2 }))
+    assert.is_true(m(doc, { arr = value.array({ 1, 2, 3 }) }))
+    assert.is_false(m(doc, { arr = 4 }))
+    assert.is_true(m(doc, { d = value.date(1000) }))
+    assert.is_true(m(doc, { ["sub.city"] = "Milano" }))
+    assert.is_true(m(doc, { n = null, missing = null }))
+    assert.is_false(m(doc, { a = null }))
+    assert.is_true(m(doc, {}))
+  end)
+
+  it("evaluates the operators it generates", function()
+    assert.is_true(m(doc, { a = { ["$in"] = { 5, 1 } } }))
+    assert.is_false(m(doc, { a = { ["$nin"] = { 5, 1 } } }))
+    assert.is_true(m(doc, { a = { ["$ne"] = 2 }, s = { ["$eq"] = "x" } }))
+    assert.is_true(m(doc, { a = { ["$gt"] = 0, ["$lte"] = 1 } }))
+    assert.is_false(m(doc, { a = { ["$gte"] = 2 } }))
+    assert.is_false(m(doc, { a = { ["$lt"] = "z" } }))
+    assert.is_true(m(doc, { s = { ["$lt"] = "y" } }))
+    assert.is_true(m(doc, { d = { ["$gt"] = value.date(999) } }))
+    assert.is_true(m(doc, { arr = { ["$gt"] = 2 } }))
+    assert.is_true(m(doc, { n = { ["$exists"] = true }, zz = { ["$exists"] = false } }))
+    assert.is_true(m(doc, { ["$or"] = { { a = 2 }, { s = "x" } } }))
+    assert.is_false(m(doc, { ["$and"] = { { a = 1 }, { s = "y" } } }))
+    assert.is_true(m(doc, { ["$nor"] = { { a = 2 } } }))
+    assert.has_error(function() m(doc, { a = { ["$regex"] = "x" } }) end)
+  end)
+end)
+
+describe("rtu.strategy.canonical", function()
+  it("is equal for values MongoDB finds equal and different otherwise", function()
+    local c = strategy.canonical
+    assert.are.equal(c({ a = 1, b = "x" }), c({ b = "x", a = 1.0 }))
+    assert.are_not.equal(c({ a = 1 }), c({ a = "1" }))
+    assert.are_not.equal(c("s1:"), c(""))
+    assert.are.equal(c(value.date(5)), c(value.date(5)))
+    assert.are_not.equal(c(value.array({ 1, 2 })), c(value.array({ 2, 1 })))
+    assert.are.equal(c(math.maxinteger), "n" .. math.maxinteger)
+  end)
+end)
+
+describe("rtu.strategy.run", function()
+  local plan
+  before_each(function() plan = plan_of(ER_FOOD, PC_FOOD) end)
+
+  it("gives the identifier of a base projection document without any lookup", function()
+    local db = fake_db()
+    local res, stats = strategy.run(plan, "pr_registry", docs_of({ { ID_USER = "u1" } }), db)
+    assert.are.same({ { type = "sv_customers", identifier = { ID_USER = "u1" }, origin = "o1" } }, res)
+    assert.are.equal(0, #db.calls)
+    assert.are.equal(0, stats.queries)
+  end)
+
+  it("gives nothing for a projection that is on no path", function()
+    local db = fake_db()
+    local res, stats = strategy.run(plan, "pr_unrelated", docs_of({ { X = 1 } }), db)
+    assert.are.same({}, res)
+    assert.are.equal(0, stats.queries)
+    assert.are.same({}, (strategy.run(plan, "pr_orders", {}, db)))
+    assert.are.equal(0, #db.calls)
+  end)
+
+  it("looks a single-field condition up with $in of the distinct values, PUBLIC only", function()
+    local db = fake_db({
+      pr_registry = public({ { ID_USER = "u1" }, { ID_USER = "u2", __STATE__ = "DELETED" },
+        { ID_USER = "u3" } }),
+    })
+    local res = strategy.run(plan, "pr_orders", docs_of({
+      { ID_ORDER = 1, ID_USER_ORDER = "u1" }, { ID_ORDER = 2, ID_USER_ORDER = "u2" },
+      { ID_ORDER = 3, ID_USER_ORDER = "u1" }, { ID_ORDER = 4, ID_USER_ORDER = null },
+      { ID_ORDER = 5 },
+    }), db)
+    assert.are.equal(1, #db.calls)
+    assert.are.equal("pr_registry", db.calls[1].collection)
+    assert.are.same({ ID_USER = { ["$in"] = { "u1", "u2" } }, __STATE__ = "PUBLIC" }, db.calls[1].filter)
+    assert.are.equal(value.Array, getmetatable(db.calls[1].filter.ID_USER["$in"]))
+    -- u2 is soft-deleted: not followed
+    assert.are.same({ { type = "sv_customers", identifier = { ID_USER = "u1" }, origin = "o1" } }, res)
+  end)
+
+  it("issues no lookup when every source value is null or missing", function()
+    local db = fake_db({ pr_registry = public({ { ID_USER = "u1" } }) })
+    local res = strategy.run(plan, "pr_orders", docs_of({ { ID_ORDER = 1, ID_USER_ORDER = null } }), db)
+    assert.are.same({}, res)
+    assert.are.equal(0, #db.calls)
+  end)
+
+  it("keeps the earliest document as origin and de-duplicates identifiers", function()
+    local db = fake_db({
+      pr_orders_dishes = public({ { ID_ORDER = 10, ID_DISH = "d1" }, { ID_ORDER = 11, ID_DISH = "d2" },
+        { ID_ORDER = 12, ID_DISH = "d2" } }),
+      pr_orders = public({ { ID_ORDER = 10, ID_USER_ORDER = "u1" }, { ID_ORDER = 11, ID_USER_ORDER = "u2" },
+        { ID_ORDER = 12, ID_USER_ORDER = "u1" } }),
+      pr_registry = public({ { ID_USER = "u1" }, { ID_USER = "u2" } }),
+    })
+    local res = strategy.run(plan, "pr_dishes", docs_of({ { ID_DISH = "d2" }, { ID_DISH = "d1" } }), db)
+    table.sort(res, function(a, b) return a.identifier.ID_USER < b.identifier.ID_USER end)
+    assert.are.same({
+      { type = "sv_customers", identifier = { ID_USER = "u1" }, origin = "o1" },
+      { type = "sv_customers", identifier = { ID_USER = "u2" }, origin = "o1" },
+    }, res)
+    local res2 = strategy.run(plan, "pr_dishes", docs_of({ { ID_DISH = "d1" }, { ID_DISH = "d2" } }), db)
+    table.sort(res2, function(a, b) return a.identifier.ID_USER < b.identifier.ID_USER end)
+    assert.are.equal("o1", res2[1].origin) -- u1 reached from d1 (o1) and d2 (o2)
+    assert.are.equal("o2", res2[2].origin) -- u2 only from d2
+    assert.are.equal(3, #db.calls + 0 - 3) -- three hops per run
+  end)
+
+  it("lets the earliest origin win even when a later document found the identifier first", function()
+    local p = plan_of([[{"pr_orders": {"outgoing": {"pr_registry": {"conditions": {"c":
+      {"condition": {"ID_USER": "ID_USER_ORDER"}}}}}}}]], [[{"sv_customers": {"paths": [
+      {"path": ["pr_orders"], "identifier": {"ID_USER": "ID_BUYER"}},
+      {"path": ["pr_orders", "pr_registry"], "identifier": {"ID_USER": "ID_USER"}}]}}]])
+    local db = fake_db({ pr_registry = public({ { ID_USER = "u1" } }) })
+    local res = strategy.run(p, "pr_orders", docs_of({
+      { ID_ORDER = 1, ID_USER_ORDER = "u1" }, -- reaches u1 through the hop
+      { ID_ORDER = 2, ID_BUYER = "u1" },      -- gives u1 directly, discovered first
+    }), db)
+    assert.are.same({ { type = "sv_customers", identifier = { ID_USER = "u1" }, origin = "o1" } }, res)
+  end)
+
+  it("skips a base document that lacks an identifier field and logs it at debug", function()
+    local logged = {}
+    local log = { debug = function(msg, fields) logged[#logged + 1] = { msg, fields } end }
+    local res = strategy.run(plan, "pr_registry", docs_of({ { NAME = "x" }, { ID_USER = null },
+      { ID_USER = "u9" } }), fake_db(), log)
+    assert.are.same({ { type = "sv_customers", identifier = { ID_USER = "u9" }, origin = "o3" } }, res)
+    assert.are.equal(2, #logged)
+    assert.are.same({ field = "ID_USER" }, logged[1][2])
+  end)
+
+  it("keeps only the first match in the db's order when oneToMany is false", function()
+    local db = fake_db({ pr_registry = public({ { ID_USER = "u1", V = 1 }, { ID_USER = "u1", V = 2 } }) })
+    local p = plan_of([[{"pr_orders": {"outgoing": {"pr_registry": {"conditions": {"c":
+      {"condition": {"ID_USER": "ID_USER_ORDER"}}}}}}}]],
+      [[{"sv": {"paths": [{"path": ["pr_orders", "pr_registry"], "identifier": {"V": "V"}}]}}]])
+    local res = strategy.run(p, "pr_orders", docs_of({ { ID_USER_ORDER = "u1" }, { ID_USER_ORDER = "u1" } }), db)
+    assert.are.same({ { type = "sv", identifier = { V = 1 }, origin = "o1" } }, res)
+    local p2 = plan_of([[{"pr_orders": {"outgoing": {"pr_registry": {"conditions": {"c":
+      {"condition": {"ID_USER": "ID_USER_ORDER"}, "oneToMany": true}}}}}}]],
+      [[{"sv": {"paths": [{"path": ["pr_orders", "pr_registry"], "identifier": {"V": "V"}}]}}]])
+    local res2 = strategy.run(p2, "pr_orders", docs_of({ { ID_USER_ORDER = "u1" } }), db)
+    assert.are.same({ { type = "sv", identifier = { V = 1 }, origin = "o1" },
+      { type = "sv", identifier = { V = 2 }, origin = "o1" } }, res2)
+  end)
+
+  it("builds one $or of per-document filters for an $or condition with typed constants", function()
+    local p = plan_of([[{"pr_dishes": {"outgoing": {"pr_orders_dishes": {"conditions": {"c":
+      {"condition": {"$or": [{"ID_DISH": "ID_DISH"}, {"ID_SUBSTITUTE": "ID_DISH"}],
+                     "KIND": "__string__[FOOD]", "QTY": {"$gt": "__integer__[0]"}}, "oneToMany": true}}}}}}]],
+      [[{"sv": {"paths": [{"path": ["pr_dishes", "pr_orders_dishes"], "identifier": {"ID": "ID_OD"}}]}}]])
+    local db = fake_db({ pr_orders_dishes = public({
+      { ID_OD = 1, ID_DISH = "a", KIND = "FOOD", QTY = 1 },
+      { ID_OD = 2, ID_DISH = "x", ID_SUBSTITUTE = "a", KIND = "FOOD", QTY = 2 },
+      { ID_OD = 3, ID_DISH = "b", KIND = "FOOD", QTY = 1 },
+      { ID_OD = 4, ID_DISH = "a", KIND = "DRINK", QTY = 1 },
+      { ID_OD = 5, ID_DISH = "b", KIND = "FOOD", QTY = 0 },
+      { ID_OD = 6, ID_DISH = "c", KIND = "FOOD", QTY = 3 },
+    }) })
+    local res = strategy.run(p, "pr_dishes", docs_of({ { ID_DISH = "a" }, { ID_DISH = "b" },
+      { ID_DISH = "a" }, { NAME = "no id" } }), db)
+    assert.are.equal(1, #db.calls)
+    local f = db.calls[1].filter
+    assert.are.equal("PUBLIC", f.__STATE__)
+    assert.are.equal(2, #f["$or"]) -- de-duplicated: "a" twice, the id-less one dropped
+    assert.are.same({
+      KIND = "FOOD", QTY = { ["$gt"] = 0 },
+      ["$or"] = { { ID_DISH = "a" }, { ID_SUBSTITUTE = "a" } },
+    }, f["$or"][1])
+    assert.are.equal("integer", math.type(f["$or"][1].QTY["$gt"]))
+    assert.are.same({
+      { type = "sv", identifier = { ID = 1 }, origin = "o1" },
+      { type = "sv", identifier = { ID = 2 }, origin = "o1" },
+      { type = "sv", identifier = { ID = 3 }, origin = "o2" },
+    }, res)
+  end)
+
+  it("follows operator objects whose operands are source fields or constants", function()
+    local p = plan_of([[{"pr_a": {"outgoing": {"pr_b": {"conditions": {"c":
+      {"condition": {"TAG": {"$in": "TAGS"}, "LEVEL": {"$gte": "MIN_LEVEL", "$nin": ["__integer__[13]"]},
+                     "ACTIVE": "__boolean__[true]", "REGION": {"$exists": true}}, "oneToMany": true}}}}}}]],
+      [[{"sv": {"paths": [{"path": ["pr_a", "pr_b"], "identifier": {"ID": "ID"}}]}}]])
+    local db = fake_db({ pr_b = public({
+      { ID = 1, TAG = "veg", LEVEL = 5, ACTIVE = true, REGION = "N" },
+      { ID = 2, TAG = "veg", LEVEL = 1, ACTIVE = true, REGION = "N" },
+      { ID = 3, TAG = "hot", LEVEL = 13, ACTIVE = true, REGION = "N" },
+      { ID = 4, TAG = "hot", LEVEL = 9, ACTIVE = false, REGION = "N" },
+      { ID = 5, TAG = "hot", LEVEL = 9, ACTIVE = true },
+      { ID = 6, TAG = "hot", LEVEL = 9, ACTIVE = true, REGION = "S" },
+    }) })
+    local res = strategy.run(p, "pr_a", docs_of({ { TAGS = value.array({ "veg", "hot" }), MIN_LEVEL = 3 },
+      { TAGS = value.array({ "veg" }) } }), db)
+    assert.are.same({ "sv {s2:ID=n1}", "sv {s2:ID=n6}" }, id_set(res))
+    assert.are.equal(1, #db.calls)
+    assert.are.same({ TAG = { ["$in"] = { "veg", "hot" } }, ACTIVE = true,
+      LEVEL = { ["$gte"] = 3, ["$nin"] = { 13 } }, REGION = { ["$exists"] = true },
+      __STATE__ = "PUBLIC" }, db.calls[1].filter)
+  end)
+
+  it("ORs several named conditions of one pair into one lookup, each with its own oneToMany", function()
+    local p = plan_of([[{"pr_od": {"outgoing": {"pr_dishes": {"conditions": {
+      "ordered": {"condition": {"ID_DISH": "ID_DISH"}},
+      "substitute": {"condition": {"ID_DISH": "ID_SUBSTITUTE"}, "oneToMany": true}}}}}}]],
+      [[{"sv": {"paths": [{"path": ["pr_od", "pr_dishes"], "identifier": {"ID": "ID_DISH", "V": "V"}}]}}]])
+    local db = fake_db({ pr_dishes = public({
+      { ID_DISH = "a", V = 1 }, { ID_DISH = "a", V = 2 }, { ID_DISH = "s", V = 1 }, { ID_DISH = "s", V = 2 },
+      { ID_DISH = "z", V = 1 },
+    }) })
+    local res = strategy.run(p, "pr_od", docs_of({ { ID_DISH = "a", ID_SUBSTITUTE = "s" } }), db)
+    assert.are.equal(1, #db.calls)
+    assert.are.same({ ["$or"] = { { ID_DISH = { ["$in"] = { "a" } } }, { ID_DISH = { ["$in"] = { "s" } } } },
+      __STATE__ = "PUBLIC" }, db.calls[1].filter)
+    assert.are.same({ "sv {s2:ID=s1:a,s1:V=n1}", "sv {s2:ID=s1:s,s1:V=n1}", "sv {s2:ID=s1:s,s1:V=n2}" },
+      id_set(res))
+  end)
+
+  it("keeps __STATE__: PUBLIC when a condition names __STATE__ itself", function()
+    local p = plan_of([[{"pr_a": {"outgoing": {"pr_b": {"conditions": {"c":
+      {"condition": {"ID": "ID", "__STATE__": "__string__[DELETED]"}, "oneToMany": true}}}}}}]],
+      [[{"sv": {"paths": [{"path": ["pr_a", "pr_b"], "identifier": {"ID": "ID"}}]}}]])
+    local db = fake_db({ pr_b = public({ { ID = 1, __STATE__ = "DELETED" } }) })
+    assert.are.same({}, (strategy.run(p, "pr_a", docs_of({ { ID = 1 } }), db)))
+    assert.are.same({ ["$and"] = { { ID = 1, __STATE__ = "DELETED" }, { __STATE__ = "PUBLIC" } } },
+      db.calls[1].filter)
+  end)
+
+  it("calls a custom identifier function once per base document reached", function()
+    local calls = {}
+    local function fn(doc, db, log)
+      calls[#calls + 1] = doc.ID_USER
+      assert.are.equal("function", type(db.find))
+      assert.are.equal("the log", log.name)
+      if doc.ID_USER == "u2" then return nil end
+      return { { ID_USER = doc.ID_USER, SHARD = 1 }, { ID_USER = doc.ID_USER, SHARD = 2 } }
+    end
+    local p = plan_of(ER_FOOD, [[{"sv_customers": {"paths": [
+      {"path": ["pr_orders", "pr_registry"], "identifier": "__fromFile__[byShard]"}]}}]],
+      { custom = { byShard = fn } })
+    local db = fake_db({ pr_registry = public({ { ID_USER = "u1" }, { ID_USER = "u2" } }) })
+    local res, stats = strategy.run(p, "pr_orders", docs_of({ { ID_USER_ORDER = "u1" },
+      { ID_USER_ORDER = "u2" }, { ID_USER_ORDER = "u1" } }), db, { name = "the log" })
+    assert.are.same({ "u1", "u2" }, calls)
+    assert.are.equal(2, stats.custom_calls)
+    assert.are.same({
+      { type = "sv_customers", identifier = { ID_USER = "u1", SHARD = 1 }, origin = "o1" },
+      { type = "sv_customers", identifier = { ID_USER = "u1", SHARD = 2 }, origin = "o1" },
+    }, res)
+  end)
+
+  it("fails clearly on a custom function that returns no identifier objects or is not loaded", function()
+    local function plan_with(fn)
+      return (lowcode.compile(json.decode('{"version": "1", "config": {}}'), json.decode(
+        '{"version": "1", "config": {"sv": {"paths": [{"path": ["pr_a"], "identifier": "__fromFile__[f]"}]}}}'),
+        { custom = { f = fn } }))
+    end
+    local d = docs_of({ { ID = 1 } })
+    assert.has_error(function() strategy.run(plan_with(function() return "x" end), "pr_a", d, fake_db()) end,
+      "custom identifier function 'f' returned string, expected an array of identifier objects")
+    assert.has_error(function() strategy.run(plan_with(function() return { 1 } end), "pr_a", d, fake_db()) end,
+      "custom identifier function 'f': element 1 is not an identifier object")
+    assert.has_error(function() strategy.run(plan_with(nil), "pr_a", d, fake_db()) end,
+      "custom identifier function 'f' is not loaded")
+    assert.has_error(function() strategy.run(plan_with(function() error("boom", 0) end), "pr_a", d, fake_db()) end,
+      "boom")
+  end)
+
+  it("shares a lookup between single views whose paths begin alike", function()
+    local p = plan_of(ER_FOOD, [[{
+      "sv_customers": {"paths": [{"path": ["pr_orders_dishes", "pr_orders", "pr_registry"], "identifier": {"ID_USER": "ID_USER"}}]},
+      "sv_orders": {"paths": [{"path": ["pr_orders_dishes", "pr_orders"], "identifier": {"ID_ORDER": "ID_ORDER"}}]}}]])
+    local db = fake_db({
+      pr_orders = public({ { ID_ORDER = 7, ID_USER_ORDER = "u1" } }),
+      pr_registry = public({ { ID_USER = "u1" } }),
+    })
+    local res, stats = strategy.run(p, "pr_orders_dishes", docs_of({ { ID_ORDER = 7 } }), db)
+    assert.are.equal(2, stats.queries)
+    assert.are.same({ "sv_customers {s7:ID_USER=s2:u1}", "sv_orders {s8:ID_ORDER=n7}" }, id_set(res))
+    local only = strategy.as_function(p, "pr_orders_dishes", "sv_orders")
+    assert.are.same({ { ID_ORDER = 7 } }, only({ ID_ORDER = 7 }, db))
+    assert.are.equal(3, #db.calls) -- sv_orders alone does not look up pr_registry
+  end)
+
+  it("counts lookups in the returned stats and in plan.stats", function()
+    local db = fake_db({ pr_registry = public({ { ID_USER = "u1" } }) })
+    strategy.run(plan, "pr_orders", docs_of({ { ID_USER_ORDER = "u1" } }), db)
+    local _, stats = strategy.run(plan, "pr_orders", docs_of({ { ID_USER_ORDER = "u1" } }), db)
+    assert.are.same({ queries = 1, custom_calls = 0, documents = 1 }, stats)
+    assert.are.equal(2, plan.stats.queries)
+    assert.are.equal(2, plan.stats.documents)
+  end)
+
+  describe("batching", function()
+    -- A random food-delivery world: dishes in many orders, orders of few customers.
+    local function world(seed, n_dishes, n_orders, n_users, n_lines)
+      local rnd = seed
+      local function rand(n)
+        rnd = (rnd * 1103515245 + 12345) % 2147483648
+        return rnd % n + 1
+      end
+      local w = { pr_orders_dishes = {}, pr_orders = {}, pr_registry = {} }
+      for u = 1, n_users do
+        w.pr_registry[u] = { ID_USER = "u" .. u, __STATE__ = (u % 17 == 0) and "DELETED" or "PUBLIC" }
+      end
+      for o = 1, n_orders do
+        -- 64-bit order ids, and some orders with a null customer
+        w.pr_orders[o] = { ID_ORDER = 9007199254740993 + o * 1000,
+          ID_USER_ORDER = (o % 23 == 0) and null or ("u" .. rand(n_users)), __STATE__ = "PUBLIC" }
+      end
+      for l = 1, n_lines do
+        w.pr_orders_dishes[l] = { ID_ORDER_DISH = l, ID_DISH = "d" .. rand(n_dishes),
+          ID_ORDER = w.pr_orders[rand(n_orders)].ID_ORDER, __STATE__ = (l % 29 == 0) and "DELETED" or "PUBLIC" }
+      end
+      return w
+    end
+
+    it("costs one lookup per hop for 500 documents and finds what running them one by one finds", function()
+      local w = world(42, 700, 2000, 300, 5000)
+      local changed = {}
+      for i = 1, 500 do changed[i] = { ID_DISH = "d" .. i, NAME = "dish " .. i } end
+      local db = fake_db(w)
+      local res, stats = strategy.run(plan, "pr_dishes", docs_of(changed), db)
+      assert.are.equal(3, #db.calls)
+      assert.are.equal(3, stats.queries)
+      assert.are.same({ "pr_orders_dishes", "pr_orders", "pr_registry" },
+        { db.calls[1].collection, db.calls[2].collection, db.calls[3].collection })
+      assert.are.equal(500, #db.calls[1].filter.ID_DISH["$in"])
+      assert.is_true(#res > 50)
+
+      -- one by one: same identifiers, and each origin is the first document giving it
+      local expected, first_origin = {}, {}
+      local single = fake_db(w)
+      for i, d in ipairs(changed) do
+        for _, r in ipairs(strategy.run(plan, "pr_dishes", { { doc = d, origin = "o" .. i } }, single)) do
+          local key = r.type .. " " .. strategy.canonical(r.identifier)
+          if not first_origin[key] then
+            first_origin[key] = r.origin
+            expected[#expected + 1] = key
+          end
+        end
+      end
+      table.sort(expected)
+      assert.are.same(expected, id_set(res))
+      for _, r in ipairs(res) do
+        assert.are.equal(first_origin[r.type .. " " .. strategy.canonical(r.identifier)], r.origin)
+      end
+      assert.is_true(#single.calls > 500)
+    end)
+
+    it("costs one lookup per hop with per-document $or filters too", function()
+      local p = plan_of([[{
+        "pr_dishes": {"outgoing": {"pr_orders_dishes": {"conditions": {"c": {"condition":
+          {"$or": [{"ID_DISH": "ID_DISH"}, {"ID_ORDER_DISH": "LINE"}]}, "oneToMany": true}}}}},
+        "pr_orders_dishes": {"outgoing": {"pr_orders": {"conditions": {"c": {"condition": {"ID_ORDER": "ID_ORDER"}}}}}},
+        "pr_orders": {"outgoing": {"pr_registry": {"conditions": {"c": {"condition":
+          {"ID_USER": "ID_USER_ORDER", "__STATE__": {"$exists": true}}}}}}}}]], PC_FOOD)
+      local w = world(7, 300, 800, 100, 2000)
+      local changed = {}
+      for i = 1, 500 do changed[i] = { ID_DISH = "d" .. (i % 300 + 1), LINE = i * 3 } end
+      local db = fake_db(w)
+      local res = strategy.run(p, "pr_dishes", docs_of(changed), db)
+      assert.are.equal(3, #db.calls)
+      assert.is_truthy(db.calls[1].filter["$or"])
+      assert.are.equal("PUBLIC", db.calls[3].filter.__STATE__)
+      local expected, seen, single = {}, {}, fake_db(w)
+      for i, d in ipairs(changed) do
+        for _, r in ipairs(strategy.run(p, "pr_dishes", { { doc = d, origin = i } }, single)) do
+          local key = r.type .. " " .. strategy.canonical(r.identifier)
+          if not seen[key] then seen[key] = true; expected[#expected + 1] = key end
+        end
+      end
+      table.sort(expected)
+      assert.are.same(expected, id_set(res))
+      assert.is_true(#res > 20)
+    end)
+  end)
+
+  it("exposes a plan as a hand-written strategy function", function()
+    local fn = strategy.as_function(plan, "pr_orders", "sv_customers")
+    local db = fake_db({ pr_registry = public({ { ID_USER = "u1" } }) })
+    assert.are.same({ { ID_USER = "u1" } }, fn({ ID_USER_ORDER = "u1" }, db))
+    assert.are.same({}, strategy.as_function(plan, "pr_orders", "sv_other")({ ID_USER_ORDER = "u1" }, db))
+  end)
+
+  it("passes 64-bit integers through filters and identifiers unchanged", function()
+    local big = 9223372036854775807
+    local p = plan_of([[{"pr_od": {"outgoing": {"pr_orders": {"conditions": {"c":
+      {"condition": {"ID_ORDER": "ID_ORDER"}}}}}}}]],
+      [[{"sv_orders": {"paths": [{"path": ["pr_od", "pr_orders"], "identifier": {"ID_ORDER": "ID_ORDER"}}]}}]])
+    local db = fake_db({ pr_orders = public({ { ID_ORDER = big - 1 }, { ID_ORDER = big } }) })
+    local res = strategy.run(p, "pr_od", docs_of({ { ID_ORDER = big } }), db)
+    assert.are.same({ big }, sorted_values(db.calls[1].filter.ID_ORDER["$in"]))
+    assert.are.equal(1, #res)
+    assert.are.equal(big, res[1].identifier.ID_ORDER)
+    assert.are.equal("integer", math.type(res[1].identifier.ID_ORDER))
+  end)
+end)
