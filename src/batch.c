@@ -43,7 +43,8 @@ typedef struct {
   state_t state;
   bool recreated;    /* the stored record was hard-deleted within the run */
   int64_t last_event; /* index of the last applied event, -1 when none */
-  int64_t counter;
+  int64_t counter;    /* of the last applied event: the one stored */
+  int64_t guard;      /* highest applied counter: the write's guard */
   uint32_t fields_from; /* events of this group from which fields accumulate */
   uint32_t stale;
   bson_oid_t oid; /* _id of the record if this run creates it */
@@ -196,6 +197,7 @@ static void simulate(rtu_batch_t *b, const group_t *g, const rtu_msg_t *msgs, ui
   memset(o, 0, sizeof *o);
   o->state = g->s0_exists ? ST_PUBLIC : ST_ABSENT; /* DELETED vs PUBLIC: no matter here */
   o->last_event = -1;
+  o->guard = INT64_MIN;
   o->fail_msg = -1;
   bool has_counter = g->s0_has_counter;
   int64_t counter = g->s0_counter;
@@ -232,18 +234,25 @@ static void simulate(rtu_batch_t *b, const group_t *g, const rtu_msg_t *msgs, ui
       o->state = ST_PUBLIC;
       break;
     case RTU_OP_DELETE:
-      if (o->state == ST_ABSENT) break; /* nothing to delete; the counter still moves */
-      if (cfg->delete_mechanism == RTU_DELETE_HARD) {
-        o->state = ST_ABSENT;
-        o->fields_from = e + 1;
-      } else {
+      if (o->state != ST_ABSENT && cfg->delete_mechanism == RTU_DELETE_SOFT) {
         o->state = ST_DELETED;
+        break;
       }
-      break;
+      /* A hard delete, or a delete of nothing: no record, so no stored counter
+       * either, and the next message applies whatever its counter. */
+      if (o->state != ST_ABSENT) o->fields_from = e + 1;
+      o->state = ST_ABSENT;
+      has_counter = false;
+      o->counter = c;
+      if (c > o->guard) o->guard = c;
+      o->last_event = e;
+      ev->applied = true;
+      continue;
     }
     has_counter = true;
     counter = c;
     o->counter = c;
+    if (c > o->guard) o->guard = c;
     o->last_event = e;
     ev->applied = true;
   }
@@ -313,33 +322,22 @@ static void append_metadata(bson_t *set, const rtu_mapped_t *m, const rtu_msg_t 
  * field winning: the same as $set-ing them one message after another. */
 static void append_merged_fields(rtu_batch_t *b, const group_t *g, uint32_t from, int64_t last,
                                  bson_t *out) {
-  const bson_t *docs[64];
-  size_t nd = 0;
-  bool many = false;
+  /* Newest first; a field already written is skipped. Records have few fields,
+   * so a linear look-up in the output beats a hash set. */
+  bool first = true;
   for (int64_t e = last; e >= (int64_t)from && e >= (int64_t)g->first; e--) {
     const event_t *ev = &b->events[e];
     const rtu_mapped_t *m = &b->mapped[ev->msg];
     if (!ev->applied || ev->old_key || m->op == RTU_OP_DELETE || bson_empty(&m->fields)) continue;
-    if (nd == sizeof docs / sizeof docs[0]) {
-      many = true;
-      break;
+    if (first) {
+      bson_concat(out, &m->fields);
+      first = false;
+      continue;
     }
-    docs[nd++] = &m->fields;
-  }
-  (void)many; /* beyond 64 updates of one record in a run, the oldest are shadowed */
-  if (nd == 1) {
-    bson_concat(out, docs[0]);
-    return;
-  }
-  /* Newest first; a field already written is skipped. Records have few fields,
-   * so a linear look-up in the output beats a hash set. */
-  for (size_t d = 0; d < nd; d++) {
     bson_iter_t it, seen;
-    if (!bson_iter_init(&it, docs[d])) continue;
-    while (bson_iter_next(&it)) {
-      if (d > 0 && bson_iter_init_find(&seen, out, bson_iter_key(&it))) continue;
-      bson_append_iter(out, NULL, 0, &it);
-    }
+    if (!bson_iter_init(&it, &m->fields)) continue;
+    while (bson_iter_next(&it))
+      if (!bson_iter_init_find(&seen, out, bson_iter_key(&it))) bson_append_iter(out, NULL, 0, &it);
   }
 }
 
@@ -354,7 +352,9 @@ static void build_write(rtu_batch_t *b, const group_t *g, const outcome_t *o,
   w->error[0] = '\0';
   *emit = true;
   bson_concat(&w->filter, last->key);
-  if (cfg->force_check_on_offset) append_guard(&w->filter, o->counter);
+  /* The highest counter applied: the stored one may be above the final one when
+   * the record was hard-deleted and written again with a lower counter. */
+  if (cfg->force_check_on_offset) append_guard(&w->filter, o->guard);
 
   if (o->state == ST_ABSENT) {
     if (!g->s0_exists) {
@@ -726,23 +726,47 @@ rtu_err_t rtu_batch_run(rtu_batch_t *b, size_t projection, const rtu_msg_t *msgs
     }
   }
 
-  /* 5. One write per record. */
-  size_t nwrites = 0;
+  /* 5. One write per record. A write the driver refuses (before sending
+   * anything) ends the run before its record's first message, and the writes
+   * are built again for the shorter run. */
+  size_t nwrites;
   int64_t now = rtu_now_ms();
   outcome_t *outcomes = b->outcomes;
-  for (size_t g = 0; g < ngroups; g++) {
-    simulate(b, &b->groups[g], msgs, limit, &o);
-    bson_oid_init(&o.oid, NULL);
-    outcomes[g] = o;
-    res->stale += o.stale;
-    if (o.last_event < 0) continue;
-    bool emit;
-    build_write(b, &b->groups[g], &o, msgs, &b->writes[nwrites], now, &emit);
-    if (emit) b->write_group[nwrites++] = (int32_t)g;
+  for (;;) {
+    nwrites = 0;
+    res->stale = 0;
+    for (size_t g = 0; g < ngroups; g++) {
+      simulate(b, &b->groups[g], msgs, limit, &o);
+      bson_oid_init(&o.oid, NULL);
+      outcomes[g] = o;
+      res->stale += o.stale;
+      if (o.last_event < 0) continue;
+      bool emit;
+      build_write(b, &b->groups[g], &o, msgs, &b->writes[nwrites], now, &emit);
+      if (emit) b->write_group[nwrites++] = (int32_t)g;
+    }
+    res->writes = nwrites;
+    rc = rtu_store_write(b->store, p, b->writes, nwrites, err, sizeof err);
+    if (rc != RTU_ERR_DATA) break;
+    uint32_t new_limit = limit;
+    for (size_t w = 0; w < nwrites; w++) {
+      if (b->writes[w].status != RTU_WRITE_FAILED) continue;
+      const group_t *g = &b->groups[b->write_group[w]];
+      uint32_t first = UINT32_MAX;
+      for (uint32_t e = g->first; e < g->first + g->count; e++)
+        if (b->events[e].applied && b->events[e].msg < first) first = b->events[e].msg;
+      if (first < new_limit) {
+        char cause[RTU_ERRSTR_SIZE];
+        snprintf(cause, sizeof cause, "MongoDB refused the write: %.400s", b->writes[w].error);
+        fail_at(res, RTU_ERR_DATA, &msgs[first], cause);
+        new_limit = first;
+      }
+    }
+    if (new_limit >= limit) break; /* cannot happen: a failed write has an applied message */
+    limit = new_limit;
   }
-  res->writes = nwrites;
-  rc = rtu_store_write(b->store, p, b->writes, nwrites, err, sizeof err);
-  if (rc == RTU_ERR_TRANSIENT || rc == RTU_ERR_FATAL) {
+  if (rc == RTU_ERR_TRANSIENT || rc == RTU_ERR_FATAL || rc == RTU_ERR_DATA) {
+    if (rc == RTU_ERR_DATA) rc = RTU_ERR_FATAL;
     snprintf(res->cause, sizeof res->cause, "%s", err);
     goto done;
   }

@@ -31,6 +31,7 @@ struct rtu_script_s {
   int64_t deadline; /* monotonic ms; 0 = no limit */
   int limit_ms;
   bool timed_out;
+  bool last_timed_out; /* of the last pcall_limited */
   int process_ref; /* pipeline process function */
   int log_ref;     /* the log table handed to scripts */
   int identify_ref; /* rtu.changes identify function, LUA_NOREF when strategies are off */
@@ -74,6 +75,8 @@ static void l_hook(lua_State *L, lua_Debug *ar) {
    * catch the error but cannot go on running (Redis does the same). */
   s->timed_out = true;
   lua_sethook(L, l_hook, LUA_MASKCOUNT, 1);
+  /* The main thread too: a coroutine that timed out must not let its resumer go on. */
+  if (L != s->L) lua_sethook(s->L, l_hook, LUA_MASKCOUNT, 1);
   luaL_error(L, "script ran longer than STRATEGIES_MAX_EXEC_TIME_MS (%d ms)", s->limit_ms);
 }
 
@@ -183,8 +186,15 @@ static bool pcall_limited(rtu_script_t *s, int nargs, int nres) {
   lua_insert(L, fn);
   arm(s);
   int rc = lua_pcall(L, nargs, nres, fn);
+  s->last_timed_out = s->timed_out;
   disarm(s);
   lua_remove(L, fn);
+  if (rc == LUA_OK && s->last_timed_out) {
+    /* The script caught the timeout (in a coroutine) and returned: still a timeout. */
+    lua_pop(L, nres);
+    lua_pushfstring(L, "script ran longer than STRATEGIES_MAX_EXEC_TIME_MS (%d ms)", s->limit_ms);
+    return false;
+  }
   return rc == LUA_OK;
 }
 
@@ -262,11 +272,24 @@ static void open_libs(lua_State *L) {
     lua_setfield(L, -2, os_drop[i]);
   }
   lua_pop(L, 1);
-  /* getmetatable("") must not hand out the shared string library. */
+  /* getmetatable("") must not hand out the shared string library, and string
+   * methods ("":dump()) must not reach what the sandbox removed. */
   lua_pushliteral(L, "");
   if (lua_getmetatable(L, -1)) {
     lua_pushboolean(L, 0);
     lua_setfield(L, -2, "__metatable");
+    lua_newtable(L);
+    lua_getglobal(L, "string");
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+      lua_pushvalue(L, -2);
+      lua_insert(L, -2);
+      lua_settable(L, -5);
+    }
+    lua_pop(L, 1);
+    lua_pushnil(L);
+    lua_setfield(L, -2, "dump");
+    lua_setfield(L, -2, "__index");
     lua_pop(L, 1);
   }
   lua_pop(L, 1);
@@ -809,8 +832,7 @@ rtu_err_t rtu_script_map(rtu_script_t *s, size_t projection, const rtu_msg_t *ms
   lua_rawgeti(L, LUA_REGISTRYINDEX, s->log_ref);
   if (!pcall_limited(s, 3, 2)) {
     snprintf(errstr, errstr_size, "%s", lua_tostring(L, -1));
-    err = s->timed_out || strstr(errstr, "STRATEGIES_MAX_EXEC_TIME_MS") ? RTU_ERR_SCRIPT
-                                                                       : RTU_ERR_DATA;
+    err = s->last_timed_out ? RTU_ERR_SCRIPT : RTU_ERR_DATA;
     goto done;
   }
   int chg = top + 1;

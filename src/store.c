@@ -234,7 +234,13 @@ rtu_err_t rtu_store_write(rtu_store_t *st, const rtu_projection_t *p, rtu_write_
   mongoc_bulk_operation_t *bulk = mongoc_collection_create_bulk_operation_with_opts(coll, &opts);
   bson_t upsert_opts = BSON_INITIALIZER, plain_opts = BSON_INITIALIZER;
   BSON_APPEND_BOOL(&upsert_opts, "upsert", true);
-  size_t nupd = 0, ndel = 0;
+  size_t nupd = 0, ndel = 0, nadded = 0;
+  size_t *bulk_index = malloc(n * sizeof *bulk_index);
+  if (!bulk_index) {
+    snprintf(errstr, errstr_size, "out of memory");
+    rc = RTU_ERR_FATAL;
+    goto done;
+  }
 
   for (size_t i = 0; i < n; i++) {
     rtu_write_t *w = &writes[i];
@@ -257,13 +263,20 @@ rtu_err_t rtu_store_write(rtu_store_t *st, const rtu_projection_t *p, rtu_write_
       break;
     }
     if (!ok) {
-      /* The driver refused the operation itself (e.g. a field name it forbids). */
+      /* The driver refused the operation itself (e.g. an empty field name): that
+       * record fails, the others still go out. Indexes in the reply count only
+       * the operations added, so remember where each write went. */
       w->status = RTU_WRITE_FAILED;
       snprintf(w->error, sizeof w->error, "%.200s", err.message);
-      snprintf(errstr, errstr_size, "MongoDB bulk: %s", err.message);
-      rc = RTU_ERR_DATA;
-      goto done;
+      continue;
     }
+    bulk_index[nadded++] = i;
+  }
+  if (nadded < n) {
+    /* Nothing is sent: the caller shortens the run before the refused record. */
+    snprintf(errstr, errstr_size, "MongoDB driver refused a write");
+    rc = RTU_ERR_DATA;
+    goto done;
   }
 
   uint32_t server_id = mongoc_bulk_operation_execute(bulk, &reply, &err);
@@ -283,9 +296,9 @@ rtu_err_t rtu_store_write(rtu_store_t *st, const rtu_projection_t *p, rtu_write_
       bson_iter_t f;
       int64_t index = -1;
       if (bson_iter_init_find(&f, &we, "index")) index = bson_iter_as_int64(&f);
-      if (index < 0 || (size_t)index >= n) continue;
+      if (index < 0 || (size_t)index >= nadded) continue;
       has_write_errors = true;
-      rtu_write_t *w = &writes[index];
+      rtu_write_t *w = &writes[bulk_index[index]];
       if (is_primary_key_dup(&we)) {
         /* The guard excluded the stored record and the upsert hit its key: a newer
          * change is already stored. */
@@ -312,6 +325,7 @@ rtu_err_t rtu_store_write(rtu_store_t *st, const rtu_projection_t *p, rtu_write_
       if (writes[i].status == RTU_WRITE_PENDING) writes[i].status = RTU_WRITE_DONE;
   bson_destroy(&reply);
 done:
+  free(bulk_index);
   mongoc_bulk_operation_destroy(bulk);
   mongoc_collection_destroy(coll);
   bson_destroy(&opts);

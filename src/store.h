@@ -60,7 +60,9 @@ rtu_err_t rtu_store_find_keys(rtu_store_t *st, const rtu_projection_t *p, bson_t
 
 /* Executes writes[0..n) on p's collection as one unordered bulk (writes touch
  * distinct records). Per-write outcome in status; RTU_ERR_TRANSIENT when the bulk
- * as a whole could not be applied (retry it all: the writes are idempotent). */
+ * as a whole could not be applied (retry it all: the writes are idempotent);
+ * RTU_ERR_DATA, with nothing sent, when the driver refused some writes (they are
+ * RTU_WRITE_FAILED). */
 rtu_err_t rtu_store_write(rtu_store_t *st, const rtu_projection_t *p, rtu_write_t *writes,
                           size_t n, char *errstr, size_t errstr_size);
 

@@ -30,18 +30,29 @@ int64_t rtu_now_ms(void) {
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
+/* JavaScript's toISOString: years outside 0..9999 get six digits and a sign.
+ * Civil-from-days (H. Hinnant) keeps it exact for the whole JS date range,
+ * without gmtime's limits. */
 void rtu_iso8601(int64_t ms, char *buf, size_t size) {
-  int64_t secs = ms / 1000, rem = ms % 1000;
+  int64_t days = ms / 86400000, rem = ms % 86400000;
   if (rem < 0) {
-    rem += 1000;
-    secs -= 1;
+    rem += 86400000;
+    days -= 1;
   }
-  time_t t = (time_t)secs;
-  struct tm tm;
-  if (!gmtime_r(&t, &tm)) {
-    snprintf(buf, size, "invalid");
-    return;
-  }
-  snprintf(buf, size, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
-           tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)rem);
+  int64_t z = days + 719468;
+  int64_t era = (z >= 0 ? z : z - 146096) / 146097;
+  int64_t doe = z - era * 146097;
+  int64_t yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+  int64_t y = yoe + era * 400;
+  int64_t doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+  int64_t mp = (5 * doy + 2) / 153;
+  int64_t d = doy - (153 * mp + 2) / 5 + 1;
+  int64_t m = mp < 10 ? mp + 3 : mp - 9;
+  if (m <= 2) y += 1;
+  char year[16];
+  if (y >= 0 && y <= 9999) snprintf(year, sizeof year, "%04lld", (long long)y);
+  else snprintf(year, sizeof year, "%c%06lld", y < 0 ? '-' : '+', (long long)(y < 0 ? -y : y));
+  snprintf(buf, size, "%s-%02lld-%02lldT%02lld:%02lld:%02lld.%03lldZ", year, (long long)m,
+           (long long)d, (long long)(rem / 3600000), (long long)(rem / 60000 % 60),
+           (long long)(rem / 1000 % 60), (long long)(rem % 1000));
 }

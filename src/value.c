@@ -7,7 +7,9 @@
 #include "value.h"
 
 #include <lauxlib.h>
+#include <errno.h>
 #include <math.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -177,12 +179,18 @@ static rtu_err_t append_table(lua_State *L, int idx, bson_t *out, const char *ke
     if (lua_type(L, -2) != LUA_TSTRING) {
       snprintf(errstr, sz, "field '%.*s': table key of type %s (object keys must be strings)",
                keylen, key, luaL_typename(L, -2));
-      lua_pop(L, 2);
+      lua_pop(L, 1); /* the value; the key is popped below */
       err = RTU_ERR_DATA;
       break;
     }
     size_t klen;
     const char *k = lua_tolstring(L, -2, &klen);
+    if (!bson_utf8_validate(k, klen, false)) {
+      snprintf(errstr, sz, "field '%.*s': a key is not valid UTF-8", keylen, key);
+      lua_pop(L, 1);
+      err = RTU_ERR_DATA;
+      break;
+    }
     err = append_depth(L, lua_gettop(L), &child, k, (int)klen, depth + 1, errstr, sz);
     lua_pop(L, 1);
   }
@@ -247,8 +255,95 @@ rtu_err_t rtu_value_append(lua_State *L, int idx, bson_t *out, const char *key, 
 
 /* ---- JSON --------------------------------------------------------------- */
 
+/*
+ * libbson's JSON reader does three things JSON.parse does not, so the text is
+ * scanned first: an integer beyond 64 bits wraps silently (2^64 becomes 0), text
+ * after the value could close our wrapper and be read as more fields, and objects
+ * with a `$` key are read as MongoDB extended JSON ({"$numberLong": "5"} becomes
+ * 5). The scan refuses the first two and any `$` key, naming the cause; the
+ * grammar itself is left to libbson.
+ */
+static bool prescan(const char *s, size_t len, char *errstr, size_t sz) {
+  int depth = 0;
+  bool expect_key = false; /* after '{' or ',' inside an object */
+  char stack[128];          /* container kinds, to know when a ',' starts a key */
+  for (size_t i = 0; i < len; i++) {
+    char c = s[i];
+    if (c == '"') {
+      size_t start = ++i;
+      while (i < len && s[i] != '"') i += s[i] == '\\' ? 2 : 1;
+      if (i >= len) break; /* unterminated: libbson says so */
+      bool dollar = i > start && s[start] == '$';
+      /* \u0024 is '$' too */
+      if (i - start >= 6 && s[start] == '\\' && s[start + 1] == 'u' && s[start + 2] == '0' &&
+          s[start + 3] == '0' && s[start + 4] == '2' && s[start + 5] == '4')
+        dollar = true;
+      if (expect_key && dollar) {
+        snprintf(errstr, sz, "field name '%.*s' starts with '$' (not supported)",
+                 (int)(i - start > 60 ? 60 : i - start), s + start);
+        return false;
+      }
+      expect_key = false;
+    } else if (c == '{' || c == '[') {
+      if (depth >= (int)sizeof stack) {
+        snprintf(errstr, sz, "nesting deeper than %d", (int)sizeof stack);
+        return false;
+      }
+      stack[depth++] = c;
+      expect_key = c == '{';
+    } else if (c == '}' || c == ']') {
+      if (--depth < 0) {
+        snprintf(errstr, sz, "unexpected '%c' at byte %zu", c, i);
+        return false;
+      }
+      expect_key = false;
+    } else if (c == ',') {
+      if (depth == 0) {
+        snprintf(errstr, sz, "unexpected ',' at byte %zu", i);
+        return false;
+      }
+      expect_key = stack[depth - 1] == '{';
+    } else if (c == '-' || (c >= '0' && c <= '9')) {
+      size_t start = i;
+      bool integral = true;
+      while (i + 1 < len && strchr("0123456789+-.eE", s[i + 1])) {
+        if (strchr(".eE", s[i + 1])) integral = false;
+        i++;
+      }
+      if (integral) {
+        char num[32];
+        size_t n = i - start + 1;
+        if (n >= sizeof num) goto range;
+        memcpy(num, s + start, n);
+        num[n] = '\0';
+        errno = 0;
+        (void)strtoll(num, NULL, 10);
+        if (errno == ERANGE) goto range;
+      }
+      continue;
+    range:
+      snprintf(errstr, sz, "integer %.*s does not fit in 64 bits", (int)(i - start + 1 > 40 ? 40 : i - start + 1),
+               s + start);
+      return false;
+    } else if (c == 'N' || c == 'I') {
+      /* NaN and Infinity: libbson takes them, JSON.parse does not. */
+      snprintf(errstr, sz, "'%.8s' is not a JSON value", s + i);
+      return false;
+    } else if (c == '/') {
+      snprintf(errstr, sz, "unexpected '/' at byte %zu", i);
+      return false;
+    }
+  }
+  if (depth != 0) {
+    snprintf(errstr, sz, "unbalanced brackets");
+    return false;
+  }
+  return true;
+}
+
 bool rtu_value_json_to_bson(const char *text, size_t len, bson_t *out, char *errstr,
                             size_t errstr_size) {
+  if (!prescan(text, len, errstr, errstr_size)) return false;
   /* libbson parses only documents: wrap the value so scalars and arrays work too. */
   char stackbuf[1024];
   size_t need = len + 7;

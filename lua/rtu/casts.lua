@@ -37,7 +37,7 @@ local json = require("rtu.json")
 local value = require("rtu.value")
 local jsonenc = require("rtu.jsonenc")
 
-local null, Array, Date = value.null, value.Array, value.Date
+local null, Array, Date = value.null, value.ARRAY, value.DATE -- compared with getmetatable
 local huge = math.huge
 local NaN = 0.0 / 0.0
 local mtype, tointeger, floor = math.type, math.tointeger, math.floor

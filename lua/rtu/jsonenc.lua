@@ -23,7 +23,7 @@ local value = require("rtu.value")
 
 local M = {}
 
-local null, Array, Date = value.null, value.Array, value.Date
+local null, Array, Date = value.null, value.ARRAY, value.DATE -- compared with getmetatable
 local fmt, concat, sort = string.format, table.concat, table.sort
 local huge = math.huge
 

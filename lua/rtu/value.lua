@@ -26,12 +26,26 @@ M.Date = Date
 local Array = { __name = "rtu.array" }
 M.Array = Array
 
+-- Scripts must not reach (and change) these metatables, which every script and
+-- the runtime share: getmetatable gives a read-only token instead, and the
+-- modules compare with the token.
+local function token(name)
+  return setmetatable({}, {
+    __newindex = function() error(name .. " is read-only", 2) end,
+    __metatable = false,
+  })
+end
+M.DATE = token("rtu.date")
+M.ARRAY = token("rtu.array")
+Date.__metatable = M.DATE
+Array.__metatable = M.ARRAY
+
 function M.date(ms)
   return setmetatable({ ms = ms }, Date)
 end
 
 function M.is_date(v)
-  return getmetatable(v) == Date
+  return getmetatable(v) == M.DATE
 end
 
 function M.array(t)
@@ -39,7 +53,7 @@ function M.array(t)
 end
 
 function M.is_array(v)
-  return type(v) == "table" and getmetatable(v) == Array
+  return type(v) == "table" and getmetatable(v) == M.ARRAY
 end
 
 function M.is_null(v)

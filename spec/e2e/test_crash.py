@@ -3,7 +3,9 @@ over 200 keys in 6 partitions, with increasing timestamps and partial records
 (each message sets SEQ and one of A/B/C), are produced while rtu consumes; rtu is
 killed with SIGKILL once some but not all documents exist, then restarted in the
 same consumer group. Every key must end holding exactly what applying its
-messages one by one gives, with exactly one document per key."""
+messages one by one gives, with exactly one document per key. A second stream
+does the same through rebalances: two instances, one killed, a third joining,
+one leaving."""
 
 import os
 import random

@@ -15,7 +15,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 from harness import E2ETestCase, wait_for, stop_log  # noqa: E402
 
-TOPICS = {"err.bad": 4, "err.lua": 2, "err.refused": 2, "err.check": 1}
+TOPICS = {"err.bad": 4, "err.lua": 2, "err.refused": 2, "err.pause": 2, "err.check": 1}
 T = 1_700_000_000_000
 
 MAP_TABLE = {
@@ -102,6 +102,9 @@ REFUSED = [
 ]
 
 
+PAUSE = [row("err.pause", 1, 0, T + 1, raw="not json at all")]
+
+
 @harness.report_on_error
 def setUpModule():
     c = harness.start_module(TOPICS)
@@ -110,8 +113,11 @@ def setUpModule():
                           env={"KAFKA_SESSION_TIMEOUT_MS": "3000"})
     S["lua"] = c.scenario("lua", {"err.lua": "pr_rows"}, LUA_MAP_TABLE, casts={"picky": PICKY})
     S["refused"] = c.scenario("refused", {"err.refused": "pr_rows"}, OBJ_MAP_TABLE)
-    c.produce(BAD + LUA + REFUSED)
-    R["bad"], R["lua"], R["refused"] = S["bad"].start(), S["lua"].start(), S["refused"].start()
+    S["pause"] = c.scenario("pause", {"err.pause": "pr_rows"}, MAP_TABLE,
+                            env={"PAUSE_TOPIC_CONSUMPTION_ON_ERROR": "true"})
+    c.produce(BAD + LUA + REFUSED + PAUSE)
+    for k in ("bad", "lua", "refused", "pause"):
+        R[k] = S[k].start()
 
 
 def tearDownModule():
@@ -262,6 +268,28 @@ class RefusedWrite(E2ETestCase):
         self.assertIn(1, self.docs, "offset 0 precedes the stop offset (1), so it is committed: "
                       "it must have been written")
         self.assertEqual(self.docs[1]["obj"], {"a": 1})
+
+
+class PauseTopic(E2ETestCase):
+    """PAUSE_TOPIC_CONSUMPTION_ON_ERROR=true: an error on one partition pauses every
+    partition of the topic."""
+
+    @classmethod
+    def setUpClass(cls):
+        rtu = R["pause"]
+        cls.line = rtu.wait_log(lambda l: l.get("level", 0) >= 50 and l.get("partition") == 1,
+                                30, "the error of partition 1")
+        harness.cluster().produce([row("err.pause", 0, 5, T + 5)])
+        time.sleep(1.5)  # several polls: partition 0 would have been applied by now
+        cls.ids = ids("pause")
+
+    @classmethod
+    def tearDownClass(cls):
+        R["pause"].stop()
+
+    def test_other_partitions_of_the_topic_paused(self):
+        assert_stop_line(self, R["pause"], "err.pause", 1, 0, ["JSON"])
+        self.assertEqual(self.ids, [], "partition 0 of the paused topic went on")
 
 
 # --- rtu check -------------------------------------------------------------------

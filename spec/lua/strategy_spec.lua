@@ -220,7 +220,7 @@ describe("rtu.strategy.run", function()
     assert.are.equal(1, #db.calls)
     assert.are.equal("pr_registry", db.calls[1].collection)
     assert.are.same({ ID_USER = { ["$in"] = { "u1", "u2" } }, __STATE__ = "PUBLIC" }, db.calls[1].filter)
-    assert.are.equal(value.Array, getmetatable(db.calls[1].filter.ID_USER["$in"]))
+    assert.is_true(value.is_array(db.calls[1].filter.ID_USER["$in"]))
     -- u2 is soft-deleted: not followed
     assert.are.same({ { type = "sv_customers", identifier = { ID_USER = "u1" }, origin = "o1" } }, res)
   end)

@@ -1,0 +1,570 @@
+/*
+ * test_fold.c: the property of batch.c's folding. Random sequences of inserts,
+ * updates, deletes and primary-key changes for a few keys (golden-gate messages
+ * with partial `after` images, positions and timestamps that sometimes go back
+ * or repeat) are applied one message per rtu_batch_run into database A and as
+ * one run into database B; both must leave the same documents (every field but
+ * _id, createdAt and updatedAt) and report the same number of stale messages.
+ *
+ * It starts its own MongoDB test server ($RTU_TOOLS_DIR/mongo-test-server.py).
+ * RTU_FOLD_SEED=<n> replays a seed, RTU_FOLD_SEQUENCES=<n> changes the count.
+ */
+#define _GNU_SOURCE
+#include <mongoc/mongoc.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "batch.h"
+#include "check.h"
+#include "config.h"
+#include "helpers.h"
+#include "log.h"
+#include "script.h"
+#include "store.h"
+
+#define DB_A "rtu_fold_one_by_one"
+#define DB_B "rtu_fold_folded"
+#define TOPIC "items-topic"
+#define MAX_MSGS 16
+#define MAX_PRINTED 8 /* mismatching sequences printed in full */
+
+/* ---- the MongoDB test server ---------------------------------------------- */
+
+static pid_t server_pid = -1;
+static char port_file[256];
+
+static void stop_server(void) {
+  if (server_pid <= 0) return;
+  kill(server_pid, SIGTERM);
+  for (int i = 0; i < 100; i++) {
+    if (waitpid(server_pid, NULL, WNOHANG) == server_pid) {
+      server_pid = -1;
+      break;
+    }
+    usleep(50000);
+  }
+  if (server_pid > 0) {
+    kill(server_pid, SIGKILL);
+    waitpid(server_pid, NULL, 0);
+    server_pid = -1;
+  }
+  unlink(port_file);
+}
+
+static void on_signal(int sig) {
+  stop_server();
+  signal(sig, SIG_DFL);
+  raise(sig);
+}
+
+static bool start_server(char *url, size_t size) {
+  const char *tools = getenv("RTU_TOOLS_DIR");
+  char script[4096];
+  if (tools && *tools) {
+    snprintf(script, sizeof script, "%s/mongo-test-server.py", tools);
+  } else {
+    char exe[2048];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n <= 0) return false;
+    exe[n] = '\0';
+    char *slash = strrchr(exe, '/');
+    if (slash) *slash = '\0';
+    snprintf(script, sizeof script, "%s/../tools/mongo-test-server.py", exe);
+  }
+  snprintf(port_file, sizeof port_file, "/tmp/rtu-unit-fold-port-%d", (int)getpid());
+  unlink(port_file);
+  fflush(stdout);
+  fflush(stderr);
+  pid_t parent = getpid();
+  server_pid = fork();
+  if (server_pid < 0) return false;
+  if (server_pid == 0) {
+    prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive the test, whatever kills it */
+    if (getppid() != parent) _exit(1);
+    int devnull = open("/dev/null", O_WRONLY);
+    if (devnull >= 0) dup2(devnull, STDOUT_FILENO);
+    execl("/usr/bin/python3", "python3", script, "--port", "0", "--port-file", port_file,
+          (char *)NULL);
+    _exit(127);
+  }
+  atexit(stop_server);
+  signal(SIGINT, on_signal);
+  signal(SIGTERM, on_signal);
+  signal(SIGABRT, on_signal);
+  for (int i = 0; i < 600; i++) { /* 30 s */
+    FILE *f = fopen(port_file, "r");
+    int port = 0;
+    if (f) {
+      if (fscanf(f, "%d", &port) != 1) port = 0;
+      fclose(f);
+    }
+    if (port > 0) {
+      snprintf(url, size, "mongodb://127.0.0.1:%d/?serverSelectionTimeoutMS=10000", port);
+      return true;
+    }
+    if (waitpid(server_pid, NULL, WNOHANG) == server_pid) {
+      server_pid = -1;
+      fprintf(stderr, "the MongoDB test server %s exited at start\n", script);
+      return false;
+    }
+    usleep(50000);
+  }
+  fprintf(stderr, "the MongoDB test server did not write %s within 30 s\n", port_file);
+  return false;
+}
+
+/* ---- random ------------------------------------------------------------- */
+
+static uint64_t rng_state;
+
+static uint32_t rnd(uint32_t n) { /* splitmix64, uniform enough for tests */
+  uint64_t z = (rng_state += 0x9E3779B97F4A7C15ULL);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+  z ^= z >> 31;
+  return n ? (uint32_t)(z % n) : 0;
+}
+
+/* ---- configurations ------------------------------------------------------- */
+
+static char *root, *map_dir;
+static char mongo_url[256];
+
+typedef struct {
+  const char *name;
+  rtu_config_t *cfg_a, *cfg_b;
+  rtu_script_t *script_a, *script_b;
+} mode_t_;
+
+static mode_t_ modes[4] = {
+    {"soft/pos", NULL, NULL, NULL, NULL},
+    {"hard/pos", NULL, NULL, NULL, NULL},
+    {"soft/timestamp", NULL, NULL, NULL, NULL},
+    {"hard/timestamp", NULL, NULL, NULL, NULL},
+};
+
+static rtu_config_t *make_config(int mode, const char *db) {
+  env_clear();
+  env_set("KAFKA_BROKERS", "localhost:9092");
+  env_set("KAFKA_GROUP_ID", "rtu-test");
+  env_set("MONGODB_URL", mongo_url);
+  env_set("PROJECTIONS_DATABASE_NAME", db);
+  env_set("PROJECTIONS_CHANGES_ENABLED", "false");
+  env_set("SYSTEM_OF_RECORDS", "sor");
+  env_set("MAP_TABLE_FOLDER", map_dir);
+  env_set("INVARIANT_TOPIC_MAP", "{\"" TOPIC "\": \"items\"}");
+  env_set("KAFKA_MESSAGE_ADAPTER", "golden-gate");
+  env_set("USE_UPSERT", "true");
+  env_set("FORCE_CHECK_ON_OFFSET", "true");
+  env_set("DELETE_MECHANISM", mode % 2 ? "hard" : "soft");
+  env_set("USE_POS_AS_COUNTER", mode < 2 ? "true" : "false");
+  rtu_problems_t p = {0};
+  rtu_config_t *c = rtu_config_load(env_get, lua_runtime_dir(), &p);
+  if (!c) {
+    print_problems(&p);
+    fprintf(stderr, "test configuration refused\n");
+    exit(2);
+  }
+  rtu_problems_free(&p);
+  return c;
+}
+
+static rtu_script_t *make_script(const rtu_config_t *c) {
+  rtu_problems_t p = {0};
+  rtu_script_t *s = rtu_script_new(c, &p);
+  if (!s) {
+    print_problems(&p);
+    fprintf(stderr, "script state refused\n");
+    exit(2);
+  }
+  rtu_problems_free(&p);
+  return s;
+}
+
+/* ---- sequences ------------------------------------------------------------ */
+
+typedef struct {
+  char value[2048];
+  char key[32];
+  rtu_msg_t msg; /* copied into a contiguous array for a run */
+} gen_msg_t;
+
+static int64_t pos_clock, ts_clock;
+
+/* Moves a counter: mostly forward, sometimes equal, sometimes back (stale). */
+static int64_t step(int64_t *clock) {
+  uint32_t r = rnd(10);
+  if (r < 2) *clock -= 1 + rnd(4);
+  else if (r < 4) { /* equal */ }
+  else *clock += 1 + rnd(3);
+  return *clock;
+}
+
+/* A random subset of the three non-key fields, with values of varied types. */
+static void random_fields(char *out, size_t size) {
+  static const char *names[] = {"A", "B", "C"};
+  size_t n = 0;
+  out[0] = '\0';
+  for (int f = 0; f < 3; f++) {
+    if (rnd(2)) continue;
+    char v[64];
+    switch (rnd(7)) {
+    case 0: snprintf(v, sizeof v, "%u", rnd(10)); break;
+    case 1: snprintf(v, sizeof v, "\"s%u\"", rnd(10)); break;
+    case 2: snprintf(v, sizeof v, "%llu", 9007199254740993ULL + rnd(5)); break;
+    case 3: snprintf(v, sizeof v, "%u.5", rnd(10)); break;
+    case 4: snprintf(v, sizeof v, "null"); break;
+    case 5: snprintf(v, sizeof v, "{\"x\": %u, \"y\": [%u]}", rnd(3), rnd(3)); break;
+    default: snprintf(v, sizeof v, "%s", rnd(2) ? "true" : "false"); break;
+    }
+    n += (size_t)snprintf(out + n, size - n, ", \"%s\": %s", names[f], v);
+  }
+}
+
+static void gen_message(gen_msg_t *g, int64_t offset, int nkeys) {
+  int k = 1 + (int)rnd((uint32_t)nkeys);
+  int64_t pos = step(&pos_clock), ts = step(&ts_clock);
+  char pos_text[32], fa[256], fb[256];
+  if (rnd(2)) snprintf(pos_text, sizeof pos_text, "\"%020lld\"", (long long)pos);
+  else snprintf(pos_text, sizeof pos_text, "%lld", (long long)pos);
+  random_fields(fa, sizeof fa);
+  random_fields(fb, sizeof fb);
+  uint32_t r = rnd(100);
+  if (r < 25) {
+    snprintf(g->value, sizeof g->value,
+             "{\"op_type\": \"I\", \"pos\": %s, \"before\": null, \"after\": {\"ID\": %d%s}}",
+             pos_text, k, fa);
+  } else if (r < 60) {
+    char before[400];
+    if (rnd(2)) snprintf(before, sizeof before, "null");
+    else snprintf(before, sizeof before, "{\"ID\": %d%s}", k, fb);
+    snprintf(g->value, sizeof g->value,
+             "{\"op_type\": \"U\", \"pos\": %s, \"before\": %s, \"after\": {\"ID\": %d%s}}",
+             pos_text, before, k, fa);
+  } else if (r < 82) {
+    snprintf(g->value, sizeof g->value,
+             "{\"op_type\": \"D\", \"pos\": %s, \"before\": {\"ID\": %d%s}, \"after\": null}",
+             pos_text, k, fb);
+  } else { /* primary-key change k -> k2 */
+    int k2 = 1 + (int)rnd((uint32_t)nkeys);
+    if (k2 == k) k2 = k % nkeys + 1;
+    snprintf(g->value, sizeof g->value,
+             "{\"op_type\": \"U\", \"pos\": %s, \"before\": {\"ID\": %d%s},"
+             " \"after\": {\"ID\": %d%s}}",
+             pos_text, k, fb, k2, fa);
+  }
+  snprintf(g->key, sizeof g->key, "%d", k);
+  memset(&g->msg, 0, sizeof g->msg);
+  g->msg.topic = TOPIC;
+  g->msg.partition = 0;
+  g->msg.offset = offset;
+  g->msg.timestamp = ts;
+  g->msg.key = g->key;
+  g->msg.key_len = strlen(g->key);
+  g->msg.value = g->value;
+  g->msg.value_len = strlen(g->value);
+}
+
+/* ---- MongoDB helpers ------------------------------------------------------ */
+
+static mongoc_client_t *client;
+
+static void drop_db(const char *name) {
+  mongoc_database_t *db = mongoc_client_get_database(client, name);
+  bson_error_t err;
+  if (!mongoc_database_drop(db, &err) && err.code != 26 /* NamespaceNotFound */)
+    fprintf(stderr, "dropDatabase %s: %s\n", name, err.message);
+  mongoc_database_destroy(db);
+}
+
+typedef struct {
+  bson_t *docs[MAX_MSGS * 2];
+  size_t n;
+} docs_t;
+
+static void read_docs(const char *db, docs_t *out) {
+  mongoc_collection_t *coll = mongoc_client_get_collection(client, db, "items");
+  bson_t filter = BSON_INITIALIZER;
+  bson_t *opts = json_doc("{\"sort\": {\"id\": 1}}");
+  mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, &filter, opts, NULL);
+  const bson_t *doc;
+  out->n = 0;
+  while (mongoc_cursor_next(cur, &doc))
+    if (out->n < sizeof out->docs / sizeof out->docs[0]) out->docs[out->n++] = bson_copy(doc);
+  bson_error_t err;
+  if (mongoc_cursor_error(cur, &err)) fprintf(stderr, "find in %s: %s\n", db, err.message);
+  mongoc_cursor_destroy(cur);
+  bson_destroy(opts);
+  bson_destroy(&filter);
+  mongoc_collection_destroy(coll);
+}
+
+static void free_docs(docs_t *d) {
+  for (size_t i = 0; i < d->n; i++) bson_destroy(d->docs[i]);
+  d->n = 0;
+}
+
+static void print_doc(const char *label, const bson_t *doc) {
+  char *s = doc ? bson_as_relaxed_extended_json(doc, NULL) : NULL;
+  fprintf(stderr, "      %s %s\n", label, s ? s : "(none)");
+  bson_free(s);
+}
+
+/* ---- one sequence --------------------------------------------------------- */
+
+typedef struct {
+  rtu_store_t *store;
+  rtu_batch_t *batch;
+} side_t;
+
+static bool open_side(side_t *s, const rtu_config_t *cfg, rtu_script_t *script) {
+  char err[RTU_ERRSTR_SIZE];
+  s->store = rtu_store_new(cfg, err, sizeof err);
+  if (!s->store) {
+    fprintf(stderr, "rtu_store_new: %s\n", err);
+    return false;
+  }
+  if (rtu_store_ensure_indexes(s->store, err, sizeof err) != RTU_OK) {
+    fprintf(stderr, "rtu_store_ensure_indexes: %s\n", err);
+    rtu_store_free(s->store);
+    return false;
+  }
+  s->batch = rtu_batch_new(cfg, script, s->store);
+  return s->batch != NULL;
+}
+
+static void close_side(side_t *s) {
+  rtu_batch_free(s->batch);
+  rtu_store_free(s->store);
+}
+
+/* Applies msgs one run per message; returns false on an error. */
+static bool one_by_one(side_t *s, gen_msg_t *g, size_t n, size_t *stale, char *why, size_t wsz) {
+  for (size_t i = 0; i < n; i++) {
+    rtu_run_result_t res;
+    rtu_err_t rc = rtu_batch_run(s->batch, 0, &g[i].msg, 1, &res);
+    if (rc != RTU_OK || res.failed) {
+      snprintf(why, wsz, "message %zu: %s %s", i, rtu_err_name(rc != RTU_OK ? rc : res.err),
+               res.cause);
+      return false;
+    }
+    if (stale) *stale += res.stale;
+  }
+  return true;
+}
+
+static size_t mismatches, printed;
+
+static void print_sequence(const char *label, const mode_t_ *m, gen_msg_t *g, size_t npre,
+                           size_t n) {
+  fprintf(stderr, "  %s, mode %s\n", label, m->name);
+  for (size_t i = 0; i < npre + n; i++)
+    fprintf(stderr, "    %s offset %lld ts %lld %s\n", i < npre ? "prefix" : "msg   ",
+            (long long)g[i].msg.offset, (long long)g[i].msg.timestamp, g[i].value);
+}
+
+/* Applies g[0..npre) one by one to both databases, then g[npre..npre+n) one by
+ * one to A and as one run to B, and compares. */
+static void run_case(const char *label, mode_t_ *m, gen_msg_t *g, size_t npre, size_t n) {
+  drop_db(DB_A);
+  drop_db(DB_B);
+  side_t a = {0}, b = {0};
+  if (!open_side(&a, m->cfg_a, m->script_a) || !open_side(&b, m->cfg_b, m->script_b)) {
+    CHECK(false, "%s: cannot open the store", label);
+    close_side(&a);
+    close_side(&b);
+    return;
+  }
+
+  char why[RTU_ERRSTR_SIZE + 64];
+  size_t stale_a = 0, stale_b = 0;
+  /* The same prefix one by one on both sides: records that exist before the run. */
+  bool ok = one_by_one(&a, g, npre, NULL, why, sizeof why) &&
+            one_by_one(&b, g, npre, NULL, why, sizeof why);
+  CHECK(ok, "%s: prefix: %s", label, why);
+  ok = ok && one_by_one(&a, g + npre, n, &stale_a, why, sizeof why);
+  CHECK(ok, "%s: one by one: %s", label, why);
+  rtu_run_result_t res;
+  memset(&res, 0, sizeof res);
+  rtu_msg_t run[MAX_MSGS];
+  for (size_t i = 0; i < n; i++) run[i] = g[npre + i].msg;
+  rtu_err_t rc = rtu_batch_run(b.batch, 0, run, n, &res);
+  CHECK(rc == RTU_OK && !res.failed, "%s: folded run: %s %s", label, rtu_err_name(rc), res.cause);
+  if (rc == RTU_OK && !res.failed) {
+    CHECK_EQ(res.next_offset, g[npre + n - 1].msg.offset + 1);
+    CHECK_EQ(res.messages, n);
+  }
+  stale_b = res.stale;
+
+  docs_t da, db;
+  read_docs(DB_A, &da);
+  read_docs(DB_B, &db);
+  static const char *const skip[] = {"_id", "createdAt", "updatedAt", NULL};
+  bool same = da.n == db.n;
+  for (size_t i = 0; same && i < da.n; i++) same = bson_equal_unordered(da.docs[i], db.docs[i], skip);
+  CHECK(same, "%s (%s): the folded run left other documents than one by one", label, m->name);
+  CHECK(stale_a == stale_b, "%s (%s): stale one by one %zu, folded %zu", label, m->name, stale_a,
+        stale_b);
+  if (!same || stale_a != stale_b) {
+    mismatches++;
+    if (printed++ < MAX_PRINTED) {
+      print_sequence(label, m, g, npre, n);
+      fprintf(stderr, "    stale: one by one %zu, folded %zu\n", stale_a, stale_b);
+      size_t max = da.n > db.n ? da.n : db.n;
+      for (size_t i = 0; i < max; i++) {
+        bool eq = i < da.n && i < db.n && bson_equal_unordered(da.docs[i], db.docs[i], skip);
+        fprintf(stderr, "    document %zu%s\n", i, eq ? " (same)" : " DIFFERS");
+        if (!eq) {
+          print_doc("one by one:", i < da.n ? da.docs[i] : NULL);
+          print_doc("folded:    ", i < db.n ? db.docs[i] : NULL);
+        }
+      }
+    }
+  }
+  free_docs(&da);
+  free_docs(&db);
+  close_side(&a);
+  close_side(&b);
+}
+
+static void run_sequence(uint64_t seed, int seq) {
+  int mode = (int)rnd(4);
+  int nkeys = 3 + (int)rnd(2);
+  size_t npre = rnd(5), n = 1 + rnd(12);
+  gen_msg_t g[MAX_MSGS];
+  pos_clock = 1000 + rnd(100);
+  ts_clock = 1700000000000LL + rnd(1000);
+  for (size_t i = 0; i < npre + n; i++) gen_message(&g[i], (int64_t)i, nkeys);
+  char label[160];
+  snprintf(label, sizeof label, "random sequence %d (replay: RTU_FOLD_SEED=%llu)", seq,
+           (unsigned long long)seed);
+  run_case(label, &modes[mode], g, npre, n);
+}
+
+/* A hand-written case: values[] are golden-gate values, the first npre a prefix. */
+static void directed(const char *label, int mode, const char *const *values, size_t npre,
+                     size_t n) {
+  gen_msg_t g[MAX_MSGS];
+  for (size_t i = 0; i < npre + n; i++) {
+    memset(&g[i], 0, sizeof g[i]);
+    snprintf(g[i].value, sizeof g[i].value, "%s", values[i]);
+    snprintf(g[i].key, sizeof g[i].key, "k");
+    g[i].msg.topic = TOPIC;
+    g[i].msg.offset = (int64_t)i;
+    g[i].msg.timestamp = 1700000000000LL + (int64_t)i;
+    g[i].msg.key = g[i].key;
+    g[i].msg.key_len = 1;
+    g[i].msg.value = g[i].value;
+    g[i].msg.value_len = strlen(g[i].value);
+  }
+  run_case(label, &modes[mode], g, npre, n);
+}
+
+static void test_directed(void) {
+  /* The plain cases of folding: updates merge, a soft delete keeps the data, a
+   * hard delete and re-insert keeps only what came after, stale is skipped. */
+  const char *merge[] = {
+      "{\"op_type\": \"I\", \"pos\": 10, \"after\": {\"ID\": 1, \"A\": 1, \"B\": 1}}",
+      "{\"op_type\": \"U\", \"pos\": 11, \"after\": {\"ID\": 1, \"B\": 2}}",
+      "{\"op_type\": \"U\", \"pos\": 9, \"after\": {\"ID\": 1, \"C\": \"stale\"}}",
+      "{\"op_type\": \"U\", \"pos\": 11, \"after\": {\"ID\": 1, \"C\": 3}}"};
+  directed("directed: merge with a stale update", 0, merge, 0, 4);
+  const char *soft[] = {
+      "{\"op_type\": \"I\", \"pos\": 10, \"after\": {\"ID\": 1, \"A\": 1}}",
+      "{\"op_type\": \"D\", \"pos\": 11, \"before\": {\"ID\": 1}}",
+      "{\"op_type\": \"I\", \"pos\": 12, \"after\": {\"ID\": 1, \"B\": 2}}",
+      "{\"op_type\": \"D\", \"pos\": 13, \"before\": {\"ID\": 1}}"};
+  directed("directed: soft delete, re-insert, delete", 0, soft, 1, 3);
+  directed("directed: hard delete, re-insert, delete", 1, soft, 1, 3);
+  const char *key_change[] = {
+      "{\"op_type\": \"I\", \"pos\": 10, \"after\": {\"ID\": 1, \"A\": 1}}",
+      "{\"op_type\": \"U\", \"pos\": 11, \"before\": {\"ID\": 1}, \"after\": {\"ID\": 2, \"B\": 2}}",
+      "{\"op_type\": \"U\", \"pos\": 12, \"before\": {\"ID\": 2}, \"after\": {\"ID\": 1, \"C\": 3}}"};
+  directed("directed: key change there and back (soft)", 0, key_change, 1, 2);
+  directed("directed: key change there and back (hard)", 1, key_change, 1, 2);
+
+  /* A delete of a record that does not exist stores nothing one by one, so a
+   * later message with a lower position is applied; the fold must agree. */
+  const char *absent[] = {
+      "{\"op_type\": \"D\", \"pos\": 20, \"before\": {\"ID\": 1}}",
+      "{\"op_type\": \"I\", \"pos\": 10, \"after\": {\"ID\": 1, \"A\": 1}}"};
+  directed("directed: delete of an absent record, then an older insert (soft)", 0, absent, 0, 2);
+  directed("directed: delete of an absent record, then an older insert (hard)", 1, absent, 0, 2);
+  /* A hard delete removes the record and its counter: one by one, an older
+   * insert after it creates the record again. */
+  const char *hard[] = {
+      "{\"op_type\": \"I\", \"pos\": 10, \"after\": {\"ID\": 1, \"A\": 1}}",
+      "{\"op_type\": \"D\", \"pos\": 20, \"before\": {\"ID\": 1}}",
+      "{\"op_type\": \"I\", \"pos\": 15, \"after\": {\"ID\": 1, \"B\": 2}}"};
+  directed("directed: hard delete, then an older insert", 1, hard, 1, 2);
+}
+
+int main(void) {
+  uint64_t seed = 20240611;
+  const char *env_seed = getenv("RTU_FOLD_SEED");
+  if (env_seed && *env_seed) seed = strtoull(env_seed, NULL, 10);
+  int sequences = 200;
+  const char *env_n = getenv("RTU_FOLD_SEQUENCES");
+  if (env_n && *env_n) sequences = atoi(env_n);
+  printf("test_fold: seed %llu, %d sequences (RTU_FOLD_SEED / RTU_FOLD_SEQUENCES to change)\n",
+         (unsigned long long)seed, sequences);
+  fflush(stdout);
+  rng_state = seed;
+  rtu_log_set_level(RTU_LOG_ERROR);
+
+  if (!start_server(mongo_url, sizeof mongo_url)) {
+    CHECK(false, "cannot start the MongoDB test server");
+    stop_server();
+    return CHECK_DONE();
+  }
+  setenv("MONGODB_URL", mongo_url, 1);
+  mongoc_init();
+  client = mongoc_client_new(mongo_url);
+  mongoc_client_set_error_api(client, MONGOC_ERROR_API_VERSION_2);
+
+  root = tmp_dir("fold");
+  map_dir = sub_dir(root, "maps");
+  write_file(map_dir, "mapTable.json",
+             "{\"items\": {\"destination\": \"items\", \"conversion\": {"
+             "\"ID\": {\"fieldName\": \"id\"}, \"A\": {\"fieldName\": \"a\"},"
+             " \"B\": {\"fieldName\": \"b\"}, \"C\": {\"fieldName\": \"c\"}},"
+             " \"fieldsInKey\": [\"id\"]}}");
+  for (int i = 0; i < 4; i++) {
+    modes[i].cfg_a = make_config(i, DB_A);
+    modes[i].cfg_b = make_config(i, DB_B);
+    modes[i].script_a = make_script(modes[i].cfg_a);
+    modes[i].script_b = make_script(modes[i].cfg_b);
+  }
+
+  test_directed();
+  size_t directed_mismatches = mismatches;
+  mismatches = 0;
+  int64_t t0 = rtu_now_mono_ms();
+  for (int s = 0; s < sequences; s++) run_sequence(seed, s);
+  printf("test_fold: %zu directed cases differed; %d random sequences in %.1f s, %zu differed\n",
+         directed_mismatches, sequences, (double)(rtu_now_mono_ms() - t0) / 1000.0, mismatches);
+
+  drop_db(DB_A);
+  drop_db(DB_B);
+  for (int i = 0; i < 4; i++) {
+    rtu_script_free(modes[i].script_a);
+    rtu_script_free(modes[i].script_b);
+    rtu_config_free(modes[i].cfg_a);
+    rtu_config_free(modes[i].cfg_b);
+  }
+  mongoc_client_destroy(client);
+  mongoc_cleanup();
+  stop_server();
+  env_clear();
+  rm_rf(root);
+  free(root);
+  free(map_dir);
+  return CHECK_DONE();
+}

@@ -1,0 +1,581 @@
+/*
+ * test_value.c: values between JSON, BSON and Lua (src/value.c): integers never
+ * pass through doubles, every BSON type the core uses survives BSON -> Lua ->
+ * BSON (an empty array stays an array, dates stay dates), what cannot be stored
+ * is refused with the field named, and the JSON text written for Kafka has exact
+ * integers, ISO dates and escaped strings.
+ */
+#define _GNU_SOURCE
+#include <lauxlib.h>
+#include <lua.h>
+#include <lualib.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "check.h"
+#include "helpers.h"
+#include "value.h"
+
+static lua_State *L;
+
+/* A plain state with rtu.json preloaded and rtu.value loaded from the runtime
+ * folder and bound, as script.c sets them up. */
+static lua_State *new_state(void) {
+  lua_State *l = luaL_newstate();
+  luaL_openlibs(l);
+  luaL_requiref(l, "rtu.json", rtu_value_open_json, 0);
+  lua_pop(l, 1);
+  lua_getglobal(l, "package");
+  lua_pushfstring(l, "%s/?.lua", lua_runtime_dir());
+  lua_setfield(l, -2, "path");
+  lua_pop(l, 1);
+  if (luaL_dostring(l, "return (require('rtu.value'))") != LUA_OK) {
+    fprintf(stderr, "cannot load rtu.value: %s\n", lua_tostring(l, -1));
+    exit(2);
+  }
+  rtu_value_bind(l, -1);
+  lua_setglobal(l, "V");
+  return l;
+}
+
+/* Runs chunk (which returns one value) and leaves the value on the stack. */
+static void eval(const char *chunk) {
+  if (luaL_loadstring(L, chunk) != LUA_OK || lua_pcall(L, 0, 1, 0) != LUA_OK) {
+    fprintf(stderr, "Lua error in test chunk: %s\n", lua_tostring(L, -1));
+    exit(2);
+  }
+}
+
+/* ---- JSON -> BSON ------------------------------------------------------- */
+
+/* Parses text; on success returns the iterator on "v" inside *doc. */
+static bool parse(const char *text, bson_t *doc, bson_iter_t *it, char *err, size_t errsz) {
+  err[0] = '\0';
+  if (!rtu_value_json_to_bson(text, strlen(text), doc, err, errsz)) return false;
+  if (!bson_iter_init_find(it, doc, "v")) {
+    bson_destroy(doc);
+    snprintf(err, errsz, "no v");
+    return false;
+  }
+  return true;
+}
+
+static void expect_int(const char *text, bson_type_t type, int64_t want) {
+  bson_t doc;
+  bson_iter_t it;
+  char err[RTU_ERRSTR_SIZE];
+  if (!parse(text, &doc, &it, err, sizeof err)) {
+    CHECK(false, "%s: refused: %s", text, err);
+    return;
+  }
+  CHECK(bson_iter_type(&it) == type, "%s: BSON type 0x%02x, want 0x%02x", text,
+        bson_iter_type(&it), type);
+  if (bson_iter_type(&it) == type) {
+    int64_t got = type == BSON_TYPE_INT32 ? bson_iter_int32(&it) : bson_iter_int64(&it);
+    CHECK(got == want, "%s: got %lld", text, (long long)got);
+  }
+  bson_destroy(&doc);
+}
+
+static void expect_double(const char *text, double want) {
+  bson_t doc;
+  bson_iter_t it;
+  char err[RTU_ERRSTR_SIZE];
+  if (!parse(text, &doc, &it, err, sizeof err)) {
+    CHECK(false, "%s: refused: %s", text, err);
+    return;
+  }
+  CHECK(BSON_ITER_HOLDS_DOUBLE(&it), "%s: BSON type 0x%02x, want double", text,
+        bson_iter_type(&it));
+  if (BSON_ITER_HOLDS_DOUBLE(&it)) CHECK(bson_iter_double(&it) == want, "%s", text);
+  bson_destroy(&doc);
+}
+
+static void expect_invalid(const char *text) {
+  bson_t doc;
+  bson_iter_t it;
+  char err[RTU_ERRSTR_SIZE];
+  bool ok = parse(text, &doc, &it, err, sizeof err);
+  if (ok) {
+    char *s = bson_canon(&doc);
+    CHECK(false, "'%s' accepted as %s", text, s);
+    bson_free(s);
+    bson_destroy(&doc);
+    return;
+  }
+  CHECK(err[0] != '\0', "'%s': refused without a message", text);
+}
+
+static void test_json_to_bson(void) {
+  expect_int("0", BSON_TYPE_INT32, 0);
+  expect_int("-7", BSON_TYPE_INT32, -7);
+  expect_int("2147483647", BSON_TYPE_INT32, INT32_MAX);
+  expect_int("-2147483648", BSON_TYPE_INT32, INT32_MIN);
+  expect_int("2147483648", BSON_TYPE_INT64, 2147483648LL);
+  expect_int("-2147483649", BSON_TYPE_INT64, -2147483649LL);
+  expect_int("9007199254740993", BSON_TYPE_INT64, 9007199254740993LL);
+  expect_int("-9007199254740993", BSON_TYPE_INT64, -9007199254740993LL);
+  expect_int("-9223372036854775808", BSON_TYPE_INT64, INT64_MIN);
+  expect_int("9223372036854775807", BSON_TYPE_INT64, INT64_MAX);
+  expect_double("1.0", 1.0);
+  expect_double("0.1", 0.1);
+  expect_double("-2.5", -2.5);
+  expect_double("1e3", 1000.0);
+  expect_double("1.7976931348623157e308", 1.7976931348623157e308);
+
+  /* Beyond int64: refused or a double, never a wrapped integer. */
+  const char *huge[] = {"9223372036854775808", "-9223372036854775809", "18446744073709551616"};
+  for (size_t i = 0; i < 3; i++) {
+    bson_t doc;
+    bson_iter_t it;
+    char err[RTU_ERRSTR_SIZE];
+    if (parse(huge[i], &doc, &it, err, sizeof err)) {
+      char *got = bson_canon(&doc);
+      CHECK(BSON_ITER_HOLDS_DOUBLE(&it), "%s became %s", huge[i], got);
+      bson_free(got);
+      bson_destroy(&doc);
+    } else {
+      CHECK(err[0] != '\0');
+    }
+  }
+
+  /* Types stay apart inside documents and arrays. */
+  bson_t doc;
+  bson_iter_t it;
+  char err[RTU_ERRSTR_SIZE];
+  const char *text = "{\"a\": 1, \"b\": 1.0, \"c\": 9007199254740993, \"d\": [1, 2.5, "
+                     "9223372036854775807, \"s\", true, null, {}, []], \"e\": {\"f\": -1}}";
+  if (parse(text, &doc, &it, err, sizeof err)) {
+    bson_t *want = json_doc(
+        "{\"v\": {\"a\": {\"$numberInt\": \"1\"}, \"b\": {\"$numberDouble\": \"1.0\"},"
+        " \"c\": {\"$numberLong\": \"9007199254740993\"},"
+        " \"d\": [{\"$numberInt\": \"1\"}, {\"$numberDouble\": \"2.5\"},"
+        " {\"$numberLong\": \"9223372036854775807\"}, \"s\", true, null, {}, []],"
+        " \"e\": {\"f\": {\"$numberInt\": \"-1\"}}}}");
+    char *got = bson_canon(&doc), *exp = bson_canon(want);
+    CHECK(bson_equal(&doc, want), "got %s\n    want %s", got, exp);
+    bson_free(got);
+    bson_free(exp);
+    bson_destroy(want);
+    bson_destroy(&doc);
+  } else {
+    CHECK(false, "refused: %s", err);
+  }
+
+  /* Scalars and empty containers. */
+  const struct {
+    const char *text;
+    bson_type_t type;
+  } kinds[] = {{"\"x\"", BSON_TYPE_UTF8},   {"true", BSON_TYPE_BOOL}, {"false", BSON_TYPE_BOOL},
+               {"null", BSON_TYPE_NULL},    {"[]", BSON_TYPE_ARRAY},  {"{}", BSON_TYPE_DOCUMENT},
+               {" [1] ", BSON_TYPE_ARRAY}, {"\"\\u00e9\\n\"", BSON_TYPE_UTF8}};
+  for (size_t i = 0; i < sizeof kinds / sizeof kinds[0]; i++) {
+    if (parse(kinds[i].text, &doc, &it, err, sizeof err)) {
+      CHECK(bson_iter_type(&it) == kinds[i].type, "%s: type 0x%02x", kinds[i].text,
+            bson_iter_type(&it));
+      bson_destroy(&doc);
+    } else {
+      CHECK(false, "%s refused: %s", kinds[i].text, err);
+    }
+  }
+  if (parse("\"\\u00e9\\n\\\"\"", &doc, &it, err, sizeof err)) {
+    CHECK_STR(bson_iter_utf8(&it, NULL), "\xc3\xa9\n\"");
+    bson_destroy(&doc);
+  }
+
+  /* Not one JSON value: refused, and nothing of the wrapper leaks through. */
+  expect_invalid("");
+  expect_invalid("   ");
+  expect_invalid("{");
+  expect_invalid("[1,");
+  expect_invalid("nul");
+  expect_invalid("'a'");
+  expect_invalid("1 2");
+  expect_invalid("1, \"w\": 2");
+  expect_invalid("1}{\"x\": 1");
+  expect_invalid("1} //");
+  expect_invalid("{\"a\": 1}}");
+
+  /* A `$` field name would be read by libbson as MongoDB extended JSON
+   * ({"$numberLong": "5"} -> 5), silently changing the data, and MongoDB
+   * refuses such names in stored documents anyway: it is refused, named. */
+  if (parse("{\"x\": {\"$numberLong\": \"5\"}, \"y\": {\"$date\": 0}}", &doc, &it, err,
+            sizeof err)) {
+    char *got = bson_canon(&doc);
+    CHECK(false, "an object with a $-field accepted as %s", got);
+    bson_free(got);
+    bson_destroy(&doc);
+  } else {
+    CHECK(strstr(err, "$numberLong") != NULL, "the error names the field: %s", err);
+  }
+  /* The same with the '$' written as a JSON escape: libbson decodes the escape
+   * and then reads extended JSON ({"$date": 0} becomes a BSON date). */
+  const char *escaped[] = {"{\"x\": {\"\\u0024date\": 0}}",
+                           "{\"x\": {\"\\u0024numberLong\": \"5\"}}",
+                           "{\"x\": {\"\\u0024oid\": \"5f1d7a2b9c8e4d3f2a1b0c9d\"}}"};
+  for (size_t i = 0; i < sizeof escaped / sizeof escaped[0]; i++) expect_invalid(escaped[i]);
+  /* Not JSON either (JSON.parse refuses them). */
+  expect_invalid("NaN");
+  expect_invalid("Infinity");
+  expect_invalid("[-Infinity]");
+  /* A repeated name: JSON.parse keeps the last value, and so does the Lua value
+   * that adapters and scripts see (the intermediate BSON holds both names and is
+   * read only into Lua, where the later one wins). */
+  eval("return require('rtu.json').decode('{\"a\": 1, \"a\": 2}').a");
+  CHECK(lua_isinteger(L, -1) && lua_tointeger(L, -1) == 2,
+        "{\"a\": 1, \"a\": 2} decodes in Lua to a = %s", lua_tostring(L, -1));
+  lua_pop(L, 1);
+  /* A '$' inside a string value is data. */
+  if (parse("{\"x\": \"$5\"}", &doc, &it, err, sizeof err)) bson_destroy(&doc);
+  else CHECK(false, "a '$' in a string value refused: %s", err);
+
+  /* Deep nesting is refused cleanly (no crash). */
+  char deep[4100];
+  for (int i = 0; i < 2000; i++) deep[i] = '[';
+  for (int i = 0; i < 2000; i++) deep[2000 + i] = ']';
+  deep[4000] = '\0';
+  if (parse(deep, &doc, &it, err, sizeof err)) bson_destroy(&doc);
+  CHECK(true); /* got here */
+
+  /* A long text goes through the heap buffer. */
+  size_t n = 100000;
+  char *big = malloc(n + 3);
+  big[0] = '"';
+  memset(big + 1, 'a', n);
+  big[n + 1] = '"';
+  big[n + 2] = '\0';
+  if (parse(big, &doc, &it, err, sizeof err)) {
+    uint32_t len;
+    bson_iter_utf8(&it, &len);
+    CHECK_EQ(len, n);
+    bson_destroy(&doc);
+  } else {
+    CHECK(false, "long string refused: %s", err);
+  }
+  free(big);
+}
+
+/* ---- BSON -> Lua -> BSON ------------------------------------------------ */
+
+/* Pushes doc into Lua and appends it back as "d"; compares with doc. */
+static void roundtrip(const char *what, const bson_t *doc) {
+  int top = lua_gettop(L);
+  rtu_value_push_doc(L, doc);
+  bson_t out = BSON_INITIALIZER;
+  char err[RTU_ERRSTR_SIZE] = "";
+  rtu_err_t rc = rtu_value_append(L, -1, &out, "d", 1, err, sizeof err);
+  CHECK(rc == RTU_OK, "%s: append failed: %s", what, err);
+  CHECK_EQ(lua_gettop(L), top + 1); /* the stack is left as it was */
+  lua_settop(L, top);
+  bson_iter_t it;
+  if (rc == RTU_OK && bson_iter_init_find(&it, &out, "d") && BSON_ITER_HOLDS_DOCUMENT(&it)) {
+    uint32_t len;
+    const uint8_t *data;
+    bson_t back;
+    bson_iter_document(&it, &len, &data);
+    bson_init_static(&back, data, len);
+    char *a = bson_canon(doc), *b = bson_canon(&back);
+    CHECK(bson_equal_unordered(doc, &back, NULL), "%s:\n    in  %s\n    out %s", what, a, b);
+    bson_free(a);
+    bson_free(b);
+  } else if (rc == RTU_OK) {
+    CHECK(false, "%s: no document d", what);
+  }
+  bson_destroy(&out);
+}
+
+static void test_roundtrip(void) {
+  bson_t *doc = json_doc(
+      "{\"i32\": {\"$numberInt\": \"7\"}, \"i32min\": {\"$numberInt\": \"-2147483648\"},"
+      " \"i32max\": {\"$numberInt\": \"2147483647\"},"
+      " \"i64\": {\"$numberLong\": \"9007199254740993\"},"
+      " \"i64min\": {\"$numberLong\": \"-9223372036854775808\"},"
+      " \"i64max\": {\"$numberLong\": \"9223372036854775807\"},"
+      " \"i64edge\": {\"$numberLong\": \"2147483648\"},"
+      " \"dbl\": {\"$numberDouble\": \"1.5\"}, \"dblwhole\": {\"$numberDouble\": \"2.0\"},"
+      " \"dblbig\": {\"$numberDouble\": \"1e300\"}, \"dblneg\": {\"$numberDouble\": \"-0.001\"},"
+      " \"inf\": {\"$numberDouble\": \"Infinity\"},"
+      " \"str\": \"h\\u00e9llo \\\"q\\\" \\\\ \\n\", \"empty\": \"\", \"t\": true, \"f\": false,"
+      " \"n\": null,"
+      " \"doc\": {\"a\": {\"$numberInt\": \"1\"}, \"b\": {\"c\": [{\"$numberInt\": \"1\"}, \"x\"]}},"
+      " \"emptydoc\": {},"
+      " \"numkeys\": {\"1\": \"a\", \"2\": \"b\"},"
+      " \"arr\": [{\"$numberInt\": \"1\"}, \"two\", {\"$numberDouble\": \"3.0\"}, null,"
+      "           {\"x\": {\"$numberLong\": \"-9007199254740993\"}}, [], {}, true],"
+      " \"emptyarr\": [], \"nestedarr\": [[[]], [{}]],"
+      " \"arrnull\": [null, null],"
+      " \"date\": {\"$date\": {\"$numberLong\": \"1700000000123\"}},"
+      " \"date0\": {\"$date\": {\"$numberLong\": \"0\"}},"
+      " \"dateneg\": {\"$date\": {\"$numberLong\": \"-62135596800000\"}},"
+      " \"datesin\": [{\"$date\": {\"$numberLong\": \"1\"}}],"
+      " \"\": \"empty key\", \"with space.dot\": {\"$numberInt\": \"1\"}}");
+  roundtrip("every type", doc);
+  bson_destroy(doc);
+
+  doc = json_doc("{}");
+  roundtrip("empty document", doc);
+  bson_destroy(doc);
+
+  /* A 64-bit integer that fits 32 bits comes back as int32: Lua has one integer
+   * type; MongoDB compares them equal. Anything wider stays int64. */
+  doc = json_doc("{\"small\": {\"$numberLong\": \"5\"}}");
+  rtu_value_push_doc(L, doc);
+  bson_t out = BSON_INITIALIZER;
+  char err[RTU_ERRSTR_SIZE];
+  CHECK(rtu_value_append(L, -1, &out, "d", 1, err, sizeof err) == RTU_OK);
+  lua_pop(L, 1);
+  bson_iter_t it;
+  CHECK(bson_iter_init(&it, &out) && bson_iter_find_descendant(&it, "d.small", &it) &&
+        BSON_ITER_HOLDS_INT32(&it) && bson_iter_int32(&it) == 5);
+  bson_destroy(&out);
+  bson_destroy(doc);
+
+  /* What Lua sees: integers as integers, doubles as floats, the rtu.value kinds. */
+  doc = json_doc("{\"i\": {\"$numberLong\": \"9007199254740993\"}, \"d\": {\"$numberDouble\": \"2.0\"},"
+                 " \"a\": [], \"o\": {}, \"n\": null,"
+                 " \"t\": {\"$date\": {\"$numberLong\": \"1700000000123\"}}}");
+  rtu_value_push_doc(L, doc);
+  lua_setglobal(L, "doc");
+  eval("return math.type(doc.i) == 'integer' and doc.i == 9007199254740993"
+       " and math.type(doc.d) == 'float' and V.is_array(doc.a) and not V.is_array(doc.o)"
+       " and doc.n == V.null and V.is_date(doc.t) and doc.t.ms == 1700000000123"
+       " and V.iso(doc.t) == '2023-11-14T22:13:20.123Z'");
+  CHECK(lua_toboolean(L, -1), "the Lua view of a document");
+  lua_pop(L, 1);
+  bson_destroy(doc);
+
+  /* Values built in Lua: an empty table is an object, V.array({}) an array, a
+   * sequence an array, json.decode('[]') an array. */
+  eval("local json = require('rtu.json')\n"
+       "return {obj = {}, arr = V.array({}), seq = {1, 2, 3}, dec = json.decode('[]'),"
+       " decobj = json.decode('{}'), date = V.date(86400000), null = V.null,"
+       " flt = 0.5, int = 3, neg = -9223372036854775807 - 1}");
+  bson_init(&out);
+  CHECK(rtu_value_append(L, -1, &out, "d", 1, err, sizeof err) == RTU_OK, "%s", err);
+  lua_pop(L, 1);
+  bson_t *want = json_doc(
+      "{\"d\": {\"obj\": {}, \"arr\": [], \"seq\": [{\"$numberInt\": \"1\"}, {\"$numberInt\": \"2\"},"
+      " {\"$numberInt\": \"3\"}], \"dec\": [], \"decobj\": {},"
+      " \"date\": {\"$date\": {\"$numberLong\": \"86400000\"}}, \"null\": null,"
+      " \"flt\": {\"$numberDouble\": \"0.5\"}, \"int\": {\"$numberInt\": \"3\"},"
+      " \"neg\": {\"$numberLong\": \"-9223372036854775808\"}}}");
+  char *a = bson_canon(&out), *b = bson_canon(want);
+  CHECK(bson_equal_unordered(&out, want, NULL), "Lua values:\n    got  %s\n    want %s", a, b);
+  bson_free(a);
+  bson_free(b);
+  bson_destroy(want);
+  bson_destroy(&out);
+
+  /* json.encode of decoded values keeps the kinds. */
+  eval("local json = require('rtu.json')\n"
+       "return json.encode(json.decode('{\"a\":[],\"b\":{},\"c\":9007199254740993,\"d\":1.5}'))");
+  const char *enc = lua_tostring(L, -1);
+  CHECK(enc && strstr(enc, "\"a\":[]") && strstr(enc, "\"b\":{}") &&
+            strstr(enc, "\"c\":9007199254740993") && strstr(enc, "\"d\":1.5"),
+        "json.encode(json.decode(...)) = %s", enc ? enc : "(nil)");
+  lua_pop(L, 1);
+}
+
+/* ---- what cannot be stored ---------------------------------------------- */
+
+/* Evaluates chunk and appends the result as "d": must fail naming needle. */
+static void expect_refused(const char *what, const char *chunk, const char *needle) {
+  int top = lua_gettop(L);
+  eval(chunk);
+  bson_t out = BSON_INITIALIZER;
+  char err[RTU_ERRSTR_SIZE] = "";
+  rtu_err_t rc = rtu_value_append(L, -1, &out, "d", 1, err, sizeof err);
+  CHECK(rc == RTU_ERR_DATA, "%s: append gave %s", what, rtu_err_name(rc));
+  if (rc != RTU_OK) CHECK(strstr(err, needle) != NULL, "%s: error '%s' does not name '%s'", what,
+                          err, needle);
+  CHECK_EQ(lua_gettop(L), top + 1); /* the stack is left as it was */
+  lua_settop(L, top);
+  bson_destroy(&out);
+}
+
+static void test_refused(void) {
+  expect_refused("invalid UTF-8", "return {ok = 'a', bad = 'x\\255y'}", "'bad'");
+  expect_refused("invalid UTF-8, nested", "return {outer = {inner = {'ok', '\\192'}}}", "'1'");
+  expect_refused("truncated UTF-8 sequence", "return {s = 'caf\\195'}", "'s'");
+  expect_refused("overlong UTF-8", "return {s = '\\192\\175'}", "'s'");
+  expect_refused("UTF-16 surrogate in UTF-8", "return {s = '\\237\\160\\128'}", "'s'");
+  expect_refused("invalid UTF-8 key", "return {['k\\255'] = 1}", "UTF-8");
+  expect_refused("NUL in a key", "return {['a\\0b'] = 1}", "a");
+  expect_refused("number key in an object", "return {x = 1, [2] = 'a'}", "number");
+  expect_refused("mixed table", "return {'a', 'b', x = 1}", "number");
+  expect_refused("boolean key", "return {[true] = 1}", "boolean");
+  expect_refused("float key", "return {[1.5] = 1}", "number");
+  expect_refused("table key", "return {[{}] = 1}", "table");
+  expect_refused("sparse array", "return {f = {[1] = 1, [3] = 3}}", "'f'");
+  expect_refused("function", "return {f = function() end}", "'f'");
+  expect_refused("function, says what", "return {f = print}", "function");
+  expect_refused("function in an array", "return {list = {1, function() end}}", "'1'"); /* BSON index */
+  expect_refused("coroutine", "return {co = coroutine.create(function() end)}", "'co'");
+  expect_refused("userdata", "return {u = io.stdout}", "'u'");
+  expect_refused("date without integer ms", "return {when = V.date(1.5)}", "'when'");
+
+  /* A light userdata other than null. */
+  int top = lua_gettop(L);
+  lua_newtable(L);
+  static int anything;
+  lua_pushlightuserdata(L, &anything);
+  lua_setfield(L, -2, "p");
+  bson_t out = BSON_INITIALIZER;
+  char err[RTU_ERRSTR_SIZE] = "";
+  CHECK(rtu_value_append(L, -1, &out, "d", 1, err, sizeof err) == RTU_ERR_DATA);
+  CHECK_HAS(err, "'p'");
+  lua_settop(L, top);
+  bson_destroy(&out);
+
+  /* Nesting: 100 levels below the value are stored, 101 are refused, and a
+   * cycle is refused rather than followed forever. */
+  const char *nest = "local n, arr = ...\n"
+                     "local root = {} local cur = root\n"
+                     "for i = 1, n do local t = {} if arr then cur[1] = t else cur.x = t end cur = t end\n"
+                     "return root";
+  for (int arr = 0; arr < 2; arr++) {
+    for (int n = 99; n <= 101; n++) {
+      luaL_loadstring(L, nest);
+      lua_pushinteger(L, n);
+      lua_pushboolean(L, arr);
+      lua_call(L, 2, 1);
+      bson_init(&out);
+      err[0] = '\0';
+      rtu_err_t rc = rtu_value_append(L, -1, &out, "d", 1, err, sizeof err);
+      lua_pop(L, 1);
+      if (n <= 100) {
+        CHECK(rc == RTU_OK, "%s nested %d deep refused: %s", arr ? "arrays" : "objects", n, err);
+      } else {
+        CHECK(rc == RTU_ERR_DATA, "%s nested %d deep accepted", arr ? "arrays" : "objects", n);
+        CHECK_HAS(err, "deeper than 100");
+      }
+      bson_destroy(&out);
+    }
+  }
+  expect_refused("cycle", "local t = {} t.self = t return t", "deeper than 100");
+  expect_refused("cycle through an array", "local t = {} t[1] = t return t", "deeper than 100");
+
+  /* After all of these the state is intact. */
+  CHECK_EQ(lua_gettop(L), 0);
+  eval("return 1 + 1");
+  CHECK_EQ(lua_tointeger(L, -1), 2);
+  lua_pop(L, 1);
+}
+
+/* ---- BSON -> JSON text -------------------------------------------------- */
+
+static void expect_json(const char *what, const bson_t *doc, bool as_array, const char *want) {
+  bson_string_t *s = bson_string_new(NULL);
+  rtu_value_doc_to_json(doc, as_array, s);
+  CHECK(!strcmp(s->str, want), "%s:\n    got  %s\n    want %s", what, s->str, want);
+  bson_string_free(s, true);
+}
+
+static void test_doc_to_json(void) {
+  bson_t doc = BSON_INITIALIZER;
+  BSON_APPEND_INT32(&doc, "i", -5);
+  BSON_APPEND_INT64(&doc, "l", 9007199254740993LL);
+  BSON_APPEND_INT64(&doc, "min", INT64_MIN);
+  BSON_APPEND_INT64(&doc, "max", INT64_MAX);
+  BSON_APPEND_DOUBLE(&doc, "d", 1.5);
+  BSON_APPEND_DOUBLE(&doc, "tenth", 0.1);
+  BSON_APPEND_DOUBLE(&doc, "third", 1.0 / 3.0);
+  BSON_APPEND_DOUBLE(&doc, "whole", 2.0);
+  BSON_APPEND_DOUBLE(&doc, "nan", NAN);
+  BSON_APPEND_DOUBLE(&doc, "inf", INFINITY);
+  BSON_APPEND_UTF8(&doc, "s", "a\"b\\c\n\t\r\b\f\x01/\xc3\xa9");
+  BSON_APPEND_BOOL(&doc, "t", true);
+  BSON_APPEND_BOOL(&doc, "f", false);
+  BSON_APPEND_NULL(&doc, "n");
+  BSON_APPEND_DATE_TIME(&doc, "date", 1700000000123LL);
+  BSON_APPEND_DATE_TIME(&doc, "epoch", 0);
+  BSON_APPEND_DATE_TIME(&doc, "before", -1);
+  bson_t arr, sub;
+  BSON_APPEND_ARRAY_BEGIN(&doc, "arr", &arr);
+  BSON_APPEND_INT32(&arr, "0", 1);
+  BSON_APPEND_UTF8(&arr, "1", "x");
+  BSON_APPEND_ARRAY_BEGIN(&arr, "2", &sub);
+  bson_append_array_end(&arr, &sub);
+  bson_append_array_end(&doc, &arr);
+  BSON_APPEND_DOCUMENT_BEGIN(&doc, "k\"ey", &sub);
+  BSON_APPEND_INT64(&sub, "deep", -9007199254740993LL);
+  bson_append_document_end(&doc, &sub);
+  BSON_APPEND_DOCUMENT_BEGIN(&doc, "empty", &sub);
+  bson_append_document_end(&doc, &sub);
+  bson_oid_t oid;
+  bson_oid_init_from_string(&oid, "5f1d7a2b9c8e4d3f2a1b0c9d");
+  BSON_APPEND_OID(&doc, "oid", &oid);
+  bson_append_utf8(&doc, "nul", 3, "a\0b", 3);
+
+  expect_json("document", &doc, false,
+              "{\"i\":-5,\"l\":9007199254740993,\"min\":-9223372036854775808,"
+              "\"max\":9223372036854775807,\"d\":1.5,\"tenth\":0.1,"
+              "\"third\":0.3333333333333333,\"whole\":2,\"nan\":null,\"inf\":null,"
+              "\"s\":\"a\\\"b\\\\c\\n\\t\\r\\b\\f\\u0001/\xc3\xa9\",\"t\":true,\"f\":false,"
+              "\"n\":null,\"date\":\"2023-11-14T22:13:20.123Z\","
+              "\"epoch\":\"1970-01-01T00:00:00.000Z\",\"before\":\"1969-12-31T23:59:59.999Z\","
+              "\"arr\":[1,\"x\",[]],\"k\\\"ey\":{\"deep\":-9007199254740993},\"empty\":{},"
+              "\"oid\":\"5f1d7a2b9c8e4d3f2a1b0c9d\",\"nul\":\"a\\u0000b\"}");
+  bson_destroy(&doc);
+
+  bson_init(&doc);
+  BSON_APPEND_INT32(&doc, "0", 1);
+  BSON_APPEND_UTF8(&doc, "1", "two");
+  expect_json("as array", &doc, true, "[1,\"two\"]");
+  bson_destroy(&doc);
+  bson_init(&doc);
+  expect_json("empty array", &doc, true, "[]");
+  expect_json("empty object", &doc, false, "{}");
+  bson_destroy(&doc);
+
+  /* Dates as JavaScript's toISOString writes them, also outside years 0-9999. */
+  const struct {
+    int64_t ms;
+    const char *iso;
+  } dates[] = {
+      {253402300799999LL, "9999-12-31T23:59:59.999Z"},
+      {-62167219200000LL, "0000-01-01T00:00:00.000Z"},
+      {253402300800000LL, "+010000-01-01T00:00:00.000Z"},
+      {-62198755200000LL, "-000001-01-01T00:00:00.000Z"},
+  };
+  for (size_t i = 0; i < sizeof dates / sizeof dates[0]; i++) {
+    bson_init(&doc);
+    BSON_APPEND_DATE_TIME(&doc, "t", dates[i].ms);
+    char want[64];
+    snprintf(want, sizeof want, "{\"t\":\"%s\"}", dates[i].iso);
+    expect_json("date", &doc, false, want);
+    bson_destroy(&doc);
+    /* and the same as rtu.value's iso, which the Lua side writes */
+    lua_getglobal(L, "V");
+    lua_getfield(L, -1, "iso");
+    lua_pushinteger(L, dates[i].ms);
+    lua_call(L, 1, 1);
+    CHECK_STR(lua_tostring(L, -1), dates[i].iso);
+    lua_pop(L, 2);
+  }
+
+  /* Every double comes back exactly from its text. */
+  double ds[] = {0.1 + 0.2, 1e21, 5e-324, 123456789.123456789, -1.7976931348623157e308};
+  for (size_t i = 0; i < sizeof ds / sizeof ds[0]; i++) {
+    bson_init(&doc);
+    BSON_APPEND_DOUBLE(&doc, "x", ds[i]);
+    bson_string_t *s = bson_string_new(NULL);
+    rtu_value_doc_to_json(&doc, false, s);
+    const char *colon = strchr(s->str, ':');
+    CHECK(colon && strtod(colon + 1, NULL) == ds[i], "%.17g written as %s", ds[i], s->str);
+    bson_string_free(s, true);
+    bson_destroy(&doc);
+  }
+}
+
+int main(void) {
+  L = new_state();
+  test_json_to_bson();
+  test_roundtrip();
+  test_refused();
+  test_doc_to_json();
+  lua_close(L);
+  return CHECK_DONE();
+}
