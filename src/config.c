@@ -131,6 +131,16 @@ static bool parse_json(const char *what, const char *text, size_t len, bson_t *o
   return true;
 }
 
+/* Reads and parses a JSON object file; the problem names the file. */
+static bool load_json_file(const char *path, bson_t *doc, rtu_problems_t *problems) {
+  size_t len;
+  char *text = read_file(path, &len, problems);
+  if (!text) return false;
+  bool ok = parse_json(path, text, len, doc, problems);
+  free(text);
+  return ok;
+}
+
 static bool is_dir(const char *path) {
   struct stat st;
   return path && stat(path, &st) == 0 && S_ISDIR(st.st_mode);
@@ -290,15 +300,8 @@ static void load_projection(rtu_projection_t *p, const char *file, const char *n
 static void load_map_table(rtu_config_t *cfg, rtu_problems_t *problems) {
   char path[4096];
   snprintf(path, sizeof path, "%s/mapTable.json", cfg->map_table_folder);
-  size_t len;
-  char *text = read_file(path, &len, problems);
-  if (!text) return;
   bson_t doc;
-  if (!parse_json(path, text, len, &doc, problems)) {
-    free(text);
-    return;
-  }
-  free(text);
+  if (!load_json_file(path, &doc, problems)) return;
   uint32_t n = bson_count_keys(&doc);
   cfg->projections = calloc(n ? n : 1, sizeof *cfg->projections);
   bson_iter_t it;
@@ -330,16 +333,9 @@ static rtu_projection_t *find_projection(rtu_config_t *cfg, const char *name) {
 /* kafkaProjectionUpdates.json: {projection: {updatesTopic, strategy}}. */
 static void load_pr_updates(rtu_config_t *cfg, rtu_problems_t *problems) {
   char path[4096];
-  snprintf(path, sizeof path, "%s/kafkaProjectionUpdates.json", cfg->kafka_pr_updates_folder);
-  size_t len;
-  char *text = read_file(path, &len, problems);
   bson_t doc;
-  if (!text) return;
-  if (!parse_json(path, text, len, &doc, problems)) {
-    free(text);
-    return;
-  }
-  free(text);
+  snprintf(path, sizeof path, "%s/kafkaProjectionUpdates.json", cfg->kafka_pr_updates_folder);
+  if (!load_json_file(path, &doc, problems)) return;
   bson_iter_t it, sub;
   if (bson_iter_init(&it, &doc))
     while (bson_iter_next(&it)) {
@@ -364,16 +360,9 @@ static void load_pr_updates(rtu_config_t *cfg, rtu_problems_t *problems) {
 /* kafkaProjectionChanges.json: {projection: {projectionChanges: {sv: {topic, strategy}}}}. */
 static void load_pc_topics(rtu_config_t *cfg, rtu_problems_t *problems) {
   char path[4096];
-  snprintf(path, sizeof path, "%s/kafkaProjectionChanges.json", cfg->kafka_pc_folder);
-  size_t len;
-  char *text = read_file(path, &len, problems);
   bson_t doc;
-  if (!text) return;
-  if (!parse_json(path, text, len, &doc, problems)) {
-    free(text);
-    return;
-  }
-  free(text);
+  snprintf(path, sizeof path, "%s/kafkaProjectionChanges.json", cfg->kafka_pc_folder);
+  if (!load_json_file(path, &doc, problems)) return;
   bson_iter_t it, pcs, sv, topic;
   if (bson_iter_init(&it, &doc))
     while (bson_iter_next(&it)) {

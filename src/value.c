@@ -259,8 +259,8 @@ rtu_err_t rtu_value_append(lua_State *L, int idx, bson_t *out, const char *key, 
  * libbson's JSON reader does three things JSON.parse does not, so the text is
  * scanned first: an integer beyond 64 bits wraps silently (2^64 becomes 0), text
  * after the value could close our wrapper and be read as more fields, and objects
- * with a `$` key are read as MongoDB extended JSON ({"$numberLong": "5"} becomes
- * 5). The scan refuses the first two and any `$` key, naming the cause; the
+ * with an extended-JSON key are read as such ({"$numberLong": "5"} becomes 5).
+ * The scan refuses the first two and those keys, naming the cause; the
  * grammar itself is left to libbson.
  */
 static bool prescan(const char *s, size_t len, char *errstr, size_t sz) {
@@ -273,13 +273,22 @@ static bool prescan(const char *s, size_t len, char *errstr, size_t sz) {
       size_t start = ++i;
       while (i < len && s[i] != '"') i += s[i] == '\\' ? 2 : 1;
       if (i >= len) break; /* unterminated: libbson says so */
-      bool dollar = i > start && s[start] == '$';
+      /* Only libbson's extended-JSON keywords change meaning; query operators
+       * such as $or and $in (erSchema conditions) are plain names. */
+      static const char *const ext[] = {"$oid", "$date", "$numberLong", "$numberInt",
+                                        "$numberDouble", "$numberDecimal", "$binary", "$type",
+                                        "$regex", "$options", "$regularExpression", "$timestamp",
+                                        "$minKey", "$maxKey", "$undefined", "$symbol", "$code",
+                                        "$scope", "$dbPointer", "$ref", "$id", "$uuid"};
+      bool dollar = false;
+      for (size_t k = 0; k < sizeof ext / sizeof ext[0] && i > start && s[start] == '$'; k++)
+        dollar |= strlen(ext[k]) == i - start && !memcmp(ext[k], s + start, i - start);
       /* \u0024 is '$' too */
       if (i - start >= 6 && s[start] == '\\' && s[start + 1] == 'u' && s[start + 2] == '0' &&
           s[start + 3] == '0' && s[start + 4] == '2' && s[start + 5] == '4')
         dollar = true;
       if (expect_key && dollar) {
-        snprintf(errstr, sz, "field name '%.*s' starts with '$' (not supported)",
+        snprintf(errstr, sz, "field name '%.*s' is a MongoDB extended-JSON keyword (not supported)",
                  (int)(i - start > 60 ? 60 : i - start), s + start);
         return false;
       }
