@@ -76,7 +76,10 @@ rtu_batch_t *rtu_batch_new(const rtu_config_t *cfg, rtu_script_t *script, rtu_st
   return b;
 }
 
-void rtu_batch_set_script(rtu_batch_t *b, rtu_script_t *script) { b->script = script; }
+void rtu_batch_set_generation(rtu_batch_t *b, const rtu_config_t *cfg, rtu_script_t *script) {
+  b->cfg = cfg;
+  b->script = script;
+}
 
 void rtu_batch_set_emit(rtu_batch_t *b, rtu_emit_t *emit) { b->emit = emit; }
 

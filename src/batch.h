@@ -35,8 +35,9 @@ struct rtu_emit_s;
 /* The producer for pr-update and projection-change messages (may be NULL). */
 void rtu_batch_set_emit(rtu_batch_t *b, struct rtu_emit_s *emit);
 
-/* Swaps in another script generation between runs. */
-void rtu_batch_set_script(rtu_batch_t *b, rtu_script_t *script);
+/* Swaps in another script generation between runs: its configuration (same
+ * topics and projections as before) and its Lua state, both borrowed. */
+void rtu_batch_set_generation(rtu_batch_t *b, const rtu_config_t *cfg, rtu_script_t *script);
 
 /*
  * Applies msgs[0..n): all of one topic-partition, in offset order, for the

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <strings.h>
 #include <sys/stat.h>
 
@@ -537,6 +538,16 @@ rtu_config_t *rtu_config_load(const char *(*getenv_fn)(const char *),
   cfg->gen_kafka_pc = env_bool(&e, "GENERATE_KAFKA_PROJECTION_CHANGES", false);
   cfg->kafka_pc_folder = env_str(&e, "KAFKA_PROJECTION_CHANGES_FOLDER", NULL, cfg->gen_kafka_pc);
   cfg->pause_topic_on_error = env_bool(&e, "PAUSE_TOPIC_CONSUMPTION_ON_ERROR", false);
+  /* rtu's own: where messages that cannot be applied go instead of stopping. */
+  cfg->dead_letter_topic = env_str(&e, "DEAD_LETTER_TOPIC", NULL, false);
+  if (cfg->dead_letter_topic && !*cfg->dead_letter_topic) {
+    free(cfg->dead_letter_topic);
+    cfg->dead_letter_topic = NULL;
+  }
+  long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+  cfg->workers = env_int(&e, "PARTITION_WORKERS", cpus > 0 && cpus < 16 ? (int)cpus : cpus > 0 ? 16 : 1,
+                         1, 64, false);
+  cfg->hot_reload = env_bool(&e, "SCRIPTS_HOT_RELOAD", false);
   cfg->lua_dir = env_str(&e, "LUA_RUNTIME_FOLDER", default_lua_dir, false);
   if (!cfg->lua_dir || !is_dir(cfg->lua_dir))
     rtu_problems_add(problems, "LUA_RUNTIME_FOLDER: Lua runtime folder '%s' not found",
@@ -601,6 +612,7 @@ void rtu_config_free(rtu_config_t *cfg) {
       &cfg->adapter_folder, &cfg->map_table_folder, &cfg->cast_functions_folder,
       &cfg->er_schema_folder, &cfg->pc_schema_folder, &cfg->strategies_folder,
       &cfg->kafka_pr_updates_folder, &cfg->kafka_pc_folder, &cfg->lua_dir,
+      &cfg->dead_letter_topic,
   };
   for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++) free(*strs[i]);
   for (size_t i = 0; i < cfg->nprojections; i++) free_projection(&cfg->projections[i]);

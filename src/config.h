@@ -86,6 +86,9 @@ typedef struct rtu_config_s {
   bool gen_kafka_pc;
   char *kafka_pc_folder;
   bool pause_topic_on_error;
+  char *dead_letter_topic; /* DEAD_LETTER_TOPIC: NULL = stop the partition instead */
+  int workers;             /* PARTITION_WORKERS: partition runs applied at once */
+  bool hot_reload;         /* SCRIPTS_HOT_RELOAD: watch the files, reload on change */
   char *lua_dir; /* LUA_RUNTIME_FOLDER or found next to the binary */
 
   rtu_projection_t *projections;

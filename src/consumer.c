@@ -1,9 +1,18 @@
 /*
  * consumer.c: owns the librdkafka consumer: group membership, rebalances, the
- * batch poll, pause/resume, and offsets. Offsets are stored by hand
- * (enable.auto.offset.store=false) only up to what a run applied, and committed
- * after every batch, so a crash at any point redelivers, never skips. It does not
- * decode messages: batch.c and script.c do.
+ * batch poll, the state of every assigned partition (running, stopped at a
+ * message, paused for an outage), pause/resume/seek, the dead-letter producer,
+ * and offsets. Offsets are stored by hand (enable.auto.offset.store=false) only up
+ * to what a run applied, and committed after every batch, so a crash at any point
+ * redelivers, never skips. It does not decode messages (batch.c and script.c do)
+ * and it does not apply them (the pool's workers do).
+ *
+ * Why outages pause instead of retrying in place: the loop must keep polling, or
+ * the group evicts the member after max.poll.interval.ms and every partition moves.
+ * A partition whose run could not reach MongoDB or Kafka is paused and sought back
+ * to the run's first message; the loop pings MongoDB with a growing backoff and
+ * resumes them all when it answers. Fetching stops for paused partitions, so
+ * memory stays bounded by librdkafka's prefetch limits.
  */
 #include "consumer.h"
 
@@ -14,50 +23,177 @@
 #include <strings.h>
 #include <time.h>
 
+#include "emit.h"
+#include "health.h"
 #include "log.h"
+#include "metrics.h"
 
-/* A partition stopped at a message that cannot be applied. */
-typedef struct stopped_s {
+typedef enum { PART_RUNNING, PART_STOPPED, PART_OUTAGE } part_state_t;
+
+/* One assigned partition. */
+typedef struct {
   char *topic;
   int32_t partition;
-  int64_t offset;
+  size_t projection;
+  part_state_t state;
+  int64_t next; /* the next offset to apply; -1 until a message was seen */
   char cause[RTU_ERRSTR_SIZE];
-  struct stopped_s *next;
-} stopped_t;
+} part_t;
 
 struct rtu_consumer_s {
   const rtu_config_t *cfg;
   rd_kafka_t *rk;
   rd_kafka_queue_t *queue;
-  stopped_t *stopped;
+  rtu_emit_t *dead_letters; /* NULL unless DEAD_LETTER_TOPIC is set */
+  part_t *parts;
+  size_t nparts, parts_cap;
   rd_kafka_message_t **msgs;
   rtu_msg_t *views;
+  rtu_job_t *jobs;
+  rd_kafka_message_t **job_first; /* the first message of each job */
   size_t msgs_cap;
+  int64_t outage_retry_at; /* monotonic ms; 0 when no partition waits on an outage */
+  int outage_backoff_ms;
+  int64_t kafka_check_at;
 };
 
 static bool set_conf(rd_kafka_conf_t *conf, const char *k, const char *v, char *errstr,
                      size_t sz) {
-  if (rd_kafka_conf_set(conf, k, v, errstr, sz) != RD_KAFKA_CONF_OK) return false;
-  return true;
+  return rd_kafka_conf_set(conf, k, v, errstr, sz) == RD_KAFKA_CONF_OK;
 }
 
-static stopped_t *find_stopped(rtu_consumer_t *c, const char *topic, int32_t partition) {
-  for (stopped_t *s = c->stopped; s; s = s->next)
-    if (s->partition == partition && !strcmp(s->topic, topic)) return s;
+/* ---- partitions ---------------------------------------------------------- */
+
+static part_t *find_part(rtu_consumer_t *c, const char *topic, int32_t partition) {
+  for (size_t i = 0; i < c->nparts; i++)
+    if (c->parts[i].partition == partition && !strcmp(c->parts[i].topic, topic)) return &c->parts[i];
   return NULL;
 }
 
-static void forget_stopped(rtu_consumer_t *c, const char *topic, int32_t partition) {
-  for (stopped_t **pp = &c->stopped; *pp; pp = &(*pp)->next) {
-    if ((*pp)->partition == partition && !strcmp((*pp)->topic, topic)) {
-      stopped_t *s = *pp;
-      *pp = s->next;
-      free(s->topic);
-      free(s);
-      return;
+static void publish_part(const part_t *p) {
+  rtu_metrics_partition(p->topic, p->partition, -1, p->state != PART_RUNNING);
+}
+
+static void add_part(rtu_consumer_t *c, const char *topic, int32_t partition) {
+  if (find_part(c, topic, partition)) return;
+  if (c->nparts == c->parts_cap) {
+    size_t cap = c->parts_cap ? c->parts_cap * 2 : 16;
+    part_t *np = realloc(c->parts, cap * sizeof *np);
+    if (!np) {
+      rtu_log(RTU_LOG_FATAL, "out of memory tracking partitions", NULL);
+      abort();
+    }
+    c->parts = np;
+    c->parts_cap = cap;
+  }
+  part_t *p = &c->parts[c->nparts];
+  *p = (part_t){.topic = strdup(topic), .partition = partition, .state = PART_RUNNING, .next = -1};
+  if (!p->topic) {
+    rtu_log(RTU_LOG_FATAL, "out of memory tracking partitions", NULL);
+    abort();
+  }
+  for (size_t t = 0; t < c->cfg->ntopics; t++)
+    if (!strcmp(c->cfg->topics[t].topic, topic)) p->projection = c->cfg->topics[t].projection;
+  c->nparts++;
+  publish_part(p);
+}
+
+static void remove_part(rtu_consumer_t *c, const char *topic, int32_t partition) {
+  part_t *p = find_part(c, topic, partition);
+  if (!p) return;
+  if (p->state == PART_STOPPED) rtu_health_partition_resumed(p->topic, p->partition);
+  rtu_metrics_partition_forget(p->topic, p->partition);
+  free(p->topic);
+  *p = c->parts[--c->nparts];
+}
+
+static void set_assigned_gauge(rtu_consumer_t *c) {
+  rtu_metrics_set(RTU_G_ASSIGNED_PARTITIONS, (double)c->nparts);
+}
+
+/* Pause, then seek (in that order: librdkafka #3471), so the next fetch after a
+ * resume starts at offset. offset < 0: leave the position as it is. */
+static void pause_at(rtu_consumer_t *c, part_t *p, int64_t offset) {
+  rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+  rd_kafka_topic_partition_list_add(l, p->topic, p->partition);
+  rd_kafka_resp_err_t err = rd_kafka_pause_partitions(c->rk, l);
+  if (err || l->elems[0].err)
+    rtu_log(RTU_LOG_ERROR, "pause failed", "topic", p->topic, "cause",
+            rd_kafka_err2str(err ? err : l->elems[0].err), NULL);
+  if (offset >= 0) {
+    l->elems[0].offset = offset;
+    /* With a timeout, no message fetched before the seek is handed out after it. */
+    rd_kafka_error_t *e = rd_kafka_seek_partitions(c->rk, l, 5000);
+    if (e) {
+      rtu_log(RTU_LOG_ERROR, "seek failed", "topic", p->topic, "cause", rd_kafka_error_string(e),
+              NULL);
+      rd_kafka_error_destroy(e);
     }
   }
+  rd_kafka_topic_partition_list_destroy(l);
 }
+
+static void resume(rtu_consumer_t *c, part_t *p) {
+  rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+  rd_kafka_topic_partition_list_add(l, p->topic, p->partition);
+  rd_kafka_resp_err_t err = rd_kafka_resume_partitions(c->rk, l);
+  if (err || l->elems[0].err)
+    rtu_log(RTU_LOG_ERROR, "resume failed", "topic", p->topic, "cause",
+            rd_kafka_err2str(err ? err : l->elems[0].err), NULL);
+  rd_kafka_topic_partition_list_destroy(l);
+  if (p->state == PART_STOPPED) rtu_health_partition_resumed(p->topic, p->partition);
+  p->state = PART_RUNNING;
+  p->cause[0] = '\0';
+  publish_part(p);
+}
+
+/* Stops a partition at offset with its cause: paused, sought back so a resume
+ * starts there, and shown in check-up. */
+static void stop_part(rtu_consumer_t *c, part_t *p, int64_t offset, const char *cause) {
+  p->state = PART_STOPPED;
+  if (offset >= 0) p->next = offset;
+  snprintf(p->cause, sizeof p->cause, "%s", cause);
+  pause_at(c, p, p->next);
+  rtu_health_partition_stopped(p->topic, p->partition, p->next, p->cause);
+  publish_part(p);
+}
+
+static void stop_partition(rtu_consumer_t *c, part_t *p, const rtu_run_result_t *res) {
+  char part[16], off[24];
+  snprintf(part, sizeof part, "%d", p->partition);
+  snprintf(off, sizeof off, "%lld", (long long)res->fail_offset);
+  rtu_log(RTU_LOG_ERROR, "message cannot be applied; partition stopped at it", "topic", p->topic,
+          "#partition", part, "#offset", off, "kind", rtu_err_name(res->err), "cause", res->cause,
+          NULL);
+  stop_part(c, p, res->fail_offset, res->cause);
+  if (!c->cfg->pause_topic_on_error) return;
+  char cause[RTU_ERRSTR_SIZE];
+  snprintf(cause, sizeof cause, "topic paused: partition %d stopped at offset %lld", p->partition,
+           (long long)res->fail_offset);
+  for (size_t i = 0; i < c->nparts; i++) {
+    part_t *q = &c->parts[i];
+    if (q != p && q->state == PART_RUNNING && !strcmp(q->topic, p->topic)) stop_part(c, q, -1, cause);
+  }
+}
+
+/* After a new script generation: every stopped partition is retried from the
+ * message it stopped at. */
+static size_t resume_stopped(rtu_consumer_t *c) {
+  size_t n = 0;
+  for (size_t i = 0; i < c->nparts; i++) {
+    part_t *p = &c->parts[i];
+    if (p->state != PART_STOPPED) continue;
+    char part[16];
+    snprintf(part, sizeof part, "%d", p->partition);
+    rtu_log(RTU_LOG_INFO, "partition resumed by a new script generation", "topic", p->topic,
+            "#partition", part, NULL);
+    resume(c, p);
+    n++;
+  }
+  return n;
+}
+
+/* ---- librdkafka callbacks ------------------------------------------------ */
 
 static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                          rd_kafka_topic_partition_list_t *parts, void *opaque) {
@@ -72,15 +208,22 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     rtu_log(RTU_LOG_INFO, "partitions assigned", "partitions", list, NULL);
     rd_kafka_resp_err_t e = rd_kafka_assign(rk, parts);
     if (e) rtu_log(RTU_LOG_ERROR, "assign failed", "cause", rd_kafka_err2str(e), NULL);
+    /* A partition paused in an earlier assignment must not stay paused. */
+    e = rd_kafka_resume_partitions(rk, parts);
+    if (e) rtu_log(RTU_LOG_WARN, "resume after assign failed", "cause", rd_kafka_err2str(e), NULL);
+    for (int i = 0; i < parts->cnt; i++) add_part(c, parts->elems[i].topic, parts->elems[i].partition);
+    set_assigned_gauge(c);
+    rtu_health_joined(true);
     return;
   }
   rtu_log(RTU_LOG_INFO, "partitions revoked", "partitions", list, NULL);
   /* Commit what was applied before the partitions go to another member. */
   rd_kafka_resp_err_t e = rd_kafka_commit(rk, NULL, 0);
   if (e && e != RD_KAFKA_RESP_ERR__NO_OFFSET)
-    rtu_log(RTU_LOG_WARN, "commit on revoke failed; the new owner may redeliver",
-            "cause", rd_kafka_err2str(e), NULL);
-  for (int i = 0; i < parts->cnt; i++) forget_stopped(c, parts->elems[i].topic, parts->elems[i].partition);
+    rtu_log(RTU_LOG_WARN, "commit on revoke failed; the new owner may redeliver", "cause",
+            rd_kafka_err2str(e), NULL);
+  for (int i = 0; i < parts->cnt; i++) remove_part(c, parts->elems[i].topic, parts->elems[i].partition);
+  set_assigned_gauge(c);
   e = rd_kafka_assign(rk, NULL);
   if (e) rtu_log(RTU_LOG_ERROR, "unassign failed", "cause", rd_kafka_err2str(e), NULL);
 }
@@ -94,8 +237,17 @@ static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char 
 static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) {
   (void)rk;
   (void)opaque;
+  if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN || err == RD_KAFKA_RESP_ERR__TRANSPORT)
+    rtu_health_dependency(RTU_DEP_KAFKA, false, reason);
   rtu_log(err == RD_KAFKA_RESP_ERR__FATAL ? RTU_LOG_FATAL : RTU_LOG_WARN, "kafka error",
           "cause", reason, "code", rd_kafka_err2name((rd_kafka_resp_err_t)err), NULL);
+}
+
+static int stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque) {
+  (void)rk;
+  (void)opaque;
+  rtu_metrics_kafka_stats(json, len);
+  return 0; /* librdkafka frees json */
 }
 
 bool rtu_kafka_conf_common(const rtu_config_t *cfg, rd_kafka_conf_t *conf, char *errstr,
@@ -128,12 +280,16 @@ bool rtu_kafka_conf_common(const rtu_config_t *cfg, rd_kafka_conf_t *conf, char 
   return true;
 }
 
+/* ---- life ---------------------------------------------------------------- */
+
 rtu_consumer_t *rtu_consumer_new(const rtu_config_t *cfg, char *errstr, size_t errstr_size) {
   rtu_consumer_t *c = calloc(1, sizeof *c);
   rd_kafka_conf_t *conf = rd_kafka_conf_new();
   char num[32];
+  errstr[0] = '\0';
   if (!c || !conf) goto fail;
   c->cfg = cfg;
+  c->outage_backoff_ms = 100;
   if (!rtu_kafka_conf_common(cfg, conf, errstr, errstr_size) ||
       !set_conf(conf, "group.id", cfg->kafka_group_id, errstr, errstr_size) ||
       !set_conf(conf, "client.id", "rtu", errstr, errstr_size) ||
@@ -141,13 +297,15 @@ rtu_consumer_t *rtu_consumer_new(const rtu_config_t *cfg, char *errstr, size_t e
       !set_conf(conf, "enable.auto.offset.store", "false", errstr, errstr_size) ||
       !set_conf(conf, "auto.offset.reset", cfg->kafka_latest ? "latest" : "earliest", errstr,
                 errstr_size) ||
-      !set_conf(conf, "enable.partition.eof", "false", errstr, errstr_size))
+      !set_conf(conf, "enable.partition.eof", "false", errstr, errstr_size) ||
+      !set_conf(conf, "statistics.interval.ms", "5000", errstr, errstr_size))
     goto fail;
   snprintf(num, sizeof num, "%d", cfg->kafka_session_timeout_ms);
   if (!set_conf(conf, "session.timeout.ms", num, errstr, errstr_size)) goto fail;
   snprintf(num, sizeof num, "%d", cfg->kafka_heartbeat_interval_ms);
   if (!set_conf(conf, "heartbeat.interval.ms", num, errstr, errstr_size)) goto fail;
   rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
+  rd_kafka_conf_set_stats_cb(conf, stats_cb);
   rd_kafka_conf_set_opaque(conf, c);
 
   c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, errstr_size);
@@ -155,6 +313,11 @@ rtu_consumer_t *rtu_consumer_new(const rtu_config_t *cfg, char *errstr, size_t e
   conf = NULL; /* owned by rk now */
   rd_kafka_poll_set_consumer(c->rk);
   c->queue = rd_kafka_queue_get_consumer(c->rk);
+
+  if (cfg->dead_letter_topic) {
+    c->dead_letters = rtu_emit_new_producer(cfg, errstr, errstr_size);
+    if (!c->dead_letters) goto fail;
+  }
 
   rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new((int)cfg->ntopics);
   for (size_t i = 0; i < cfg->ntopics; i++)
@@ -168,9 +331,12 @@ rtu_consumer_t *rtu_consumer_new(const rtu_config_t *cfg, char *errstr, size_t e
   c->msgs_cap = (size_t)cfg->kafka_max_batch;
   c->msgs = calloc(c->msgs_cap, sizeof *c->msgs);
   c->views = calloc(c->msgs_cap, sizeof *c->views);
-  if (!c->msgs || !c->views) goto fail;
+  c->jobs = calloc(c->msgs_cap, sizeof *c->jobs);
+  c->job_first = calloc(c->msgs_cap, sizeof *c->job_first);
+  if (!c->msgs || !c->views || !c->jobs || !c->job_first) goto fail;
   return c;
 fail:
+  if (!errstr[0]) snprintf(errstr, errstr_size, "out of memory");
   if (conf) rd_kafka_conf_destroy(conf);
   rtu_consumer_free(c);
   return NULL;
@@ -178,77 +344,27 @@ fail:
 
 void rtu_consumer_free(rtu_consumer_t *c) {
   if (!c) return;
-  while (c->stopped) {
-    stopped_t *s = c->stopped;
-    c->stopped = s->next;
-    free(s->topic);
-    free(s);
-  }
+  for (size_t i = 0; i < c->nparts; i++) free(c->parts[i].topic);
+  free(c->parts);
   if (c->queue) rd_kafka_queue_destroy(c->queue);
   if (c->rk) rd_kafka_destroy(c->rk);
+  rtu_emit_free(c->dead_letters);
   free(c->msgs);
   free(c->views);
+  free(c->jobs);
+  free(c->job_first);
   free(c);
 }
 
-static void store_offset(rtu_consumer_t *c, rd_kafka_message_t *msg, int64_t next) {
-  rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
-  rd_kafka_topic_partition_list_add(l, rd_kafka_topic_name(msg->rkt), msg->partition)->offset = next;
-  rd_kafka_resp_err_t err = rd_kafka_offsets_store(c->rk, l);
-  if (err)
-    rtu_log(RTU_LOG_WARN, "offset store failed (partition revoked?)", "topic",
-            rd_kafka_topic_name(msg->rkt), "cause", rd_kafka_err2str(err), NULL);
-  rd_kafka_topic_partition_list_destroy(l);
-}
+/* ---- the loop ------------------------------------------------------------ */
 
-/* Stops a partition at a message: paused, remembered with its cause, and (with
- * PAUSE_TOPIC_CONSUMPTION_ON_ERROR) every partition of its topic paused too. */
-static void stop_partition(rtu_consumer_t *c, rd_kafka_message_t *msg, const rtu_run_result_t *res) {
-  const char *topic = rd_kafka_topic_name(msg->rkt);
-  char part[16], off[24];
-  snprintf(part, sizeof part, "%d", msg->partition);
-  snprintf(off, sizeof off, "%lld", (long long)res->fail_offset);
-  rtu_log(RTU_LOG_ERROR, "message cannot be applied; partition stopped at it", "topic", topic,
-          "#partition", part, "#offset", off, "kind", rtu_err_name(res->err), "cause", res->cause,
-          NULL);
-  stopped_t *s = calloc(1, sizeof *s);
-  if (s) {
-    s->topic = strdup(topic);
-    s->partition = msg->partition;
-    s->offset = res->fail_offset;
-    snprintf(s->cause, sizeof s->cause, "%s", res->cause);
-    s->next = c->stopped;
-    c->stopped = s;
-  }
-  rd_kafka_topic_partition_list_t *l = NULL;
-  if (c->cfg->pause_topic_on_error) {
-    rd_kafka_topic_partition_list_t *assigned = NULL;
-    if (rd_kafka_assignment(c->rk, &assigned) == RD_KAFKA_RESP_ERR_NO_ERROR) {
-      l = rd_kafka_topic_partition_list_new(assigned->cnt);
-      for (int i = 0; i < assigned->cnt; i++)
-        if (!strcmp(assigned->elems[i].topic, topic))
-          rd_kafka_topic_partition_list_add(l, topic, assigned->elems[i].partition);
-      rd_kafka_topic_partition_list_destroy(assigned);
-    }
-  }
-  if (!l) {
-    l = rd_kafka_topic_partition_list_new(1);
-    rd_kafka_topic_partition_list_add(l, topic, msg->partition);
-  }
-  rd_kafka_resp_err_t err = rd_kafka_pause_partitions(c->rk, l);
-  if (err) rtu_log(RTU_LOG_ERROR, "pause failed", "cause", rd_kafka_err2str(err), NULL);
-  if (c->cfg->pause_topic_on_error)
-    for (int i = 0; i < l->cnt; i++)
-      if (l->elems[i].partition != msg->partition && !find_stopped(c, topic, l->elems[i].partition)) {
-        stopped_t *t = calloc(1, sizeof *t);
-        if (!t) break;
-        t->topic = strdup(topic);
-        t->partition = l->elems[i].partition;
-        t->offset = -1;
-        snprintf(t->cause, sizeof t->cause, "topic paused: partition %d stopped", msg->partition);
-        t->next = c->stopped;
-        c->stopped = t;
-      }
+static void store_offset(rtu_consumer_t *c, const part_t *p, int64_t next) {
+  rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
+  rd_kafka_topic_partition_list_add(l, p->topic, p->partition)->offset = next;
+  rd_kafka_resp_err_t err = rd_kafka_offsets_store(c->rk, l);
+  if (err || l->elems[0].err)
+    rtu_log(RTU_LOG_WARN, "offset store failed (partition revoked?)", "topic", p->topic, "cause",
+            rd_kafka_err2str(err ? err : l->elems[0].err), NULL);
   rd_kafka_topic_partition_list_destroy(l);
 }
 
@@ -264,11 +380,6 @@ static int msg_cmp(const void *pa, const void *pb) {
   return a->offset < b->offset ? -1 : a->offset > b->offset;
 }
 
-static void sleep_ms(int ms) {
-  struct timespec ts = {ms / 1000, (long)(ms % 1000) * 1000000L};
-  nanosleep(&ts, NULL);
-}
-
 static void commit_async(rtu_consumer_t *c) {
   rd_kafka_resp_err_t err = rd_kafka_commit(c->rk, NULL, 1);
   if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
@@ -276,84 +387,224 @@ static void commit_async(rtu_consumer_t *c) {
             rd_kafka_err2str(err), NULL);
 }
 
-rtu_err_t rtu_consumer_run(rtu_consumer_t *c, rtu_batch_t *batch, volatile sig_atomic_t *stop,
+/* While some partition waits on an outage: ping MongoDB with a growing backoff
+ * and resume them all when it answers. A Kafka outage resolves the same way: the
+ * resumed runs fail again and pause again, with a longer wait. */
+static void retry_outage(rtu_consumer_t *c, rtu_pool_t *pool) {
+  if (!c->outage_retry_at || rtu_now_mono_ms() < c->outage_retry_at) return;
+  char err[RTU_ERRSTR_SIZE];
+  if (rtu_store_ping(rtu_pool_store(pool), err, sizeof err) != RTU_OK) {
+    rtu_health_dependency(RTU_DEP_MONGODB, false, err);
+    c->outage_backoff_ms = c->outage_backoff_ms < 5000 ? c->outage_backoff_ms * 2 : 5000;
+    c->outage_retry_at = rtu_now_mono_ms() + c->outage_backoff_ms;
+    return;
+  }
+  rtu_health_dependency(RTU_DEP_MONGODB, true, NULL);
+  size_t n = 0;
+  for (size_t i = 0; i < c->nparts; i++)
+    if (c->parts[i].state == PART_OUTAGE) {
+      resume(c, &c->parts[i]);
+      n++;
+    }
+  char num[16];
+  snprintf(num, sizeof num, "%zu", n);
+  rtu_log(RTU_LOG_INFO, "dependencies answer again; partitions resumed", "#partitions", num, NULL);
+  c->outage_retry_at = 0;
+}
+
+static void on_transient(rtu_consumer_t *c, part_t *p, int64_t first, const char *cause) {
+  if (!c->outage_retry_at)
+    rtu_log(RTU_LOG_WARN, "MongoDB or Kafka unavailable; pausing the partitions it holds back",
+            "topic", p->topic, "cause", cause, NULL);
+  rtu_metrics_add(RTU_C_TRANSIENT_ERRORS, strstr(cause, "produc") ? "kafka" : "mongodb", 1);
+  if (strstr(cause, "produc")) rtu_health_dependency(RTU_DEP_KAFKA, false, cause);
+  else rtu_health_dependency(RTU_DEP_MONGODB, false, cause);
+  p->state = PART_OUTAGE;
+  p->next = first;
+  snprintf(p->cause, sizeof p->cause, "%s", cause);
+  pause_at(c, p, first);
+  publish_part(p);
+  if (!c->outage_retry_at) {
+    c->outage_retry_at = rtu_now_mono_ms() + c->outage_backoff_ms;
+  } else {
+    c->outage_backoff_ms = c->outage_backoff_ms < 5000 ? c->outage_backoff_ms * 2 : 5000;
+  }
+}
+
+/* DEAD_LETTER_TOPIC: the failing message is recorded there and the partition goes
+ * on after it. Returns false when it could not be recorded (then it stops). */
+static bool dead_letter(rtu_consumer_t *c, part_t *p, const rtu_msg_t *msg,
+                        const rtu_run_result_t *res) {
+  char err[RTU_ERRSTR_SIZE], part[16], off[24];
+  rtu_err_t rc = rtu_emit_dead_letter(c->dead_letters, c->cfg->dead_letter_topic, msg, res->err,
+                                      res->cause, err, sizeof err);
+  snprintf(part, sizeof part, "%d", p->partition);
+  snprintf(off, sizeof off, "%lld", (long long)msg->offset);
+  if (rc != RTU_OK) {
+    rtu_log(RTU_LOG_ERROR, "cannot record a message on the dead-letter topic", "topic", p->topic,
+            "#partition", part, "#offset", off, "cause", err, NULL);
+    return false;
+  }
+  rtu_log(RTU_LOG_WARN, "message cannot be applied; recorded on the dead-letter topic", "topic",
+          p->topic, "#partition", part, "#offset", off, "kind", rtu_err_name(res->err), "cause",
+          res->cause, "deadLetterTopic", c->cfg->dead_letter_topic, NULL);
+  rtu_metrics_add(RTU_C_DEAD_LETTERED, p->topic, 1);
+  return true;
+}
+
+/* When Kafka looked down: a metadata request tells whether it answers again. */
+static void check_kafka(rtu_consumer_t *c) {
+  int64_t now = rtu_now_mono_ms();
+  if (now < c->kafka_check_at) return;
+  c->kafka_check_at = now + 2000;
+  const struct rd_kafka_metadata *md = NULL;
+  rd_kafka_resp_err_t err = rd_kafka_metadata(c->rk, 0, NULL, &md, 1000);
+  if (!err) {
+    rd_kafka_metadata_destroy(md);
+    rtu_health_dependency(RTU_DEP_KAFKA, true, NULL);
+  } else {
+    rtu_health_dependency(RTU_DEP_KAFKA, false, rd_kafka_err2str(err));
+  }
+}
+
+/* Builds the jobs of a sorted batch: one per running partition, messages already
+ * applied (redelivered) left out. Messages of paused partitions are dropped: they
+ * are fetched again from their stop offset when resumed. */
+static size_t build_jobs(rtu_consumer_t *c, size_t n) {
+  size_t njobs = 0, i = 0;
+  while (i < n) {
+    rd_kafka_message_t *first = c->msgs[i];
+    if (first->err) {
+      if (first->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
+        rtu_log(RTU_LOG_WARN, "consumer error", "cause", rd_kafka_message_errstr(first), NULL);
+      i++;
+      continue;
+    }
+    size_t j = i + 1;
+    while (j < n && !c->msgs[j]->err && c->msgs[j]->rkt == first->rkt &&
+           c->msgs[j]->partition == first->partition)
+      j++;
+    const char *topic = rd_kafka_topic_name(first->rkt);
+    part_t *p = find_part(c, topic, first->partition);
+    if (!p || p->state != PART_RUNNING) {
+      if (p && p->next < 0) p->next = first->offset;
+      i = j;
+      continue;
+    }
+    size_t k = i;
+    while (k < j && p->next >= 0 && c->msgs[k]->offset < p->next) k++;
+    for (size_t m = k; m < j; m++) {
+      rd_kafka_message_t *km = c->msgs[m];
+      rd_kafka_headers_t *hdrs = NULL;
+      if (rd_kafka_message_headers(km, &hdrs) != RD_KAFKA_RESP_ERR_NO_ERROR) hdrs = NULL;
+      c->views[m] = (rtu_msg_t){.topic = topic, .partition = km->partition, .offset = km->offset,
+                                .timestamp = rd_kafka_message_timestamp(km, NULL),
+                                .key = km->key, .key_len = km->key_len, .value = km->payload,
+                                .value_len = km->len, .headers = hdrs};
+    }
+    if (k < j) {
+      c->jobs[njobs] = (rtu_job_t){.projection = p->projection, .msgs = &c->views[k], .n = j - k};
+      c->job_first[njobs++] = c->msgs[k];
+      rtu_metrics_add(RTU_C_CONSUMED, topic, j - k);
+    }
+    i = j;
+  }
+  return njobs;
+}
+
+/* What became of one job. Returns false on a fatal error (errstr set). */
+static bool settle(rtu_consumer_t *c, rtu_job_t *job, rd_kafka_message_t *first, bool *stored,
+                   char *errstr, size_t errstr_size) {
+  const rtu_run_result_t *res = &job->res;
+  part_t *p = find_part(c, rd_kafka_topic_name(first->rkt), first->partition);
+  if (job->err == RTU_ERR_FATAL) {
+    snprintf(errstr, errstr_size, "%s", res->cause);
+    return false;
+  }
+  if (!p) return true; /* revoked meanwhile: the new owner redoes it */
+  if (job->err == RTU_ERR_TRANSIENT) {
+    on_transient(c, p, first->offset, res->cause);
+    return true;
+  }
+  c->outage_backoff_ms = 100;
+  rtu_health_dependency(RTU_DEP_MONGODB, true, NULL);
+  rtu_metrics_add(RTU_C_APPLIED, p->topic, res->applied);
+  rtu_metrics_add(RTU_C_STALE, p->topic, res->stale);
+  rtu_metrics_add(RTU_C_SKIPPED, p->topic, res->skipped);
+  rtu_metrics_add(RTU_C_WRITES, p->topic, res->writes);
+  if (res->next_offset > first->offset) {
+    store_offset(c, p, res->next_offset);
+    *stored = true;
+  }
+  p->next = res->next_offset;
+  if (!res->failed) return true;
+  rtu_metrics_add(RTU_C_FAILED, p->topic, 1);
+  const rtu_msg_t *failing = NULL;
+  for (size_t i = 0; i < job->n; i++)
+    if (job->msgs[i].offset == res->fail_offset) failing = &job->msgs[i];
+  if (c->dead_letters && failing && dead_letter(c, p, failing, res)) {
+    /* Go on after it: the rest of the run was not applied, fetch it again. */
+    p->next = res->fail_offset + 1;
+    store_offset(c, p, p->next);
+    *stored = true;
+    pause_at(c, p, p->next);
+    resume(c, p);
+    return true;
+  }
+  stop_partition(c, p, res);
+  return true;
+}
+
+static void log_counts(const rtu_job_t *job) {
+  if (!rtu_log_enabled(RTU_LOG_DEBUG)) return;
+  const rtu_run_result_t *r = &job->res;
+  char counts[200];
+  snprintf(counts, sizeof counts,
+           "{\"messages\":%zu,\"applied\":%zu,\"stale\":%zu,\"skipped\":%zu,\"writes\":%zu,"
+           "\"changes\":%zu}",
+           r->messages, r->applied, r->stale, r->skipped, r->writes, r->changes);
+  rtu_log(RTU_LOG_DEBUG, "run applied", "topic", job->msgs[0].topic, "#counts", counts, NULL);
+}
+
+rtu_err_t rtu_consumer_run(rtu_consumer_t *c, rtu_pool_t *pool, const rtu_consumer_loop_t *loop,
                            char *errstr, size_t errstr_size) {
   const rtu_config_t *cfg = c->cfg;
   rtu_err_t rc = RTU_OK;
-  while (!*stop) {
-    ssize_t n = rd_kafka_consume_batch_queue(c->queue, cfg->kafka_max_wait_ms, c->msgs, c->msgs_cap);
+  while (!*loop->stop) {
+    rtu_health_heartbeat();
+    if (loop->between_batches && loop->between_batches(loop->ud)) resume_stopped(c);
+    retry_outage(c, pool);
+    if (!rtu_health_dependency_ok(RTU_DEP_KAFKA)) check_kafka(c);
+
+    int wait = cfg->kafka_max_wait_ms;
+    if (c->outage_retry_at) {
+      int64_t left = c->outage_retry_at - rtu_now_mono_ms();
+      if (left < wait) wait = left > 0 ? (int)left : 0;
+    }
+    if (wait > 1000) wait = 1000; /* keep the heartbeat and the stop flag fresh */
+    ssize_t n = rd_kafka_consume_batch_queue(c->queue, wait, c->msgs, c->msgs_cap);
     if (n < 0) {
       snprintf(errstr, errstr_size, "consume: %s", rd_kafka_err2str(rd_kafka_last_error()));
       rc = RTU_ERR_FATAL;
       break;
     }
+    if (n == 0) continue;
+    int64_t t0 = rtu_now_mono_ms();
     qsort(c->msgs, (size_t)n, sizeof *c->msgs, msg_cmp);
-    size_t i = 0;
+    size_t njobs = build_jobs(c, (size_t)n);
+    rtu_pool_run(pool, c->jobs, njobs);
     bool stored = false;
-    while (i < (size_t)n) {
-      rd_kafka_message_t *first = c->msgs[i];
-      if (first->err) {
-        if (first->err != RD_KAFKA_RESP_ERR__PARTITION_EOF)
-          rtu_log(RTU_LOG_WARN, "consumer error", "cause", rd_kafka_message_errstr(first), NULL);
-        i++;
-        continue;
-      }
-      /* The run: consecutive messages of the same partition. */
-      size_t j = i + 1;
-      while (j < (size_t)n && !c->msgs[j]->err && c->msgs[j]->rkt == first->rkt &&
-             c->msgs[j]->partition == first->partition)
-        j++;
-      const char *topic = rd_kafka_topic_name(first->rkt);
-      if (find_stopped(c, topic, first->partition)) {
-        i = j; /* fetched before the pause took effect: left for the next owner */
-        continue;
-      }
-      size_t proj = 0;
-      for (size_t t = 0; t < cfg->ntopics; t++)
-        if (!strcmp(cfg->topics[t].topic, topic)) proj = cfg->topics[t].projection;
-      for (size_t k = i; k < j; k++) {
-        rd_kafka_message_t *m = c->msgs[k];
-        rd_kafka_headers_t *hdrs = NULL;
-        if (rd_kafka_message_headers(m, &hdrs) != RD_KAFKA_RESP_ERR_NO_ERROR) hdrs = NULL;
-        c->views[k] = (rtu_msg_t){
-            .topic = topic, .partition = m->partition, .offset = m->offset,
-            .timestamp = rd_kafka_message_timestamp(m, NULL),
-            .key = m->key, .key_len = m->key_len, .value = m->payload, .value_len = m->len,
-            .headers = hdrs};
-      }
-      rtu_run_result_t res;
-      int backoff = 100;
-      rtu_err_t err;
-      while ((err = rtu_batch_run(batch, proj, &c->views[i], j - i, &res)) == RTU_ERR_TRANSIENT &&
-             !*stop) {
-        rtu_log(RTU_LOG_WARN, "MongoDB unavailable; retrying the run", "topic", topic, "cause",
-                res.cause, NULL);
-        sleep_ms(backoff);
-        backoff = backoff < 5000 ? backoff * 2 : 5000;
-      }
-      if (err == RTU_ERR_FATAL) {
-        snprintf(errstr, errstr_size, "%s", res.cause);
-        rc = err;
+    for (size_t k = 0; k < njobs; k++) {
+      if (!settle(c, &c->jobs[k], c->job_first[k], &stored, errstr, errstr_size)) {
+        rc = RTU_ERR_FATAL;
         break;
       }
-      if (err == RTU_OK) {
-        if (res.next_offset > first->offset) {
-          store_offset(c, first, res.next_offset);
-          stored = true;
-        }
-        if (res.failed) stop_partition(c, first, &res);
-        char counts[200];
-        snprintf(counts, sizeof counts,
-                 "{\"messages\":%zu,\"applied\":%zu,\"stale\":%zu,\"skipped\":%zu,\"writes\":%zu,"
-                 "\"changes\":%zu}",
-                 res.messages, res.applied, res.stale, res.skipped, res.writes, res.changes);
-        rtu_log(RTU_LOG_DEBUG, "run applied", "topic", topic, "#counts", counts, NULL);
-      }
-      i = j;
+      log_counts(&c->jobs[k]);
     }
     for (ssize_t k = 0; k < n; k++) rd_kafka_message_destroy(c->msgs[k]);
     if (rc != RTU_OK) break;
     if (stored) commit_async(c);
+    if (njobs) rtu_metrics_observe(RTU_H_BATCH, (double)(rtu_now_mono_ms() - t0) / 1000.0);
   }
   /* Final: commit what was applied, synchronously, then leave the group. */
   rd_kafka_resp_err_t err = rd_kafka_commit(c->rk, NULL, 0);

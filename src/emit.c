@@ -33,13 +33,22 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque) {
   }
 }
 
-rtu_emit_t *rtu_emit_new(const rtu_config_t *cfg, char *errstr, size_t errstr_size) {
+bool rtu_emit_needed(const rtu_config_t *cfg) {
   bool any = false;
   for (size_t i = 0; i < cfg->nprojections; i++)
     any |= (cfg->gen_kafka_pr_updates && cfg->projections[i].pr_update_topic) ||
            (cfg->gen_kafka_pc && cfg->projections[i].npc_topics > 0);
+  return any;
+}
+
+rtu_emit_t *rtu_emit_new(const rtu_config_t *cfg, char *errstr, size_t errstr_size) {
   errstr[0] = '\0';
-  if (!any) return NULL;
+  if (!rtu_emit_needed(cfg)) return NULL;
+  return rtu_emit_new_producer(cfg, errstr, errstr_size);
+}
+
+rtu_emit_t *rtu_emit_new_producer(const rtu_config_t *cfg, char *errstr, size_t errstr_size) {
+  errstr[0] = '\0';
   rtu_emit_t *em = calloc(1, sizeof *em);
   rd_kafka_conf_t *conf = rd_kafka_conf_new();
   if (!em || !conf) goto fail;
@@ -102,3 +111,38 @@ rtu_err_t rtu_emit_flush(rtu_emit_t *em, int timeout_ms, char *errstr, size_t er
 }
 
 unsigned long rtu_emit_delivered(const rtu_emit_t *em) { return em ? em->delivered : 0; }
+
+/* The source and the error go in headers so the value stays byte for byte what
+ * the source topic had: replaying a dead letter is producing it back. */
+rtu_err_t rtu_emit_dead_letter(rtu_emit_t *em, const char *topic, const rtu_msg_t *msg,
+                               rtu_err_t kind, const char *cause, char *errstr,
+                               size_t errstr_size) {
+  rd_kafka_headers_t *hdrs = msg->headers ? rd_kafka_headers_copy(msg->headers)
+                                          : rd_kafka_headers_new(6);
+  char part[16], off[24];
+  snprintf(part, sizeof part, "%d", msg->partition);
+  snprintf(off, sizeof off, "%lld", (long long)msg->offset);
+  const char *pairs[][2] = {
+      {"rtu.error.kind", rtu_err_name(kind)}, {"rtu.error.cause", cause},
+      {"rtu.source.topic", msg->topic},       {"rtu.source.partition", part},
+      {"rtu.source.offset", off},
+  };
+  for (size_t i = 0; i < sizeof pairs / sizeof pairs[0]; i++) {
+    rd_kafka_resp_err_t e = rd_kafka_header_add(hdrs, pairs[i][0], -1, pairs[i][1], -1);
+    if (e) {
+      rd_kafka_headers_destroy(hdrs);
+      snprintf(errstr, errstr_size, "dead letter header: %s", rd_kafka_err2str(e));
+      return RTU_ERR_FATAL;
+    }
+  }
+  rd_kafka_resp_err_t err = rd_kafka_producev(
+      em->rk, RD_KAFKA_V_TOPIC(topic), RD_KAFKA_V_PARTITION(RD_KAFKA_PARTITION_UA),
+      RD_KAFKA_V_KEY(msg->key, msg->key_len), RD_KAFKA_V_VALUE((void *)msg->value, msg->value_len),
+      RD_KAFKA_V_MSGFLAGS(RD_KAFKA_MSG_F_COPY), RD_KAFKA_V_HEADERS(hdrs), RD_KAFKA_V_END);
+  if (err) {
+    rd_kafka_headers_destroy(hdrs); /* not taken when producev fails */
+    snprintf(errstr, errstr_size, "produce to %s: %s", topic, rd_kafka_err2str(err));
+    return RTU_ERR_TRANSIENT;
+  }
+  return rtu_emit_flush(em, 10000, errstr, errstr_size);
+}

@@ -6,6 +6,7 @@
 #ifndef RTU_EMIT_H
 #define RTU_EMIT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "config.h"
@@ -13,9 +14,23 @@
 
 typedef struct rtu_emit_s rtu_emit_t;
 
-/* NULL with no error when the configuration produces nothing. */
+/* True when the configuration produces any Kafka message. */
+bool rtu_emit_needed(const rtu_config_t *cfg);
+
+/* NULL with no error when the configuration produces nothing. One producer per
+ * worker: a flush then waits for, and reports the failures of, that worker's
+ * messages only. */
 rtu_emit_t *rtu_emit_new(const rtu_config_t *cfg, char *errstr, size_t errstr_size);
 void rtu_emit_free(rtu_emit_t *em);
+
+/* A producer whatever the configuration says (for the dead-letter topic). */
+rtu_emit_t *rtu_emit_new_producer(const rtu_config_t *cfg, char *errstr, size_t errstr_size);
+
+/* Produces msg as it came (key, value, headers) to topic, with the error and the
+ * source in rtu.* headers, and waits for its delivery. */
+rtu_err_t rtu_emit_dead_letter(rtu_emit_t *em, const char *topic, const rtu_msg_t *msg,
+                               rtu_err_t kind, const char *cause, char *errstr,
+                               size_t errstr_size);
 
 /* Queues one message (copied). RTU_ERR_TRANSIENT when the queue is full for too long. */
 rtu_err_t rtu_emit_produce(rtu_emit_t *em, const char *topic, const char *key, size_t key_len,

@@ -23,6 +23,8 @@ bool rtu_health_alive(int64_t max_silence_ms);
 /* detail may be NULL; it is copied. */
 void rtu_health_dependency(rtu_dep_t dep, bool ok, const char *detail);
 
+bool rtu_health_dependency_ok(rtu_dep_t dep);
+
 /* The consumer joined its group and has had an assignment (possibly empty). */
 void rtu_health_joined(bool joined);
 

@@ -15,20 +15,27 @@
 #include <lua.h>
 #include <mongoc/mongoc.h>
 
-#include "batch.h"
 #include "config.h"
 #include "consumer.h"
-#include "emit.h"
+#include "health.h"
 #include "log.h"
+#include "metrics.h"
+#include "pool.h"
+#include "reload.h"
 #include "rtu.h"
-#include "script.h"
 #include "store.h"
 
 static volatile sig_atomic_t stop_flag = 0;
+static volatile sig_atomic_t hup_flag = 0;
 
 static void on_signal(int sig) {
   (void)sig;
   stop_flag = 1;
+}
+
+static void on_hup(int sig) {
+  (void)sig;
+  hup_flag = 1;
 }
 
 static const char *env_get(const char *name) { return getenv(name); }
@@ -59,6 +66,7 @@ static void usage(FILE *f) {
           "usage: rtu <command>\n"
           "\n"
           "  run       consume the ingestion topics and keep the projections up to date\n"
+          "            (SIGTERM/SIGINT: stop cleanly; SIGHUP: reload the scripts)\n"
           "  check     validate the configuration (environment, JSON files, Lua files);\n"
           "            one line per problem, exit 2 when there is any\n"
           "  version   print the version\n"
@@ -70,65 +78,88 @@ static void usage(FILE *f) {
           "see README.md.\n");
 }
 
-/* Loads and validates everything; prints one line per problem. */
-static rtu_config_t *load_all(rtu_script_t **script_out) {
-  char lua_dir[PATH_MAX];
-  default_lua_dir(lua_dir, sizeof lua_dir);
-  rtu_problems_t problems = {0};
-  rtu_config_t *cfg = rtu_config_load(env_get, lua_dir, &problems);
-  rtu_script_t *script = NULL;
-  if (cfg) script = rtu_script_new(cfg, &problems);
-  for (size_t i = 0; i < problems.n; i++) fprintf(stderr, "rtu: %s\n", problems.lines[i]);
-  rtu_problems_free(&problems);
-  if (cfg && !script) {
-    rtu_config_free(cfg);
-    cfg = NULL;
-  }
-  if (!cfg) return NULL;
-  *script_out = script;
-  return cfg;
+static void print_problems(rtu_problems_t *problems) {
+  for (size_t i = 0; i < problems->n; i++) fprintf(stderr, "rtu: %s\n", problems->lines[i]);
+  rtu_problems_free(problems);
 }
 
 static int cmd_check(void) {
-  rtu_script_t *script = NULL;
-  rtu_config_t *cfg = load_all(&script);
-  if (!cfg) return 2;
+  char lua_dir[PATH_MAX];
+  default_lua_dir(lua_dir, sizeof lua_dir);
+  rtu_problems_t problems = {0};
+  rtu_generation_t *gen = rtu_generation_load(NULL, lua_dir, 1, &problems);
+  print_problems(&problems);
+  if (!gen) return 2;
   printf("configuration is valid: %zu projection(s), %zu topic(s), adapter %s\n",
-         cfg->nprojections, cfg->ntopics, cfg->adapter);
-  rtu_script_free(script);
-  rtu_config_free(cfg);
+         gen->cfg->nprojections, gen->cfg->ntopics, gen->cfg->adapter);
+  rtu_generation_free(gen);
   return 0;
+}
+
+typedef struct {
+  rtu_reload_t *reload;
+  rtu_pool_t *pool;
+} between_t;
+
+static bool between_batches(void *ud) {
+  between_t *b = ud;
+  if (hup_flag) {
+    hup_flag = 0;
+    rtu_log(RTU_LOG_INFO, "SIGHUP: reloading the scripts at this batch boundary", NULL);
+    rtu_reload_request(b->reload);
+  }
+  return rtu_reload_apply(b->reload, b->pool);
 }
 
 static int cmd_run(void) {
   int rc = 1;
   char err[RTU_ERRSTR_SIZE];
-  rtu_script_t *script = NULL;
-  rtu_store_t *store = NULL;
+  char lua_dir[PATH_MAX];
+  rtu_pool_t *pool = NULL;
   rtu_consumer_t *consumer = NULL;
-  rtu_batch_t *batch = NULL;
-  rtu_emit_t *emit = NULL;
-  rtu_config_t *cfg = load_all(&script);
-  if (!cfg) return 2;
+  rtu_reload_t *reload = NULL;
+  rtu_generation_t *gen = NULL;
+  rtu_problems_t problems = {0};
+
+  default_lua_dir(lua_dir, sizeof lua_dir);
+  /* The base configuration: what the clients are built from, for the whole run. */
+  rtu_config_t *cfg = rtu_config_load(env_get, lua_dir, &problems);
+  if (cfg) gen = rtu_generation_load(cfg, lua_dir, (size_t)cfg->workers, &problems);
+  print_problems(&problems);
+  if (!gen) {
+    rtu_config_free(cfg);
+    return 2;
+  }
   rtu_log_level_t level;
   if (rtu_log_parse_level(cfg->log_level, &level)) rtu_log_set_level(level);
+  rtu_metrics_init();
+  rtu_health_init();
+  rtu_health_dependency(RTU_DEP_SCRIPTS, true, NULL);
+  rtu_metrics_set(RTU_G_SCRIPT_GENERATION, gen->id);
+  rtu_metrics_set(RTU_G_WORKERS, cfg->workers);
 
   struct sigaction sa = {0};
   sa.sa_handler = on_signal;
   sigemptyset(&sa.sa_mask);
   sigaction(SIGTERM, &sa, NULL);
   sigaction(SIGINT, &sa, NULL);
+  sa.sa_handler = on_hup;
+  sigaction(SIGHUP, &sa, NULL);
   signal(SIGPIPE, SIG_IGN);
 
-  store = rtu_store_new(cfg, err, sizeof err);
-  if (!store) {
-    rtu_log(RTU_LOG_FATAL, "cannot set up MongoDB", "cause", err, NULL);
+  pool = rtu_pool_new(cfg, gen, (size_t)cfg->workers, err, sizeof err);
+  gen = NULL; /* the pool's, even when it failed */
+  if (!pool) {
+    rtu_log(RTU_LOG_FATAL, "cannot start the workers", "cause", err, NULL);
     goto done;
   }
   /* Indexes first: without the unique key index, upserts could duplicate records. */
   int backoff = 200;
   rtu_err_t e;
-  while ((e = rtu_store_ensure_indexes(store, err, sizeof err)) == RTU_ERR_TRANSIENT && !stop_flag) {
+  while ((e = rtu_store_ensure_indexes(rtu_pool_store(pool), err, sizeof err)) ==
+             RTU_ERR_TRANSIENT &&
+         !stop_flag) {
+    rtu_health_dependency(RTU_DEP_MONGODB, false, err);
     rtu_log(RTU_LOG_WARN, "MongoDB unavailable; retrying", "cause", err, NULL);
     usleep((useconds_t)backoff * 1000);
     backoff = backoff < 5000 ? backoff * 2 : 5000;
@@ -141,32 +172,38 @@ static int cmd_run(void) {
     rtu_log(RTU_LOG_FATAL, "cannot create the projection indexes", "cause", err, NULL);
     goto done;
   }
-  emit = rtu_emit_new(cfg, err, sizeof err);
-  if (!emit && err[0]) {
-    rtu_log(RTU_LOG_FATAL, "cannot create the Kafka producer", "cause", err, NULL);
-    goto done;
-  }
-  batch = rtu_batch_new(cfg, script, store);
-  if (batch) rtu_batch_set_emit(batch, emit);
+  rtu_health_dependency(RTU_DEP_MONGODB, true, NULL);
   consumer = rtu_consumer_new(cfg, err, sizeof err);
-  if (!batch || !consumer) {
-    rtu_log(RTU_LOG_FATAL, "cannot create the Kafka consumer", "cause", batch ? err : "out of memory", NULL);
+  if (!consumer) {
+    rtu_log(RTU_LOG_FATAL, "cannot create the Kafka consumer", "cause", err, NULL);
     goto done;
   }
+  rtu_health_dependency(RTU_DEP_KAFKA, true, NULL);
+  reload = rtu_reload_new(cfg, lua_dir, err, sizeof err);
+  if (!reload) {
+    rtu_log(RTU_LOG_FATAL, "cannot set up script reloads", "cause", err, NULL);
+    goto done;
+  }
+  char workers[16];
+  snprintf(workers, sizeof workers, "%d", cfg->workers);
   rtu_log(RTU_LOG_INFO, "rtu started", "version", RTU_VERSION, "group", cfg->kafka_group_id,
-          "adapter", cfg->adapter, NULL);
-  if (rtu_consumer_run(consumer, batch, &stop_flag, err, sizeof err) != RTU_OK) {
+          "adapter", cfg->adapter, "#workers", workers, "hotReload",
+          cfg->hot_reload ? "on" : "off", NULL);
+  between_t between = {reload, pool};
+  rtu_consumer_loop_t loop = {&stop_flag, between_batches, &between};
+  if (rtu_consumer_run(consumer, pool, &loop, err, sizeof err) != RTU_OK) {
     rtu_log(RTU_LOG_FATAL, "consumer stopped on an error", "cause", err, NULL);
     goto done;
   }
   rtu_log(RTU_LOG_INFO, "rtu stopped", NULL);
   rc = 0;
 done:
+  rtu_reload_free(reload);
   rtu_consumer_free(consumer);
-  rtu_batch_free(batch);
-  rtu_emit_free(emit);
-  rtu_store_free(store);
-  rtu_script_free(script);
+  rtu_pool_free(pool);
+  rtu_generation_free(gen);
+  rtu_health_free();
+  rtu_metrics_free();
   rtu_config_free(cfg);
   mongoc_cleanup();
   return rc;

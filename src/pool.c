@@ -1,0 +1,247 @@
+/*
+ * pool.c: owns the worker threads and everything a worker uses alone (batch
+ * context, Lua state, MongoDB client, Kafka producer), and the script
+ * generations. It decides nothing about offsets or pauses: it applies the runs
+ * it is given and says what became of each (consumer.c decides).
+ *
+ * Why a barrier per poll rather than a queue per partition: a poll gathers at
+ * most one run per partition, the runs are independent, and the consumer must
+ * know every outcome before it stores offsets, pauses or commits. Workers pull
+ * runs from a shared index so a long run does not hold the others back.
+ */
+#include "pool.h"
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "emit.h"
+#include "log.h"
+
+typedef struct {
+  rtu_pool_t *pool;
+  size_t index;
+  pthread_t thread;
+  bool started;
+  rtu_store_t *store;
+  rtu_emit_t *emit;
+  rtu_batch_t *batch;
+} worker_t;
+
+struct rtu_pool_s {
+  const rtu_config_t *base;
+  rtu_generation_t *gen;
+  worker_t *workers;
+  size_t nworkers;
+
+  pthread_mutex_t lock;
+  pthread_cond_t work;  /* a new round of jobs, or shutdown */
+  pthread_cond_t done;  /* the round's last job finished */
+  rtu_job_t *jobs;
+  size_t njobs, next_job, finished;
+  bool shutdown;
+};
+
+/* ---- generations -------------------------------------------------------- */
+
+static const char *env_get(const char *name) { return getenv(name); }
+
+/* What a reload cannot change without a restart: the consumer's subscription,
+ * the stores' collections and keys, the producers. */
+static bool compatible(const rtu_config_t *a, const rtu_config_t *b, rtu_problems_t *problems) {
+  if (a->ntopics != b->ntopics || a->nprojections != b->nprojections) {
+    rtu_problems_add(problems, "reload: the topics or projections changed; that needs a restart");
+    return false;
+  }
+  for (size_t i = 0; i < a->ntopics; i++)
+    if (strcmp(a->topics[i].topic, b->topics[i].topic) ||
+        a->topics[i].projection != b->topics[i].projection) {
+      rtu_problems_add(problems, "reload: topic %s changed; that needs a restart", b->topics[i].topic);
+      return false;
+    }
+  for (size_t i = 0; i < a->nprojections; i++) {
+    const rtu_projection_t *x = &a->projections[i], *y = &b->projections[i];
+    bool same = !strcmp(x->name, y->name) && !strcmp(x->destination, y->destination) &&
+                x->npk == y->npk;
+    for (size_t k = 0; same && k < x->npk; k++)
+      same = !strcmp(x->pk_dst[k], y->pk_dst[k]) && !strcmp(x->pk_src[k], y->pk_src[k]);
+    if (!same) {
+      rtu_problems_add(problems,
+                       "reload: projection %s changed its collection or primary key; that needs a "
+                       "restart",
+                       y->name);
+      return false;
+    }
+  }
+  if (rtu_emit_needed(b) && !rtu_emit_needed(a)) {
+    rtu_problems_add(problems,
+                     "reload: Kafka outputs were added and rtu started without a producer; that "
+                     "needs a restart");
+    return false;
+  }
+  return true;
+}
+
+rtu_generation_t *rtu_generation_load(const rtu_config_t *base, const char *default_lua_dir,
+                                      size_t nworkers, rtu_problems_t *problems) {
+  static _Atomic unsigned next_id = 1;
+  rtu_generation_t *gen = calloc(1, sizeof *gen);
+  if (!gen || !(gen->scripts = calloc(nworkers, sizeof *gen->scripts))) {
+    rtu_problems_add(problems, "out of memory loading a script generation");
+    goto fail;
+  }
+  gen->cfg = rtu_config_load(env_get, default_lua_dir, problems);
+  if (!gen->cfg) goto fail;
+  if (base && !compatible(base, gen->cfg, problems)) goto fail;
+  /* The first state finds every problem; the others would repeat them. */
+  for (; gen->nscripts < nworkers; gen->nscripts++) {
+    gen->scripts[gen->nscripts] = rtu_script_new(gen->cfg, problems);
+    if (!gen->scripts[gen->nscripts]) goto fail;
+  }
+  gen->id = next_id++;
+  return gen;
+fail:
+  rtu_generation_free(gen);
+  return NULL;
+}
+
+void rtu_generation_free(rtu_generation_t *gen) {
+  if (!gen) return;
+  for (size_t i = 0; i < gen->nscripts; i++) rtu_script_free(gen->scripts[i]);
+  free(gen->scripts);
+  rtu_config_free(gen->cfg);
+  free(gen);
+}
+
+/* ---- workers ------------------------------------------------------------ */
+
+static void run_job(worker_t *w, rtu_job_t *job) {
+  job->err = rtu_batch_run(w->batch, job->projection, job->msgs, job->n, &job->res);
+}
+
+static void *worker_main(void *arg) {
+  worker_t *w = arg;
+  rtu_pool_t *p = w->pool;
+  pthread_mutex_lock(&p->lock);
+  for (;;) {
+    while (!p->shutdown && p->next_job >= p->njobs) pthread_cond_wait(&p->work, &p->lock);
+    if (p->shutdown) break;
+    rtu_job_t *job = &p->jobs[p->next_job++];
+    pthread_mutex_unlock(&p->lock);
+    run_job(w, job);
+    pthread_mutex_lock(&p->lock);
+    if (++p->finished == p->njobs) pthread_cond_signal(&p->done);
+  }
+  pthread_mutex_unlock(&p->lock);
+  return NULL;
+}
+
+rtu_pool_t *rtu_pool_new(const rtu_config_t *base, rtu_generation_t *gen, size_t nworkers,
+                         char *errstr, size_t errstr_size) {
+  rtu_pool_t *p = calloc(1, sizeof *p);
+  if (!p) {
+    snprintf(errstr, errstr_size, "out of memory");
+    rtu_generation_free(gen);
+    return NULL;
+  }
+  p->base = base;
+  p->gen = gen;
+  pthread_mutex_init(&p->lock, NULL);
+  pthread_cond_init(&p->work, NULL);
+  pthread_cond_init(&p->done, NULL);
+  p->workers = calloc(nworkers, sizeof *p->workers);
+  if (!p->workers || gen->nscripts < nworkers) {
+    snprintf(errstr, errstr_size, "out of memory");
+    goto fail;
+  }
+  p->nworkers = nworkers;
+  for (size_t i = 0; i < nworkers; i++) {
+    worker_t *w = &p->workers[i];
+    w->pool = p;
+    w->index = i;
+    w->store = rtu_store_new(base, errstr, errstr_size);
+    if (!w->store) goto fail;
+    w->emit = rtu_emit_new(base, errstr, errstr_size);
+    if (!w->emit && errstr[0]) goto fail;
+    w->batch = rtu_batch_new(gen->cfg, gen->scripts[i], w->store);
+    if (!w->batch) {
+      snprintf(errstr, errstr_size, "out of memory");
+      goto fail;
+    }
+    rtu_batch_set_emit(w->batch, w->emit);
+  }
+  if (nworkers > 1)
+    for (size_t i = 0; i < nworkers; i++) {
+      int e = pthread_create(&p->workers[i].thread, NULL, worker_main, &p->workers[i]);
+      if (e) {
+        snprintf(errstr, errstr_size, "cannot start worker %zu: %s", i, strerror(e));
+        goto fail;
+      }
+      p->workers[i].started = true;
+    }
+  return p;
+fail:
+  rtu_pool_free(p);
+  return NULL;
+}
+
+void rtu_pool_free(rtu_pool_t *p) {
+  if (!p) return;
+  pthread_mutex_lock(&p->lock);
+  p->shutdown = true;
+  pthread_cond_broadcast(&p->work);
+  pthread_mutex_unlock(&p->lock);
+  for (size_t i = 0; p->workers && i < p->nworkers; i++) {
+    worker_t *w = &p->workers[i];
+    if (w->started) pthread_join(w->thread, NULL);
+    rtu_batch_free(w->batch);
+    rtu_emit_free(w->emit);
+    rtu_store_free(w->store);
+  }
+  free(p->workers);
+  rtu_generation_free(p->gen);
+  pthread_cond_destroy(&p->work);
+  pthread_cond_destroy(&p->done);
+  pthread_mutex_destroy(&p->lock);
+  free(p);
+}
+
+size_t rtu_pool_size(const rtu_pool_t *p) { return p->nworkers; }
+rtu_store_t *rtu_pool_store(rtu_pool_t *p) { return p->workers[0].store; }
+const rtu_generation_t *rtu_pool_generation(const rtu_pool_t *p) { return p->gen; }
+
+void rtu_pool_run(rtu_pool_t *p, rtu_job_t *jobs, size_t n) {
+  if (n == 0) return;
+  if (p->nworkers == 1 || n == 1) {
+    /* No hand-over when there is nothing to share out. */
+    for (size_t i = 0; i < n; i++) run_job(&p->workers[0], &jobs[i]);
+    return;
+  }
+  pthread_mutex_lock(&p->lock);
+  p->jobs = jobs;
+  p->njobs = n;
+  p->next_job = 0;
+  p->finished = 0;
+  pthread_cond_broadcast(&p->work);
+  while (p->finished < p->njobs) pthread_cond_wait(&p->done, &p->lock);
+  p->jobs = NULL;
+  p->njobs = 0;
+  pthread_mutex_unlock(&p->lock);
+}
+
+void rtu_pool_swap(rtu_pool_t *p, rtu_generation_t *gen) {
+  for (size_t i = 0; i < p->nworkers; i++)
+    rtu_batch_set_generation(p->workers[i].batch, gen->cfg, gen->scripts[i]);
+  rtu_generation_free(p->gen);
+  p->gen = gen;
+}
+
+void rtu_pool_stats(const rtu_pool_t *p, uint64_t *commands, uint64_t *lookups) {
+  *commands = *lookups = 0;
+  for (size_t i = 0; i < p->nworkers; i++) {
+    const rtu_store_stats_t *s = rtu_store_stats(p->workers[i].store);
+    *commands += s->commands;
+    *lookups += s->lookups;
+  }
+}
