@@ -298,7 +298,9 @@ rtu_consumer_t *rtu_consumer_new(const rtu_config_t *cfg, char *errstr, size_t e
       !set_conf(conf, "auto.offset.reset", cfg->kafka_latest ? "latest" : "earliest", errstr,
                 errstr_size) ||
       !set_conf(conf, "enable.partition.eof", "false", errstr, errstr_size) ||
-      !set_conf(conf, "statistics.interval.ms", "5000", errstr, errstr_size))
+      !set_conf(conf, "statistics.interval.ms", "5000", errstr, errstr_size) ||
+      /* Prefetch bounds memory whatever the backlog (librdkafka's default: 64 MiB). */
+      !set_conf(conf, "queued.max.messages.kbytes", "16384", errstr, errstr_size))
     goto fail;
   snprintf(num, sizeof num, "%d", cfg->kafka_session_timeout_ms);
   if (!set_conf(conf, "session.timeout.ms", num, errstr, errstr_size)) goto fail;

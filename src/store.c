@@ -40,6 +40,10 @@ rtu_store_t *rtu_store_new(const rtu_config_t *cfg, char *errstr, size_t errstr_
    * driver's 30 s default while the consumer group waits. */
   if (!mongoc_uri_has_option(uri, MONGOC_URI_SERVERSELECTIONTIMEOUTMS))
     mongoc_uri_set_option_as_int32(uri, MONGOC_URI_SERVERSELECTIONTIMEOUTMS, 5000);
+  /* The driver's 300 s would hold a worker (and the poll loop waiting for it) far
+   * past a shutdown deadline when a server stops answering mid-command. */
+  if (!mongoc_uri_has_option(uri, MONGOC_URI_SOCKETTIMEOUTMS))
+    mongoc_uri_set_option_as_int32(uri, MONGOC_URI_SOCKETTIMEOUTMS, 30000);
   if (!mongoc_uri_has_option(uri, MONGOC_URI_APPNAME))
     mongoc_uri_set_appname(uri, "rtu");
   rtu_store_t *st = calloc(1, sizeof *st);
