@@ -14,7 +14,9 @@
 #include <strings.h>
 #include <time.h>
 
+#include "health.h"
 #include "log.h"
+#include "metrics.h"
 
 /* A partition stopped at a message that cannot be applied. */
 typedef struct stopped_s {
@@ -70,6 +72,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                             parts->elems[i].topic, parts->elems[i].partition);
   if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
     rtu_log(RTU_LOG_INFO, "partitions assigned", "partitions", list, NULL);
+    rtu_health_joined(true);
     rd_kafka_resp_err_t e = rd_kafka_assign(rk, parts);
     if (e) rtu_log(RTU_LOG_ERROR, "assign failed", "cause", rd_kafka_err2str(e), NULL);
     return;
@@ -89,6 +92,13 @@ static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char 
   (void)rk;
   rtu_log(level <= 3 ? RTU_LOG_ERROR : level <= 4 ? RTU_LOG_WARN : RTU_LOG_DEBUG, buf,
           "source", "librdkafka", "facility", fac, NULL);
+}
+
+static int stats_cb(rd_kafka_t *rk, char *json, size_t json_len, void *opaque) {
+  (void)rk;
+  (void)opaque;
+  rtu_metrics_kafka_stats(json, json_len);
+  return 0; /* librdkafka frees json */
 }
 
 static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) {
@@ -148,6 +158,9 @@ rtu_consumer_t *rtu_consumer_new(const rtu_config_t *cfg, char *errstr, size_t e
   snprintf(num, sizeof num, "%d", cfg->kafka_heartbeat_interval_ms);
   if (!set_conf(conf, "heartbeat.interval.ms", num, errstr, errstr_size)) goto fail;
   rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
+  /* Per-partition consumer lag for /-/metrics, and whether any broker is up. */
+  if (!set_conf(conf, "statistics.interval.ms", "5000", errstr, errstr_size)) goto fail;
+  rd_kafka_conf_set_stats_cb(conf, stats_cb);
   rd_kafka_conf_set_opaque(conf, c);
 
   c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, errstr_size);
@@ -281,6 +294,7 @@ rtu_err_t rtu_consumer_run(rtu_consumer_t *c, rtu_batch_t *batch, volatile sig_a
   const rtu_config_t *cfg = c->cfg;
   rtu_err_t rc = RTU_OK;
   while (!*stop) {
+    rtu_health_heartbeat();
     ssize_t n = rd_kafka_consume_batch_queue(c->queue, cfg->kafka_max_wait_ms, c->msgs, c->msgs_cap);
     if (n < 0) {
       snprintf(errstr, errstr_size, "consume: %s", rd_kafka_err2str(rd_kafka_last_error()));

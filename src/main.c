@@ -19,7 +19,10 @@
 #include "config.h"
 #include "consumer.h"
 #include "emit.h"
+#include "health.h"
+#include "http.h"
 #include "log.h"
+#include "metrics.h"
 #include "rtu.h"
 #include "script.h"
 #include "store.h"
@@ -108,8 +111,15 @@ static int cmd_run(void) {
   rtu_consumer_t *consumer = NULL;
   rtu_batch_t *batch = NULL;
   rtu_emit_t *emit = NULL;
+  rtu_http_t *http = NULL;
+  rtu_metrics_init();
+  rtu_health_init();
   rtu_config_t *cfg = load_all(&script);
-  if (!cfg) return 2;
+  if (!cfg) {
+    rtu_health_free();
+    rtu_metrics_free();
+    return 2;
+  }
   rtu_log_level_t level;
   if (rtu_log_parse_level(cfg->log_level, &level)) rtu_log_set_level(level);
 
@@ -119,6 +129,14 @@ static int cmd_run(void) {
   sigaction(SIGTERM, &sa, NULL);
   sigaction(SIGINT, &sa, NULL);
   signal(SIGPIPE, SIG_IGN);
+
+  rtu_health_dependency(RTU_DEP_SCRIPTS, true, NULL);
+  /* Before MongoDB: /-/healthz must answer while the indexes wait for it. */
+  http = rtu_http_start(cfg, err, sizeof err);
+  if (!http) {
+    rtu_log(RTU_LOG_FATAL, "cannot start the HTTP server", "cause", err, NULL);
+    goto done;
+  }
 
   store = rtu_store_new(cfg, err, sizeof err);
   if (!store) {
@@ -130,6 +148,7 @@ static int cmd_run(void) {
   rtu_err_t e;
   while ((e = rtu_store_ensure_indexes(store, err, sizeof err)) == RTU_ERR_TRANSIENT && !stop_flag) {
     rtu_log(RTU_LOG_WARN, "MongoDB unavailable; retrying", "cause", err, NULL);
+    rtu_health_heartbeat(); /* waiting on MongoDB is not being stuck */
     usleep((useconds_t)backoff * 1000);
     backoff = backoff < 5000 ? backoff * 2 : 5000;
   }
@@ -162,12 +181,15 @@ static int cmd_run(void) {
   rtu_log(RTU_LOG_INFO, "rtu stopped", NULL);
   rc = 0;
 done:
+  rtu_http_stop(http);
   rtu_consumer_free(consumer);
   rtu_batch_free(batch);
   rtu_emit_free(emit);
   rtu_store_free(store);
   rtu_script_free(script);
   rtu_config_free(cfg);
+  rtu_health_free();
+  rtu_metrics_free();
   mongoc_cleanup();
   return rc;
 }
