@@ -54,6 +54,8 @@ static void forget_stopped(rtu_consumer_t *c, const char *topic, int32_t partiti
     if ((*pp)->partition == partition && !strcmp((*pp)->topic, topic)) {
       stopped_t *s = *pp;
       *pp = s->next;
+      rtu_health_partition_resumed(topic, partition);
+      rtu_metrics_partition_forget(topic, partition);
       free(s->topic);
       free(s);
       return;
@@ -224,6 +226,9 @@ static void stop_partition(rtu_consumer_t *c, rd_kafka_message_t *msg, const rtu
   rtu_log(RTU_LOG_ERROR, "message cannot be applied; partition stopped at it", "topic", topic,
           "#partition", part, "#offset", off, "kind", rtu_err_name(res->err), "cause", res->cause,
           NULL);
+  rtu_health_partition_stopped(topic, msg->partition, res->fail_offset, res->cause);
+  rtu_metrics_add(RTU_C_FAILED, topic, 1);
+  rtu_metrics_partition(topic, msg->partition, -1, true);
   stopped_t *s = calloc(1, sizeof *s);
   if (s) {
     s->topic = strdup(topic);
@@ -259,6 +264,8 @@ static void stop_partition(rtu_consumer_t *c, rd_kafka_message_t *msg, const rtu
         t->partition = l->elems[i].partition;
         t->offset = -1;
         snprintf(t->cause, sizeof t->cause, "topic paused: partition %d stopped", msg->partition);
+        rtu_health_partition_stopped(topic, t->partition, -1, t->cause);
+        rtu_metrics_partition(topic, t->partition, -1, true);
         t->next = c->stopped;
         c->stopped = t;
       }
@@ -356,6 +363,11 @@ rtu_err_t rtu_consumer_run(rtu_consumer_t *c, rtu_batch_t *batch, volatile sig_a
           stored = true;
         }
         if (res.failed) stop_partition(c, first, &res);
+        rtu_metrics_add(RTU_C_CONSUMED, topic, res.messages);
+        rtu_metrics_add(RTU_C_APPLIED, topic, res.applied);
+        rtu_metrics_add(RTU_C_STALE, topic, res.stale);
+        rtu_metrics_add(RTU_C_SKIPPED, topic, res.skipped);
+        rtu_metrics_add(RTU_C_WRITES, topic, res.writes);
         char counts[200];
         snprintf(counts, sizeof counts,
                  "{\"messages\":%zu,\"applied\":%zu,\"stale\":%zu,\"skipped\":%zu,\"writes\":%zu,"
