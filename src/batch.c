@@ -115,10 +115,10 @@ static bool reserve(rtu_batch_t *b, size_t n) {
     free(b->write_group);
     free(b->outcomes);
     b->mapped_cap = b->writes_cap = b->events_cap = 0;
-    b->mapped = calloc(n, sizeof *b->mapped);
+    b->mapped = rtu_aligned_calloc(n, sizeof *b->mapped);
     b->events = calloc(2 * n, sizeof *b->events);
     b->groups = calloc(2 * n, sizeof *b->groups);
-    b->writes = calloc(2 * n, sizeof *b->writes);
+    b->writes = rtu_aligned_calloc(2 * n, sizeof *b->writes);
     b->write_group = calloc(2 * n, sizeof *b->write_group);
     b->outcomes = calloc(2 * n, sizeof *b->outcomes);
     if (!b->mapped || !b->events || !b->groups || !b->writes || !b->write_group || !b->outcomes)
@@ -547,7 +547,7 @@ static rtu_err_t after_writes(rtu_batch_t *b, size_t projection, const rtu_msg_t
   const rtu_projection_t *p = &b->cfg->projections[projection];
   outcome_t *outcomes = b->outcomes;
   size_t cap = 2 * ngroups, n = 0;
-  bson_t *images = calloc(ngroups ? ngroups : 1, sizeof *images);
+  bson_t *images = rtu_aligned_calloc(ngroups ? ngroups : 1, sizeof *images);
   bool *has_image = calloc(ngroups ? ngroups : 1, sizeof *has_image);
   const bson_t **docs = calloc(cap ? cap : 1, sizeof *docs);
   uint32_t *origin = calloc(cap ? cap : 1, sizeof *origin);

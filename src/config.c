@@ -8,6 +8,7 @@
  */
 #include "config.h"
 
+#include <arpa/inet.h>
 #include <bson/bson.h>
 #include <errno.h>
 #include <stdarg.h>
@@ -491,6 +492,12 @@ rtu_config_t *rtu_config_load(const char *(*getenv_fn)(const char *),
     rtu_problems_add(problems, "LOG_LEVEL: expected one of trace, debug, info, warn, error, "
                                "fatal, silent, got '%s'", cfg->log_level ? cfg->log_level : "");
   cfg->http_port = env_int(&e, "HTTP_PORT", 3000, 0, 65535, false);
+  cfg->http_host = env_str(&e, "HTTP_HOST", "0.0.0.0", false);
+  unsigned char addr[sizeof(struct in6_addr)];
+  if (cfg->http_host && inet_pton(AF_INET, cfg->http_host, addr) != 1 &&
+      inet_pton(AF_INET6, cfg->http_host, addr) != 1)
+    rtu_problems_add(problems, "HTTP_HOST: expected an IPv4 or IPv6 address, got '%s'",
+                     cfg->http_host);
 
   cfg->adapter = env_str(&e, "KAFKA_MESSAGE_ADAPTER", "basic", false);
   cfg->adapter_folder = env_str(&e, "KAFKA_ADAPTER_FOLDER", NULL, false);
@@ -611,7 +618,7 @@ void rtu_config_free(rtu_config_t *cfg) {
       &cfg->pc_collection, &cfg->system_of_records, &cfg->log_level, &cfg->adapter,
       &cfg->adapter_folder, &cfg->map_table_folder, &cfg->cast_functions_folder,
       &cfg->er_schema_folder, &cfg->pc_schema_folder, &cfg->strategies_folder,
-      &cfg->kafka_pr_updates_folder, &cfg->kafka_pc_folder, &cfg->lua_dir,
+      &cfg->kafka_pr_updates_folder, &cfg->kafka_pc_folder, &cfg->lua_dir, &cfg->http_host,
       &cfg->dead_letter_topic,
   };
   for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++) free(*strs[i]);

@@ -68,6 +68,7 @@ typedef struct rtu_config_s {
   char *system_of_records;
   char *log_level;
   int http_port;
+  char *http_host; /* HTTP_HOST: the address the HTTP routes bind (0.0.0.0: all) */
   char *adapter; /* basic, db2, golden-gate, debezium, custom */
   char *adapter_folder;
   char *map_table_folder;

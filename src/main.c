@@ -18,6 +18,7 @@
 #include "config.h"
 #include "consumer.h"
 #include "health.h"
+#include "http.h"
 #include "log.h"
 #include "metrics.h"
 #include "pool.h"
@@ -118,6 +119,7 @@ static int cmd_run(void) {
   rtu_pool_t *pool = NULL;
   rtu_consumer_t *consumer = NULL;
   rtu_reload_t *reload = NULL;
+  rtu_http_t *http = NULL;
   rtu_generation_t *gen = NULL;
   rtu_problems_t problems = {0};
 
@@ -147,6 +149,12 @@ static int cmd_run(void) {
   sigaction(SIGHUP, &sa, NULL);
   signal(SIGPIPE, SIG_IGN);
 
+  /* Before MongoDB: /-/healthz must answer while the indexes wait for it. */
+  http = rtu_http_start(cfg, err, sizeof err);
+  if (!http) {
+    rtu_log(RTU_LOG_FATAL, "cannot start the HTTP server", "cause", err, NULL);
+    goto done;
+  }
   pool = rtu_pool_new(cfg, gen, (size_t)cfg->workers, err, sizeof err);
   gen = NULL; /* the pool's, even when it failed */
   if (!pool) {
@@ -161,6 +169,7 @@ static int cmd_run(void) {
          !stop_flag) {
     rtu_health_dependency(RTU_DEP_MONGODB, false, err);
     rtu_log(RTU_LOG_WARN, "MongoDB unavailable; retrying", "cause", err, NULL);
+    rtu_health_heartbeat(); /* waiting on MongoDB is not being stuck */
     usleep((useconds_t)backoff * 1000);
     backoff = backoff < 5000 ? backoff * 2 : 5000;
   }
@@ -198,13 +207,14 @@ static int cmd_run(void) {
   rtu_log(RTU_LOG_INFO, "rtu stopped", NULL);
   rc = 0;
 done:
+  rtu_http_stop(http);
   rtu_reload_free(reload);
   rtu_consumer_free(consumer);
   rtu_pool_free(pool);
   rtu_generation_free(gen);
+  rtu_config_free(cfg);
   rtu_health_free();
   rtu_metrics_free();
-  rtu_config_free(cfg);
   mongoc_cleanup();
   return rc;
 }

@@ -42,6 +42,11 @@ typedef struct {
 
 const char *rtu_err_name(rtu_err_t err);
 
+/* Zeroed memory for n elements of size bytes, aligned for structs that hold a
+ * bson_t: Debian's libbson aligns bson_t to 128 bytes, more than malloc gives.
+ * NULL on overflow or OOM; release with free(). */
+void *rtu_aligned_calloc(size_t n, size_t size);
+
 /* Monotonic milliseconds, and wall-clock milliseconds since the epoch. */
 int64_t rtu_now_mono_ms(void);
 int64_t rtu_now_ms(void);

@@ -946,7 +946,7 @@ rtu_err_t rtu_script_identify(rtu_script_t *s, size_t projection, const bson_t *
   int res = lua_gettop(L);
   size_t count = (size_t)luaL_len(L, res);
   if (count == 0) goto done;
-  rtu_identified_t *ids = calloc(count, sizeof *ids);
+  rtu_identified_t *ids = rtu_aligned_calloc(count, sizeof *ids);
   if (!ids) {
     snprintf(errstr, errstr_size, "out of memory");
     err = RTU_ERR_FATAL;

@@ -10,7 +10,9 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "health.h"
 #include "log.h"
+#include "metrics.h"
 
 #define MAX_PC_INDEXES 64
 
@@ -24,6 +26,17 @@ struct rtu_store_s {
 };
 
 static bool init_once_done = false;
+
+/* APM sees every command the driver sends (getMore, bulk splits, index builds),
+ * so rtu_mongodb_commands_total is exact without counting by hand. */
+static void on_command_started(const mongoc_apm_command_started_t *ev) {
+  rtu_metrics_add(RTU_C_MONGO_COMMANDS, mongoc_apm_command_started_get_command_name(ev), 1);
+}
+
+static void on_command_succeeded(const mongoc_apm_command_succeeded_t *ev) {
+  (void)ev;
+  rtu_health_dependency(RTU_DEP_MONGODB, true, NULL);
+}
 
 rtu_store_t *rtu_store_new(const rtu_config_t *cfg, char *errstr, size_t errstr_size) {
   if (!init_once_done) {
@@ -61,6 +74,17 @@ rtu_store_t *rtu_store_new(const rtu_config_t *cfg, char *errstr, size_t errstr_
     return NULL;
   }
   mongoc_client_set_error_api(st->client, MONGOC_ERROR_API_VERSION_2);
+  mongoc_apm_callbacks_t *apm = mongoc_apm_callbacks_new();
+  mongoc_apm_set_command_started_cb(apm, on_command_started);
+  mongoc_apm_set_command_succeeded_cb(apm, on_command_succeeded);
+  bool apm_ok = mongoc_client_set_apm_callbacks(st->client, apm, NULL);
+  mongoc_apm_callbacks_destroy(apm);
+  if (!apm_ok) {
+    snprintf(errstr, errstr_size, "cannot set MongoDB command monitoring");
+    mongoc_client_destroy(st->client);
+    free(st);
+    return NULL;
+  }
   st->db = mongoc_client_get_database(st->client, cfg->projections_db);
   return st;
 }
@@ -99,7 +123,10 @@ bool rtu_store_is_transient(const bson_error_t *err) {
 
 static rtu_err_t fail(const bson_error_t *err, const char *what, char *errstr, size_t sz) {
   snprintf(errstr, sz, "MongoDB %s: %s (code %u)", what, err->message, err->code);
-  return rtu_store_is_transient(err) ? RTU_ERR_TRANSIENT : RTU_ERR_DATA;
+  if (!rtu_store_is_transient(err)) return RTU_ERR_DATA;
+  /* Until the next command succeeds, /-/ready says no. */
+  rtu_health_dependency(RTU_DEP_MONGODB, false, errstr);
+  return RTU_ERR_TRANSIENT;
 }
 
 rtu_err_t rtu_store_ping(rtu_store_t *st, char *errstr, size_t errstr_size) {
@@ -358,6 +385,7 @@ rtu_err_t rtu_store_find(rtu_store_t *st, const char *collection, const bson_t *
   }
   st->stats.commands += batches;
   st->stats.lookups += batches;
+  rtu_metrics_add(RTU_C_STRATEGY_LOOKUPS, NULL, 1);
   mongoc_cursor_destroy(cur);
   mongoc_collection_destroy(coll);
   return rc;

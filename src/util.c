@@ -3,7 +3,10 @@
  */
 #include "rtu.h"
 
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 const char *rtu_err_name(rtu_err_t err) {
@@ -55,4 +58,14 @@ void rtu_iso8601(int64_t ms, char *buf, size_t size) {
   snprintf(buf, size, "%s-%02lld-%02lldT%02lld:%02lld:%02lld.%03lldZ", year, (long long)m,
            (long long)d, (long long)(rem / 3600000), (long long)(rem / 60000 % 60),
            (long long)(rem / 1000 % 60), (long long)(rem % 1000));
+}
+
+void *rtu_aligned_calloc(size_t n, size_t size) {
+  if (size && n > SIZE_MAX / size) return NULL;
+  size_t bytes = n * size;
+  if (bytes == 0) bytes = 1;
+  void *p = NULL;
+  if (posix_memalign(&p, 128, bytes) != 0) return NULL;
+  memset(p, 0, bytes);
+  return p;
 }

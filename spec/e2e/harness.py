@@ -324,6 +324,7 @@ class Scenario:
             "KAFKA_SESSION_TIMEOUT_MS": "6000",
             "KAFKA_HEARTBEAT_INTERVAL_MS": "500",
             "HTTP_PORT": "0",
+            "HTTP_HOST": "127.0.0.1",
             "LOG_LEVEL": "info",
         }
         if casts:
