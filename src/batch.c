@@ -21,6 +21,7 @@
 
 #include "emit.h"
 #include "log.h"
+#include "metrics.h"
 #include "value.h"
 
 typedef struct {
@@ -651,6 +652,7 @@ rtu_err_t rtu_batch_run(rtu_batch_t *b, size_t projection, const rtu_msg_t *msgs
                         rtu_run_result_t *res) {
   const rtu_projection_t *p = &b->cfg->projections[projection];
   char err[RTU_ERRSTR_SIZE];
+  int64_t t0 = rtu_now_mono_us(), t1;
   memset(res, 0, sizeof *res);
   res->messages = n;
   if (n == 0) return RTU_OK;
@@ -697,6 +699,10 @@ rtu_err_t rtu_batch_run(rtu_batch_t *b, size_t projection, const rtu_msg_t *msgs
 
   bool strategies = b->cfg->pc_enabled && rtu_script_has_strategies(b->script, projection);
   bool pr_updates = b->emit && b->cfg->gen_kafka_pr_updates && p->pr_update_topic;
+
+  t1 = rtu_now_mono_us();
+  rtu_metrics_observe(RTU_H_PREPARATION, (double)(t1 - t0) / 1e6);
+  t0 = t1;
 
   /* 3. What is stored now for these records. */
   if (ngroups > 0) {
@@ -787,9 +793,13 @@ rtu_err_t rtu_batch_run(rtu_batch_t *b, size_t projection, const rtu_msg_t *msgs
     }
   }
 
+  t1 = rtu_now_mono_us();
+  rtu_metrics_observe(RTU_H_STORAGE, (double)(t1 - t0) / 1e6);
+  t0 = t1;
   if (res->failed) res->next_offset = res->fail_offset;
   if (strategies || pr_updates) {
     rc = after_writes(b, projection, msgs, ngroups, now, strategies, pr_updates, res);
+    rtu_metrics_observe(RTU_H_PRODUCER, (double)(rtu_now_mono_us() - t0) / 1e6);
     if (rc != RTU_OK) goto done;
   }
   for (uint32_t i = 0; i < n && msgs[i].offset < res->next_offset; i++)

@@ -591,7 +591,7 @@ rtu_err_t rtu_consumer_run(rtu_consumer_t *c, rtu_pool_t *pool, const rtu_consum
       break;
     }
     if (n == 0) continue;
-    int64_t t0 = rtu_now_mono_ms();
+    int64_t t0 = rtu_now_mono_us();
     qsort(c->msgs, (size_t)n, sizeof *c->msgs, msg_cmp);
     size_t njobs = build_jobs(c, (size_t)n);
     rtu_pool_run(pool, c->jobs, njobs);
@@ -606,7 +606,7 @@ rtu_err_t rtu_consumer_run(rtu_consumer_t *c, rtu_pool_t *pool, const rtu_consum
     for (ssize_t k = 0; k < n; k++) rd_kafka_message_destroy(c->msgs[k]);
     if (rc != RTU_OK) break;
     if (stored) commit_async(c);
-    if (njobs) rtu_metrics_observe(RTU_H_BATCH, (double)(rtu_now_mono_ms() - t0) / 1000.0);
+    if (njobs) rtu_metrics_observe(RTU_H_BATCH, (double)(rtu_now_mono_us() - t0) / 1e6);
   }
   /* Final: commit what was applied, synchronously, then leave the group. */
   rd_kafka_resp_err_t err = rd_kafka_commit(c->rk, NULL, 0);

@@ -18,6 +18,7 @@
 
 #include "emit.h"
 #include "log.h"
+#include "metrics.h"
 
 typedef struct {
   rtu_pool_t *pool;
@@ -117,7 +118,9 @@ void rtu_generation_free(rtu_generation_t *gen) {
 /* ---- workers ------------------------------------------------------------ */
 
 static void run_job(worker_t *w, rtu_job_t *job) {
+  int64_t t0 = rtu_now_mono_us();
   job->err = rtu_batch_run(w->batch, job->projection, job->msgs, job->n, &job->res);
+  rtu_metrics_observe(RTU_H_PARTITION, (double)(rtu_now_mono_us() - t0) / 1e6);
 }
 
 static void *worker_main(void *arg) {

@@ -49,6 +49,7 @@ void *rtu_aligned_calloc(size_t n, size_t size);
 
 /* Monotonic milliseconds, and wall-clock milliseconds since the epoch. */
 int64_t rtu_now_mono_ms(void);
+int64_t rtu_now_mono_us(void);
 int64_t rtu_now_ms(void);
 
 /* ISO-8601 UTC with milliseconds, as JavaScript's toISOString; buf >= 32 bytes. */

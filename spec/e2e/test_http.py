@@ -81,7 +81,8 @@ def samples(text):
 @harness.report_on_error
 def setUpModule():
     c = harness.start_module(TOPICS)
-    S["main"] = c.scenario("http", {"http.ok": "pr_rows", "http.bad": "pr_rows"}, MAP_TABLE)
+    S["main"] = c.scenario("http", {"http.ok": "pr_rows", "http.bad": "pr_rows"}, MAP_TABLE,
+                           env={"PARTITION_WORKERS": "2"})
     S["nomongo"] = c.scenario("nomongo", {"http.nomongo": "pr_rows"}, MAP_TABLE,
                               env={"MONGODB_URL": "mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=200"})
     c.produce(OK + BAD)
@@ -146,6 +147,14 @@ class Running(E2ETestCase):
             self.assertIn('%s_bucket{le="+Inf"}' % h, s)
             self.assertIn("%s_count" % h, s)
             self.assertIn("%s_sum" % h, s)
+
+    def test_metrics_histograms_observed(self):
+        s = samples(self.metrics[2])
+        for h in ("rtu_consumer_batch_processing", "rtu_consumer_partition_processing",
+                  "rtu_processor_records_preparation", "rtu_processor_storage"):
+            self.assertGreaterEqual(s["%s_count" % h], 1, h)
+            self.assertEqual(s['%s_bucket{le="+Inf"}' % h], s["%s_count" % h], h)
+        self.assertEqual(s["rtu_workers"], 2)
 
     def test_metrics_mongodb_commands(self):
         s = samples(self.metrics[2])
