@@ -555,6 +555,8 @@ rtu_config_t *rtu_config_load(const char *(*getenv_fn)(const char *),
   cfg->workers = env_int(&e, "PARTITION_WORKERS", cpus > 0 && cpus < 16 ? (int)cpus : cpus > 0 ? 16 : 1,
                          1, 64, false);
   cfg->hot_reload = env_bool(&e, "SCRIPTS_HOT_RELOAD", false);
+  cfg->commit_log_interval_ms =
+      env_int(&e, "COMMIT_MESSAGE_LOGGING_INTERVAL", 3000, 0, 3600000, false);
   cfg->lua_dir = env_str(&e, "LUA_RUNTIME_FOLDER", default_lua_dir, false);
   if (!cfg->lua_dir || !is_dir(cfg->lua_dir))
     rtu_problems_add(problems, "LUA_RUNTIME_FOLDER: Lua runtime folder '%s' not found",

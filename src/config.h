@@ -90,6 +90,7 @@ typedef struct rtu_config_s {
   char *dead_letter_topic; /* DEAD_LETTER_TOPIC: NULL = stop the partition instead */
   int workers;             /* PARTITION_WORKERS: partition runs applied at once */
   bool hot_reload;         /* SCRIPTS_HOT_RELOAD: watch the files, reload on change */
+  int commit_log_interval_ms; /* COMMIT_MESSAGE_LOGGING_INTERVAL */
   char *lua_dir; /* LUA_RUNTIME_FOLDER or found next to the binary */
 
   rtu_projection_t *projections;

@@ -55,6 +55,9 @@ struct rtu_consumer_s {
   int64_t outage_retry_at; /* monotonic ms; 0 when no partition waits on an outage */
   int outage_backoff_ms;
   int64_t kafka_check_at;
+  /* What was committed since the last "messages committed" line. */
+  size_t since_applied, since_stale, since_skipped, since_failed;
+  int64_t commit_logged_at;
 };
 
 static bool set_conf(rd_kafka_conf_t *conf, const char *k, const char *v, char *errstr,
@@ -389,6 +392,21 @@ static void commit_async(rtu_consumer_t *c) {
             rd_kafka_err2str(err), NULL);
 }
 
+/* The reference's periodic info line (COMMIT_MESSAGE_LOGGING_INTERVAL): one line
+ * per interval with what happened, never one per message. */
+static void log_committed(rtu_consumer_t *c) {
+  int64_t now = rtu_now_mono_ms();
+  if (!c->cfg->commit_log_interval_ms || now - c->commit_logged_at < c->cfg->commit_log_interval_ms)
+    return;
+  c->commit_logged_at = now;
+  if (!c->since_applied && !c->since_stale && !c->since_skipped && !c->since_failed) return;
+  char counts[160];
+  snprintf(counts, sizeof counts, "{\"applied\":%zu,\"stale\":%zu,\"skipped\":%zu,\"failed\":%zu}",
+           c->since_applied, c->since_stale, c->since_skipped, c->since_failed);
+  rtu_log(RTU_LOG_INFO, "messages committed", "#counts", counts, NULL);
+  c->since_applied = c->since_stale = c->since_skipped = c->since_failed = 0;
+}
+
 /* While some partition waits on an outage: ping MongoDB with a growing backoff
  * and resume them all when it answers. A Kafka outage resolves the same way: the
  * resumed runs fail again and pause again, with a longer wait. */
@@ -534,6 +552,9 @@ static bool settle(rtu_consumer_t *c, rtu_job_t *job, rd_kafka_message_t *first,
   rtu_metrics_add(RTU_C_STALE, p->topic, res->stale);
   rtu_metrics_add(RTU_C_SKIPPED, p->topic, res->skipped);
   rtu_metrics_add(RTU_C_WRITES, p->topic, res->writes);
+  c->since_applied += res->applied;
+  c->since_stale += res->stale;
+  c->since_skipped += res->skipped;
   if (res->next_offset > first->offset) {
     store_offset(c, p, res->next_offset);
     *stored = true;
@@ -541,6 +562,7 @@ static bool settle(rtu_consumer_t *c, rtu_job_t *job, rd_kafka_message_t *first,
   p->next = res->next_offset;
   if (!res->failed) return true;
   rtu_metrics_add(RTU_C_FAILED, p->topic, 1);
+  c->since_failed++;
   const rtu_msg_t *failing = NULL;
   for (size_t i = 0; i < job->n; i++)
     if (job->msgs[i].offset == res->fail_offset) failing = &job->msgs[i];
@@ -574,6 +596,7 @@ rtu_err_t rtu_consumer_run(rtu_consumer_t *c, rtu_pool_t *pool, const rtu_consum
   rtu_err_t rc = RTU_OK;
   while (!*loop->stop) {
     rtu_health_heartbeat();
+    log_committed(c);
     if (loop->between_batches && loop->between_batches(loop->ud)) resume_stopped(c);
     retry_outage(c, pool);
     if (!rtu_health_dependency_ok(RTU_DEP_KAFKA)) check_kafka(c);

@@ -147,6 +147,13 @@ class DeadLetter(E2ETestCase):
         self.assertEqual(h["rtu.error.kind"], "data")
         self.assertIn("JSON", h["rtu.error.cause"])
 
+    def test_periodic_commit_line(self):
+        lines = wait_for(lambda: R["dlq"].find_logs(lambda l: l.get("msg") == "messages committed"),
+                         10, "a messages committed line", R["dlq"])
+        totals = {k: sum(l["counts"][k] for l in lines) for k in ("applied", "failed", "stale")}
+        self.assertEqual(totals, {"applied": 7, "failed": 1, "stale": 0})
+        self.assertEqual(R["dlq"].find_logs(lambda l: l.get("msg") == "run applied"), [])
+
     def test_partition_not_stopped_and_logged(self):
         self.assertEqual(stop_log(R["dlq"], "ops.dlq", 0), [])
         lines = R["dlq"].find_logs(
