@@ -136,7 +136,10 @@ static void pause_at(rtu_consumer_t *c, part_t *p, int64_t offset) {
   rd_kafka_topic_partition_list_destroy(l);
 }
 
+/* Resumes from p->next when known: messages dropped while the partition was held
+ * (fetched before the pause took effect) are fetched again. */
 static void resume(rtu_consumer_t *c, part_t *p) {
+  if (p->next >= 0) pause_at(c, p, p->next);
   rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(1);
   rd_kafka_topic_partition_list_add(l, p->topic, p->partition);
   rd_kafka_resp_err_t err = rd_kafka_resume_partitions(c->rk, l);
@@ -571,7 +574,6 @@ static bool settle(rtu_consumer_t *c, rtu_job_t *job, rd_kafka_message_t *first,
     p->next = res->fail_offset + 1;
     store_offset(c, p, p->next);
     *stored = true;
-    pause_at(c, p, p->next);
     resume(c, p);
     return true;
   }

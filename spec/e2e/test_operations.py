@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 from harness import E2ETestCase, wait_for, stop_log  # noqa: E402
 
-TOPICS = {"ops.dlq": 2, "ops.dead": 1, "ops.reload": 1, "ops.hup": 1}
+TOPICS = {"ops.dlq": 2, "ops.dead": 1, "ops.reload": 1, "ops.hup": 1, "ops.ptopic": 2}
 T = 1_700_000_000_000
 
 MAP_TABLE = {
@@ -104,6 +104,9 @@ def setUpModule():
              "SCRIPTS_HOT_RELOAD": "true"})
     S["reload"].env["STRATEGIES_FOLDER"] = os.path.join(S["reload"].dir, "strategies")
     S["hup"] = c.scenario("hup", {"ops.hup": "pr_rows"}, HUP_MAP_TABLE, casts={"picky": PICKY})
+    S["ptopic"] = c.scenario("ptopic", {"ops.ptopic": "pr_rows"}, HUP_MAP_TABLE,
+                             casts={"picky": PICKY},
+                             env={"PAUSE_TOPIC_CONSUMPTION_ON_ERROR": "true"})
 
     # dlq: p0 has a message that is not JSON at offset 2, p1 is clean.
     c.produce([row("ops.dlq", 0, 1, T + 1), row("ops.dlq", 0, 2, T + 2),
@@ -113,7 +116,10 @@ def setUpModule():
     # hup: offset 2 makes the cast fail.
     c.produce([row("ops.hup", 0, 1, T + 1), row("ops.hup", 0, 2, T + 2),
                row("ops.hup", 0, 3, T + 3, name="boom"), row("ops.hup", 0, 4, T + 4)])
-    for name in ("dlq", "reload", "hup"):
+    # ptopic: p0 fails at offset 1; p1 is paused with it.
+    c.produce([row("ops.ptopic", 0, 1, T + 1), row("ops.ptopic", 0, 2, T + 2, name="boom"),
+               row("ops.ptopic", 0, 3, T + 3)])
+    for name in ("dlq", "reload", "hup", "ptopic"):
         R[name] = S[name].start()
 
 
@@ -240,6 +246,35 @@ class SighupResumesStoppedPartition(E2ETestCase):
         self.assertEqual(self.doc3["name"], "defused")
         self.assertEqual(len(R["hup"].find_logs(
             lambda l: l.get("msg") == "partition resumed by a new script generation")), 1)
+
+
+class SighupResumesPausedTopic(E2ETestCase):
+    """PAUSE_TOPIC_CONSUMPTION_ON_ERROR: the other partitions of the topic wait too,
+    and the new generation resumes them all from where they were."""
+
+    @classmethod
+    def setUpClass(cls):
+        s, r, c = S["ptopic"], R["ptopic"], harness.cluster()
+        r.wait_log(lambda l: l.get("level", 0) >= 50 and l.get("partition") == 0, 30,
+                   "the cast error")
+        c.produce([row("ops.ptopic", 1, 10 + i, T + 10 + i) for i in range(4)])
+        time.sleep(2)
+        cls.while_paused = ids("ptopic")
+        with open(os.path.join(s.dir, "casts", "picky.lua"), "w") as f:
+            f.write(FIXED)
+        r.proc.send_signal(signal.SIGHUP)
+        wait_for(lambda: ids("ptopic") == [1, 2, 3, 10, 11, 12, 13], 30, "every row", r)
+
+    @classmethod
+    def tearDownClass(cls):
+        R["ptopic"].stop()
+
+    def test_topic_waited(self):
+        self.assertEqual(self.while_paused, [1])
+
+    def test_everything_applied_after_the_fix(self):
+        self.assertEqual(ids("ptopic"), [1, 2, 3, 10, 11, 12, 13])
+        self.assertEqual(S["ptopic"].coll("rows").find_one({"id": 2})["name"], "defused")
 
 
 if __name__ == "__main__":
