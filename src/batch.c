@@ -627,7 +627,7 @@ static rtu_err_t after_writes(rtu_batch_t *b, size_t projection, const rtu_msg_t
     if (rc != RTU_OK) goto emit_failed;
   }
   if (produced) {
-    rc = rtu_emit_flush(b->emit, 30000, err, sizeof err);
+    rc = rtu_emit_flush(b->emit, 10000, err, sizeof err);
     if (rc != RTU_OK) goto emit_failed;
   }
   goto done;
