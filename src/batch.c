@@ -291,7 +291,7 @@ static void append_original_key(bson_t *out, const rtu_msg_t *msg) {
   while (i < len && (k[i] == ' ' || k[i] == '\t' || k[i] == '\n' || k[i] == '\r')) i++;
   if (i < len && k[i] == '{') {
     bson_t doc;
-    if (bson_init_from_json(&doc, k, (ssize_t)len, NULL)) {
+    if (rtu_value_json_doc(k, len, &doc)) {
       BSON_APPEND_DOCUMENT(out, "key", &doc);
       bson_destroy(&doc);
       return;

@@ -37,6 +37,7 @@ struct rtu_script_s {
   int identify_ref; /* rtu.changes identify function, LUA_NOREF when strategies are off */
   int db_ref;       /* the read-only db object handed to strategies */
   bool *involved;   /* per projection: can trigger a single view */
+  unsigned char *map_kind; /* per projection: 0 not known yet, MAP_RUNTIME, MAP_USER */
   /* The lookup in force during an identify call. */
   rtu_find_fn find;
   void *find_ctx;
@@ -746,6 +747,7 @@ void rtu_script_free(rtu_script_t *s) {
   if (!s) return;
   if (s->L) lua_close(s->L);
   free(s->involved);
+  free(s->map_kind);
   free(s);
 }
 
@@ -819,6 +821,30 @@ static rtu_err_t take_key(lua_State *L, int tbl, const rtu_projection_t *p, bson
   return RTU_OK;
 }
 
+enum { MAP_RUNTIME = 1, MAP_USER = 2 };
+
+/* Whether mapping a message of projection p runs only the shipped runtime (a
+ * built-in adapter and built-in casts) or user code too (a custom adapter, or a
+ * CAST_FUNCTIONS_FOLDER file, which overrides a built-in of its name: the same
+ * test as load_casts). Decided once per projection. */
+static bool map_runs_user_code(rtu_script_t *s, size_t projection) {
+  const rtu_config_t *cfg = s->cfg;
+  if (!s->map_kind) {
+    s->map_kind = calloc(cfg->nprojections ? cfg->nprojections : 1, 1);
+    if (!s->map_kind) return true; /* the safe answer */
+  }
+  if (s->map_kind[projection]) return s->map_kind[projection] == MAP_USER;
+  const rtu_projection_t *p = &cfg->projections[projection];
+  bool user = !strcmp(cfg->adapter, "custom");
+  for (size_t j = 0; !user && cfg->cast_functions_folder && j < p->nfields; j++) {
+    char path[4096];
+    int n = snprintf(path, sizeof path, "%s/%s.lua", cfg->cast_functions_folder, p->fields[j].cast);
+    user = n < 0 || (size_t)n >= sizeof path || file_exists(path);
+  }
+  s->map_kind[projection] = user ? MAP_USER : MAP_RUNTIME;
+  return user;
+}
+
 rtu_err_t rtu_script_map(rtu_script_t *s, size_t projection, const rtu_msg_t *msg,
                          rtu_mapped_t *out, char *errstr, size_t errstr_size) {
   lua_State *L = s->L;
@@ -830,7 +856,14 @@ rtu_err_t rtu_script_map(rtu_script_t *s, size_t projection, const rtu_msg_t *ms
   lua_pushinteger(L, (lua_Integer)projection + 1);
   push_message(L, msg);
   lua_rawgeti(L, LUA_REGISTRYINDEX, s->log_ref);
-  if (!pcall_limited(s, 3, 2)) {
+  /* A count hook makes Lua 5.4 call into the debug machinery before every VM
+   * instruction, whatever the count (about an eighth of a basic message's
+   * cost): the shipped runtime needs no time limit, so it runs without. */
+  bool runtime_only = !map_runs_user_code(s, projection);
+  if (runtime_only) lua_sethook(L, NULL, 0, 0);
+  bool called = pcall_limited(s, 3, 2);
+  if (runtime_only) lua_sethook(L, l_hook, LUA_MASKCOUNT, HOOK_EVERY);
+  if (!called) {
     snprintf(errstr, errstr_size, "%s", lua_tostring(L, -1));
     err = s->last_timed_out ? RTU_ERR_SCRIPT : RTU_ERR_DATA;
     goto done;

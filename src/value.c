@@ -350,9 +350,296 @@ static bool prescan(const char *s, size_t len, char *errstr, size_t sz) {
   return true;
 }
 
+/* ---- strict JSON, parsed directly --------------------------------------- */
+
+/* libbson's bson_init_from_json allocates and zeroes a reader of many KiB for
+ * every call: with two or three parses per message (key, value, the original key
+ * of the write) that cost more than all the rest of the mapping. Most CDC payloads
+ * are plain, strict JSON, parsed here straight into BSON. The fast path gives up
+ * (false, nothing kept) on anything where libbson's reading could differ or that
+ * it would refuse: '$' names, \u0000 and surrogate escapes, control characters,
+ * invalid UTF-8, non-JSON numbers or literals, out-of-range numbers, deep
+ * nesting, trailing text. The caller then asks libbson, so results and error
+ * messages stay libbson's. */
+typedef struct {
+  char *p;
+  size_t len, cap;
+  char stack[256];
+} jbuf_t;
+
+typedef struct {
+  const char *p, *end;
+  jbuf_t key, str;
+} jp_t;
+
+#define JP_MAX_DEPTH 64
+
+static bool jbuf_put(jbuf_t *b, const char *s, size_t n) {
+  if (b->len + n > b->cap) {
+    size_t cap = b->cap * 2 > b->len + n ? b->cap * 2 : b->len + n;
+    char *np = b->p == b->stack ? malloc(cap) : realloc(b->p, cap);
+    if (!np) return false;
+    if (b->p == b->stack) memcpy(np, b->stack, b->len);
+    b->p = np;
+    b->cap = cap;
+  }
+  memcpy(b->p + b->len, s, n);
+  b->len += n;
+  return true;
+}
+
+static void jp_ws(jp_t *j) {
+  while (j->p < j->end && (*j->p == ' ' || *j->p == '\n' || *j->p == '\r' || *j->p == '\t')) j->p++;
+}
+
+static int hexval(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+/* The string at j->p (its opening quote): s and n point into the input when it has
+ * no escape, else into b. */
+static bool jp_string(jp_t *j, jbuf_t *b, const char **s, size_t *n) {
+  const char *p = ++j->p, *end = j->end, *start = p;
+  bool high = false;
+  while (p < end && *p != '"' && *p != '\\') {
+    unsigned char c = (unsigned char)*p++;
+    if (c < 0x20) return false;
+    high |= c >= 0x80;
+  }
+  if (p >= end) return false;
+  if (*p == '"') {
+    *s = start;
+    *n = (size_t)(p - start);
+  } else {
+    b->len = 0;
+    if (!jbuf_put(b, start, (size_t)(p - start))) return false;
+    while (p < end && *p != '"') {
+      unsigned char c = (unsigned char)*p;
+      if (c < 0x20) return false;
+      if (c != '\\') {
+        high |= c >= 0x80;
+        const char *run = p;
+        while (p < end && *p != '"' && *p != '\\' && (unsigned char)*p >= 0x20) {
+          high |= (unsigned char)*p >= 0x80;
+          p++;
+        }
+        if (!jbuf_put(b, run, (size_t)(p - run))) return false;
+        continue;
+      }
+      if (++p >= end) return false;
+      char e = *p++, out[4];
+      size_t k = 1;
+      switch (e) {
+      case '"': case '\\': case '/': out[0] = e; break;
+      case 'b': out[0] = '\b'; break;
+      case 'f': out[0] = '\f'; break;
+      case 'n': out[0] = '\n'; break;
+      case 'r': out[0] = '\r'; break;
+      case 't': out[0] = '\t'; break;
+      case 'u': {
+        if (end - p < 4) return false;
+        int cp = 0;
+        for (int i = 0; i < 4; i++) {
+          int h = hexval(p[i]);
+          if (h < 0) return false;
+          cp = cp * 16 + h;
+        }
+        p += 4;
+        if (cp == 0 || (cp >= 0xD800 && cp <= 0xDFFF)) return false; /* libbson's call */
+        if (cp < 0x80) out[0] = (char)cp;
+        else if (cp < 0x800) {
+          out[0] = (char)(0xC0 | (cp >> 6));
+          out[1] = (char)(0x80 | (cp & 0x3F));
+          k = 2;
+        } else {
+          out[0] = (char)(0xE0 | (cp >> 12));
+          out[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
+          out[2] = (char)(0x80 | (cp & 0x3F));
+          k = 3;
+        }
+        break;
+      }
+      default: return false;
+      }
+      if (!jbuf_put(b, out, k)) return false;
+    }
+    if (p >= end) return false;
+    *s = b->p;
+    *n = b->len;
+  }
+  j->p = p + 1;
+  if (*n > INT32_MAX - 1) return false;
+  return !high || bson_utf8_validate(*s, *n, false);
+}
+
+static bool jp_value(jp_t *j, bson_t *out, const char *key, int keylen, int depth);
+
+/* The members of an object, j->p on its '{', appended to out. */
+static bool jp_members(jp_t *j, bson_t *out, int depth) {
+  j->p++;
+  jp_ws(j);
+  if (j->p < j->end && *j->p == '}') {
+    j->p++;
+    return true;
+  }
+  for (;;) {
+    if (j->p >= j->end || *j->p != '"') return false;
+    const char *k;
+    size_t kn;
+    if (!jp_string(j, &j->key, &k, &kn)) return false;
+    if (kn > 0 && k[0] == '$') return false; /* extended JSON, or an operator: libbson's */
+    /* k may live in j->key: a scalar value is read into j->str, and a container
+     * takes k (document_begin) before its own members reuse j->key. */
+    jp_ws(j);
+    if (j->p >= j->end || *j->p != ':') return false;
+    j->p++;
+    jp_ws(j);
+    if (!jp_value(j, out, k, (int)kn, depth)) return false;
+    jp_ws(j);
+    if (j->p < j->end && *j->p == ',') {
+      j->p++;
+      jp_ws(j);
+      continue;
+    }
+    if (j->p < j->end && *j->p == '}') {
+      j->p++;
+      return true;
+    }
+    return false;
+  }
+}
+
+static bool jp_number(jp_t *j, bson_t *out, const char *key, int keylen) {
+  const char *p = j->p, *end = j->end, *start = p;
+  bool integral = true;
+  if (p < end && *p == '-') p++;
+  if (p >= end) return false;
+  if (*p == '0') p++;
+  else if (*p >= '1' && *p <= '9') while (p < end && *p >= '0' && *p <= '9') p++;
+  else return false;
+  if (p < end && *p == '.') {
+    integral = false;
+    if (++p >= end || *p < '0' || *p > '9') return false;
+    while (p < end && *p >= '0' && *p <= '9') p++;
+  }
+  if (p < end && (*p == 'e' || *p == 'E')) {
+    integral = false;
+    p++;
+    if (p < end && (*p == '+' || *p == '-')) p++;
+    if (p >= end || *p < '0' || *p > '9') return false;
+    while (p < end && *p >= '0' && *p <= '9') p++;
+  }
+  char num[64];
+  size_t n = (size_t)(p - start);
+  if (n >= sizeof num) return false;
+  memcpy(num, start, n);
+  num[n] = '\0';
+  errno = 0;
+  char *stop;
+  bool ok;
+  if (integral) {
+    long long v = strtoll(num, &stop, 10);
+    if (errno || *stop) return false;
+    ok = v >= INT32_MIN && v <= INT32_MAX ? bson_append_int32(out, key, keylen, (int32_t)v)
+                                          : bson_append_int64(out, key, keylen, (int64_t)v);
+  } else {
+    double v = strtod(num, &stop);
+    if (errno || *stop || !isfinite(v)) return false;
+    ok = bson_append_double(out, key, keylen, v);
+  }
+  j->p = p;
+  return ok;
+}
+
+static bool jp_literal(jp_t *j, const char *lit, size_t n) {
+  if ((size_t)(j->end - j->p) < n || memcmp(j->p, lit, n)) return false;
+  j->p += n;
+  return true;
+}
+
+static bool jp_value(jp_t *j, bson_t *out, const char *key, int keylen, int depth) {
+  if (j->p >= j->end) return false;
+  switch (*j->p) {
+  case '{': {
+    if (depth >= JP_MAX_DEPTH) return false;
+    bson_t child;
+    if (!bson_append_document_begin(out, key, keylen, &child)) return false;
+    bool ok = jp_members(j, &child, depth + 1);
+    return bson_append_document_end(out, &child) && ok;
+  }
+  case '[': {
+    if (depth >= JP_MAX_DEPTH) return false;
+    bson_t child;
+    if (!bson_append_array_begin(out, key, keylen, &child)) return false;
+    bool ok = true;
+    j->p++;
+    jp_ws(j);
+    if (j->p < j->end && *j->p == ']') j->p++;
+    else
+      for (uint32_t i = 0;; i++) {
+        char ibuf[16];
+        const char *ik;
+        size_t ikl = bson_uint32_to_string(i, &ik, ibuf, sizeof ibuf);
+        if (!(ok = jp_value(j, &child, ik, (int)ikl, depth + 1))) break;
+        jp_ws(j);
+        if (j->p < j->end && *j->p == ',') {
+          j->p++;
+          jp_ws(j);
+          continue;
+        }
+        ok = j->p < j->end && *j->p == ']';
+        if (ok) j->p++;
+        break;
+      }
+    return bson_append_array_end(out, &child) && ok;
+  }
+  case '"': {
+    const char *s;
+    size_t n;
+    return jp_string(j, &j->str, &s, &n) && bson_append_utf8(out, key, keylen, s, (int)n);
+  }
+  case 't': return jp_literal(j, "true", 4) && bson_append_bool(out, key, keylen, true);
+  case 'f': return jp_literal(j, "false", 5) && bson_append_bool(out, key, keylen, false);
+  case 'n': return jp_literal(j, "null", 4) && bson_append_null(out, key, keylen);
+  default: return jp_number(j, out, key, keylen);
+  }
+}
+
+/* Fast path: the value of text as {"v": value} (as_doc false) or the object text
+ * itself as out (as_doc true). False, out left uninitialised, when libbson must
+ * decide. */
+static bool fast_json(const char *text, size_t len, bool as_doc, bson_t *out) {
+  jp_t j = {.p = text, .end = text + len};
+  j.key.p = j.key.stack;
+  j.key.cap = sizeof j.key.stack;
+  j.str.p = j.str.stack;
+  j.str.cap = sizeof j.str.stack;
+  bson_init(out);
+  jp_ws(&j);
+  bool ok;
+  if (as_doc) ok = j.p < j.end && *j.p == '{' && jp_members(&j, out, 1);
+  else ok = jp_value(&j, out, "v", 1, 0);
+  if (ok) {
+    jp_ws(&j);
+    ok = j.p == j.end;
+  }
+  if (j.key.p != j.key.stack) free(j.key.p);
+  if (j.str.p != j.str.stack) free(j.str.p);
+  if (!ok) bson_destroy(out);
+  return ok;
+}
+
+bool rtu_value_json_doc(const char *text, size_t len, bson_t *out) {
+  return fast_json(text, len, true, out) || bson_init_from_json(out, text, (ssize_t)len, NULL);
+}
+
 bool rtu_value_json_to_bson(const char *text, size_t len, bson_t *out, char *errstr,
                             size_t errstr_size) {
   if (!prescan(text, len, errstr, errstr_size)) return false;
+  if (fast_json(text, len, false, out)) return true;
   /* libbson parses only documents: wrap the value so scalars and arrays work too. */
   char stackbuf[1024];
   size_t need = len + 7;

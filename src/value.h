@@ -31,6 +31,10 @@ rtu_err_t rtu_value_append(lua_State *L, int idx, bson_t *out, const char *key, 
 bool rtu_value_json_to_bson(const char *text, size_t len, bson_t *out, char *errstr,
                             size_t errstr_size);
 
+/* bson_init_from_json(out, text, len, NULL), with the same result, faster for
+ * plain JSON objects; false (out not initialised) when text is not a document. */
+bool rtu_value_json_doc(const char *text, size_t len, bson_t *out);
+
 /* Appends the JSON text of a BSON value/document to out: integers exact, dates as
  * ISO-8601 strings, ObjectIds as hex strings (the shapes of Fast Data's messages). */
 void rtu_value_iter_to_json(const bson_iter_t *it, bson_string_t *out);

@@ -24,7 +24,8 @@ delete, find/getMore/killCursors, findAndModify, aggregate (incl. the
 countDocuments pipeline), count, distinct, createIndexes/listIndexes/
 dropIndexes (unique, sparse, partial; E11000 on violation, also on upsert),
 create, drop, dropDatabase, renameCollection, listCollections, listDatabases,
-endSessions, killAllSessions, killSessions, refreshSessions; anything else
+endSessions, killAllSessions, killSessions, refreshSessions, and rtuTestStats
+(command counts per client appName, for tools/bench); anything else
 answers {ok: 0, code: 59, codeName: CommandNotFound}.
 
 Usage: /usr/bin/python3 mongo-test-server.py [--host 127.0.0.1] [--port 0]
@@ -1625,6 +1626,59 @@ def error_reply(code, errmsg, extra=None):
     return r
 
 
+# Command counts per client application, read and reset by tools/bench with the
+# admin command {rtuTestStats: 1, reset: true}: rtu logs nothing per message, so
+# the server is where its commands can be counted exactly. A connection is named
+# by the appName of its handshake (rtu sends "rtu"); finds are split into the
+# key reads of a run and everything else (strategy lookups), see _find_kind.
+APP_BY_PORT = {}
+STATS = collections.Counter()
+
+
+def _find_kind(cmd):
+    """'keyread' for the read of the stored records of a run (store.c
+    rtu_store_find_keys: {pk: {$in: [n keys]}} or {$or: [n keys]}, batchSize
+    n + 1, no other option), 'lookup' for any other find."""
+    flt = cmd.get('filter') or {}
+    bs = cmd.get('batchSize')
+    if not isinstance(bs, int) or len(flt) != 1 or any(
+            o in cmd for o in ('limit', 'sort', 'projection', 'skip', 'singleBatch')):
+        return 'lookup'
+    (field, cond), = flt.items()
+    if field == '$or' and isinstance(cond, list):
+        n = len(cond)
+    elif isinstance(cond, dict) and list(cond) == ['$in'] and isinstance(cond['$in'], list):
+        n = len(cond['$in'])
+    else:
+        return 'lookup'
+    return 'keyread' if bs == n + 1 or (n >= 100000 and bs == 100000) else 'lookup'
+
+
+def cmd_rtu_test_stats(dbname, cmd):
+    apps = OrderedDict()
+    for (app, name), n in sorted(STATS.items()):
+        apps.setdefault(app, OrderedDict())[name] = n
+    if cmd.get('reset'):
+        STATS.clear()
+    return OrderedDict([('apps', apps), ('ok', 1.0)])
+
+
+COMMANDS['rtuteststats'] = cmd_rtu_test_stats
+
+
+def _count(request, cmd, lname):
+    port = getattr(request, 'client_port', None)
+    if lname in ('hello', 'ismaster'):
+        app = ((cmd.get('client') or {}).get('application') or {}).get('name')
+        if app is not None:
+            APP_BY_PORT[port] = app
+    elif lname == 'rtuteststats':
+        return
+    if lname == 'find':
+        lname = 'find.' + _find_kind(cmd)
+    STATS[(APP_BY_PORT.get(port, ''), lname)] += 1
+
+
 def dispatch(request):
     if isinstance(request, mockupdb.OpMsg):
         cmd = request.doc
@@ -1640,6 +1694,7 @@ def dispatch(request):
         return error_reply(59, 'empty command')
     name = next(iter(cmd))
     lname = name.lower()
+    _count(request, cmd, lname)
     if lname in ('hello', 'ismaster'):
         return cmd_hello(dbname, cmd, request.client_port, legacy_name=(lname == 'ismaster'))
     if 'txnNumber' in cmd or cmd.get('startTransaction'):

@@ -41,7 +41,7 @@ local null, Array, Date = value.null, value.ARRAY, value.DATE -- compared with g
 local huge = math.huge
 local NaN = 0.0 / 0.0
 local mtype, tointeger, floor = math.type, math.tointeger, math.floor
-local byte, sub = string.byte, string.sub
+local byte, sub, find = string.byte, string.sub, string.find
 
 local function is_date(v) return getmetatable(v) == Date end
 local function is_array(v) return type(v) == "table" and getmetatable(v) == Array end
@@ -169,6 +169,14 @@ local function radix_value(digits, bits)
 end
 
 local function string_to_number(s)
+  -- The common CDC case first ("42", "-3.50"): no white space to trim, no radix
+  -- prefix, a decimal literal for sure, so the general path below would come to
+  -- the same tonumber(s) after scanning it four times.
+  if find(s, "^%-?%d+%.?%d*$") then
+    local n = tonumber(s)
+    if n == 0 and byte(s, 1) == 45 then return -0.0 end
+    return normalize(n)
+  end
   s = js_trim(s)
   if s == "" then return 0 end
   if s == "Infinity" or s == "+Infinity" then return huge end

@@ -43,8 +43,9 @@ local function compile_projection(p, casts, problems)
 end
 
 local function cast_value(f, v, log)
-  if f.cast == nil then return v end
-  local out = f.cast(v, f.dst, log)
+  local cast = f.cast
+  if cast == nil then return v end
+  local out = cast(v, f.dst, log)
   if out == nil then return null end
   return out
 end
@@ -62,11 +63,21 @@ local function map_key(proj, record, what, log)
   return key
 end
 
+-- Called for every field of every message: the cast call is written out here.
 local function map_fields(proj, record, log)
   local out = {}
-  for _, f in ipairs(proj.fields) do
+  local fields = proj.fields
+  for i = 1, #fields do
+    local f = fields[i]
     local v = record[f.src]
-    if v ~= nil then out[f.dst] = cast_value(f, v, log) end
+    if v ~= nil then
+      local cast = f.cast
+      if cast ~= nil then
+        v = cast(v, f.dst, log)
+        if v == nil then v = null end
+      end
+      out[f.dst] = v
+    end
   end
   return out
 end
@@ -83,8 +94,9 @@ end
 
 local function has_key(proj, record)
   if type(record) ~= "table" then return false end
-  for _, src in ipairs(proj.pk_src) do
-    local v = record[src]
+  local pk_src = proj.pk_src
+  for i = 1, #pk_src do
+    local v = record[pk_src[i]]
     if v == nil or v == null then return false end
   end
   return true

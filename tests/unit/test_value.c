@@ -573,8 +573,77 @@ static void test_doc_to_json(void) {
   }
 }
 
+/* ---- the fast path agrees with libbson ------------------------------------ */
+
+/* rtu_value_json_to_bson parses strict JSON itself and leaves the rest to
+ * libbson: for every text, the BSON must be byte for byte what libbson makes of
+ * the same text, and a text libbson refuses must stay refused. */
+static void expect_same_as_libbson(const char *text) {
+  size_t len = strlen(text);
+  char wrapped[4096];
+  int n = snprintf(wrapped, sizeof wrapped, "{\"v\":%s\n}", text);
+  bson_t want, got;
+  bson_error_t e;
+  bool want_ok = n > 0 && (size_t)n < sizeof wrapped && bson_init_from_json(&want, wrapped, n, &e);
+  char err[RTU_ERRSTR_SIZE];
+  bool got_ok = rtu_value_json_to_bson(text, len, &got, err, sizeof err);
+  CHECK(got_ok == want_ok || (!got_ok && want_ok), "%s: libbson %s it, rtu %s it", text,
+        want_ok ? "accepts" : "refuses", got_ok ? "accepts" : "refuses");
+  if (got_ok && want_ok) {
+    char *a = bson_canon(&got), *b = bson_canon(&want);
+    CHECK(got.len == want.len && !memcmp(bson_get_data(&got), bson_get_data(&want), got.len),
+          "%s: rtu %s, libbson %s", text, a, b);
+    bson_free(a);
+    bson_free(b);
+  }
+  if (got_ok) bson_destroy(&got);
+  if (want_ok) bson_destroy(&want);
+  /* the object form, used for original keys */
+  if (text[0] == '{') {
+    bool d_want = bson_init_from_json(&want, text, (ssize_t)len, &e);
+    bool d_got = rtu_value_json_doc(text, len, &got);
+    CHECK(d_got == d_want, "%s: as a document libbson %d, rtu %d", text, d_want, d_got);
+    if (d_got && d_want)
+      CHECK(got.len == want.len && !memcmp(bson_get_data(&got), bson_get_data(&want), got.len),
+            "%s: as a document, not libbson's bytes", text);
+    if (d_got) bson_destroy(&got);
+    if (d_want) bson_destroy(&want);
+  }
+}
+
+static void test_fast_path(void) {
+  const char *texts[] = {
+      "0", "-0", "1", "-1", "2147483647", "2147483648", "-2147483648", "-2147483649",
+      "9007199254740993", "9223372036854775807", "-9223372036854775808", "1.5", "-0.0",
+      "1e3", "1E-3", "2.5e+10", "123456789.123456789", "0.1", "true", "false", "null",
+      "\"\"", "\"abc\"", "\"a\\\"b\\\\c\\/d\\b\\f\\n\\r\\t\"", "\"\\u00e9\\u20ac\\u0041\"",
+      "\"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\"", "\"\\ud83d\\ude00\"", "\"a\\u0000b\"",
+      "[]", "{}", "[1,2,3]", "[ 1 , \"x\" , null , [ ] , { } ]", "{\"a\":1,\"a\":2}",
+      "{\"ID\":123,\"NAME\":\"alpha\",\"QTY\":\"42\",\"BIG\":9007199254740993}",
+      "{\"before\":null,\"after\":{\"ID_ORDER\":1785623401234567169,\"TOTAL\":25.5,"
+      "\"TAGS\":[\"v\",\"g\"]},\"source\":{\"lsn\":24024432,\"snapshot\":\"false\"},"
+      "\"op\":\"c\",\"ts_ms\":1709290800200}",
+      " \t\n{ \"a\" : { \"b\" : [ { \"c\" : -12.5e-1 } ] } } \r\n", "{\"k\\u00e9y\":1}",
+      "{\"$or\":[{\"a\":{\"$ne\":1}}]}", "{\"x\":\"$5\"}", "{\"\":1}",
+      /* not strict JSON: whatever libbson says, rtu may only refuse more */
+      "01", "1.", ".5", "+1", "-", "1e", "tru", "nulls", "[1,]", "{\"a\":1,}", "{\"a\" 1}",
+      "\"\\x\"", "\"\\u12\"", "\"tab\there\"", "\"\xff\"", "1 // c", "[1] x", "{\"a\":1}}",
+      "1e400", "-1e400", "1e-400", "99999999999999999999",
+  };
+  for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) expect_same_as_libbson(texts[i]);
+  char deep[300];
+  for (int d = 60; d <= 70; d += 10) {
+    int n = 0;
+    for (int i = 0; i < d; i++) deep[n++] = '[';
+    for (int i = 0; i < d; i++) deep[n++] = ']';
+    deep[n] = '\0';
+    expect_same_as_libbson(deep);
+  }
+}
+
 int main(void) {
   L = new_state();
+  test_fast_path();
   test_json_to_bson();
   test_roundtrip();
   test_refused();
