@@ -518,10 +518,16 @@ static rtu_err_t emit_pr_updates(rtu_batch_t *b, const rtu_projection_t *p, cons
       bson_string_append_printf(val, "%s\"%s\"", k ? "," : "", pk ? pk : "");
       bson_free(pk);
     }
-    bson_string_append(val, "],\"before\":");
-    if (gr->s0 && !db2) rtu_value_doc_to_json(gr->s0, false, val);
-    else bson_string_append(val, "null");
-    if (after && o->state != ST_ABSENT) {
+    bson_string_append(val, "]");
+    /* Reference 6.2: before is null with db2 and absent on insert; after is absent
+     * on delete (soft ones too). */
+    if (db2) {
+      bson_string_append(val, ",\"before\":null");
+    } else if (gr->s0) {
+      bson_string_append(val, ",\"before\":");
+      rtu_value_doc_to_json(gr->s0, false, val);
+    }
+    if (after && strcmp(op, "DELETE") != 0) {
       bson_string_append(val, ",\"after\":");
       rtu_value_doc_to_json(after, false, val);
     }
