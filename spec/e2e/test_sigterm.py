@@ -11,7 +11,12 @@ comes after a random delay (seeded: RTU_SIGTERM_SEED, printed). Each time:
   committed offset: SEQ grows with the stream);
 
 and a last restart finishes with every document equal to applying the whole
-stream one by one, one document per key, everything committed."""
+stream one by one, one document per key, everything committed.
+
+And SIGTERM while MongoDB is unreachable (rtu's MONGODB_URL through a
+tools/tcp-proxy.py that is cut, with the driver's default timeouts): rtu still
+exits 0 within 10 s, commits nothing it did not write, and a restart once
+MongoDB is back finishes exactly."""
 
 import os
 import random
@@ -29,7 +34,7 @@ N_KEYS = 120
 CHUNK = 2000
 ITERATIONS = 4
 RATE = 2000
-TOPICS = {TOPIC: N_PARTITIONS}
+TOPICS = {TOPIC: N_PARTITIONS, "term.out": 2}
 SEED = int(os.environ.get("RTU_SIGTERM_SEED", str(int(time.time()) % 100000)))
 
 
@@ -119,6 +124,57 @@ class SigTerm(E2ETestCase):
 
     def test_restart_finishes_exactly(self):
         self.assertEqual(self.diff, [], "seed %d" % SEED)
+
+
+class SigTermDuringMongoOutage(E2ETestCase):
+    @classmethod
+    def setUpClass(cls):
+        c = harness.cluster()
+        proxy = harness.tcp_proxy("127.0.0.1", int(c.mongo_url.rsplit(":", 1)[1]))
+        sc = c.scenario("termout", {"term.out": "pr_acc"}, streamlib.MAP_TABLE,
+                        env={"MONGODB_URL": "mongodb://127.0.0.1:%d" % proxy.port})
+        coll = sc.coll("acc")
+        first = streamlib.make_stream("term.out", 200, 20, 2, seed=91)
+        second = streamlib.make_stream("term.out", 200, 20, 2, seed=92, start=200)
+        cls.lines = streamlib.with_offsets(first + second)
+        cls.expected = streamlib.expected_state(cls.lines)
+        rtu = sc.start()
+        rtu.wait_assigned(20)
+        c.produce(first)
+        exp1 = streamlib.expected_state(streamlib.with_offsets(first))
+        wait_for(lambda: streamlib.final_reached(coll, exp1), 20, "first chunk applied", rtu)
+        proxy.cut("refuse")
+        c.produce(second)
+        time.sleep(2.0)  # rtu has the second chunk and cannot write it
+        cls.alive_before_term = rtu.alive()
+        try:
+            cls.stop_time, cls.stop_error = rtu.stop(10), None
+        except AssertionError as e:
+            cls.stop_time, cls.stop_error = None, str(e)
+        sys.stderr.write("SIGTERM during the MongoDB outage: exit in %s s\n" % cls.stop_time)
+        cls.committed = c.committed(sc.group, "term.out")
+        cls.first_highs = {}
+        for l, o in streamlib.with_offsets(first):
+            cls.first_highs[l["partition"]] = o + 1
+        cls.missing = check_committed_reflected(cls.committed, cls.lines, coll)
+        proxy.restore()
+        last = sc.start()
+        wait_for(lambda: streamlib.final_reached(coll, cls.expected), 30,
+                 "every key at its last message", last, interval=0.25)
+        cls.diff = streamlib.diff_documents(coll, cls.expected)
+        last.stop(10)
+
+    def test_exits_0_within_10s_while_mongodb_is_unreachable(self):
+        self.assertTrue(self.alive_before_term)
+        self.assertIsNone(self.stop_error)
+
+    def test_committed_never_beyond_mongodb(self):
+        self.assertEqual(self.missing, [])
+        # exactly the first chunk (applied before the cut), nothing of the second
+        self.assertEqual({p: v[0] for p, v in self.committed.items()}, self.first_highs)
+
+    def test_restart_finishes_exactly(self):
+        self.assertEqual(self.diff, [])
 
 
 if __name__ == "__main__":
