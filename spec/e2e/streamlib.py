@@ -23,12 +23,20 @@ MAP_TABLE = {
 }
 
 
-def make_stream(topic, n_messages, n_keys, n_partitions, seed, start=0):
-    """Messages start..start+n_messages-1 (SEQ = global index)."""
+UNIQUE_BASE = 1_000_000
+
+
+def make_stream(topic, n_messages, n_keys, n_partitions, seed, start=0, unique_every=10):
+    """Messages start..start+n_messages-1 (SEQ = global index). Every
+    `unique_every`-th message is the only message of its key (UNIQUE_BASE + i):
+    a skipped or lost run shows as a missing document instead of being masked by
+    later updates of the same keys."""
     rnd = random.Random(seed)
     lines = []
     for i in range(start, start + n_messages):
         k = rnd.randrange(0, n_keys)
+        if unique_every and i % unique_every == 0:
+            k = UNIQUE_BASE + i
         field = "ABC"[i % 3]
         lines.append({"topic": topic, "partition": k % n_partitions, "key": {"ID": k},
                       "value": {"ID": k, "SEQ": i, field: i}, "timestamp": T + i})

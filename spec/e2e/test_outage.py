@@ -134,7 +134,7 @@ class Outage(E2ETestCase):
                                  if seqs_at_cut.get(k) != v}
         # progress after the restore
         n_after = coll.count_documents({})
-        wait_for(lambda: sum(d["seq"] for d in coll.find({}, {"seq": 1})) >
+        harness.wait_or_note(lambda: sum(d["seq"] for d in coll.find({}, {"seq": 1})) >
                  sum(seqs_before_restore.values()), 30, "progress after MongoDB is back", rtu,
                  interval=0.2)
         cls.rss_mongo_cut = max(sampler.samples) if sampler.samples else None
@@ -151,7 +151,7 @@ class Outage(E2ETestCase):
         out, err = producer.communicate(timeout=60)
         harness._reap(producer)
         cls.producer_rc, cls.producer_err = producer.returncode, err
-        wait_for(lambda: streamlib.final_reached(coll, cls.expected), 45,
+        harness.wait_or_note(lambda: streamlib.final_reached(coll, cls.expected), 45,
                  "every key at its last message", rtu, interval=0.25)
         sampler.stop_flag = True
         sampler.join()
@@ -159,9 +159,10 @@ class Outage(E2ETestCase):
         cls.highs = {}
         for l, o in cls.lines:
             cls.highs[l["partition"]] = max(cls.highs.get(l["partition"], 0), o + 1)
-        wait_for(lambda: {p: v[0] for p, v in c.committed(sc.group, TOPIC).items()} == cls.highs,
+        harness.wait_or_note(lambda: {p: v[0] for p, v in c.committed(sc.group, TOPIC).items()} == cls.highs,
                  30, "everything committed", rtu, interval=0.25)
         cls.diff = streamlib.diff_documents(coll, cls.expected)
+        cls.committed = c.committed(sc.group, TOPIC)
         cls.n_after = n_after
         cls.stop_time = rtu.stop(10)
 
@@ -183,6 +184,9 @@ class Outage(E2ETestCase):
     def test_nothing_skipped(self):
         self.assertEqual(self.diff, [])
         self.assertEqual(self.producer_rc, 0, self.producer_err)
+
+    def test_everything_committed(self):
+        self.assertEqual(self.committed, {p: (h, h) for p, h in self.highs.items()})
 
     def test_memory_bounded(self):
         self.assertTrue(self.rss_samples)

@@ -97,14 +97,15 @@ class SigTerm(E2ETestCase):
         cls.lines = streamlib.with_offsets(all_lines)
         cls.expected = streamlib.expected_state(cls.lines)
         last = sc.start()
-        wait_for(lambda: streamlib.final_reached(coll, cls.expected), 40,
+        harness.wait_or_note(lambda: streamlib.final_reached(coll, cls.expected), 40,
                  "every key at its last message", last, interval=0.25)
         cls.highs = {}
         for l, o in cls.lines:
             cls.highs[l["partition"]] = max(cls.highs.get(l["partition"], 0), o + 1)
-        wait_for(lambda: {p: v[0] for p, v in c.committed(sc.group, TOPIC).items()} == cls.highs,
+        harness.wait_or_note(lambda: {p: v[0] for p, v in c.committed(sc.group, TOPIC).items()} == cls.highs,
                  20, "everything committed", last, interval=0.2)
         cls.diff = streamlib.diff_documents(coll, cls.expected)
+        cls.final_committed = c.committed(sc.group, TOPIC)
         cls.last_stop = last.stop(10)
 
     def test_each_sigterm_exits_0_within_10s(self):
@@ -124,6 +125,7 @@ class SigTerm(E2ETestCase):
 
     def test_restart_finishes_exactly(self):
         self.assertEqual(self.diff, [], "seed %d" % SEED)
+        self.assertEqual(self.final_committed, {p: (h, h) for p, h in self.highs.items()})
 
 
 class SigTermDuringMongoOutage(E2ETestCase):
@@ -142,7 +144,7 @@ class SigTermDuringMongoOutage(E2ETestCase):
         rtu.wait_assigned(20)
         c.produce(first)
         exp1 = streamlib.expected_state(streamlib.with_offsets(first))
-        wait_for(lambda: streamlib.final_reached(coll, exp1), 20, "first chunk applied", rtu)
+        harness.wait_or_note(lambda: streamlib.final_reached(coll, exp1), 20, "first chunk applied", rtu)
         proxy.cut("refuse")
         c.produce(second)
         time.sleep(2.0)  # rtu has the second chunk and cannot write it
@@ -159,7 +161,7 @@ class SigTermDuringMongoOutage(E2ETestCase):
         cls.missing = check_committed_reflected(cls.committed, cls.lines, coll)
         proxy.restore()
         last = sc.start()
-        wait_for(lambda: streamlib.final_reached(coll, cls.expected), 30,
+        harness.wait_or_note(lambda: streamlib.final_reached(coll, cls.expected), 30,
                  "every key at its last message", last, interval=0.25)
         cls.diff = streamlib.diff_documents(coll, cls.expected)
         last.stop(10)
