@@ -16,6 +16,11 @@
  * Usage:
  *   rtu-kafka-dev [--brokers N] [--topic NAME[:PARTITIONS]]...
  *                 [--topics-file FILE] [--bootstrap-file PATH]
+ *
+ * Outage control for tests: SIGUSR1 takes every broker down
+ * (rd_kafka_mock_broker_set_down: connections closed, new ones refused),
+ * SIGUSR2 brings them up again. Each is acknowledged by a line on stderr
+ * ("rtu-kafka-dev: brokers down" / "rtu-kafka-dev: brokers up").
  */
 #define _POSIX_C_SOURCE 200809L
 
@@ -57,6 +62,7 @@ static void usage(FILE *out)
             "  --bootstrap-file PATH   write the bootstrap list to PATH "
             "(atomically) once up\n"
             "Prints the bootstrap list on stdout, runs until SIGTERM/SIGINT.\n"
+            "SIGUSR1 takes every broker down, SIGUSR2 brings them up.\n"
             "Topics not created here are auto-created with 4 partitions.\n");
 }
 
@@ -301,6 +307,8 @@ int main(int argc, char **argv)
     sigaddset(&sigs, SIGTERM);
     sigaddset(&sigs, SIGINT);
     sigaddset(&sigs, SIGHUP);
+    sigaddset(&sigs, SIGUSR1);
+    sigaddset(&sigs, SIGUSR2);
     if (pthread_sigmask(SIG_BLOCK, &sigs, NULL) != 0) {
         fprintf(stderr, "rtu-kafka-dev: pthread_sigmask failed\n");
         goto done;
@@ -365,6 +373,16 @@ int main(int argc, char **argv)
 
     for (;;) {
         int err = sigwait(&sigs, &sig);
+        if (err == 0 && (sig == SIGUSR1 || sig == SIGUSR2)) {
+            rd_kafka_resp_err_t e =
+                sig == SIGUSR1 ? rd_kafka_mock_broker_set_down(mc, -1)
+                               : rd_kafka_mock_broker_set_up(mc, -1);
+            fprintf(stderr, "rtu-kafka-dev: brokers %s%s%s\n",
+                    sig == SIGUSR1 ? "down" : "up", e ? ": " : "",
+                    e ? rd_kafka_err2str(e) : "");
+            fflush(stderr);
+            continue;
+        }
         if (err == 0)
             break;
         if (err != EINTR) {

@@ -45,12 +45,20 @@ for at the end of the module (and at interpreter exit), also on failure.  When a
 test (or a set-up) fails, the log of every rtu started in the file is printed on
 stderr.
 
+Outage and inspection helpers: Cluster.committed(group, topic) (committed
+offsets and watermarks, through rtu-offsets), Cluster.read_topic(topic)
+(every message of a topic, through kcat), Cluster.kafka_down()/kafka_up()
+(every mock broker down/up: SIGUSR1/SIGUSR2 to rtu-kafka-dev),
+tcp_proxy(host, port) (tools/tcp-proxy.py: a loopback proxy that can be cut
+and restored), rss_kib(pid).
+
 Environment: RTU_BIN (default /work/main/build/rtu), RTU_TOOLS_DIR (default
 /work/main/build/tools), RTU_E2E_VERBOSE=1 prints rtu logs of passing tests too.
 """
 
 import atexit
 import ctypes
+import importlib.util
 import itertools
 import json
 import os
@@ -167,6 +175,19 @@ def wait_for(predicate, timeout=30, what="condition", rtu=None, interval=0.1):
             raise AssertionError("timed out after %ss waiting for %s; last value: %r"
                                  % (timeout, what, last))
         time.sleep(interval)
+
+
+def wait_or_note(predicate, timeout=30, what="condition", rtu=None, interval=0.1):
+    """wait_for, but a timeout is only written on stderr (and False returned):
+    the test methods then assert the exact state and show what differs. An rtu
+    that exited still fails at once."""
+    try:
+        return wait_for(predicate, timeout, what, rtu, interval)
+    except AssertionError as e:
+        if "exited" in str(e):
+            raise
+        sys.stderr.write("note: %s\n" % e)
+        return False
 
 
 def _encode(v):
@@ -453,6 +474,69 @@ class Cluster:
             raise RuntimeError("rtu-produce failed (%s): %s %s" % (p.returncode, out, err))
         return len(lines)
 
+    # -- inspection and outages -------------------------------------------------
+
+    def committed(self, group, topic):
+        """{partition: (committed offset or -1, high watermark)} of `group` on
+        `topic`, read without joining the group."""
+        p = _spawn([os.path.join(TOOLS_DIR, "rtu-offsets"), "--brokers", self.brokers,
+                    "--group", group, "--topic", topic],
+                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+        try:
+            out, err = p.communicate(timeout=30)
+        finally:
+            _reap(p)
+        if p.returncode != 0:
+            raise RuntimeError("rtu-offsets failed (%s): %s" % (p.returncode, err))
+        res = {}
+        for line in out.decode().splitlines():  # TOPIC PARTITION LOW HIGH COMMITTED
+            _, part, _, high, committed = line.split()
+            res[int(part)] = (int(committed), int(high))
+        return res
+
+    def read_topic(self, topic, timeout=30):
+        """Every message of `topic` (kcat, from the beginning to the end of every
+        partition): [{"partition", "offset", "key", "value", "headers"}] with key
+        and value as text (None for null), sorted by (partition, offset)."""
+        p = _spawn(["kcat", "-b", self.brokers, "-C", "-t", topic, "-o", "beginning", "-e",
+                    "-q", "-J"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                   stdin=subprocess.DEVNULL)
+        try:
+            out, err = p.communicate(timeout=timeout)
+        finally:
+            _reap(p)
+        if p.returncode != 0:
+            raise RuntimeError("kcat failed on %s (%s): %s" % (topic, p.returncode, err))
+        msgs = []
+        for line in out.decode("utf-8").splitlines():
+            if not line.strip():
+                continue
+            d = json.loads(line)
+            msgs.append({"partition": d["partition"], "offset": d["offset"], "key": d.get("key"),
+                         "value": d.get("payload"), "headers": d.get("headers")})
+        msgs.sort(key=lambda m: (m["partition"], m["offset"]))
+        return msgs
+
+    def _kafka_signal(self, sig, word, timeout=10):
+        log = os.path.join(self.tmp, "kafka.log")
+        with open(log, "rb") as f:
+            before = f.read().count(word)
+        self.kafka.send_signal(sig)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with open(log, "rb") as f:
+                if f.read().count(word) > before:
+                    return
+            time.sleep(0.02)
+        raise RuntimeError("rtu-kafka-dev did not acknowledge %r" % word)
+
+    def kafka_down(self):
+        """Every mock broker down: connections closed, new ones refused."""
+        self._kafka_signal(signal.SIGUSR1, b"rtu-kafka-dev: brokers down")
+
+    def kafka_up(self):
+        self._kafka_signal(signal.SIGUSR2, b"rtu-kafka-dev: brokers up")
+
     def close(self):
         for r in _ALL_RTUS:
             if r.proc.poll() is None:
@@ -469,6 +553,40 @@ class Cluster:
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
+def _load_tcp_proxy():
+    here = os.path.dirname(os.path.abspath(__file__))
+    path = os.path.join(here, "..", "..", "tools", "tcp-proxy.py")
+    if not os.path.exists(path):
+        path = os.path.join(TOOLS_DIR, "tcp-proxy.py")
+    spec = importlib.util.spec_from_file_location("rtu_tcp_proxy", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+_PROXIES = []
+
+
+def tcp_proxy(host, port):
+    """A started tools/tcp-proxy.py TcpProxy in front of host:port (closed at the
+    end of the module): .port, .cut("refuse"|"blackhole"), .restore()."""
+    p = _load_tcp_proxy().TcpProxy(host, port).start()
+    _PROXIES.append(p)
+    return p
+
+
+def rss_kib(pid):
+    """VmRSS of a process in KiB (None once it is gone)."""
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
 def start_module(topics):
     global _CLUSTER
     _CLUSTER = Cluster(topics)
@@ -477,6 +595,8 @@ def start_module(topics):
 
 def stop_module():
     global _CLUSTER
+    while _PROXIES:
+        _PROXIES.pop().close()
     if _CLUSTER is not None:
         _CLUSTER.close()
         _CLUSTER = None

@@ -1,0 +1,151 @@
+"""End-to-end: scaling out (issue 5 point 7). Two rtu instances in one consumer
+group share a topic of 12 partitions; a stream of 6,000 messages over 240 keys
+(about 22 updates per key, a key pinned to one partition; every 10th message
+the only one of its key) is produced while
+they consume; one instance is killed with SIGKILL in the middle and the other
+takes its partitions over. Then:
+
+- every key holds exactly what applying its messages one by one gives (fields,
+  __STATE__, the counter and the partition/offset of its last message), one
+  document per key;
+- with a manual strategy on (identifier {ID: id}), the projection-change
+  documents are exactly those a single instance applying the messages one by
+  one leaves: one per key, changes = [NEW change of the key's last message]
+  (computed here, not compared with another run);
+- the group's committed offsets reach the end of every partition;
+- the survivor logged an assignment of all 12 partitions after the kill.
+"""
+
+import datetime
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import harness  # noqa: E402
+import streamlib  # noqa: E402
+from harness import E2ETestCase, wait_for  # noqa: E402
+
+TOPIC = "scale.in"
+N_PARTITIONS = 12
+N_KEYS = 240
+N_MESSAGES = 6000
+RATE = 1500  # about 4 s of stream
+TOPICS = {TOPIC: N_PARTITIONS}
+
+MAP_TABLE = {"pr_acc": dict(streamlib.MAP_TABLE["pr_acc"], changes={"sv_acc": "__fromFile__[accOf]"})}
+STRATEGY = "return function(document, db, log) return { { ID = document.id } } end\n"
+
+
+def iso(ms):
+    return datetime.datetime.fromtimestamp(ms / 1000, datetime.timezone.utc).strftime(
+        "%Y-%m-%dT%H:%M:%S.") + "%03dZ" % (ms % 1000)
+
+
+@harness.report_on_error
+def setUpModule():
+    harness.start_module(TOPICS)
+
+
+def tearDownModule():
+    harness.stop_module()
+
+
+class ScaleOut(E2ETestCase):
+    @classmethod
+    def setUpClass(cls):
+        c = harness.cluster()
+        sc = c.scenario("scale", {TOPIC: "pr_acc"}, MAP_TABLE,
+                        files={"strategies/accOf.lua": STRATEGY},
+                        env={"KAFKA_CONSUMER_MAX_BATCH_SIZE": "300",
+                             "KAFKA_SESSION_TIMEOUT_MS": "3000",
+                             "KAFKA_HEARTBEAT_INTERVAL_MS": "300",
+                             "PROJECTIONS_CHANGES_ENABLED": "true",
+                             "PROJECTIONS_CHANGES_COLLECTION_NAME": "pc",
+                             "USE_AUTOMATIC_STRATEGIES": "false"})
+        sc.env["STRATEGIES_FOLDER"] = os.path.join(sc.dir, "strategies")
+        cls.sc = sc
+        lines = streamlib.make_stream(TOPIC, N_MESSAGES, N_KEYS, N_PARTITIONS, seed=7012)
+        cls.lines = streamlib.with_offsets(lines)
+        cls.expected = streamlib.expected_state(cls.lines)
+        coll = sc.coll("acc")
+        a, b = sc.start(), sc.start()
+        a.wait_assigned(20)
+        b.wait_assigned(20)
+        # both own partitions once the join settles
+        wait_for(lambda: len(a.find_logs(lambda l: l.get("msg") == "partitions assigned")) >= 1
+                 and len(b.find_logs(lambda l: l.get("msg") == "partitions assigned")) >= 1,
+                 15, "both assigned", [a, b])
+        cls.a_parts = a.find_logs(lambda l: l.get("msg") == "partitions assigned")[-1]["partitions"]
+        producer = c.produce(lines, rate=RATE, background=True)
+        cls.count_at_kill = wait_for(
+            lambda: (lambda n: n if n >= len(cls.expected) // 3 else 0)(coll.count_documents({})),
+            30, "some documents", [a, b], interval=0.02)
+        cls.producer_running_at_kill = producer.poll() is None
+        n_logs_b = len(b.log_lines())
+        cls.a_rc = a.kill()
+        cls.t_kill = time.monotonic()
+        out, err = producer.communicate(timeout=60)
+        harness._reap(producer)
+        cls.producer_rc = producer.returncode
+        harness.wait_or_note(lambda: streamlib.final_reached(coll, cls.expected), 45,
+                 "every key at its last message", b, interval=0.25)
+        highs = {p: n for p, n in ((l["partition"], o + 1) for l, o in cls.lines)}
+        cls.highs = {}
+        for l, o in cls.lines:
+            cls.highs[l["partition"]] = max(cls.highs.get(l["partition"], 0), o + 1)
+        harness.wait_or_note(lambda: {p: v[0] for p, v in c.committed(sc.group, TOPIC).items()} == cls.highs,
+                 20, "everything committed", b, interval=0.2)
+        cls.b_logs_after_kill = b.log_lines()[n_logs_b:]
+        cls.b_errors = harness.error_logs(b)
+        cls.committed = c.committed(sc.group, TOPIC)
+        cls.docs_diff = streamlib.diff_documents(coll, cls.expected)
+        cls.pcs = list(sc.coll("pc").find({}))
+        b.stop()
+
+    def test_killed_in_the_middle_and_taken_over(self):
+        self.assertEqual(self.a_rc, -9)
+        self.assertTrue(self.producer_running_at_kill, "the kill came after the stream ended")
+        self.assertLess(self.count_at_kill, len(self.expected))
+        self.assertEqual(self.producer_rc, 0)
+        self.assertTrue(self.a_parts, "the first instance owned no partition")
+        assigned = [l["partitions"] for l in self.b_logs_after_kill
+                    if l.get("msg") == "partitions assigned"]
+        want = ",".join("%s[%d]" % (TOPIC, p) for p in range(N_PARTITIONS))
+        self.assertIn(want, assigned, "the survivor never got all 12 partitions")
+        self.assertEqual(self.b_errors, [])
+
+    def test_documents_equal_one_by_one(self):
+        self.assertEqual(self.docs_diff, [])
+
+    def test_committed_offsets_at_the_end(self):
+        self.assertEqual({p: v for p, v in self.committed.items()},
+                         {p: (h, h) for p, h in self.highs.items()})
+
+    def test_projection_changes_equal_single_instance(self):
+        """FAILS against rtu 0.1.0 (bug, reported): when a run folds several
+        messages of a record that existed before the run, the strategy runs on
+        the before image (origin = the run's FIRST message) and on the after
+        image (origin = its LAST message); both give the same identifier and the
+        projection change keeps the first origin (src/batch.c after_writes:
+        origin[n++] = first_msg for gr->s0). Applying the messages one by one
+        leaves the change of the LAST message."""
+        want = {}
+        for k, e in self.expected.items():
+            want[k] = [{"state": "NEW", "topic": TOPIC, "partition": e["partition"],
+                        "offset": str(e["offset"]), "key": {"ID": k},
+                        "timestamp": iso(e["timestamp"])}]
+        got, dups = {}, []
+        for d in self.pcs:
+            self.assertEqual(d["type"], "sv_acc")
+            k = d["identifier"]["ID"]
+            if k in got:
+                dups.append(k)
+            got[k] = d["changes"]
+        self.assertEqual(dups, [])
+        self.assertEqual(sorted(got), sorted(want))
+        self.assertEqual([(k, got[k]) for k in sorted(got) if got[k] != want[k]], [])
+
+
+if __name__ == "__main__":
+    harness.main()
