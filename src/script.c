@@ -32,6 +32,8 @@ struct rtu_script_s {
   int limit_ms;
   bool timed_out;
   bool last_timed_out; /* of the last pcall_limited */
+  bool mem_refused;       /* the cap refused an allocation since arm() */
+  bool last_out_of_memory; /* the last pcall_limited failed on the memory cap */
   int process_ref; /* pipeline process function */
   int log_ref;     /* the log table handed to scripts */
   int identify_ref; /* rtu.changes identify function, LUA_NOREF when strategies are off */
@@ -54,7 +56,10 @@ static void *l_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
     s->mem_used -= old;
     return NULL;
   }
-  if (nsize > old && s->mem_used + (nsize - old) > s->mem_limit) return NULL;
+  if (nsize > old && s->mem_used + (nsize - old) > s->mem_limit) {
+    s->mem_refused = true;
+    return NULL;
+  }
   void *p = realloc(ptr, nsize);
   if (!p) return NULL;
   s->mem_used = s->mem_used - old + nsize;
@@ -80,9 +85,17 @@ static void l_hook(lua_State *L, lua_Debug *ar) {
   luaL_error(L, "script ran longer than STRATEGIES_MAX_EXEC_TIME_MS (%d ms)", s->limit_ms);
 }
 
+/* rtu.limits.timed_out(): lets the sandbox's pcall, xpcall and coroutine.resume
+ * tell a timeout from a script error without trusting the error value. */
+static int l_timed_out(lua_State *L) {
+  lua_pushboolean(L, script_of(L)->timed_out);
+  return 1;
+}
+
 static void arm(rtu_script_t *s) {
   s->deadline = s->limit_ms > 0 ? rtu_now_mono_ms() + s->limit_ms : 0;
   s->timed_out = false;
+  s->mem_refused = false;
 }
 
 static void disarm(rtu_script_t *s) {
@@ -187,8 +200,23 @@ static bool pcall_limited(rtu_script_t *s, int nargs, int nres) {
   arm(s);
   int rc = lua_pcall(L, nargs, nres, fn);
   s->last_timed_out = s->timed_out;
+  /* A memory error may reach here as LUA_ERRMEM, or as a runtime error after
+   * Lua code caught it and raised its own message around it. */
+  const char *msg = rc != LUA_OK ? lua_tostring(L, -1) : NULL;
+  s->last_out_of_memory = !s->last_timed_out &&
+                          (rc == LUA_ERRMEM || (s->mem_refused && (rc == LUA_ERRERR ||
+                                                     (msg && strstr(msg, "not enough memory")))));
   disarm(s);
   lua_remove(L, fn);
+  if (s->last_out_of_memory) {
+    /* Free what the failed call left before allocating the message: an
+     * allocation failing here, outside any pcall, would abort the process. */
+    lua_gc(L, LUA_GCCOLLECT);
+    lua_pushfstring(L, "Lua memory limit (%d MiB) reached: %s", (int)(s->mem_limit >> 20),
+                    msg ? msg : "not enough memory");
+    lua_remove(L, -2);
+    return false;
+  }
   if (rc == LUA_OK && s->last_timed_out) {
     /* The script caught the timeout (in a coroutine) and returned: still a timeout. */
     lua_pop(L, nres);
@@ -295,11 +323,35 @@ static void open_libs(lua_State *L) {
   lua_pop(L, 1);
   lua_pushcfunction(L, l_require);
   lua_setglobal(L, "require");
-  /* rtu.json is C: preload it in the loaded table. */
+  /* rtu.json and rtu.limits are C: preload them in the loaded table. */
   lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
   rtu_value_open_json(L);
   lua_setfield(L, -2, "rtu.json");
+  lua_createtable(L, 0, 1);
+  lua_pushcfunction(L, l_timed_out);
+  lua_setfield(L, -2, "timed_out");
+  lua_setfield(L, -2, "rtu.limits");
   lua_pop(L, 1);
+}
+
+/* String methods ("s:find(p)") get the sandbox's guarded string library, so a
+ * method call cannot reach the unguarded pattern functions either. */
+static bool guard_string_methods(rtu_script_t *s, rtu_problems_t *problems) {
+  lua_State *L = s->L;
+  int top = lua_gettop(L);
+  bool ok = false;
+  lua_getfield(L, LUA_REGISTRYINDEX, "rtu.sandbox");
+  lua_pushliteral(L, "");
+  if (lua_getfield(L, -2, "string") != LUA_TTABLE || !lua_getmetatable(L, -2)) {
+    rtu_problems_add(problems, "Lua runtime: rtu.sandbox has no string library");
+    goto done;
+  }
+  lua_pushvalue(L, -2);
+  lua_setfield(L, -2, "__index");
+  ok = true;
+done:
+  lua_settop(L, top);
+  return ok;
 }
 
 /* ---- the db object of strategies ---------------------------------------- */
@@ -679,7 +731,7 @@ rtu_script_t *rtu_script_new(const rtu_config_t *cfg, rtu_problems_t *problems) 
   lua_getfield(L, LUA_REGISTRYINDEX, "rtu.value");
   rtu_value_bind(L, -1);
   lua_pop(L, 1);
-  if (!require_into_registry(s, "rtu.sandbox", problems) ||
+  if (!require_into_registry(s, "rtu.sandbox", problems) || !guard_string_methods(s, problems) ||
       !require_into_registry(s, "rtu.casts", problems) ||
       !require_into_registry(s, "rtu.adapters", problems) ||
       !require_into_registry(s, "rtu.pipeline", problems))
@@ -832,7 +884,7 @@ rtu_err_t rtu_script_map(rtu_script_t *s, size_t projection, const rtu_msg_t *ms
   lua_rawgeti(L, LUA_REGISTRYINDEX, s->log_ref);
   if (!pcall_limited(s, 3, 2)) {
     snprintf(errstr, errstr_size, "%s", lua_tostring(L, -1));
-    err = s->last_timed_out ? RTU_ERR_SCRIPT : RTU_ERR_DATA;
+    err = s->last_timed_out || s->last_out_of_memory ? RTU_ERR_SCRIPT : RTU_ERR_DATA;
     goto done;
   }
   int chg = top + 1;

@@ -5,16 +5,32 @@ libraries, so a script cannot change what another script or the runtime sees. No
 given: io, os (but for time functions), require, package, debug, dofile, loadfile,
 collectgarbage, print, string.dump, and load of binary chunks. The C core adds the
 time limit (an instruction hook) and the memory cap (the allocator); it also hides
-the string metatable so `getmetatable("")` cannot reach the shared string library.
+the string metatable so `getmetatable("")` cannot reach the shared string library,
+and gives string methods ("s:find(p)") the functions of M.string below.
+
+What the hook cannot see is closed here:
+- pcall, xpcall and coroutine.resume give a timeout back to their caller as an
+  error again (rtu.limits.timed_out() says whether the call timed out), so no
+  script goes on after one; xpcall never calls the script's message handler for a
+  timeout, because Lua runs a handler with hooks off when the error comes from the
+  hook, and a looping handler would never be interrupted.
+- setmetatable refuses a metatable with a __gc field: Lua runs finalizers at any
+  allocation, with hooks off, possibly after the call that armed them.
+- string.find, match, gmatch and gsub (functions and methods) refuse a pattern
+  whose worst case is over rtu.patterns.LIMIT: the matcher runs in C, unhooked.
+
+new_env() -> env      string = the guarded copy of the string library
 ]]
 local json = require("rtu.json")
 local value = require("rtu.value")
+local limits = require("rtu.limits")
+local patterns = require("rtu.patterns")
 
 local M = {}
 
 local base_names = {
-  "assert", "error", "ipairs", "next", "pairs", "pcall", "xpcall", "rawequal", "rawget",
-  "rawlen", "rawset", "select", "tonumber", "tostring", "type", "setmetatable",
+  "assert", "error", "ipairs", "next", "pairs", "rawequal", "rawget",
+  "rawlen", "rawset", "select", "tonumber", "tostring", "type",
   "getmetatable", "_VERSION",
 }
 
@@ -28,15 +44,59 @@ end
 
 -- The globals of the state, captured when this module is first loaded by the core.
 local G = _G
+local timed_out = limits.timed_out
+
+local function rethrow(ok, ...)
+  if not ok and timed_out() then G.error((...), 0) end
+  return ok, ...
+end
+
+local function pcall(f, ...)
+  return rethrow(G.pcall(f, ...))
+end
+
+local function xpcall(f, handler, ...)
+  if type(handler) ~= "function" then
+    G.error("bad argument #2 to 'xpcall' (function expected, got " .. type(handler) .. ")", 2)
+  end
+  return rethrow(G.xpcall(f, function(e)
+    if timed_out() then return e end
+    return handler(e)
+  end, ...))
+end
+
+local function setmetatable(t, mt)
+  if type(mt) == "table" and G.rawget(mt, "__gc") ~= nil then
+    G.error("setmetatable: __gc finalizers are not allowed in scripts (they would run "
+      .. "outside the time limit)", 2)
+  end
+  return G.setmetatable(t, mt)
+end
+
+local function guarded(name)
+  local f = G.string[name]
+  return function(s, p, ...)
+    patterns.check(name, s, p, name == "find" and (select(2, ...)))
+    return f(s, p, ...)
+  end
+end
+
+M.string = copy(G.string, { dump = true })
+for _, name in ipairs({ "find", "match", "gmatch", "gsub" }) do M.string[name] = guarded(name) end
+
+local coroutine_lib = copy(G.coroutine)
+coroutine_lib.resume = function(co, ...) return rethrow(G.coroutine.resume(co, ...)) end
+coroutine_lib.close = function(co) return rethrow(G.coroutine.close(co)) end
 
 function M.new_env()
   local env = {}
   for _, name in ipairs(base_names) do env[name] = G[name] end
-  env.string = copy(G.string, { dump = true })
+  env.pcall, env.xpcall, env.setmetatable = pcall, xpcall, setmetatable
+  env.string = copy(M.string)
   env.table = copy(G.table)
   env.math = copy(G.math)
   env.utf8 = copy(G.utf8)
-  env.coroutine = copy(G.coroutine)
+  env.coroutine = copy(coroutine_lib)
   env.os = { time = G.os.time, clock = G.os.clock, date = G.os.date, difftime = G.os.difftime }
   env.json = { decode = json.decode, encode = json.encode, null = json.null }
   env.null = json.null
