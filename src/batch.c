@@ -276,27 +276,6 @@ static void append_guard(bson_t *filter, int64_t counter) {
   bson_append_array_end(filter, &or);
 }
 
-/* The original message key: an object when it is a JSON object, else a string. */
-static void append_original_key(bson_t *out, const rtu_msg_t *msg) {
-  if (!msg->key) {
-    BSON_APPEND_NULL(out, "key");
-    return;
-  }
-  const char *k = msg->key;
-  size_t len = msg->key_len, i = 0;
-  while (i < len && (k[i] == ' ' || k[i] == '\t' || k[i] == '\n' || k[i] == '\r')) i++;
-  if (i < len && k[i] == '{') {
-    bson_t doc;
-    if (bson_init_from_json(&doc, k, (ssize_t)len, NULL)) {
-      BSON_APPEND_DOCUMENT(out, "key", &doc);
-      bson_destroy(&doc);
-      return;
-    }
-  }
-  if (bson_utf8_validate(k, len, false)) bson_append_utf8(out, "key", 3, k, (int)len);
-  else bson_append_binary(out, "key", 3, BSON_SUBTYPE_BINARY, (const uint8_t *)k, (uint32_t)len);
-}
-
 static void append_metadata(bson_t *set, const rtu_mapped_t *m, const rtu_msg_t *msg,
                             state_t state, int64_t counter, int64_t now) {
   int64_t ts = msg->timestamp;
@@ -313,7 +292,7 @@ static void append_metadata(bson_t *set, const rtu_mapped_t *m, const rtu_msg_t 
   BSON_APPEND_UTF8(&info, "topic", msg->topic);
   BSON_APPEND_INT32(&info, "partition", msg->partition);
   BSON_APPEND_UTF8(&info, "offset", offset);
-  append_original_key(&info, msg);
+  rtu_value_append_original_key(&info, "key", msg->key, msg->key_len);
   BSON_APPEND_UTF8(&info, "timestamp", iso);
   bson_append_document_end(set, &info);
 }
@@ -434,7 +413,7 @@ static void append_kafka_info_json(bson_string_t *out, const rtu_msg_t *msg, boo
   bson_t tmp = BSON_INITIALIZER;
   bson_iter_t it;
   char ts[40];
-  append_original_key(&tmp, msg);
+  rtu_value_append_original_key(&tmp, "key", msg->key, msg->key_len);
   if (ts_as_ms) snprintf(ts, sizeof ts, "%lld", (long long)msg->timestamp);
   else rtu_iso8601(msg->timestamp, ts, sizeof ts);
   bson_string_append(out, "{\"topic\":");

@@ -31,6 +31,12 @@ rtu_err_t rtu_value_append(lua_State *L, int idx, bson_t *out, const char *key, 
 bool rtu_value_json_to_bson(const char *text, size_t len, bson_t *out, char *errstr,
                             size_t errstr_size);
 
+/* Appends a Kafka message's original key under field, as projections and
+ * projection changes record it: a document when the key is a JSON object, else the
+ * text (binary when it is not UTF-8), null when the message has no key. */
+void rtu_value_append_original_key(bson_t *out, const char *field, const char *key,
+                                   size_t key_len);
+
 /* Appends the JSON text of a BSON value/document to out: integers exact, dates as
  * ISO-8601 strings, ObjectIds as hex strings (the shapes of Fast Data's messages). */
 void rtu_value_iter_to_json(const bson_iter_t *it, bson_string_t *out);

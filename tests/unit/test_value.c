@@ -573,8 +573,42 @@ static void test_doc_to_json(void) {
   }
 }
 
+/* The original Kafka key, as projections and projection changes both record it. */
+static void test_original_key(void) {
+  static const struct {
+    const char *key;
+    size_t len;
+    const char *want;
+  } cases[] = {
+      {"{\"ID\": 123, \"BIG\": 9007199254740993}", 0,
+       "{\"k\": {\"ID\": {\"$numberInt\": \"123\"}, \"BIG\": {\"$numberLong\": \"9007199254740993\"}}}"},
+      {" \n{\"a\": \"x\"}", 0, "{\"k\": {\"a\": \"x\"}}"},      /* leading blanks */
+      {"plain-key", 0, "{\"k\": \"plain-key\"}"},
+      {"{not json", 0, "{\"k\": \"{not json\"}"},                  /* text, as given */
+      {"[1, 2]", 0, "{\"k\": \"[1, 2]\"}"},                        /* only objects */
+      {"{\"$oid\": \"5f0000000000000000000000\"}", 0,              /* no extended JSON */
+       "{\"k\": \"{\\\"$oid\\\": \\\"5f0000000000000000000000\\\"}\"}"},
+      {"", 0, "{\"k\": \"\"}"},
+      {"\xff\xfe", 2, "{\"k\": {\"$binary\": {\"base64\": \"//4=\", \"subType\": \"00\"}}}"},
+      {NULL, 0, "{\"k\": null}"},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    bson_t got = BSON_INITIALIZER;
+    size_t len = cases[i].len ? cases[i].len : cases[i].key ? strlen(cases[i].key) : 0;
+    rtu_value_append_original_key(&got, "k", cases[i].key, len);
+    bson_t *want = json_doc(cases[i].want);
+    char *g = bson_canon(&got), *w = bson_canon(want);
+    CHECK(bson_equal(&got, want), "key %zu:\n    got  %s\n    want %s", i, g, w);
+    bson_free(g);
+    bson_free(w);
+    bson_destroy(want);
+    bson_destroy(&got);
+  }
+}
+
 int main(void) {
   L = new_state();
+  test_original_key();
   test_json_to_bson();
   test_roundtrip();
   test_refused();
