@@ -4,8 +4,10 @@
  * and the user's casts and adapter, each loaded as a text chunk into its own
  * sandbox environment (rtu.sandbox). Every call into Lua runs under a wall-clock
  * limit enforced by an instruction-count hook, and the state's allocator enforces
- * a memory cap. It does no I/O besides reading script files at load, and never
- * talks to Kafka or MongoDB.
+ * a memory cap; what the hook cannot see (message handlers, finalizers, pattern
+ * matching in C) rtu.sandbox closes, asking rtu.limits.timed_out() (here) whether
+ * an error is the timeout. It does no I/O besides reading script files at load,
+ * and never talks to Kafka or MongoDB.
  */
 #include "script.h"
 
