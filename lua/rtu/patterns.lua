@@ -28,9 +28,10 @@ check(name, s, p, plain) raises "string.NAME: pattern ... too complex" when the
   bound is over LIMIT (PLAIN_LIMIT for plain finds). A malformed pattern costs 0
   here: the real function raises its own error.
 
-LIMIT: 1e8 steps, well under a second of C (Lua's singlematch is a few ns), so
-a call that is let through may overrun STRATEGIES_MAX_EXEC_TIME_MS by that much
-at worst. Typical patterns are far below: "^%s*(.-)%s*$" on 1,000 characters
+LIMIT: 1e8 steps. A step of the matcher is a few ns (random patterns measured
+at 10 ns per bounded step at worst, gmatch's per-match work included), so a call
+that is let through may overrun STRATEGIES_MAX_EXEC_TIME_MS by about a second at
+the very worst. Typical patterns are far below: "^%s*(.-)%s*$" on 1,000 characters
 with few spaces is about 1e4, "(%d+)-(%d+)" on 100 characters about 1e6. The
 check costs about as much as a short match (parsed patterns and first bounds are
 cached).

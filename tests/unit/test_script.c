@@ -284,6 +284,14 @@ static const char *CAST_PROBE_FMT =
     "  os_execute_call = function()\n"
     "    local ok = pcall(function() return os.execute('true') end) return ok and 'ran' or 'refused'\n"
     "  end,\n"
+    "  json_deep = function()\n"
+    "    local ok = pcall(json.decode, string.rep('[', 100000) .. string.rep(']', 100000))\n"
+    "    return ok and 'decoded' or 'refused'\n"
+    "  end,\n"
+    "  json_cycle = function()\n"
+    "    local t = {} t[1] = t t[2] = t\n"
+    "    local ok = pcall(json.encode, t) return ok and 'encoded' or 'refused'\n"
+    "  end,\n"
     "  require_call = function()\n"
     "    local ok = pcall(function() return require('io') end) return ok and 'loaded' or 'refused'\n"
     "  end,\n"
@@ -794,6 +802,8 @@ static void test_sandbox(rtu_script_t *s) {
   probe(s, "io_open", "refused");
   probe(s, "os_execute_call", "refused");
   probe(s, "require_call", "refused");
+  probe(s, "json_deep", "refused");
+  probe(s, "json_cycle", "refused");
 
   /* getmetatable("") must not hand out the string library. */
   rtu_mapped_t m;
