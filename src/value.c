@@ -125,11 +125,17 @@ static bool is_mt(lua_State *L, int idx, const void *key) {
   return eq;
 }
 
+/* What one rtu_value_append may write: MongoDB's largest document. Tables shared
+ * within a value (a = {a, a}, nested 60 times) are written once per reference,
+ * so without it a small table could make C work for hours, in memory the Lua
+ * cap does not see. */
+#define MAX_VALUE_BYTES (16u * 1024 * 1024)
+
 static rtu_err_t append_depth(lua_State *L, int idx, bson_t *out, const char *key, int keylen,
-                              int depth, char *errstr, size_t sz);
+                              int depth, size_t *budget, char *errstr, size_t sz);
 
 static rtu_err_t append_table(lua_State *L, int idx, bson_t *out, const char *key, int keylen,
-                              int depth, char *errstr, size_t sz) {
+                              int depth, size_t *budget, char *errstr, size_t sz) {
   if (depth > MAX_DEPTH) {
     snprintf(errstr, sz, "field '%.*s': nesting deeper than %d", keylen, key, MAX_DEPTH);
     return RTU_ERR_DATA;
@@ -167,7 +173,7 @@ static rtu_err_t append_table(lua_State *L, int idx, bson_t *out, const char *ke
       const char *ikey;
       size_t ilen = bson_uint32_to_string((uint32_t)(i - 1), &ikey, ibuf, sizeof ibuf);
       lua_rawgeti(L, idx, (lua_Integer)i);
-      err = append_depth(L, lua_gettop(L), &child, ikey, (int)ilen, depth + 1, errstr, sz);
+      err = append_depth(L, lua_gettop(L), &child, ikey, (int)ilen, depth + 1, budget, errstr, sz);
       lua_pop(L, 1);
     }
     if (!bson_append_array_end(out, &child) && err == RTU_OK) goto too_big;
@@ -191,7 +197,7 @@ static rtu_err_t append_table(lua_State *L, int idx, bson_t *out, const char *ke
       err = RTU_ERR_DATA;
       break;
     }
-    err = append_depth(L, lua_gettop(L), &child, k, (int)klen, depth + 1, errstr, sz);
+    err = append_depth(L, lua_gettop(L), &child, k, (int)klen, depth + 1, budget, errstr, sz);
     lua_pop(L, 1);
   }
   if (err != RTU_OK) lua_pop(L, 1); /* the key left by an interrupted lua_next */
@@ -203,8 +209,17 @@ too_big:
 }
 
 static rtu_err_t append_depth(lua_State *L, int idx, bson_t *out, const char *key, int keylen,
-                              int depth, char *errstr, size_t sz) {
+                              int depth, size_t *budget, char *errstr, size_t sz) {
   bool ok = true;
+  /* a BSON element: type, key, NUL, and at least a few bytes of value */
+  size_t cost = (keylen < 0 ? strlen(key) : (size_t)keylen) + 8;
+  if (lua_type(L, idx) == LUA_TSTRING) cost += lua_rawlen(L, idx);
+  if (cost > *budget) {
+    snprintf(errstr, sz, "field '%.*s': value larger than %u MiB", keylen, key,
+             MAX_VALUE_BYTES >> 20);
+    return RTU_ERR_DATA;
+  }
+  *budget -= cost;
   switch (lua_type(L, idx)) {
   case LUA_TNIL: ok = bson_append_null(out, key, keylen); break;
   case LUA_TBOOLEAN: ok = bson_append_bool(out, key, keylen, lua_toboolean(L, idx)); break;
@@ -235,7 +250,7 @@ static rtu_err_t append_depth(lua_State *L, int idx, bson_t *out, const char *ke
     /* fallthrough */
   default:
     if (lua_type(L, idx) == LUA_TTABLE)
-      return append_table(L, idx, out, key, keylen, depth, errstr, sz);
+      return append_table(L, idx, out, key, keylen, depth, budget, errstr, sz);
     snprintf(errstr, sz, "field '%.*s': a %s cannot be stored", keylen, key,
              luaL_typename(L, idx));
     return RTU_ERR_DATA;
@@ -250,7 +265,8 @@ static rtu_err_t append_depth(lua_State *L, int idx, bson_t *out, const char *ke
 rtu_err_t rtu_value_append(lua_State *L, int idx, bson_t *out, const char *key, int keylen,
                            char *errstr, size_t errstr_size) {
   luaL_checkstack(L, MAX_DEPTH * 3 + 8, "value too deep");
-  return append_depth(L, lua_absindex(L, idx), out, key, keylen, 0, errstr, errstr_size);
+  size_t budget = MAX_VALUE_BYTES;
+  return append_depth(L, lua_absindex(L, idx), out, key, keylen, 0, &budget, errstr, errstr_size);
 }
 
 /* ---- JSON --------------------------------------------------------------- */

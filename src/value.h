@@ -23,7 +23,8 @@ void rtu_value_push_doc(lua_State *L, const bson_t *doc);
 void rtu_value_push_iter(lua_State *L, const bson_iter_t *it);
 
 /* Appends the Lua value at idx to out under key. Fails on functions, non-string
- * keys, invalid UTF-8 or nesting deeper than 100. */
+ * keys, invalid UTF-8, nesting deeper than 100 or more than 16 MiB written (a
+ * table shared within the value counts once per reference). */
 rtu_err_t rtu_value_append(lua_State *L, int idx, bson_t *out, const char *key, int keylen,
                            char *errstr, size_t errstr_size);
 

@@ -18,6 +18,11 @@ What the hook cannot see is closed here:
   allocation, with hooks off, possibly after the call that armed them.
 - string.find, match, gmatch and gsub (functions and methods) refuse a pattern
   whose worst case is over rtu.patterns.LIMIT: the matcher runs in C, unhooked.
+- Other C loops whose length no allocation bounds: string.rep of empty strings
+  (returns "" at once), table.move of more than MAX_MOVE elements (refused), and
+  table.sort of more than SORT_IN_C elements without a comparator (sorted with a
+  Lua comparator, so the hook sees it). What else runs long in C is bounded by
+  the memory cap (string.rep, table.concat: a few hundred ms at most).
 
 new_env() -> env      string = the guarded copy of the string library
 ]]
@@ -84,6 +89,29 @@ end
 M.string = copy(G.string, { dump = true })
 for _, name in ipairs({ "find", "match", "gmatch", "gsub" }) do M.string[name] = guarded(name) end
 
+M.MAX_MOVE = 1 << 24
+M.SORT_IN_C = 100000
+
+M.string.rep = function(s, n, sep)
+  local k = G.math.tointeger(n)
+  if s == "" and (sep == nil or sep == "") and k and k > 0 then return "" end
+  return G.string.rep(s, n, sep)
+end
+
+local table_lib = copy(G.table)
+table_lib.move = function(a1, f, e, t, a2)
+  local fi, ei = G.math.tointeger(f), G.math.tointeger(e)
+  if fi and ei and (ei + 0.0) - fi >= M.MAX_MOVE then
+    G.error("table.move: more than " .. M.MAX_MOVE .. " elements (sandbox limit)", 2)
+  end
+  return G.table.move(a1, f, e, t, a2)
+end
+local function less(a, b) return a < b end
+table_lib.sort = function(list, comp)
+  if comp == nil and type(list) == "table" and #list > M.SORT_IN_C then comp = less end
+  return G.table.sort(list, comp)
+end
+
 local coroutine_lib = copy(G.coroutine)
 coroutine_lib.resume = function(co, ...) return rethrow(G.coroutine.resume(co, ...)) end
 coroutine_lib.close = function(co) return rethrow(G.coroutine.close(co)) end
@@ -93,7 +121,7 @@ function M.new_env()
   for _, name in ipairs(base_names) do env[name] = G[name] end
   env.pcall, env.xpcall, env.setmetatable = pcall, xpcall, setmetatable
   env.string = copy(M.string)
-  env.table = copy(G.table)
+  env.table = copy(table_lib)
   env.math = copy(G.math)
   env.utf8 = copy(G.utf8)
   env.coroutine = copy(coroutine_lib)

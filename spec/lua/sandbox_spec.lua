@@ -98,6 +98,35 @@ describe("rtu.sandbox", function()
     end)
   end)
 
+  describe("C loops no allocation bounds", function()
+    it("string.rep of empty strings returns at once", function()
+      assert.are.equal("", run("return string.rep('', 1e15)"))
+      assert.are.equal("", run("return string.rep('', 3, '')"))
+      assert.are.equal("a,a,a", run("return string.rep('a', 3, ',')"))
+      assert.are.equal(",,", run("return string.rep('', 3, ',')"))
+      assert.are.equal("", run("return string.rep('x', 0)"))
+    end)
+
+    it("table.move refuses more than MAX_MOVE elements and moves the rest", function()
+      local ok, err = pcall(run, "return table.move({}, 1, 1e12, 1, {})")
+      assert.is_false(ok)
+      assert.truthy(err:find("sandbox limit", 1, true))
+      assert.are.same({ 1, 2, 3 }, run("return table.move({1, 2, 3}, 1, 3, 1, {})"))
+      assert.are.same({ 1, 1, 2 }, run("return table.move({1, 2, 3}, 1, 2, 2)"))
+    end)
+
+    it("table.sort sorts long lists with a Lua comparator, short ones as they are", function()
+      local saved = sandbox.SORT_IN_C
+      sandbox.SORT_IN_C = 3
+      local ok, res = pcall(run, "local t = {5, 3, 4, 1, 2} table.sort(t) return t")
+      sandbox.SORT_IN_C = saved
+      assert.is_true(ok, res)
+      assert.are.same({ 1, 2, 3, 4, 5 }, res)
+      assert.are.same({ 3, 2, 1 }, run("local t = {1, 3, 2} table.sort(t, function(a, b) return a > b end) return t"))
+      assert.is_false((pcall(run, "local t = {} for i = 1, 10 do t[i] = i end t[5] = 'x' table.sort(t) return t")))
+    end)
+  end)
+
   describe("pattern functions", function()
     -- Methods ("s:find(p)") get M.string through the string metatable, which the
     -- C core sets (tests/unit/test_script.c); plain lua5.4 has the real one.

@@ -292,6 +292,15 @@ static const char *CAST_PROBE_FMT =
     "    local t = {} t[1] = t t[2] = t\n"
     "    local ok = pcall(json.encode, t) return ok and 'encoded' or 'refused'\n"
     "  end,\n"
+    "  json_dag = function()\n"
+    "    local a = {} for i = 1, 60 do a = {a, a} end\n"
+    "    local ok, e = pcall(json.encode, a)\n"
+    "    return ok and 'encoded' or (tostring(e):find('larger than', 1, true) and 'refused' or tostring(e))\n"
+    "  end,\n"
+    "  rep_empty = function() return #string.rep('', 1e15) .. #(''):rep(1e15) end,\n"
+    "  table_move = function()\n"
+    "    local ok = pcall(table.move, {}, 1, 1e12, 1, {}) return ok and 'moved' or 'refused'\n"
+    "  end,\n"
     "  require_call = function()\n"
     "    local ok = pcall(function() return require('io') end) return ok and 'loaded' or 'refused'\n"
     "  end,\n"
@@ -804,6 +813,9 @@ static void test_sandbox(rtu_script_t *s) {
   probe(s, "require_call", "refused");
   probe(s, "json_deep", "refused");
   probe(s, "json_cycle", "refused");
+  probe(s, "json_dag", "refused");  /* 2^60 references to small tables */
+  probe(s, "rep_empty", "00");      /* C loops no allocation bounds */
+  probe(s, "table_move", "refused");
 
   /* getmetatable("") must not hand out the string library. */
   rtu_mapped_t m;
