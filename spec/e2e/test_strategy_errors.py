@@ -7,8 +7,6 @@ the record and the cause. A restart stops at the same message. A second strategy
 that never ends on one record stops at that record's message the same way."""
 
 import os
-import shutil
-import subprocess
 import sys
 import time
 
@@ -88,25 +86,6 @@ def pc_ids(k):
     return sorted(d["identifier"]["ID"] for d in S[k].coll("pc").find({"type": "sv_rows"}))
 
 
-def committed(sc, topic):
-    """{partition: first offset not committed} for partitions with messages left,
-    read by joining the group with kcat once rtu has left it."""
-    kcat = shutil.which("kcat")
-    if not kcat:
-        return None
-    p = subprocess.run(
-        [kcat, "-b", harness.cluster().brokers, "-G", sc.group, "-e", "-q",
-         "-X", "enable.auto.commit=false", "-X", "auto.offset.reset=earliest",
-         "-f", "%p:%o\\n", topic], capture_output=True, text=True, timeout=60)
-    if p.returncode != 0:
-        raise AssertionError(p.stderr)
-    first = {}
-    for line in p.stdout.split():
-        part, off = map(int, line.split(":"))
-        first.setdefault(part, off)
-    return first
-
-
 def the_stop_line(tc, rtu, topic, partition):
     lines = stop_log(rtu, topic, partition)
     tc.assertEqual(len(lines), 1, "one error line for %s[%d]: %r" % (topic, partition, lines))
@@ -146,8 +125,7 @@ class StrategyError(E2ETestCase):
             self.assertEqual(got, [1, 2, 10, 11])
 
     def test_committed_offset_is_the_failing_message(self):
-        # (read once rtu has left: a kcat in the group would hold up the restart)
-        offsets = committed(S["rows"], "sverr.rows")
+        offsets = harness.committed_offsets(S["rows"].group, "sverr.rows")
         if offsets is None:
             self.skipTest("kcat not installed")
         # p0 resumes at offset 2 (id 3); p1 has nothing left
@@ -169,7 +147,7 @@ class StrategyTimeout(E2ETestCase):
         self.assertEqual(str(l.get("offset")), "1", l)
         self.assertIn("STRATEGIES_MAX_EXEC_TIME_MS", l.get("cause", ""), l)
         self.assertEqual(self.pcs, [12])
-        offsets = committed(S["slow"], "sverr.slow")
+        offsets = harness.committed_offsets(S["slow"].group, "sverr.slow")
         if offsets is not None:
             self.assertEqual(offsets, {0: 1})
 
