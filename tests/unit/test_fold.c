@@ -5,6 +5,9 @@
  * or repeat) are applied one message per rtu_batch_run into database A and as
  * one run into database B; both must leave the same documents (every field but
  * _id, createdAt and updatedAt) and report the same number of stale messages.
+ * And a strategy failing (error, timeout, memory cap) on one record of a run: the
+ * run stops at that record's message with the projection changes of the earlier
+ * ones written.
  *
  * It starts its own MongoDB test server ($RTU_TOOLS_DIR/mongo-test-server.py).
  * RTU_FOLD_SEED=<n> replays a seed, RTU_FOLD_SEQUENCES=<n> changes the count.
@@ -519,12 +522,13 @@ static void test_directed(void) {
 #define DB_PC "rtu_fold_strategies"
 #define PC_LIMIT_MS 300
 
-/* Hand-written strategy: ID 3 raises, ID 4 never ends, IDs 10..12 take 60% of
- * the limit each (so only a batch of them is over it). */
+/* Hand-written strategy: ID 3 raises, ID 4 never ends, ID 6 exhausts the memory
+ * cap, IDs 10..12 take 60% of the limit each (so only a batch of them is over it). */
 static const char *PICKY =
     "return function(doc, db, log)\n"
     "  if doc.id == 3 then error('no single view for 3') end\n"
     "  if doc.id == 4 then while true do end end\n"
+    "  if doc.id == 6 then local s = 'x' while true do s = s .. s end end\n"
     "  if doc.id >= 10 then local t = os.clock() while os.clock() - t < 0.18 do end end\n"
     "  return { { ID = doc.id } }\n"
     "end\n";
@@ -621,6 +625,17 @@ static void test_strategy_failure(void) {
         (long long)(rtu_now_mono_ms() - t0));
   n = read_pc_ids(got, MAX_MSGS);
   CHECK(n == 1 && got[0] == 7, "projection changes after a timeout: %zu", n);
+
+  /* The memory cap: a script error that says so. */
+  drop_db(DB_PC);
+  const int memory_run[] = {1, 6};
+  run_inserts(&side, memory_run, 2, &res, &rc);
+  CHECK(rc == RTU_OK, "%s", res.cause);
+  CHECK(res.failed && res.err == RTU_ERR_SCRIPT, "memory: failed %d", res.failed);
+  CHECK_EQ(res.fail_offset, 101);
+  CHECK_HAS(res.cause, "memory limit");
+  n = read_pc_ids(got, MAX_MSGS);
+  CHECK(n == 1 && got[0] == 1, "projection changes after a memory error: %zu", n);
 
   /* Over the limit only as a batch: each record alone is within it, so the run
    * is applied whole, as the reference (one call per message) would. */
