@@ -280,27 +280,6 @@ static void append_guard(bson_t *filter, int64_t counter) {
   bson_append_array_end(filter, &or);
 }
 
-/* The original message key: an object when it is a JSON object, else a string. */
-static void append_original_key(bson_t *out, const rtu_msg_t *msg) {
-  if (!msg->key) {
-    BSON_APPEND_NULL(out, "key");
-    return;
-  }
-  const char *k = msg->key;
-  size_t len = msg->key_len, i = 0;
-  while (i < len && (k[i] == ' ' || k[i] == '\t' || k[i] == '\n' || k[i] == '\r')) i++;
-  if (i < len && k[i] == '{') {
-    bson_t doc;
-    if (rtu_value_json_doc(k, len, &doc)) {
-      BSON_APPEND_DOCUMENT(out, "key", &doc);
-      bson_destroy(&doc);
-      return;
-    }
-  }
-  if (bson_utf8_validate(k, len, false)) bson_append_utf8(out, "key", 3, k, (int)len);
-  else bson_append_binary(out, "key", 3, BSON_SUBTYPE_BINARY, (const uint8_t *)k, (uint32_t)len);
-}
-
 static void append_metadata(bson_t *set, const rtu_mapped_t *m, const rtu_msg_t *msg,
                             state_t state, int64_t counter, int64_t now) {
   int64_t ts = msg->timestamp;
@@ -317,7 +296,7 @@ static void append_metadata(bson_t *set, const rtu_mapped_t *m, const rtu_msg_t 
   BSON_APPEND_UTF8(&info, "topic", msg->topic);
   BSON_APPEND_INT32(&info, "partition", msg->partition);
   BSON_APPEND_UTF8(&info, "offset", offset);
-  append_original_key(&info, msg);
+  rtu_value_append_original_key(&info, "key", msg->key, msg->key_len);
   BSON_APPEND_UTF8(&info, "timestamp", iso);
   bson_append_document_end(set, &info);
 }
@@ -438,7 +417,7 @@ static void append_kafka_info_json(bson_string_t *out, const rtu_msg_t *msg, boo
   bson_t tmp = BSON_INITIALIZER;
   bson_iter_t it;
   char ts[40];
-  append_original_key(&tmp, msg);
+  rtu_value_append_original_key(&tmp, "key", msg->key, msg->key_len);
   if (ts_as_ms) snprintf(ts, sizeof ts, "%lld", (long long)msg->timestamp);
   else rtu_iso8601(msg->timestamp, ts, sizeof ts);
   bson_string_append(out, "{\"topic\":");
@@ -544,10 +523,58 @@ static rtu_err_t emit_pr_updates(rtu_batch_t *b, const rtu_projection_t *p, cons
   return RTU_OK;
 }
 
+/* The documents handed to strategies, in the order of the messages they stand
+ * for: the one-by-one reruns that find a failing document then go in offset order. */
+typedef struct {
+  const bson_t *doc;
+  uint32_t origin; /* index of the message */
+  uint32_t pos;    /* ties keep the order they were found in */
+} run_doc_t;
+
+static int run_doc_cmp(const void *pa, const void *pb) {
+  const run_doc_t *a = pa, *b = pb;
+  if (a->origin != b->origin) return a->origin < b->origin ? -1 : 1;
+  return a->pos < b->pos ? -1 : a->pos > b->pos;
+}
+
+static bool sort_by_origin(const bson_t **docs, uint32_t *origin, size_t n) {
+  run_doc_t *order = calloc(n ? n : 1, sizeof *order);
+  if (!order) return false;
+  for (size_t i = 0; i < n; i++) order[i] = (run_doc_t){docs[i], origin[i], (uint32_t)i};
+  qsort(order, n, sizeof *order, run_doc_cmp);
+  for (size_t i = 0; i < n; i++) {
+    docs[i] = order[i].doc;
+    origin[i] = order[i].origin;
+  }
+  free(order);
+  return true;
+}
+
+/* A strategy failed on doc: the partition stops at the message it stands for,
+ * and the cause names the record. */
+static void strategy_failed(const rtu_projection_t *p, const bson_t *doc, const rtu_msg_t *msg,
+                            const char *err, rtu_run_result_t *res) {
+  bson_t key = BSON_INITIALIZER;
+  bson_iter_t it;
+  for (size_t i = 0; i < p->npk; i++)
+    if (bson_iter_init_find(&it, doc, p->pk_dst[i])) bson_append_iter(&key, p->pk_dst[i], -1, &it);
+  bson_string_t *k = bson_string_new(NULL);
+  rtu_value_doc_to_json(&key, false, k);
+  char cause[RTU_ERRSTR_SIZE];
+  snprintf(cause, sizeof cause, "strategy failed on the %.60s record %.100s: %.300s", p->name,
+           k->str, err);
+  bson_string_free(k, true);
+  bson_destroy(&key);
+  fail_at(res, RTU_ERR_SCRIPT, msg, cause);
+  res->next_offset = res->fail_offset;
+}
+
 /* After the projection writes: strategies and projection changes, pr-update and
  * projection-change messages, each awaited. Only messages below res->next_offset
- * count. RTU_ERR_TRANSIENT: retry the run (writes and messages are idempotent or
- * at-least-once). */
+ * count; a strategy failing on a document moves it to the message that document
+ * stands for, so what comes before is fully done (its projection changes and
+ * messages too) and nothing from there on counts. RTU_ERR_TRANSIENT: retry the
+ * run (writes and messages are idempotent or at-least-once). */
 static rtu_err_t after_writes(rtu_batch_t *b, size_t projection, const rtu_msg_t *msgs,
                               size_t ngroups, int64_t now, bool strategies, bool pr_updates,
                               rtu_run_result_t *res) {
@@ -593,37 +620,44 @@ static rtu_err_t after_writes(rtu_batch_t *b, size_t projection, const rtu_msg_t
   }
 
   if (strategies) {
-    rc = rtu_script_identify(b->script, projection, docs, n, find_cb, b->store, &ids, &nids, err,
-                             sizeof err);
-    if (rc == RTU_ERR_SCRIPT) {
-      /* Its projections are written, its changes not: resume from the run's start. */
-      char cause[RTU_ERRSTR_SIZE];
-      snprintf(cause, sizeof cause, "%.480s", err);
-      fail_at(res, RTU_ERR_SCRIPT, &msgs[0], cause);
-      res->next_offset = res->fail_offset;
-      rc = RTU_OK;
+    if (!sort_by_origin(docs, origin, n)) {
+      rc = RTU_ERR_FATAL;
+      snprintf(res->cause, sizeof res->cause, "out of memory");
       goto done;
+    }
+    size_t failed_doc, nuse;
+    rc = rtu_script_identify(b->script, projection, docs, n, find_cb, b->store, &ids, &nids,
+                             &failed_doc, err, sizeof err);
+    nuse = nids;
+    if (rc == RTU_ERR_SCRIPT) {
+      if (failed_doc >= n) failed_doc = 0; /* cannot happen: the earliest, then */
+      uint32_t fail_msg = origin[failed_doc];
+      strategy_failed(p, docs[failed_doc], &msgs[fail_msg], err, res);
+      /* Single views come in document order: those of earlier messages lead. */
+      nuse = 0;
+      while (nuse < nids && origin[ids[nuse].origin] < fail_msg) nuse++;
+      rc = RTU_OK;
     }
     if (rc != RTU_OK) {
       snprintf(res->cause, sizeof res->cause, "%s", err);
       goto done;
     }
-    pcs = calloc(nids ? nids : 1, sizeof *pcs);
+    pcs = calloc(nuse ? nuse : 1, sizeof *pcs);
     if (!pcs) {
       rc = RTU_ERR_FATAL;
       goto done;
     }
-    for (size_t i = 0; i < nids; i++)
+    for (size_t i = 0; i < nuse; i++)
       pcs[i] = (rtu_pc_t){ids[i].type, &ids[i].identifier, &msgs[origin[ids[i].origin]]};
-    rc = rtu_store_write_pcs(b->store, pcs, nids, err, sizeof err);
+    rc = rtu_store_write_pcs(b->store, pcs, nuse, err, sizeof err);
     if (rc != RTU_OK) {
       snprintf(res->cause, sizeof res->cause, "%s", err);
       if (rc == RTU_ERR_DATA) rc = RTU_ERR_TRANSIENT; /* e.g. an upsert race: retry the run */
       goto done;
     }
-    res->changes = nids;
+    res->changes = nuse;
     if (b->emit && b->cfg->gen_kafka_pc) {
-      rc = emit_pc_messages(b, p, ids, nids, msgs, origin, &produced, err, sizeof err);
+      rc = emit_pc_messages(b, p, ids, nuse, msgs, origin, &produced, err, sizeof err);
       if (rc != RTU_OK) goto emit_failed;
     }
   }

@@ -4,8 +4,10 @@
  * and the user's casts and adapter, each loaded as a text chunk into its own
  * sandbox environment (rtu.sandbox). Every call into Lua runs under a wall-clock
  * limit enforced by an instruction-count hook, and the state's allocator enforces
- * a memory cap. It does no I/O besides reading script files at load, and never
- * talks to Kafka or MongoDB.
+ * a memory cap; what the hook cannot see (message handlers, finalizers, pattern
+ * matching in C) rtu.sandbox closes, asking rtu.limits.timed_out() (here) whether
+ * an error is the timeout. It does no I/O besides reading script files at load,
+ * and never talks to Kafka or MongoDB.
  */
 #include "script.h"
 
@@ -32,6 +34,8 @@ struct rtu_script_s {
   int limit_ms;
   bool timed_out;
   bool last_timed_out; /* of the last pcall_limited */
+  bool mem_refused;       /* the cap refused an allocation since arm() */
+  bool last_out_of_memory; /* the last pcall_limited failed on the memory cap */
   int process_ref; /* pipeline process function */
   int log_ref;     /* the log table handed to scripts */
   int identify_ref; /* rtu.changes identify function, LUA_NOREF when strategies are off */
@@ -55,7 +59,10 @@ static void *l_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
     s->mem_used -= old;
     return NULL;
   }
-  if (nsize > old && s->mem_used + (nsize - old) > s->mem_limit) return NULL;
+  if (nsize > old && s->mem_used + (nsize - old) > s->mem_limit) {
+    s->mem_refused = true;
+    return NULL;
+  }
   void *p = realloc(ptr, nsize);
   if (!p) return NULL;
   s->mem_used = s->mem_used - old + nsize;
@@ -81,9 +88,17 @@ static void l_hook(lua_State *L, lua_Debug *ar) {
   luaL_error(L, "script ran longer than STRATEGIES_MAX_EXEC_TIME_MS (%d ms)", s->limit_ms);
 }
 
+/* rtu.limits.timed_out(): lets the sandbox's pcall, xpcall and coroutine.resume
+ * tell a timeout from a script error without trusting the error value. */
+static int l_timed_out(lua_State *L) {
+  lua_pushboolean(L, script_of(L)->timed_out);
+  return 1;
+}
+
 static void arm(rtu_script_t *s) {
   s->deadline = s->limit_ms > 0 ? rtu_now_mono_ms() + s->limit_ms : 0;
   s->timed_out = false;
+  s->mem_refused = false;
 }
 
 static void disarm(rtu_script_t *s) {
@@ -188,8 +203,23 @@ static bool pcall_limited(rtu_script_t *s, int nargs, int nres) {
   arm(s);
   int rc = lua_pcall(L, nargs, nres, fn);
   s->last_timed_out = s->timed_out;
+  /* A memory error may reach here as LUA_ERRMEM, or as a runtime error after
+   * Lua code caught it and raised its own message around it. */
+  const char *msg = rc != LUA_OK ? lua_tostring(L, -1) : NULL;
+  s->last_out_of_memory = !s->last_timed_out &&
+                          (rc == LUA_ERRMEM || (s->mem_refused && (rc == LUA_ERRERR ||
+                                                     (msg && strstr(msg, "not enough memory")))));
   disarm(s);
   lua_remove(L, fn);
+  if (s->last_out_of_memory) {
+    /* Free what the failed call left before allocating the message: an
+     * allocation failing here, outside any pcall, would abort the process. */
+    lua_gc(L, LUA_GCCOLLECT);
+    lua_pushfstring(L, "Lua memory limit (%d MiB) reached: %s", (int)(s->mem_limit >> 20),
+                    msg ? msg : "not enough memory");
+    lua_remove(L, -2);
+    return false;
+  }
   if (rc == LUA_OK && s->last_timed_out) {
     /* The script caught the timeout (in a coroutine) and returned: still a timeout. */
     lua_pop(L, nres);
@@ -296,11 +326,35 @@ static void open_libs(lua_State *L) {
   lua_pop(L, 1);
   lua_pushcfunction(L, l_require);
   lua_setglobal(L, "require");
-  /* rtu.json is C: preload it in the loaded table. */
+  /* rtu.json and rtu.limits are C: preload them in the loaded table. */
   lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
   rtu_value_open_json(L);
   lua_setfield(L, -2, "rtu.json");
+  lua_createtable(L, 0, 1);
+  lua_pushcfunction(L, l_timed_out);
+  lua_setfield(L, -2, "timed_out");
+  lua_setfield(L, -2, "rtu.limits");
   lua_pop(L, 1);
+}
+
+/* String methods ("s:find(p)") get the sandbox's guarded string library, so a
+ * method call cannot reach the unguarded pattern functions either. */
+static bool guard_string_methods(rtu_script_t *s, rtu_problems_t *problems) {
+  lua_State *L = s->L;
+  int top = lua_gettop(L);
+  bool ok = false;
+  lua_getfield(L, LUA_REGISTRYINDEX, "rtu.sandbox");
+  lua_pushliteral(L, "");
+  if (lua_getfield(L, -2, "string") != LUA_TTABLE || !lua_getmetatable(L, -2)) {
+    rtu_problems_add(problems, "Lua runtime: rtu.sandbox has no string library");
+    goto done;
+  }
+  lua_pushvalue(L, -2);
+  lua_setfield(L, -2, "__index");
+  ok = true;
+done:
+  lua_settop(L, top);
+  return ok;
 }
 
 /* ---- the db object of strategies ---------------------------------------- */
@@ -680,7 +734,7 @@ rtu_script_t *rtu_script_new(const rtu_config_t *cfg, rtu_problems_t *problems) 
   lua_getfield(L, LUA_REGISTRYINDEX, "rtu.value");
   rtu_value_bind(L, -1);
   lua_pop(L, 1);
-  if (!require_into_registry(s, "rtu.sandbox", problems) ||
+  if (!require_into_registry(s, "rtu.sandbox", problems) || !guard_string_methods(s, problems) ||
       !require_into_registry(s, "rtu.casts", problems) ||
       !require_into_registry(s, "rtu.adapters", problems) ||
       !require_into_registry(s, "rtu.pipeline", problems))
@@ -865,7 +919,7 @@ rtu_err_t rtu_script_map(rtu_script_t *s, size_t projection, const rtu_msg_t *ms
   if (runtime_only) lua_sethook(L, l_hook, LUA_MASKCOUNT, HOOK_EVERY);
   if (!called) {
     snprintf(errstr, errstr_size, "%s", lua_tostring(L, -1));
-    err = s->last_timed_out ? RTU_ERR_SCRIPT : RTU_ERR_DATA;
+    err = s->last_timed_out || s->last_out_of_memory ? RTU_ERR_SCRIPT : RTU_ERR_DATA;
     goto done;
   }
   int chg = top + 1;
@@ -936,92 +990,163 @@ void rtu_identified_free(rtu_identified_t *ids, size_t n) {
   free(ids);
 }
 
-rtu_err_t rtu_script_identify(rtu_script_t *s, size_t projection, const bson_t *const *docs,
-                              size_t n, rtu_find_fn find, void *find_ctx, rtu_identified_t **out,
-                              size_t *nout, char *errstr, size_t errstr_size) {
+/* bson_t asks for 128-byte alignment, which calloc does not promise. */
+static rtu_identified_t *identified_alloc(size_t n) {
+  size_t size = n * sizeof(rtu_identified_t);
+  rtu_identified_t *ids = aligned_alloc(_Alignof(rtu_identified_t), size);
+  if (ids) memset(ids, 0, size);
+  return ids;
+}
+
+/* Appends the results of an identify call (the table at res) to *ids; origins
+ * index the n documents of the run. RTU_ERR_SCRIPT on a malformed result. */
+static rtu_err_t take_identified(lua_State *L, int res, size_t n, rtu_identified_t **ids,
+                                 size_t *nids, char *errstr, size_t errstr_size) {
+  if (!lua_istable(L, res)) return RTU_OK;
+  size_t count = (size_t)luaL_len(L, res);
+  if (count == 0) return RTU_OK;
+  /* Not realloc: a bson_t that outgrew its inline storage points into itself. */
+  rtu_identified_t *grown = identified_alloc(*nids + count);
+  if (!grown) {
+    snprintf(errstr, errstr_size, "out of memory");
+    return RTU_ERR_FATAL;
+  }
+  for (size_t i = 0; i < *nids; i++) {
+    grown[i].type = (*ids)[i].type;
+    grown[i].origin = (*ids)[i].origin;
+    bson_copy_to(&(*ids)[i].identifier, &grown[i].identifier);
+    bson_destroy(&(*ids)[i].identifier);
+  }
+  free(*ids);
+  *ids = grown;
+  rtu_err_t err = RTU_OK;
+  for (size_t i = 1; i <= count && err == RTU_OK; i++) {
+    rtu_identified_t *id = &grown[*nids];
+    lua_rawgeti(L, res, (lua_Integer)i);
+    lua_getfield(L, -1, "type");
+    lua_getfield(L, -2, "identifier");
+    lua_getfield(L, -3, "origin");
+    if (!lua_isstring(L, -3) || !lua_istable(L, -2)) {
+      snprintf(errstr, errstr_size, "strategy result %zu has no type or identifier", i);
+      err = RTU_ERR_SCRIPT;
+      lua_pop(L, 4);
+      break;
+    }
+    bson_init(&id->identifier);
+    bson_t wrap = BSON_INITIALIZER;
+    bson_iter_t it, child;
+    err = rtu_value_append(L, -2, &wrap, "i", 1, errstr, errstr_size);
+    if (err == RTU_OK && bson_iter_init_find(&it, &wrap, "i") && BSON_ITER_HOLDS_DOCUMENT(&it) &&
+        bson_iter_recurse(&it, &child)) {
+      while (bson_iter_next(&child)) bson_append_iter(&id->identifier, NULL, 0, &child);
+    } else {
+      if (err == RTU_OK)
+        snprintf(errstr, errstr_size, "strategy result %zu: identifier is not an object", i);
+      err = RTU_ERR_SCRIPT;
+    }
+    bson_destroy(&wrap);
+    id->type = strdup(lua_tostring(L, -3));
+    lua_Integer origin = lua_tointeger(L, -1);
+    id->origin = origin >= 0 && (size_t)origin < n ? (uint32_t)origin : 0;
+    (*nids)++; /* freed with the rest, whatever err says */
+    lua_pop(L, 4);
+    if (!id->type && err == RTU_OK) {
+      snprintf(errstr, errstr_size, "out of memory");
+      err = RTU_ERR_FATAL;
+    }
+  }
+  return err;
+}
+
+/* One identify call under the time limit on docs[from..to), results appended to
+ * *ids. The de-duplication table is at seen. */
+static rtu_err_t identify_call(rtu_script_t *s, size_t projection, const bson_t *const *docs,
+                               size_t from, size_t to, size_t n, int seen, rtu_identified_t **ids,
+                               size_t *nids, char *errstr, size_t errstr_size) {
   lua_State *L = s->L;
   int top = lua_gettop(L);
   rtu_err_t err = RTU_OK;
-  *out = NULL;
-  *nout = 0;
-  if (!rtu_script_has_strategies(s, projection) || n == 0) return RTU_OK;
-
   lua_rawgeti(L, LUA_REGISTRYINDEX, s->identify_ref);
   lua_pushstring(L, s->cfg->projections[projection].name);
-  lua_createtable(L, (int)n, 0);
-  for (size_t i = 0; i < n; i++) {
+  lua_createtable(L, (int)(to - from), 0);
+  for (size_t i = from; i < to; i++) {
     lua_createtable(L, 0, 2);
     rtu_value_push_doc(L, docs[i]);
     lua_setfield(L, -2, "doc");
     lua_pushinteger(L, (lua_Integer)i);
     lua_setfield(L, -2, "origin");
-    lua_rawseti(L, -2, (lua_Integer)i + 1);
+    lua_rawseti(L, -2, (lua_Integer)(i - from) + 1);
   }
   lua_rawgeti(L, LUA_REGISTRYINDEX, s->db_ref);
   lua_rawgeti(L, LUA_REGISTRYINDEX, s->log_ref);
-  s->find = find;
-  s->find_ctx = find_ctx;
+  lua_pushvalue(L, seen);
   s->find_err = RTU_OK;
-  bool ok = pcall_limited(s, 4, 1);
-  s->find = NULL;
-  s->find_ctx = NULL;
-  if (!ok) {
+  if (!pcall_limited(s, 5, 1)) {
     if (s->find_err == RTU_ERR_TRANSIENT) {
       snprintf(errstr, errstr_size, "%s", s->find_errstr);
       err = RTU_ERR_TRANSIENT;
     } else {
-      snprintf(errstr, errstr_size, "strategy failed: %s", lua_tostring(L, -1));
+      snprintf(errstr, errstr_size, "%s", lua_tostring(L, -1));
       err = RTU_ERR_SCRIPT;
     }
     goto done;
   }
-  if (!lua_istable(L, -1)) goto done;
-  int res = lua_gettop(L);
-  size_t count = (size_t)luaL_len(L, res);
-  if (count == 0) goto done;
-  rtu_identified_t *ids = rtu_aligned_calloc(count, sizeof *ids);
-  if (!ids) {
-    snprintf(errstr, errstr_size, "out of memory");
-    err = RTU_ERR_FATAL;
-    goto done;
-  }
-  size_t k = 0;
-  for (size_t i = 1; i <= count && err == RTU_OK; i++) {
-    lua_rawgeti(L, res, (lua_Integer)i);
-    lua_getfield(L, -1, "type");
-    lua_getfield(L, -2, "identifier");
-    lua_getfield(L, -3, "origin");
-    bson_init(&ids[k].identifier);
-    if (!lua_isstring(L, -3) || !lua_istable(L, -2)) {
-      snprintf(errstr, errstr_size, "strategy result %zu has no type or identifier", i);
-      err = RTU_ERR_SCRIPT;
-    } else {
-      bson_t wrap = BSON_INITIALIZER;
-      bson_iter_t it, child;
-      err = rtu_value_append(L, -2, &wrap, "i", 1, errstr, errstr_size);
-      if (err == RTU_OK && bson_iter_init_find(&it, &wrap, "i") && BSON_ITER_HOLDS_DOCUMENT(&it) &&
-          bson_iter_recurse(&it, &child)) {
-        while (bson_iter_next(&child)) bson_append_iter(&ids[k].identifier, NULL, 0, &child);
-      } else if (err == RTU_OK) {
-        snprintf(errstr, errstr_size, "strategy result %zu: identifier is not an object", i);
-        err = RTU_ERR_SCRIPT;
-      }
-      bson_destroy(&wrap);
-      if (err != RTU_OK) err = RTU_ERR_SCRIPT;
-      ids[k].type = strdup(lua_tostring(L, -3));
-      lua_Integer origin = lua_tointeger(L, -1);
-      ids[k].origin = origin >= 0 && (size_t)origin < n ? (uint32_t)origin : 0;
-    }
-    k++;
-    lua_pop(L, 4);
-  }
-  if (err != RTU_OK) {
-    rtu_identified_free(ids, k);
-    goto done;
-  }
-  *out = ids;
-  *nout = k;
+  err = take_identified(L, lua_gettop(L), n, ids, nids, errstr, errstr_size);
 done:
   lua_settop(L, top);
+  return err;
+}
+
+rtu_err_t rtu_script_identify(rtu_script_t *s, size_t projection, const bson_t *const *docs,
+                              size_t n, rtu_find_fn find, void *find_ctx, rtu_identified_t **out,
+                              size_t *nout, size_t *failed_doc, char *errstr,
+                              size_t errstr_size) {
+  lua_State *L = s->L;
+  int top = lua_gettop(L);
+  rtu_err_t err = RTU_OK;
+  rtu_identified_t *ids = NULL;
+  size_t nids = 0;
+  *out = NULL;
+  *nout = 0;
+  *failed_doc = n;
+  if (!rtu_script_has_strategies(s, projection) || n == 0) return RTU_OK;
+  s->find = find;
+  s->find_ctx = find_ctx;
+  lua_newtable(L);
+  err = identify_call(s, projection, docs, 0, n, n, top + 1, &ids, &nids, errstr, errstr_size);
+  if (err != RTU_ERR_SCRIPT) goto done;
+  /* The batch failed: which document? Each on its own, in order, with its own
+   * time limit; the single views of those before the failing one are kept. When
+   * none fails alone (the batch as a whole was over the limit), this is the answer. */
+  rtu_identified_free(ids, nids);
+  ids = NULL;
+  nids = 0;
+  lua_newtable(L);
+  lua_replace(L, top + 1);
+  for (size_t i = 0; i < n; i++) {
+    err = identify_call(s, projection, docs, i, i + 1, n, top + 1, &ids, &nids, errstr, errstr_size);
+    if (err == RTU_ERR_SCRIPT) *failed_doc = i;
+    if (err != RTU_OK) break;
+  }
+  if (err == RTU_ERR_SCRIPT) {
+    /* a result taken before the failure is good; one of the failing call is not */
+    size_t keep = 0;
+    while (keep < nids && ids[keep].origin < *failed_doc) keep++;
+    for (size_t i = keep; i < nids; i++) {
+      free(ids[i].type);
+      bson_destroy(&ids[i].identifier);
+    }
+    nids = keep;
+  }
+done:
+  s->find = NULL;
+  s->find_ctx = NULL;
+  lua_settop(L, top);
+  if (err == RTU_OK || err == RTU_ERR_SCRIPT) {
+    *out = ids;
+    *nout = nids;
+  } else {
+    rtu_identified_free(ids, nids);
+  }
   return err;
 }

@@ -68,15 +68,21 @@ bool rtu_script_has_strategies(const rtu_script_t *s, size_t projection);
 
 /*
  * Runs the strategies of the projection for docs[0..n) (the documents as stored
- * after the run, and before it where they changed), all at once so lookups of
- * one hop are batched. *out gets the de-duplicated single views to rebuild (free
- * with rtu_identified_free). RTU_ERR_SCRIPT on a strategy error or timeout, with
- * the cause and the index of the document in *failed_doc when known (else -1);
- * RTU_ERR_TRANSIENT when a lookup could not reach MongoDB.
+ * after the run, and before it where they changed, the earliest message's first),
+ * all at once so lookups of one hop are batched. *out gets the de-duplicated
+ * single views to rebuild, each with the index of the first document leading to
+ * it (free with rtu_identified_free). RTU_ERR_TRANSIENT when a lookup could not
+ * reach MongoDB. When the batch fails (a strategy error, a timeout, a bad result),
+ * the documents are run again one call each, in order, each under its own time
+ * limit: RTU_ERR_SCRIPT with the cause, *failed_doc = the first document that
+ * fails alone, and *out = the single views of the documents before it; RTU_OK
+ * when none fails alone (the batch was only over the limit as a whole).
+ * *failed_doc is n when no document failed.
  */
 rtu_err_t rtu_script_identify(rtu_script_t *s, size_t projection, const bson_t *const *docs,
                               size_t n, rtu_find_fn find, void *find_ctx, rtu_identified_t **out,
-                              size_t *nout, char *errstr, size_t errstr_size);
+                              size_t *nout, size_t *failed_doc, char *errstr,
+                              size_t errstr_size);
 void rtu_identified_free(rtu_identified_t *ids, size_t n);
 
 /* Bytes currently allocated by the state (for metrics and tests). */

@@ -13,6 +13,7 @@
 #include "health.h"
 #include "log.h"
 #include "metrics.h"
+#include "value.h"
 
 #define MAX_PC_INDEXES 64
 
@@ -433,20 +434,7 @@ static void append_change(bson_t *arr, const rtu_msg_t *msg) {
   BSON_APPEND_UTF8(&ch, "topic", msg->topic);
   BSON_APPEND_INT32(&ch, "partition", msg->partition);
   BSON_APPEND_UTF8(&ch, "offset", offset);
-  bson_t key;
-  bool is_obj = false;
-  if (msg->key && msg->key_len && ((const char *)msg->key)[0] == '{' &&
-      bson_init_from_json(&key, msg->key, (ssize_t)msg->key_len, NULL)) {
-    BSON_APPEND_DOCUMENT(&ch, "key", &key);
-    bson_destroy(&key);
-    is_obj = true;
-  }
-  if (!is_obj) {
-    if (msg->key && bson_utf8_validate(msg->key, msg->key_len, false))
-      bson_append_utf8(&ch, "key", 3, msg->key, (int)msg->key_len);
-    else
-      BSON_APPEND_NULL(&ch, "key");
-  }
+  rtu_value_append_original_key(&ch, "key", msg->key, msg->key_len);
   BSON_APPEND_UTF8(&ch, "timestamp", iso);
   bson_append_document_end(arr, &ch);
 }

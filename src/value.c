@@ -125,11 +125,17 @@ static bool is_mt(lua_State *L, int idx, const void *key) {
   return eq;
 }
 
+/* What one rtu_value_append may write: MongoDB's largest document. Tables shared
+ * within a value (a = {a, a}, nested 60 times) are written once per reference,
+ * so without it a small table could make C work for hours, in memory the Lua
+ * cap does not see. */
+#define MAX_VALUE_BYTES (16u * 1024 * 1024)
+
 static rtu_err_t append_depth(lua_State *L, int idx, bson_t *out, const char *key, int keylen,
-                              int depth, char *errstr, size_t sz);
+                              int depth, size_t *budget, char *errstr, size_t sz);
 
 static rtu_err_t append_table(lua_State *L, int idx, bson_t *out, const char *key, int keylen,
-                              int depth, char *errstr, size_t sz) {
+                              int depth, size_t *budget, char *errstr, size_t sz) {
   if (depth > MAX_DEPTH) {
     snprintf(errstr, sz, "field '%.*s': nesting deeper than %d", keylen, key, MAX_DEPTH);
     return RTU_ERR_DATA;
@@ -167,7 +173,7 @@ static rtu_err_t append_table(lua_State *L, int idx, bson_t *out, const char *ke
       const char *ikey;
       size_t ilen = bson_uint32_to_string((uint32_t)(i - 1), &ikey, ibuf, sizeof ibuf);
       lua_rawgeti(L, idx, (lua_Integer)i);
-      err = append_depth(L, lua_gettop(L), &child, ikey, (int)ilen, depth + 1, errstr, sz);
+      err = append_depth(L, lua_gettop(L), &child, ikey, (int)ilen, depth + 1, budget, errstr, sz);
       lua_pop(L, 1);
     }
     if (!bson_append_array_end(out, &child) && err == RTU_OK) goto too_big;
@@ -191,7 +197,7 @@ static rtu_err_t append_table(lua_State *L, int idx, bson_t *out, const char *ke
       err = RTU_ERR_DATA;
       break;
     }
-    err = append_depth(L, lua_gettop(L), &child, k, (int)klen, depth + 1, errstr, sz);
+    err = append_depth(L, lua_gettop(L), &child, k, (int)klen, depth + 1, budget, errstr, sz);
     lua_pop(L, 1);
   }
   if (err != RTU_OK) lua_pop(L, 1); /* the key left by an interrupted lua_next */
@@ -203,8 +209,17 @@ too_big:
 }
 
 static rtu_err_t append_depth(lua_State *L, int idx, bson_t *out, const char *key, int keylen,
-                              int depth, char *errstr, size_t sz) {
+                              int depth, size_t *budget, char *errstr, size_t sz) {
   bool ok = true;
+  /* a BSON element: type, key, NUL, and at least a few bytes of value */
+  size_t cost = (keylen < 0 ? strlen(key) : (size_t)keylen) + 8;
+  if (lua_type(L, idx) == LUA_TSTRING) cost += lua_rawlen(L, idx);
+  if (cost > *budget) {
+    snprintf(errstr, sz, "field '%.*s': value larger than %u MiB", keylen, key,
+             MAX_VALUE_BYTES >> 20);
+    return RTU_ERR_DATA;
+  }
+  *budget -= cost;
   switch (lua_type(L, idx)) {
   case LUA_TNIL: ok = bson_append_null(out, key, keylen); break;
   case LUA_TBOOLEAN: ok = bson_append_bool(out, key, keylen, lua_toboolean(L, idx)); break;
@@ -235,7 +250,7 @@ static rtu_err_t append_depth(lua_State *L, int idx, bson_t *out, const char *ke
     /* fallthrough */
   default:
     if (lua_type(L, idx) == LUA_TTABLE)
-      return append_table(L, idx, out, key, keylen, depth, errstr, sz);
+      return append_table(L, idx, out, key, keylen, depth, budget, errstr, sz);
     snprintf(errstr, sz, "field '%.*s': a %s cannot be stored", keylen, key,
              luaL_typename(L, idx));
     return RTU_ERR_DATA;
@@ -250,7 +265,8 @@ static rtu_err_t append_depth(lua_State *L, int idx, bson_t *out, const char *ke
 rtu_err_t rtu_value_append(lua_State *L, int idx, bson_t *out, const char *key, int keylen,
                            char *errstr, size_t errstr_size) {
   luaL_checkstack(L, MAX_DEPTH * 3 + 8, "value too deep");
-  return append_depth(L, lua_absindex(L, idx), out, key, keylen, 0, errstr, errstr_size);
+  size_t budget = MAX_VALUE_BYTES;
+  return append_depth(L, lua_absindex(L, idx), out, key, keylen, 0, &budget, errstr, errstr_size);
 }
 
 /* ---- JSON --------------------------------------------------------------- */
@@ -632,10 +648,6 @@ static bool fast_json(const char *text, size_t len, bool as_doc, bson_t *out) {
   return ok;
 }
 
-bool rtu_value_json_doc(const char *text, size_t len, bson_t *out) {
-  return fast_json(text, len, true, out) || bson_init_from_json(out, text, (ssize_t)len, NULL);
-}
-
 bool rtu_value_json_to_bson(const char *text, size_t len, bson_t *out, char *errstr,
                             size_t errstr_size) {
   if (!prescan(text, len, errstr, errstr_size)) return false;
@@ -740,6 +752,32 @@ void rtu_value_iter_to_json(const bson_iter_t *it, bson_string_t *out) {
   }
   default: bson_string_append(out, "null"); break;
   }
+}
+
+void rtu_value_append_original_key(bson_t *out, const char *field, const char *key,
+                                   size_t key_len) {
+  if (!key) {
+    bson_append_null(out, field, -1);
+    return;
+  }
+  size_t i = 0;
+  while (i < key_len && (key[i] == ' ' || key[i] == '\t' || key[i] == '\n' || key[i] == '\r')) i++;
+  /* Only what looks like an object is parsed: most keys are plain text. */
+  if (i < key_len && key[i] == '{') {
+    bson_t wrap;
+    bson_iter_t it;
+    char err[RTU_ERRSTR_SIZE];
+    if (rtu_value_json_to_bson(key, key_len, &wrap, err, sizeof err)) {
+      bool done = bson_iter_init_find(&it, &wrap, "v") && BSON_ITER_HOLDS_DOCUMENT(&it) &&
+                  bson_append_iter(out, field, -1, &it);
+      bson_destroy(&wrap);
+      if (done) return;
+    }
+  }
+  if (bson_utf8_validate(key, key_len, false))
+    bson_append_utf8(out, field, -1, key, (int)key_len);
+  else
+    bson_append_binary(out, field, -1, BSON_SUBTYPE_BINARY, (const uint8_t *)key, (uint32_t)key_len);
 }
 
 void rtu_value_doc_to_json(const bson_t *doc, bool as_array, bson_string_t *out) {

@@ -23,7 +23,8 @@ void rtu_value_push_doc(lua_State *L, const bson_t *doc);
 void rtu_value_push_iter(lua_State *L, const bson_iter_t *it);
 
 /* Appends the Lua value at idx to out under key. Fails on functions, non-string
- * keys, invalid UTF-8 or nesting deeper than 100. */
+ * keys, invalid UTF-8, nesting deeper than 100 or more than 16 MiB written (a
+ * table shared within the value counts once per reference). */
 rtu_err_t rtu_value_append(lua_State *L, int idx, bson_t *out, const char *key, int keylen,
                            char *errstr, size_t errstr_size);
 
@@ -31,9 +32,12 @@ rtu_err_t rtu_value_append(lua_State *L, int idx, bson_t *out, const char *key, 
 bool rtu_value_json_to_bson(const char *text, size_t len, bson_t *out, char *errstr,
                             size_t errstr_size);
 
-/* bson_init_from_json(out, text, len, NULL), with the same result, faster for
- * plain JSON objects; false (out not initialised) when text is not a document. */
-bool rtu_value_json_doc(const char *text, size_t len, bson_t *out);
+
+/* Appends a Kafka message's original key under field, as projections and
+ * projection changes record it: a document when the key is a JSON object, else the
+ * text (binary when it is not UTF-8), null when the message has no key. */
+void rtu_value_append_original_key(bson_t *out, const char *field, const char *key,
+                                   size_t key_len);
 
 /* Appends the JSON text of a BSON value/document to out: integers exact, dates as
  * ISO-8601 strings, ObjectIds as hex strings (the shapes of Fast Data's messages). */

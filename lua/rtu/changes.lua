@@ -10,8 +10,11 @@ build(spec) -> identify, involved | nil, problems
   spec = { automatic = bool, er = table, pc = table, projections = {name = true},
            collections = {name -> MongoDB collection},
            custom = {name -> fn}, manual = {projection -> { {sv = name, name = file, fn = fn} } } }
-  identify(projection, docs, db, log) -> { {type, identifier, origin} ... }
-    docs = { {doc = table, origin = token} ... }; results de-duplicated per (type, identifier)
+  identify(projection, docs, db, log [, seen]) -> { {type, identifier, origin} ... }
+    docs = { {doc = table, origin = token} ... }, the earliest first: a single view
+    found from several documents keeps the origin of the first. Results are
+    de-duplicated per (type, identifier), also against `seen` (a table the caller
+    keeps across calls, so documents run one call each still give each once).
   involved = {projection -> true} for projections that can trigger any single view
 ]]
 local jsonenc = require("rtu.jsonenc")
@@ -31,26 +34,34 @@ local function check_identifiers(ids, what)
   return ids
 end
 
+-- The results not in seen (which they are added to), in order.
+local function keep_new(results, seen)
+  local out = {}
+  for _, r in ipairs(results) do
+    local k = r.type .. "\0" .. jsonenc.encode(r.identifier)
+    if not seen[k] then
+      seen[k] = true
+      out[#out + 1] = r
+    end
+  end
+  return out
+end
+
 local function build_manual(spec)
   local involved = {}
   for projection, bindings in pairs(spec.manual or {}) do
     if #bindings > 0 then involved[projection] = true end
   end
-  local function identify(projection, docs, db, log)
-    local out, seen = {}, {}
+  local function identify(projection, docs, db, log, seen)
+    local out = {}
     for _, b in ipairs(spec.manual[projection] or {}) do
       for _, d in ipairs(docs) do
-        local ids = check_identifiers(b.fn(d.doc, db, log), "strategy " .. b.name)
-        for _, id in ipairs(ids) do
-          local k = b.sv .. "\0" .. jsonenc.encode(id)
-          if not seen[k] then
-            seen[k] = true
-            out[#out + 1] = { type = b.sv, identifier = id, origin = d.origin }
-          end
+        for _, id in ipairs(check_identifiers(b.fn(d.doc, db, log), "strategy " .. b.name)) do
+          out[#out + 1] = { type = b.sv, identifier = id, origin = d.origin }
         end
       end
     end
-    return out
+    return keep_new(out, seen or {})
   end
   return identify, involved
 end
@@ -65,8 +76,8 @@ local function build_automatic(spec)
   for name in pairs(spec.projections) do
     if plan.routes[name] ~= nil then involved[name] = true end
   end
-  local function identify(projection, docs, db, log)
-    return strategy.run(plan, projection, docs, db, log)
+  local function identify(projection, docs, db, log, seen)
+    return keep_new(strategy.run(plan, projection, docs, db, log), seen or {})
   end
   return identify, involved
 end

@@ -70,20 +70,7 @@ local COMPARE = { ["$eq"] = true, ["$ne"] = true, ["$gt"] = true, ["$gte"] = tru
   ["$lt"] = true, ["$lte"] = true }
 local LIST = { ["$in"] = true, ["$nin"] = true }
 
-local function is_list(v)
-  return value.is_array(v) or (type(v) == "table" and getmetatable(v) == nil and v[1] ~= nil)
-end
-
-local function is_object(v)
-  return type(v) == "table" and not is_list(v) and not value.is_date(v)
-end
-
-local function sorted_keys(t)
-  local keys = {}
-  for k in pairs(t) do keys[#keys + 1] = k end
-  table.sort(keys, function(a, b) return tostring(a) < tostring(b) end)
-  return keys
-end
+local is_list, is_object, sorted_keys = value.is_list, value.is_object, value.sorted_keys
 
 local function as_set(v)
   if v == nil then return nil end
@@ -287,21 +274,28 @@ local function expect_only(ctx, obj, at, allowed)
   end
 end
 
+-- The {version, config} envelope of both files: its config, or nil when there is
+-- none to compile (the problems recorded). allowed: the only keys it may have.
+local function envelope(ctx, doc, allowed)
+  if not is_object(doc) then
+    problem(ctx, "(root)", "expected an object {version, config}, got " .. describe(doc))
+    return nil
+  end
+  if type(doc.version) ~= "string" then
+    problem(ctx, "version", "expected a string, got " .. describe(doc.version))
+  end
+  if allowed then expect_only(ctx, doc, "", allowed) end
+  if not is_object(doc.config) then
+    problem(ctx, "config", "expected an object, got " .. describe(doc.config))
+    return nil
+  end
+  return doc.config
+end
+
 local function compile_er(er, opts, problems)
   local hops = {}
   local ctx = new_ctx(problems, ER)
-  if not is_object(er) then
-    problem(ctx, "(root)", "expected an object {version, config}, got " .. describe(er))
-    return hops
-  end
-  if type(er.version) ~= "string" then
-    problem(ctx, "version", "expected a string, got " .. describe(er.version))
-  end
-  expect_only(ctx, er, "", { version = true, config = true })
-  if not is_object(er.config) then
-    problem(ctx, "config", "expected an object, got " .. describe(er.config))
-    return hops
-  end
+  if not envelope(ctx, er, { version = true, config = true }) then return hops end
   local fields, collections = opts.fields or {}, opts.collections or {}
   for _, a in ipairs(sorted_keys(er.config)) do
     local ent, at = er.config[a], join("config", a)
@@ -395,17 +389,7 @@ end
 local function compile_pc(pc, hops, opts, problems)
   local views = {}
   local ctx = new_ctx(problems, PC)
-  if not is_object(pc) then
-    problem(ctx, "(root)", "expected an object {version, config}, got " .. describe(pc))
-    return views
-  end
-  if type(pc.version) ~= "string" then
-    problem(ctx, "version", "expected a string, got " .. describe(pc.version))
-  end
-  if not is_object(pc.config) then
-    problem(ctx, "config", "expected an object, got " .. describe(pc.config))
-    return views
-  end
+  if not envelope(ctx, pc) then return views end
   local projections = as_set(opts.projections)
   for _, sv in ipairs(sorted_keys(pc.config)) do
     local ent, at = pc.config[sv], join("config", sv)

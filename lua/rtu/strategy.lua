@@ -48,16 +48,7 @@ local value = require("rtu.value")
 local null = value.null
 local M = {}
 
-local function is_list(v)
-  return value.is_array(v) or (type(v) == "table" and getmetatable(v) == nil and v[1] ~= nil)
-end
-
-local function sorted_keys(t)
-  local keys = {}
-  for k in pairs(t) do keys[#keys + 1] = k end
-  table.sort(keys, function(a, b) return tostring(a) < tostring(b) end)
-  return keys
-end
+local is_list, is_object, sorted_keys = value.is_list, value.is_object, value.sorted_keys
 
 ---------------------------------------------------------------------------------
 -- values
@@ -111,7 +102,7 @@ end
 -- matcher
 
 local function is_opobj(v)
-  if type(v) ~= "table" or is_list(v) or value.is_date(v) then return false end
+  if not is_object(v) then return false end
   local k = next(v)
   return type(k) == "string" and k:sub(1, 1) == "$"
 end
@@ -238,7 +229,7 @@ end
 
 local function eq_filter(field, v)
   -- A document value is compared with $eq, never spliced in as a query object.
-  if type(v) == "table" and not is_list(v) and not value.is_date(v) then
+  if is_object(v) then
     return { [field] = { ["$eq"] = v } }
   end
   return { [field] = v }
@@ -545,7 +536,7 @@ local function identifiers(id, doc, db, log, stats)
       .. "identifier objects", id.name, type(list)), 0)
   end
   for i, x in ipairs(list) do
-    if type(x) ~= "table" or is_list(x) or value.is_date(x) or next(x) == nil then
+    if not is_object(x) or next(x) == nil then
       error(string.format("custom identifier function '%s': element %d is not an identifier "
         .. "object", id.name, i), 0)
     end

@@ -9,6 +9,11 @@ the C core and every Lua module.
          setmetatable(t, Array). Decoded arrays always carry it.
 
 The C core recognises these by the metatables stored here, so never copy them.
+
+is_list(v)     an array, or a plain table with a first element (a decoded array
+               that lost its metatable, or one a script built)
+is_object(v)   a table that is neither a list nor a date
+sorted_keys(t) the keys of t in the order of their tostring, for stable output
 Pure: no I/O, no globals written.
 ]]
 local json = require("rtu.json")
@@ -58,6 +63,21 @@ end
 
 function M.is_null(v)
   return v == M.null
+end
+
+function M.is_list(v)
+  return M.is_array(v) or (type(v) == "table" and getmetatable(v) == nil and v[1] ~= nil)
+end
+
+function M.is_object(v)
+  return type(v) == "table" and not M.is_list(v) and not M.is_date(v)
+end
+
+function M.sorted_keys(t)
+  local keys = {}
+  for k in pairs(t) do keys[#keys + 1] = k end
+  table.sort(keys, function(a, b) return tostring(a) < tostring(b) end)
+  return keys
 end
 
 -- Days from civil, Howard Hinnant's algorithm: exact for any proleptic Gregorian date.

@@ -696,3 +696,24 @@ def stop_log(rtu, topic, partition):
     """The error log lines saying that topic/partition stopped."""
     return rtu.find_logs(lambda l: l.get("level", 0) >= 50 and l.get("topic") == topic
                          and l.get("partition") == partition and "offset" in l)
+
+
+def committed_offsets(group, topic):
+    """{partition: first offset not committed} of the partitions of topic that have
+    messages left for group, read by joining the group with kcat (so only once rtu
+    has left it: a kcat in the group would hold up rtu's next join); None without
+    kcat."""
+    kcat = shutil.which("kcat")
+    if not kcat:
+        return None
+    p = subprocess.run(
+        [kcat, "-b", cluster().brokers, "-G", group, "-e", "-q",
+         "-X", "enable.auto.commit=false", "-X", "auto.offset.reset=earliest",
+         "-f", "%p:%o\\n", topic], capture_output=True, text=True, timeout=60)
+    if p.returncode != 0:
+        raise AssertionError("kcat: %s" % p.stderr)
+    first = {}
+    for line in p.stdout.split():
+        part, off = map(int, line.split(":"))
+        first.setdefault(part, off)
+    return first

@@ -5,6 +5,9 @@
  * or repeat) are applied one message per rtu_batch_run into database A and as
  * one run into database B; both must leave the same documents (every field but
  * _id, createdAt and updatedAt) and report the same number of stale messages.
+ * And a strategy failing (error, timeout, memory cap) on one record of a run: the
+ * run stops at that record's message with the projection changes of the earlier
+ * ones written.
  *
  * It starts its own MongoDB test server ($RTU_TOOLS_DIR/mongo-test-server.py).
  * RTU_FOLD_SEED=<n> replays a seed, RTU_FOLD_SEQUENCES=<n> changes the count.
@@ -150,7 +153,7 @@ static mode_t_ modes[4] = {
     {"hard/timestamp", NULL, NULL, NULL, NULL},
 };
 
-static rtu_config_t *make_config(int mode, const char *db) {
+static void fold_env(int mode, const char *db) {
   env_clear();
   env_set("KAFKA_BROKERS", "localhost:9092");
   env_set("KAFKA_GROUP_ID", "rtu-test");
@@ -165,6 +168,9 @@ static rtu_config_t *make_config(int mode, const char *db) {
   env_set("FORCE_CHECK_ON_OFFSET", "true");
   env_set("DELETE_MECHANISM", mode % 2 ? "hard" : "soft");
   env_set("USE_POS_AS_COUNTER", mode < 2 ? "true" : "false");
+}
+
+static rtu_config_t *load_config(void) {
   rtu_problems_t p = {0};
   rtu_config_t *c = rtu_config_load(env_get, lua_runtime_dir(), &p);
   if (!c) {
@@ -174,6 +180,11 @@ static rtu_config_t *make_config(int mode, const char *db) {
   }
   rtu_problems_free(&p);
   return c;
+}
+
+static rtu_config_t *make_config(int mode, const char *db) {
+  fold_env(mode, db);
+  return load_config();
 }
 
 static rtu_script_t *make_script(const rtu_config_t *c) {
@@ -506,6 +517,144 @@ static void test_directed(void) {
   directed("directed: hard delete, then an older insert", 1, hard, 1, 2);
 }
 
+/* ---- a strategy failing within a run ------------------------------------- */
+
+#define DB_PC "rtu_fold_strategies"
+#define PC_LIMIT_MS 300
+
+/* Hand-written strategy: ID 3 raises, ID 4 never ends, ID 6 exhausts the memory
+ * cap, IDs 10..12 take 60% of the limit each (so only a batch of them is over it). */
+static const char *PICKY =
+    "return function(doc, db, log)\n"
+    "  if doc.id == 3 then error('no single view for 3') end\n"
+    "  if doc.id == 4 then while true do end end\n"
+    "  if doc.id == 6 then local s = 'x' while true do s = s .. s end end\n"
+    "  if doc.id >= 10 then local t = os.clock() while os.clock() - t < 0.18 do end end\n"
+    "  return { { ID = doc.id } }\n"
+    "end\n";
+
+/* The ID of every projection change of single view sv_items, ascending. */
+static size_t read_pc_ids(int64_t *ids, size_t cap) {
+  mongoc_collection_t *coll = mongoc_client_get_collection(client, DB_PC, "pc");
+  bson_t *filter = json_doc("{\"type\": \"sv_items\"}");
+  bson_t *opts = json_doc("{\"sort\": {\"identifier.ID\": 1}}");
+  mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, filter, opts, NULL);
+  const bson_t *doc;
+  size_t n = 0;
+  bson_iter_t it, id;
+  while (mongoc_cursor_next(cur, &doc))
+    if (n < cap && bson_iter_init(&it, doc) && bson_iter_find_descendant(&it, "identifier.ID", &id))
+      ids[n++] = bson_iter_as_int64(&id);
+  mongoc_cursor_destroy(cur);
+  bson_destroy(opts);
+  bson_destroy(filter);
+  mongoc_collection_destroy(coll);
+  return n;
+}
+
+/* Inserts of ids[0..n), offsets 100.. in order, as one run. */
+static void run_inserts(side_t *side, const int *ids, size_t n, rtu_run_result_t *res,
+                        rtu_err_t *rc) {
+  gen_msg_t g[MAX_MSGS];
+  rtu_msg_t msgs[MAX_MSGS];
+  for (size_t i = 0; i < n; i++) {
+    memset(&g[i], 0, sizeof g[i]);
+    snprintf(g[i].value, sizeof g[i].value,
+             "{\"op_type\": \"I\", \"pos\": %zu, \"after\": {\"ID\": %d, \"A\": 1}}", i + 1,
+             ids[i]);
+    snprintf(g[i].key, sizeof g[i].key, "{\"ID\": %d}", ids[i]);
+    msgs[i] = (rtu_msg_t){.topic = TOPIC, .offset = 100 + (int64_t)i,
+                          .timestamp = 1700000000000LL + (int64_t)i, .key = g[i].key,
+                          .key_len = strlen(g[i].key), .value = g[i].value,
+                          .value_len = strlen(g[i].value)};
+  }
+  *rc = rtu_batch_run(side->batch, 0, msgs, n, res);
+}
+
+static void test_strategy_failure(void) {
+  char *maps = sub_dir(root, "pc-maps"), *strategies = sub_dir(root, "pc-strategies");
+  write_file(maps, "mapTable.json",
+             "{\"items\": {\"destination\": \"items\", \"conversion\": {"
+             "\"ID\": {\"fieldName\": \"id\"}, \"A\": {\"fieldName\": \"a\"}},"
+             " \"fieldsInKey\": [\"id\"], \"changes\": {\"sv_items\": \"__fromFile__[picky]\"}}}");
+  write_file(strategies, "picky.lua", PICKY);
+  fold_env(0, DB_PC);
+  env_set("MAP_TABLE_FOLDER", maps);
+  env_set("PROJECTIONS_CHANGES_ENABLED", "true");
+  env_set("PROJECTIONS_CHANGES_COLLECTION_NAME", "pc");
+  env_set("STRATEGIES_FOLDER", strategies);
+  char limit[16];
+  snprintf(limit, sizeof limit, "%d", PC_LIMIT_MS);
+  env_set("STRATEGIES_MAX_EXEC_TIME_MS", limit);
+  rtu_config_t *cfg = load_config();
+  rtu_script_t *script = make_script(cfg);
+  side_t side;
+  drop_db(DB_PC);
+  if (!open_side(&side, cfg, script)) {
+    CHECK(false, "cannot open the store");
+    goto done;
+  }
+  rtu_run_result_t res;
+  rtu_err_t rc;
+  int64_t got[MAX_MSGS];
+
+  /* An error on the third message's record: the first two are fully done. */
+  const int error_run[] = {1, 2, 3, 5, 6};
+  run_inserts(&side, error_run, 5, &res, &rc);
+  CHECK(rc == RTU_OK, "%s", res.cause);
+  CHECK(res.failed && res.err == RTU_ERR_SCRIPT, "failed %d err %s", res.failed,
+        rtu_err_name(res.err));
+  CHECK_EQ(res.fail_offset, 102);
+  CHECK_EQ(res.next_offset, 102);
+  CHECK_EQ(res.changes, 2);
+  CHECK_HAS(res.cause, "no single view for 3");
+  CHECK_HAS(res.cause, "{\"id\":3}");
+  size_t n = read_pc_ids(got, MAX_MSGS);
+  CHECK(n == 2 && got[0] == 1 && got[1] == 2, "projection changes: %zu", n);
+
+  /* A timeout on the second message's record. */
+  drop_db(DB_PC);
+  const int timeout_run[] = {7, 4, 8};
+  int64_t t0 = rtu_now_mono_ms();
+  run_inserts(&side, timeout_run, 3, &res, &rc);
+  CHECK(rc == RTU_OK, "%s", res.cause);
+  CHECK(res.failed && res.err == RTU_ERR_SCRIPT, "timeout: failed %d", res.failed);
+  CHECK_EQ(res.fail_offset, 101);
+  CHECK_HAS(res.cause, "STRATEGIES_MAX_EXEC_TIME_MS");
+  CHECK(rtu_now_mono_ms() - t0 < 10 * PC_LIMIT_MS, "took %lld ms",
+        (long long)(rtu_now_mono_ms() - t0));
+  n = read_pc_ids(got, MAX_MSGS);
+  CHECK(n == 1 && got[0] == 7, "projection changes after a timeout: %zu", n);
+
+  /* The memory cap: a script error that says so. */
+  drop_db(DB_PC);
+  const int memory_run[] = {1, 6};
+  run_inserts(&side, memory_run, 2, &res, &rc);
+  CHECK(rc == RTU_OK, "%s", res.cause);
+  CHECK(res.failed && res.err == RTU_ERR_SCRIPT, "memory: failed %d", res.failed);
+  CHECK_EQ(res.fail_offset, 101);
+  CHECK_HAS(res.cause, "memory limit");
+  n = read_pc_ids(got, MAX_MSGS);
+  CHECK(n == 1 && got[0] == 1, "projection changes after a memory error: %zu", n);
+
+  /* Over the limit only as a batch: each record alone is within it, so the run
+   * is applied whole, as the reference (one call per message) would. */
+  drop_db(DB_PC);
+  const int slow_run[] = {10, 11, 12};
+  run_inserts(&side, slow_run, 3, &res, &rc);
+  CHECK(rc == RTU_OK && !res.failed, "slow batch: %s", res.cause);
+  CHECK_EQ(res.next_offset, 103);
+  n = read_pc_ids(got, MAX_MSGS);
+  CHECK(n == 3 && got[0] == 10 && got[2] == 12, "projection changes of a slow batch: %zu", n);
+  close_side(&side);
+done:
+  drop_db(DB_PC);
+  rtu_script_free(script);
+  rtu_config_free(cfg);
+  free(maps);
+  free(strategies);
+}
+
 int main(void) {
   uint64_t seed = 20240611;
   const char *env_seed = getenv("RTU_FOLD_SEED");
@@ -543,6 +692,7 @@ int main(void) {
     modes[i].script_b = make_script(modes[i].cfg_b);
   }
 
+  test_strategy_failure();
   test_directed();
   size_t directed_mismatches = mismatches;
   mismatches = 0;
