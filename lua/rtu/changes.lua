@@ -12,9 +12,11 @@ build(spec) -> identify, involved | nil, problems
            custom = {name -> fn}, manual = {projection -> { {sv = name, name = file, fn = fn} } } }
   identify(projection, docs, db, log [, seen]) -> { {type, identifier, origin} ... }
     docs = { {doc = table, origin = token} ... }, the earliest first: a single view
-    found from several documents keeps the origin of the first. Results are
-    de-duplicated per (type, identifier), also against `seen` (a table the caller
-    keeps across calls, so documents run one call each still give each once).
+    found from several documents keeps the origin of the last (applying them one
+    by one, the last is the one its projection change names), in the order first
+    found. Results are de-duplicated per (type, identifier), also against `seen` (a
+    table the caller keeps across calls, so documents run one call each still give
+    each once).
   involved = {projection -> true} for projections that can trigger any single view
 ]]
 local jsonenc = require("rtu.jsonenc")
@@ -34,13 +36,17 @@ local function check_identifiers(ids, what)
   return ids
 end
 
--- The results not in seen (which they are added to), in order.
+-- The results not in seen (which they are added to), in order; a result found
+-- again later in the same call takes the later origin.
 local function keep_new(results, seen)
-  local out = {}
+  local out, here = {}, {}
   for _, r in ipairs(results) do
     local k = r.type .. "\0" .. jsonenc.encode(r.identifier)
-    if not seen[k] then
+    if here[k] then
+      here[k].origin = r.origin
+    elseif not seen[k] then
       seen[k] = true
+      here[k] = r
       out[#out + 1] = r
     end
   end

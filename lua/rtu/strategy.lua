@@ -10,7 +10,7 @@ run(plan, projection, docs, db, log [, view]) -> results, stats
   view     optional: only this single view (used by as_function).
   results  { {type = <single view>, identifier = {...}, origin = <token>} ... },
            one per (type, identifier) (compared by canonical encoding), origin of
-           the earliest document of `docs` that leads to it; in discovery order.
+           the latest document of `docs` that leads to it; in discovery order.
   stats    { queries = <db:find calls issued>, custom_calls, documents = <documents
            reached by lookups> }; also added to plan.stats.
 Walk: the plan's route tree for `projection`; at each hop A -> B the current
@@ -488,9 +488,10 @@ local function run_hop(hop, items, db, stats)
         for _, p in ipairs(attribute(results, index_of, f, c.one_to_many and math.huge or 1)) do
           local r = reached[p]
           if not r then
-            reached[p] = { doc = results[p], first = it.first }
-          elseif it.first < r.first then
-            r.first = it.first
+            reached[p] = { doc = results[p], first = it.first, last = it.last }
+          else
+            if it.first < r.first then r.first = it.first end
+            if it.last > r.last then r.last = it.last end
           end
         end
       end
@@ -551,7 +552,7 @@ function M.run(plan, projection, docs, db, log, view)
   if root and (view == nil or root.views[view]) then
     local items = {}
     for i, d in ipairs(docs) do
-      if d.doc ~= nil then items[#items + 1] = { doc = d.doc, first = i } end
+      if d.doc ~= nil then items[#items + 1] = { doc = d.doc, first = i, last = i } end
     end
     local function walk(node, its)
       if #its == 0 then return end
@@ -562,11 +563,12 @@ function M.run(plan, projection, docs, db, log, view)
               local key = t.view .. "\0" .. canonical(ident)
               local r = by_key[key]
               if not r then
-                r = { type = t.view, identifier = ident, first = it.first }
+                r = { type = t.view, identifier = ident, first = it.first, last = it.last }
                 by_key[key] = r
                 results[#results + 1] = r
-              elseif it.first < r.first then
-                r.first = it.first
+              else
+                if it.first < r.first then r.first = it.first end
+                if it.last > r.last then r.last = it.last end
               end
             end
           end
@@ -580,9 +582,12 @@ function M.run(plan, projection, docs, db, log, view)
     end
     walk(root, items)
   end
+  -- Discovery order, which follows the earliest document leading to each; the
+  -- origin is the latest: applying the documents one by one, the last one that
+  -- leads to a single view is the one its projection change ends up naming.
   for _, r in ipairs(results) do
-    r.origin = docs[r.first].origin
-    r.first = nil
+    r.origin = docs[r.last].origin
+    r.first, r.last = nil, nil
   end
   if plan.stats then
     for k, n in pairs(stats) do plan.stats[k] = (plan.stats[k] or 0) + n end

@@ -19,11 +19,11 @@ describe("rtu.changes manual identify", function()
     assert.are.same({ rows = true }, involved)
   end)
 
-  it("gives each single view once, with the origin of its first document", function()
+  it("gives each single view once, with the origin of its last document", function()
     local out = identify("rows", { { doc = { id = 1, group = 7 }, origin = 0 },
                                    { doc = { id = 2, group = 7 }, origin = 1 },
                                    { doc = { id = 4, group = 8 }, origin = 2 } })
-    assert.are.same({ { type = "sv_rows", identifier = { ID = 7 }, origin = 0 },
+    assert.are.same({ { type = "sv_rows", identifier = { ID = 7 }, origin = 1 },
                       { type = "sv_rows", identifier = { ID = 8 }, origin = 2 } }, out)
   end)
 

@@ -221,8 +221,8 @@ describe("rtu.strategy.run", function()
     assert.are.equal("pr_registry", db.calls[1].collection)
     assert.are.same({ ID_USER = { ["$in"] = { "u1", "u2" } }, __STATE__ = "PUBLIC" }, db.calls[1].filter)
     assert.is_true(value.is_array(db.calls[1].filter.ID_USER["$in"]))
-    -- u2 is soft-deleted: not followed
-    assert.are.same({ { type = "sv_customers", identifier = { ID_USER = "u1" }, origin = "o1" } }, res)
+    -- u2 is soft-deleted: not followed; u1 comes from orders 1 and 3, the latest names it
+    assert.are.same({ { type = "sv_customers", identifier = { ID_USER = "u1" }, origin = "o3" } }, res)
   end)
 
   it("issues no lookup when every source value is null or missing", function()
@@ -232,7 +232,7 @@ describe("rtu.strategy.run", function()
     assert.are.equal(0, #db.calls)
   end)
 
-  it("keeps the earliest document as origin and de-duplicates identifiers", function()
+  it("keeps the latest document as origin and de-duplicates identifiers", function()
     local db = fake_db({
       pr_orders_dishes = public({ { ID_ORDER = 10, ID_DISH = "d1" }, { ID_ORDER = 11, ID_DISH = "d2" },
         { ID_ORDER = 12, ID_DISH = "d2" } }),
@@ -243,27 +243,27 @@ describe("rtu.strategy.run", function()
     local res = strategy.run(plan, "pr_dishes", docs_of({ { ID_DISH = "d2" }, { ID_DISH = "d1" } }), db)
     table.sort(res, function(a, b) return a.identifier.ID_USER < b.identifier.ID_USER end)
     assert.are.same({
-      { type = "sv_customers", identifier = { ID_USER = "u1" }, origin = "o1" },
-      { type = "sv_customers", identifier = { ID_USER = "u2" }, origin = "o1" },
+      { type = "sv_customers", identifier = { ID_USER = "u1" }, origin = "o2" }, -- d2 (o1) and d1 (o2)
+      { type = "sv_customers", identifier = { ID_USER = "u2" }, origin = "o1" }, -- d2 only
     }, res)
     local res2 = strategy.run(plan, "pr_dishes", docs_of({ { ID_DISH = "d1" }, { ID_DISH = "d2" } }), db)
     table.sort(res2, function(a, b) return a.identifier.ID_USER < b.identifier.ID_USER end)
-    assert.are.equal("o1", res2[1].origin) -- u1 reached from d1 (o1) and d2 (o2)
+    assert.are.equal("o2", res2[1].origin) -- u1 reached from d1 (o1) and d2 (o2)
     assert.are.equal("o2", res2[2].origin) -- u2 only from d2
     assert.are.equal(3, #db.calls + 0 - 3) -- three hops per run
   end)
 
-  it("lets the earliest origin win even when a later document found the identifier first", function()
+  it("lets the latest origin win even when it found the identifier after an earlier one", function()
     local p = plan_of([[{"pr_orders": {"outgoing": {"pr_registry": {"conditions": {"c":
       {"condition": {"ID_USER": "ID_USER_ORDER"}}}}}}}]], [[{"sv_customers": {"paths": [
       {"path": ["pr_orders"], "identifier": {"ID_USER": "ID_BUYER"}},
       {"path": ["pr_orders", "pr_registry"], "identifier": {"ID_USER": "ID_USER"}}]}}]])
     local db = fake_db({ pr_registry = public({ { ID_USER = "u1" } }) })
     local res = strategy.run(p, "pr_orders", docs_of({
-      { ID_ORDER = 1, ID_USER_ORDER = "u1" }, -- reaches u1 through the hop
-      { ID_ORDER = 2, ID_BUYER = "u1" },      -- gives u1 directly, discovered first
+      { ID_ORDER = 1, ID_BUYER = "u1" },      -- gives u1 directly, discovered first
+      { ID_ORDER = 2, ID_USER_ORDER = "u1" }, -- reaches u1 later, through the hop
     }), db)
-    assert.are.same({ { type = "sv_customers", identifier = { ID_USER = "u1" }, origin = "o1" } }, res)
+    assert.are.same({ { type = "sv_customers", identifier = { ID_USER = "u1" }, origin = "o2" } }, res)
   end)
 
   it("skips a base document that lacks an identifier field and logs it at debug", function()
@@ -282,7 +282,7 @@ describe("rtu.strategy.run", function()
       {"condition": {"ID_USER": "ID_USER_ORDER"}}}}}}}]],
       [[{"sv": {"paths": [{"path": ["pr_orders", "pr_registry"], "identifier": {"V": "V"}}]}}]])
     local res = strategy.run(p, "pr_orders", docs_of({ { ID_USER_ORDER = "u1" }, { ID_USER_ORDER = "u1" } }), db)
-    assert.are.same({ { type = "sv", identifier = { V = 1 }, origin = "o1" } }, res)
+    assert.are.same({ { type = "sv", identifier = { V = 1 }, origin = "o2" } }, res)
     local p2 = plan_of([[{"pr_orders": {"outgoing": {"pr_registry": {"conditions": {"c":
       {"condition": {"ID_USER": "ID_USER_ORDER"}, "oneToMany": true}}}}}}]],
       [[{"sv": {"paths": [{"path": ["pr_orders", "pr_registry"], "identifier": {"V": "V"}}]}}]])
@@ -316,8 +316,8 @@ describe("rtu.strategy.run", function()
     }, f["$or"][1])
     assert.are.equal("integer", math.type(f["$or"][1].QTY["$gt"]))
     assert.are.same({
-      { type = "sv", identifier = { ID = 1 }, origin = "o1" },
-      { type = "sv", identifier = { ID = 2 }, origin = "o1" },
+      { type = "sv", identifier = { ID = 1 }, origin = "o3" }, -- "a" is documents 1 and 3
+      { type = "sv", identifier = { ID = 2 }, origin = "o3" },
       { type = "sv", identifier = { ID = 3 }, origin = "o2" },
     }, res)
   end)
@@ -389,8 +389,8 @@ describe("rtu.strategy.run", function()
     assert.are.same({ "u1", "u2" }, calls)
     assert.are.equal(2, stats.custom_calls)
     assert.are.same({
-      { type = "sv_customers", identifier = { ID_USER = "u1", SHARD = 1 }, origin = "o1" },
-      { type = "sv_customers", identifier = { ID_USER = "u1", SHARD = 2 }, origin = "o1" },
+      { type = "sv_customers", identifier = { ID_USER = "u1", SHARD = 1 }, origin = "o3" },
+      { type = "sv_customers", identifier = { ID_USER = "u1", SHARD = 2 }, origin = "o3" },
     }, res)
   end)
 
@@ -473,22 +473,20 @@ describe("rtu.strategy.run", function()
       assert.are.equal(500, #db.calls[1].filter.ID_DISH["$in"])
       assert.is_true(#res > 50)
 
-      -- one by one: same identifiers, and each origin is the first document giving it
-      local expected, first_origin = {}, {}
+      -- one by one: same identifiers, and each origin is the last document giving it
+      local expected, last_origin = {}, {}
       local single = fake_db(w)
       for i, d in ipairs(changed) do
         for _, r in ipairs(strategy.run(plan, "pr_dishes", { { doc = d, origin = "o" .. i } }, single)) do
           local key = r.type .. " " .. strategy.canonical(r.identifier)
-          if not first_origin[key] then
-            first_origin[key] = r.origin
-            expected[#expected + 1] = key
-          end
+          if not last_origin[key] then expected[#expected + 1] = key end
+          last_origin[key] = r.origin
         end
       end
       table.sort(expected)
       assert.are.same(expected, id_set(res))
       for _, r in ipairs(res) do
-        assert.are.equal(first_origin[r.type .. " " .. strategy.canonical(r.identifier)], r.origin)
+        assert.are.equal(last_origin[r.type .. " " .. strategy.canonical(r.identifier)], r.origin)
       end
       assert.is_true(#single.calls > 500)
     end)
