@@ -567,6 +567,9 @@ static void strategy_failed(const rtu_projection_t *p, const bson_t *doc, const 
   bson_destroy(&key);
   fail_at(res, RTU_ERR_SCRIPT, msg, cause);
   res->next_offset = res->fail_offset;
+  rtu_metrics_add(strstr(err, "STRATEGIES_MAX_EXEC_TIME_MS") ? RTU_C_STRATEGY_TIMEOUTS
+                                                             : RTU_C_STRATEGY_ERRORS,
+                  NULL, 1);
 }
 
 /* After the projection writes: strategies and projection changes, pr-update and
@@ -626,8 +629,10 @@ static rtu_err_t after_writes(rtu_batch_t *b, size_t projection, const rtu_msg_t
       goto done;
     }
     size_t failed_doc, nuse;
+    int64_t t0 = rtu_now_mono_us();
     rc = rtu_script_identify(b->script, projection, docs, n, find_cb, b->store, &ids, &nids,
                              &failed_doc, err, sizeof err);
+    rtu_metrics_observe(RTU_H_STRATEGY, (double)(rtu_now_mono_us() - t0) / 1e6);
     nuse = nids;
     if (rc == RTU_ERR_SCRIPT) {
       if (failed_doc >= n) failed_doc = 0; /* cannot happen: the earliest, then */
@@ -656,6 +661,7 @@ static rtu_err_t after_writes(rtu_batch_t *b, size_t projection, const rtu_msg_t
       goto done;
     }
     res->changes = nuse;
+    for (size_t i = 0; i < nuse; i++) rtu_metrics_add(RTU_C_PROJECTION_CHANGES, ids[i].type, 1);
     if (b->emit && b->cfg->gen_kafka_pc) {
       rc = emit_pc_messages(b, p, ids, nuse, msgs, origin, &produced, err, sizeof err);
       if (rc != RTU_OK) goto emit_failed;

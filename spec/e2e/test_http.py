@@ -8,10 +8,7 @@ routes already answer: alive, not ready, MongoDB KO."""
 
 import json
 import os
-import re
 import sys
-import urllib.error
-import urllib.request
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
@@ -49,35 +46,6 @@ BAD = [row("http.bad", 0, 100, T + 100),                                     # o
 S, R = {}, {}
 
 
-def http_port(rtu):
-    lines = rtu.wait_log(lambda l: l.get("msg") == "http listening", 20, "http listening")
-    line = lines[0]
-    assert line.get("host") == "127.0.0.1", line
-    return int(line["port"])
-
-
-def get(port, path, method="GET"):
-    """(status, content type, body text) of one request."""
-    req = urllib.request.Request("http://127.0.0.1:%d%s" % (port, path), method=method)
-    try:
-        with urllib.request.urlopen(req, timeout=10) as r:
-            return r.status, r.headers.get("Content-Type", ""), r.read().decode("utf-8")
-    except urllib.error.HTTPError as e:
-        return e.code, e.headers.get("Content-Type", ""), e.read().decode("utf-8")
-
-
-def samples(text):
-    """{'name{labels}': value} of a Prometheus text exposition."""
-    out = {}
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        m = re.match(r'^([a-zA-Z_:][a-zA-Z0-9_:]*(?:\{[^}]*\})?) (\S+)$', line)
-        assert m, "malformed exposition line: %r" % line
-        out[m.group(1)] = float(m.group(2))
-    return out
-
-
 @harness.report_on_error
 def setUpModule():
     c = harness.start_module(TOPICS)
@@ -98,28 +66,32 @@ class Running(E2ETestCase):
     @classmethod
     def setUpClass(cls):
         rtu = R["main"]
-        cls.port = http_port(rtu)
+        cls.listening = rtu.wait_log(lambda l: l.get("msg") == "http listening", 20, "http")[0]
         coll = S["main"].coll("rows")
         wait_for(lambda: coll.count_documents({}) >= 8, 30, "8 rows", rtu)
         rtu.wait_log(lambda l: l.get("level", 0) >= 50 and l.get("topic") == "http.bad", 30,
                      "the error of http.bad")
         # Ready once joined and MongoDB answered.
-        wait_for(lambda: get(cls.port, "/-/ready")[0] == 200, 20, "/-/ready 200", rtu)
+        wait_for(lambda: R["main"].http("/-/ready")[0] == 200, 20, "/-/ready 200", rtu)
         # The series exists from the assignment (-1: unknown); the statistics come
         # every 5 s with the real lag.
-        wait_for(lambda: samples(get(cls.port, "/-/metrics")[2]).get(
+        wait_for(lambda: harness.metric_samples(R["main"].http("/-/metrics")[2]).get(
                  'rtu_partition_lag{topic="http.ok",partition="0"}', -1) >= 0, 20,
                  "rtu_partition_lag from the statistics", rtu)
-        cls.metrics = get(cls.port, "/-/metrics")
-        cls.checkup = get(cls.port, "/-/check-up")
-        cls.healthz = get(cls.port, "/-/healthz")
-        cls.ready = get(cls.port, "/-/ready")
-        cls.not_found = get(cls.port, "/-/nope")
-        cls.post = get(cls.port, "/-/healthz", method="POST")
+        cls.metrics = R["main"].http("/-/metrics")
+        cls.checkup = R["main"].http("/-/check-up")
+        cls.healthz = R["main"].http("/-/healthz")
+        cls.ready = R["main"].http("/-/ready")
+        cls.not_found = R["main"].http("/-/nope")
+        cls.post = R["main"].http("/-/healthz", method="POST")
 
     @classmethod
     def tearDownClass(cls):
         R["main"].stop()
+
+    def test_listens_on_the_given_host_and_a_free_port(self):
+        self.assertEqual(self.listening["host"], "127.0.0.1")
+        self.assertGreater(self.listening["port"], 0)
 
     def test_healthz_and_ready(self):
         for status, ctype, body in (self.healthz, self.ready):
@@ -134,14 +106,14 @@ class Running(E2ETestCase):
         status, ctype, body = self.metrics
         self.assertEqual(status, 200)
         self.assertTrue(ctype.startswith("text/plain; version=0.0.4"), ctype)
-        s = samples(body)
+        s = harness.metric_samples(body)
         self.assertEqual(s.get('rtu_messages_applied_total{topic="http.ok"}'), len(OK), body)
         self.assertEqual(s.get('rtu_messages_applied_total{topic="http.bad"}'), 1, body)
         self.assertEqual(s.get('rtu_messages_failed_total{topic="http.bad"}'), 1, body)
 
     def test_metrics_histograms_of_the_reference(self):
         body = self.metrics[2]
-        s = samples(body)
+        s = harness.metric_samples(body)
         for h in HISTOGRAMS:
             self.assertIn("# TYPE %s histogram" % h, body)
             self.assertIn('%s_bucket{le="+Inf"}' % h, s)
@@ -149,7 +121,7 @@ class Running(E2ETestCase):
             self.assertIn("%s_sum" % h, s)
 
     def test_metrics_histograms_observed(self):
-        s = samples(self.metrics[2])
+        s = harness.metric_samples(self.metrics[2])
         for h in ("rtu_consumer_batch_processing", "rtu_consumer_partition_processing",
                   "rtu_processor_records_preparation", "rtu_processor_storage"):
             self.assertGreaterEqual(s["%s_count" % h], 1, h)
@@ -157,14 +129,14 @@ class Running(E2ETestCase):
         self.assertEqual(s["rtu_workers"], 2)
 
     def test_metrics_mongodb_commands(self):
-        s = samples(self.metrics[2])
+        s = harness.metric_samples(self.metrics[2])
         cmds = {k: v for k, v in s.items() if k.startswith("rtu_mongodb_commands_total{")}
         self.assertTrue(cmds, self.metrics[2])
         self.assertGreaterEqual(cmds.get('rtu_mongodb_commands_total{command="createIndexes"}', 0), 1, cmds)
         self.assertGreaterEqual(sum(cmds.values()), 3, cmds)
 
     def test_metrics_partition_lag(self):
-        s = samples(self.metrics[2])
+        s = harness.metric_samples(self.metrics[2])
         self.assertGreaterEqual(s['rtu_partition_lag{topic="http.ok",partition="0"}'], 0)
         self.assertEqual(s.get('rtu_partition_paused{topic="http.bad",partition="0"}'), 1)
 
@@ -193,12 +165,11 @@ class MongoUnreachable(E2ETestCase):
     @classmethod
     def setUpClass(cls):
         rtu = R["nomongo"]
-        cls.port = http_port(rtu)
         rtu.wait_log(lambda l: l.get("msg") == "MongoDB unavailable; retrying", 20,
                      "MongoDB unavailable")
-        cls.healthz = get(cls.port, "/-/healthz")
-        cls.ready = get(cls.port, "/-/ready")
-        cls.checkup = get(cls.port, "/-/check-up")
+        cls.healthz = rtu.http("/-/healthz")
+        cls.ready = rtu.http("/-/ready")
+        cls.checkup = rtu.http("/-/check-up")
 
     @classmethod
     def tearDownClass(cls):

@@ -101,6 +101,7 @@ class StrategyError(E2ETestCase):
         wait_for(lambda: set(pc_ids("rows")) >= {10, 11}, 30, "partition 1's changes", rtu)
         time.sleep(0.5)
         cls.first_pcs = pc_ids("rows")
+        cls.metrics = rtu.metrics()
         cls.first_run = rtu
         rtu.stop()
         cls.restart = S["rows"].start()
@@ -120,14 +121,20 @@ class StrategyError(E2ETestCase):
             self.assertIn('{"id":3}', text, l)
         self.assertEqual(stop_log(self.first_run, "sverr.rows", 1), [])
 
+    def test_metrics(self):
+        m = self.metrics
+        self.assertEqual(m["rtu_strategy_errors_total"], 1)
+        self.assertEqual(m["rtu_strategy_timeouts_total"], 0)
+        self.assertEqual(m['rtu_projection_changes_total{single_view="sv_rows"}'], 4)
+        self.assertEqual(m['rtu_messages_failed_total{topic="sverr.rows"}'], 1)
+        self.assertGreaterEqual(m["rtu_strategy_duration_seconds_count"], 1)
+
     def test_changes_of_the_messages_before_it_are_written(self):
         for got in (self.first_pcs, self.second_pcs):
             self.assertEqual(got, [1, 2, 10, 11])
 
     def test_committed_offset_is_the_failing_message(self):
         offsets = harness.committed_offsets(S["rows"].group, "sverr.rows")
-        if offsets is None:
-            self.skipTest("kcat not installed")
         # p0 resumes at offset 2 (id 3); p1 has nothing left
         self.assertEqual(offsets, {0: 2})
 
@@ -140,16 +147,19 @@ class StrategyTimeout(E2ETestCase):
                                 60, "the timeout of partition 0")
         time.sleep(0.3)
         cls.pcs = pc_ids("slow")
+        cls.metrics = rtu.metrics()
         rtu.stop()
+
+    def test_metrics(self):
+        self.assertEqual(self.metrics["rtu_strategy_timeouts_total"], 1)
+        self.assertEqual(self.metrics["rtu_strategy_errors_total"], 0)
 
     def test_stops_at_the_record_that_never_ends(self):
         l = the_stop_line(self, R["slow"], "sverr.slow", 0)
         self.assertEqual(str(l.get("offset")), "1", l)
         self.assertIn("STRATEGIES_MAX_EXEC_TIME_MS", l.get("cause", ""), l)
         self.assertEqual(self.pcs, [12])
-        offsets = harness.committed_offsets(S["slow"].group, "sverr.slow")
-        if offsets is not None:
-            self.assertEqual(offsets, {0: 1})
+        self.assertEqual(harness.committed_offsets(S["slow"].group, "sverr.slow"), {0: 1})
 
 
 if __name__ == "__main__":
