@@ -156,6 +156,15 @@ static char *dup_utf8(const bson_iter_t *it) {
   return strndup(s, len);
 }
 
+/* How many entries an object or array iterator (just recursed into) holds: the
+ * arrays are sized before they are filled. A copy is walked, `it` stays put. */
+static size_t count_entries(const bson_iter_t *it) {
+  size_t n = 0;
+  bson_iter_t count = *it;
+  while (bson_iter_next(&count)) n++;
+  return n;
+}
+
 static void load_projection(rtu_projection_t *p, const char *file, const char *name,
                             const bson_t *doc, rtu_problems_t *problems) {
   bson_iter_t it, sub, f;
@@ -168,9 +177,7 @@ static void load_projection(rtu_projection_t *p, const char *file, const char *n
 
   if (bson_iter_init_find(&it, doc, "conversion") && BSON_ITER_HOLDS_DOCUMENT(&it) &&
       bson_iter_recurse(&it, &sub)) {
-    size_t n = 0;
-    bson_iter_t count = sub;
-    while (bson_iter_next(&count)) n++;
+    size_t n = count_entries(&sub);
     p->fields = calloc(n ? n : 1, sizeof *p->fields);
     while (p->fields && bson_iter_next(&sub)) {
       const char *src = bson_iter_key(&sub);
@@ -236,9 +243,7 @@ static void load_projection(rtu_projection_t *p, const char *file, const char *n
 
   if (bson_iter_init_find(&it, doc, "fieldsInKey") && BSON_ITER_HOLDS_ARRAY(&it) &&
       bson_iter_recurse(&it, &sub)) {
-    size_t n = 0;
-    bson_iter_t count = sub;
-    while (bson_iter_next(&count)) n++;
+    size_t n = count_entries(&sub);
     p->pk_dst = calloc(n ? n : 1, sizeof(char *));
     p->pk_src = calloc(n ? n : 1, sizeof(char *));
     while (p->pk_dst && p->pk_src && bson_iter_next(&sub)) {
@@ -275,9 +280,7 @@ static void load_projection(rtu_projection_t *p, const char *file, const char *n
       rtu_problems_add(problems, "%s: %s.changes: expected an object", file, name);
       return;
     }
-    size_t n = 0;
-    bson_iter_t count = sub;
-    while (bson_iter_next(&count)) n++;
+    size_t n = count_entries(&sub);
     p->changes = calloc(n ? n : 1, sizeof *p->changes);
     while (p->changes && bson_iter_next(&sub)) {
       const char *sv = bson_iter_key(&sub);
@@ -332,6 +335,15 @@ static rtu_projection_t *find_projection(rtu_config_t *cfg, const char *name) {
   return NULL;
 }
 
+/* The projection named by a top-level entry of the kafkaProjection*.json file
+ * `path`; NULL, with a problem, when mapTable.json has none of that name. */
+static rtu_projection_t *entry_projection(rtu_config_t *cfg, const char *path, const char *name,
+                                          rtu_problems_t *problems) {
+  rtu_projection_t *p = find_projection(cfg, name);
+  if (!p) rtu_problems_add(problems, "%s: %s: not a projection of mapTable.json", path, name);
+  return p;
+}
+
 /* kafkaProjectionUpdates.json: {projection: {updatesTopic, strategy}}. */
 static void load_pr_updates(rtu_config_t *cfg, rtu_problems_t *problems) {
   char path[4096];
@@ -342,11 +354,8 @@ static void load_pr_updates(rtu_config_t *cfg, rtu_problems_t *problems) {
   if (bson_iter_init(&it, &doc))
     while (bson_iter_next(&it)) {
       const char *name = bson_iter_key(&it);
-      rtu_projection_t *p = find_projection(cfg, name);
-      if (!p) {
-        rtu_problems_add(problems, "%s: %s: not a projection of mapTable.json", path, name);
-        continue;
-      }
+      rtu_projection_t *p = entry_projection(cfg, path, name, problems);
+      if (!p) continue;
       /* Entries without updatesTopic (Console-generated) emit nothing. */
       if (BSON_ITER_HOLDS_DOCUMENT(&it) && bson_iter_recurse(&it, &sub) &&
           bson_iter_find(&sub, "updatesTopic")) {
@@ -369,20 +378,15 @@ static void load_pc_topics(rtu_config_t *cfg, rtu_problems_t *problems) {
   if (bson_iter_init(&it, &doc))
     while (bson_iter_next(&it)) {
       const char *name = bson_iter_key(&it);
-      rtu_projection_t *p = find_projection(cfg, name);
-      if (!p) {
-        rtu_problems_add(problems, "%s: %s: not a projection of mapTable.json", path, name);
-        continue;
-      }
+      rtu_projection_t *p = entry_projection(cfg, path, name, problems);
+      if (!p) continue;
       if (!BSON_ITER_HOLDS_DOCUMENT(&it) || !bson_iter_recurse(&it, &pcs) ||
           !bson_iter_find(&pcs, "projectionChanges") || !BSON_ITER_HOLDS_DOCUMENT(&pcs) ||
           !bson_iter_recurse(&pcs, &sv)) {
         rtu_problems_add(problems, "%s: %s.projectionChanges: missing or not an object", path, name);
         continue;
       }
-      size_t n = 0;
-      bson_iter_t count = sv;
-      while (bson_iter_next(&count)) n++;
+      size_t n = count_entries(&sv);
       p->pc_topics = calloc(n ? n : 1, sizeof *p->pc_topics);
       while (p->pc_topics && bson_iter_next(&sv)) {
         if (!BSON_ITER_HOLDS_DOCUMENT(&sv) || !bson_iter_recurse(&sv, &topic) ||

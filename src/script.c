@@ -278,6 +278,20 @@ static bool require_into_registry(rtu_script_t *s, const char *name, rtu_problem
   return true;
 }
 
+/* Copies every field of the table at the top of the stack into the table just
+ * below it, then pops the copied table: the copy can then be changed (string
+ * methods without dump, built-in casts overridden by files) while the original
+ * stays as it was. */
+static void copy_fields_and_pop(lua_State *L) {
+  lua_pushnil(L);
+  while (lua_next(L, -2)) {
+    lua_pushvalue(L, -2);
+    lua_insert(L, -2);
+    lua_settable(L, -5);
+  }
+  lua_pop(L, 1);
+}
+
 static void open_libs(lua_State *L) {
   static const luaL_Reg libs[] = {
       {LUA_GNAME, luaopen_base},       {LUA_TABLIBNAME, luaopen_table},
@@ -311,13 +325,7 @@ static void open_libs(lua_State *L) {
     lua_setfield(L, -2, "__metatable");
     lua_newtable(L);
     lua_getglobal(L, "string");
-    lua_pushnil(L);
-    while (lua_next(L, -2)) {
-      lua_pushvalue(L, -2);
-      lua_insert(L, -2);
-      lua_settable(L, -5);
-    }
-    lua_pop(L, 1);
+    copy_fields_and_pop(L);
     lua_pushnil(L);
     lua_setfield(L, -2, "dump");
     lua_setfield(L, -2, "__index");
@@ -460,13 +468,7 @@ static bool load_casts(rtu_script_t *s, rtu_problems_t *problems) {
   bool ok = true;
   lua_newtable(L);
   lua_getfield(L, LUA_REGISTRYINDEX, "rtu.casts");
-  lua_pushnil(L);
-  while (lua_next(L, -2)) {
-    lua_pushvalue(L, -2);
-    lua_insert(L, -2);
-    lua_settable(L, -5);
-  }
-  lua_pop(L, 1);
+  copy_fields_and_pop(L);
   for (size_t i = 0; i < s->cfg->nprojections; i++) {
     const rtu_projection_t *p = &s->cfg->projections[i];
     for (size_t j = 0; j < p->nfields; j++) {
@@ -520,6 +522,15 @@ static bool load_adapter(rtu_script_t *s, rtu_problems_t *problems) {
   return true;
 }
 
+/* Pushes a Lua sequence of the n strings. */
+static void push_strings(lua_State *L, char *const *strings, size_t n) {
+  lua_createtable(L, (int)n, 0);
+  for (size_t i = 0; i < n; i++) {
+    lua_pushstring(L, strings[i]);
+    lua_rawseti(L, -2, (lua_Integer)i + 1);
+  }
+}
+
 static void push_projection_spec(lua_State *L, const rtu_projection_t *p) {
   lua_createtable(L, 0, 4);
   lua_pushstring(L, p->name);
@@ -536,17 +547,9 @@ static void push_projection_spec(lua_State *L, const rtu_projection_t *p) {
     lua_rawseti(L, -2, (lua_Integer)i + 1);
   }
   lua_setfield(L, -2, "fields");
-  lua_createtable(L, (int)p->npk, 0);
-  for (size_t i = 0; i < p->npk; i++) {
-    lua_pushstring(L, p->pk_src[i]);
-    lua_rawseti(L, -2, (lua_Integer)i + 1);
-  }
+  push_strings(L, p->pk_src, p->npk);
   lua_setfield(L, -2, "pk_src");
-  lua_createtable(L, (int)p->npk, 0);
-  for (size_t i = 0; i < p->npk; i++) {
-    lua_pushstring(L, p->pk_dst[i]);
-    lua_rawseti(L, -2, (lua_Integer)i + 1);
-  }
+  push_strings(L, p->pk_dst, p->npk);
   lua_setfield(L, -2, "pk_dst");
 }
 

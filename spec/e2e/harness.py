@@ -669,6 +669,12 @@ class E2ETestCase(unittest.TestCase):
 
     maxDiff = None
 
+    def one(self, key):
+        """The only document of `key` in self.docs (a by_key() of the collection,
+        set by the class set-up); fails unless there is exactly one."""
+        self.assertEqual(len(self.docs.get(key, [])), 1, "exactly one document for %r" % (key,))
+        return self.docs[key][0]
+
     def __init_subclass__(cls, **kw):
         super().__init_subclass__(**kw)
         func = cls.setUpClass.__func__
@@ -724,11 +730,47 @@ def metric_samples(text):
     return out
 
 def by_key(coll, field="id"):
-    """{key value: [documents]} over the whole collection (to spot duplicates)."""
+    """{key value: [documents]} over the whole collection (to spot duplicates); a
+    document without `field` fails (KeyError)."""
     out = {}
     for d in coll.find({}):
-        out.setdefault(d.get(field), []).append(d)
+        out.setdefault(d[field], []).append(d)
     return out
+
+
+# -- the "rows" tables of the error and operation tests --------------------------
+
+def rows_map_table(name_cast="defaultCastToString", changes=None):
+    """mapTable.json of the small "rows" tests: topic records pr_rows go to the
+    collection `rows`; ID -> id (defaultIdentity, the key), NAME -> name through
+    the cast `name_cast` (a built-in or a file of the scenario's casts); with
+    `changes` ({single view: strategy}) the pr_rows entry binds strategies."""
+    entry = {
+        "destination": "rows",
+        "conversion": {
+            "ID": {"fieldName": "id", "cast": "__fromFile__[defaultIdentity]"},
+            "NAME": {"fieldName": "name", "cast": "__fromFile__[%s]" % name_cast},
+        },
+        "fieldsInKey": ["id"],
+    }
+    if changes is not None:
+        entry["changes"] = changes
+    return {"pr_rows": entry}
+
+
+def row(topic, part, id_, ts, name=None, raw=None, key="auto"):
+    """A message for rows_map_table(): key {"ID": id_} (or `key`; None = a null
+    key), value {"ID": id_, "NAME": name or "n<id>"}, or `raw` as the value
+    instead (str = raw bytes, e.g. text that is not JSON)."""
+    if key == "auto":
+        key = {"ID": id_}
+    value = raw if raw is not None else {"ID": id_, "NAME": name or "n%d" % id_}
+    return {"topic": topic, "partition": part, "key": key, "value": value, "timestamp": ts}
+
+
+def ids(scenario, collection="rows"):
+    """The sorted `id` of every document of a scenario's collection."""
+    return sorted(d["id"] for d in scenario.coll(collection).find({}))
 
 
 def error_logs(rtu):

@@ -6,6 +6,8 @@ of each key's last message)."""
 
 import random
 
+import harness
+
 T = 1_700_000_000_000
 
 MAP_TABLE = {
@@ -52,6 +54,31 @@ def with_offsets(lines):
         out.append((l, nxt.get(p, 0)))
         nxt[p] = nxt.get(p, 0) + 1
     return out
+
+
+def end_offsets(lines_with_offsets):
+    """{partition: the offset after its last message}: what a group has committed
+    once every message is applied."""
+    ends = {}
+    for l, off in lines_with_offsets:
+        ends[l["partition"]] = max(ends.get(l["partition"], 0), off + 1)
+    return ends
+
+
+def committed_only(committed):
+    """{partition: committed offset} of a Cluster.committed() answer (without the
+    high watermarks)."""
+    return {p: v[0] for p, v in committed.items()}
+
+
+def wait_all_committed(cluster, group, topic, lines_with_offsets, timeout, rtu, interval):
+    """Waits (harness.wait_or_note: a timeout is only noted) until `group` has
+    committed every message of lines_with_offsets on `topic`; returns their
+    end_offsets() for the test's exact assertion."""
+    ends = end_offsets(lines_with_offsets)
+    harness.wait_or_note(lambda: committed_only(cluster.committed(group, topic)) == ends,
+                         timeout, "everything committed", rtu, interval=interval)
+    return ends
 
 
 def expected_state(lines_with_offsets):

@@ -16,6 +16,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 from harness import E2ETestCase, wait_for  # noqa: E402
+import streamlib  # noqa: E402
 
 TOPICS = {"crash.in": 6, "crash.rb": 6}
 T = 1_700_000_000_000
@@ -24,19 +25,8 @@ N_KEYS = 200
 N_PARTITIONS = 6
 RATE = 4000  # messages per second: the stream lasts about 5 s
 
-MAP_TABLE = {
-    "pr_acc": {
-        "destination": "acc",
-        "conversion": {
-            "ID": {"fieldName": "id", "cast": "__fromFile__[defaultIdentity]"},
-            "SEQ": {"fieldName": "seq", "cast": "__fromFile__[defaultIdentity]"},
-            "A": {"fieldName": "a", "cast": "__fromFile__[defaultIdentity]"},
-            "B": {"fieldName": "b", "cast": "__fromFile__[defaultIdentity]"},
-            "C": {"fieldName": "c", "cast": "__fromFile__[defaultIdentity]"},
-        },
-        "fieldsInKey": ["id"],
-    }
-}
+# pr_acc -> acc: ID (key), SEQ, A, B, C as they come (the keyed stream's table)
+MAP_TABLE = streamlib.MAP_TABLE
 
 S, R = {}, {}
 

@@ -130,17 +130,11 @@ class Custom(E2ETestCase):
         coll = S["c"].coll("things")
         wait_for(lambda: coll.find_one({"id": 999}) and coll.find_one({"id": 998}), 30,
                  "the markers of both partitions", R["c"])
-        cls.docs = {}
-        for d in coll.find({}):
-            cls.docs.setdefault(d["id"], []).append(d)
+        cls.docs = harness.by_key(coll)
 
     @classmethod
     def tearDownClass(cls):
         R["c"].stop()
-
-    def one(self, i):
-        self.assertEqual(len(self.docs.get(i, [])), 1, "exactly one document for %s" % i)
-        return self.docs[i][0]
 
     def test_custom_adapter_insert_and_update(self):
         d = self.one(1)

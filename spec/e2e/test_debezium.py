@@ -106,10 +106,7 @@ def tearDownModule():
 
 
 def docs(k):
-    out = {}
-    for d in S[k].coll("accounts").find({}):
-        out.setdefault(d["accountId"], []).append(d)
-    return out
+    return harness.by_key(S[k].coll("accounts"), "accountId")
 
 
 class _Stream:
@@ -124,10 +121,6 @@ class _Stream:
     @classmethod
     def tearDownClass(cls):
         R[cls.key].stop()
-
-    def one(self, i):
-        self.assertEqual(len(self.docs.get(i, [])), 1, "exactly one document for %s" % i)
-        return self.docs[i][0]
 
     def test_create_then_update(self):
         d = self.one(1)

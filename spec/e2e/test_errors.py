@@ -11,32 +11,14 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-from harness import E2ETestCase, wait_for, stop_log  # noqa: E402
+from harness import E2ETestCase, wait_for, stop_log, row  # noqa: E402
 
 TOPICS = {"err.bad": 4, "err.lua": 2, "err.refused": 2, "err.pause": 2, "err.check": 1}
 T = 1_700_000_000_000
 
-MAP_TABLE = {
-    "pr_rows": {
-        "destination": "rows",
-        "conversion": {
-            "ID": {"fieldName": "id", "cast": "__fromFile__[defaultIdentity]"},
-            "NAME": {"fieldName": "name", "cast": "__fromFile__[defaultCastToString]"},
-        },
-        "fieldsInKey": ["id"],
-    }
-}
+MAP_TABLE = harness.rows_map_table()  # pr_rows -> rows: ID (key), NAME (string)
 
-LUA_MAP_TABLE = {
-    "pr_rows": {
-        "destination": "rows",
-        "conversion": {
-            "ID": {"fieldName": "id", "cast": "__fromFile__[defaultIdentity]"},
-            "NAME": {"fieldName": "name", "cast": "__fromFile__[picky]"},
-        },
-        "fieldsInKey": ["id"],
-    }
-}
+LUA_MAP_TABLE = harness.rows_map_table(name_cast="picky")  # NAME through PICKY below
 
 PICKY = r'''
 return function(value, fieldName, log)
@@ -59,13 +41,6 @@ OBJ_MAP_TABLE = {
 }
 
 S, R = {}, {}
-
-
-def row(topic, part, id_, ts, name=None, raw=None, key="auto"):
-    if key == "auto":
-        key = {"ID": id_}
-    value = raw if raw is not None else {"ID": id_, "NAME": name or "n%d" % id_}
-    return {"topic": topic, "partition": part, "key": key, "value": value, "timestamp": ts}
 
 
 BAD = (
@@ -123,7 +98,7 @@ def tearDownModule():
 
 
 def ids(k):
-    return sorted(d["id"] for d in S[k].coll("rows").find({}))
+    return harness.ids(S[k])
 
 
 def assert_stop_line(tc, rtu, topic, partition, offset, words):

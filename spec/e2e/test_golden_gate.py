@@ -161,10 +161,7 @@ def users(k):
 
 
 def all_docs(k):
-    out = {}
-    for d in users(k).find({}):
-        out.setdefault(d["userId"], []).append(d)
-    return out
+    return harness.by_key(users(k), "userId")
 
 
 class Upsert(E2ETestCase):
@@ -178,10 +175,6 @@ class Upsert(E2ETestCase):
     @classmethod
     def tearDownClass(cls):
         R["upsert"].stop()
-
-    def one(self, i):
-        self.assertEqual(len(self.docs.get(i, [])), 1, "exactly one document for userId %s" % i)
-        return self.docs[i][0]
 
     def test_insert_then_update(self):
         d = self.one(1)

@@ -96,10 +96,7 @@ def tearDownModule():
 
 
 def docs(k):
-    out = {}
-    for d in S[k].coll("rec").find({}):
-        out.setdefault(d["id"], []).append(d)
-    return out
+    return harness.by_key(S[k].coll("rec"))
 
 
 class GuardOn(E2ETestCase):
@@ -110,10 +107,6 @@ class GuardOn(E2ETestCase):
     @classmethod
     def tearDownClass(cls):
         R["on"].stop()
-
-    def one(self, id_):
-        self.assertEqual(len(self.docs.get(id_, [])), 1, "exactly one document for id %s" % id_)
-        return self.docs[id_][0]
 
     def test_older_redelivered_messages_not_applied(self):
         d = self.one(1)
@@ -170,10 +163,6 @@ class GuardOff(E2ETestCase):
     @classmethod
     def tearDownClass(cls):
         R["off"].stop()
-
-    def one(self, id_):
-        self.assertEqual(len(self.docs.get(id_, [])), 1, "exactly one document for id %s" % id_)
-        return self.docs[id_][0]
 
     def test_older_messages_applied_in_offset_order(self):
         d = self.one(1)

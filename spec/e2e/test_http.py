@@ -12,30 +12,16 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-from harness import E2ETestCase, wait_for  # noqa: E402
+from harness import E2ETestCase, wait_for, row  # noqa: E402
 
 TOPICS = {"http.ok": 2, "http.bad": 1, "http.nomongo": 1}
 T = 1_700_000_000_000
 
-MAP_TABLE = {
-    "pr_rows": {
-        "destination": "rows",
-        "conversion": {
-            "ID": {"fieldName": "id", "cast": "__fromFile__[defaultIdentity]"},
-            "NAME": {"fieldName": "name", "cast": "__fromFile__[defaultCastToString]"},
-        },
-        "fieldsInKey": ["id"],
-    }
-}
+MAP_TABLE = harness.rows_map_table()  # pr_rows -> rows: ID (key), NAME (string)
 
 HISTOGRAMS = ["rtu_consumer_batch_processing", "rtu_consumer_partition_processing",
               "rtu_processor_records_preparation", "rtu_processor_storage",
               "rtu_processor_producer"]
-
-
-def row(topic, part, id_, ts, raw=None):
-    value = raw if raw is not None else {"ID": id_, "NAME": "n%d" % id_}
-    return {"topic": topic, "partition": part, "key": {"ID": id_}, "value": value, "timestamp": ts}
 
 
 OK = [row("http.ok", i % 2, i, T + i) for i in range(1, 8)]                 # 7 messages

@@ -19,36 +19,16 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-from harness import E2ETestCase, wait_for, stop_log  # noqa: E402
+from harness import E2ETestCase, wait_for, stop_log, row  # noqa: E402
 
 TOPICS = {"ops.dlq": 2, "ops.dead": 1, "ops.reload": 1, "ops.hup": 1, "ops.ptopic": 2}
 T = 1_700_000_000_000
 
-MAP_TABLE = {
-    "pr_rows": {
-        "destination": "rows",
-        "conversion": {
-            "ID": {"fieldName": "id", "cast": "__fromFile__[defaultIdentity]"},
-            "NAME": {"fieldName": "name", "cast": "__fromFile__[defaultCastToString]"},
-        },
-        "fieldsInKey": ["id"],
-    }
-}
+MAP_TABLE = harness.rows_map_table()  # pr_rows -> rows: ID (key), NAME (string)
 
-RELOAD_MAP_TABLE = {
-    "pr_rows": dict(MAP_TABLE["pr_rows"], changes={"sv_rows": "__fromFile__[rowsOf]"})
-}
+RELOAD_MAP_TABLE = harness.rows_map_table(changes={"sv_rows": "__fromFile__[rowsOf]"})
 
-HUP_MAP_TABLE = {
-    "pr_rows": {
-        "destination": "rows",
-        "conversion": {
-            "ID": {"fieldName": "id", "cast": "__fromFile__[defaultIdentity]"},
-            "NAME": {"fieldName": "name", "cast": "__fromFile__[picky]"},
-        },
-        "fieldsInKey": ["id"],
-    }
-}
+HUP_MAP_TABLE = harness.rows_map_table(name_cast="picky")  # NAME through PICKY below
 
 STRATEGY_V1 = "return function(doc, db, log) return { { ROW = doc.id } } end\n"
 STRATEGY_V2 = "return function(doc, db, log) return { { ROW = doc.id * 100 } } end\n"
@@ -70,14 +50,8 @@ end
 S, R = {}, {}
 
 
-def row(topic, part, id_, ts, name=None, raw=None):
-    value = raw if raw is not None else {"ID": id_, "NAME": name or "n%d" % id_}
-    return {"topic": topic, "partition": part, "key": {"ID": id_}, "value": value,
-            "timestamp": ts}
-
-
 def ids(name):
-    return sorted(d["id"] for d in S[name].coll("rows").find({}))
+    return harness.ids(S[name])
 
 
 def kcat_read(topic, fmt):

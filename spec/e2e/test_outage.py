@@ -136,11 +136,7 @@ class Outage(E2ETestCase):
         sampler.stop_flag = True
         sampler.join()
         cls.rss_samples = sampler.samples
-        cls.highs = {}
-        for l, o in cls.lines:
-            cls.highs[l["partition"]] = max(cls.highs.get(l["partition"], 0), o + 1)
-        harness.wait_or_note(lambda: {p: v[0] for p, v in c.committed(sc.group, TOPIC).items()} == cls.highs,
-                 30, "everything committed", rtu, interval=0.25)
+        cls.highs = streamlib.wait_all_committed(c, sc.group, TOPIC, cls.lines, 30, rtu, 0.25)
         cls.diff = streamlib.diff_documents(coll, cls.expected)
         cls.committed = c.committed(sc.group, TOPIC)
         cls.n_after = n_after

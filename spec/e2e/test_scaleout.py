@@ -90,12 +90,7 @@ class ScaleOut(E2ETestCase):
         cls.producer_rc = producer.returncode
         harness.wait_or_note(lambda: streamlib.final_reached(coll, cls.expected), 45,
                  "every key at its last message", b, interval=0.25)
-        highs = {p: n for p, n in ((l["partition"], o + 1) for l, o in cls.lines)}
-        cls.highs = {}
-        for l, o in cls.lines:
-            cls.highs[l["partition"]] = max(cls.highs.get(l["partition"], 0), o + 1)
-        harness.wait_or_note(lambda: {p: v[0] for p, v in c.committed(sc.group, TOPIC).items()} == cls.highs,
-                 20, "everything committed", b, interval=0.2)
+        cls.highs = streamlib.wait_all_committed(c, sc.group, TOPIC, cls.lines, 20, b, 0.2)
         cls.b_logs_after_kill = b.log_lines()[n_logs_b:]
         cls.b_errors = harness.error_logs(b)
         cls.committed = c.committed(sc.group, TOPIC)

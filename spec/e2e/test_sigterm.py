@@ -93,17 +93,13 @@ class SigTerm(E2ETestCase):
                                    "docs": n_docs, "committed": committed, "missing": missing,
                                    "producer": producer.returncode})
             sys.stderr.write("iteration %d: SIGTERM after %.2fs, exit in %s s, committed %s\n"
-                             % (it, delay, stop_time, {p: v[0] for p, v in committed.items()}))
+                             % (it, delay, stop_time, streamlib.committed_only(committed)))
         cls.lines = streamlib.with_offsets(all_lines)
         cls.expected = streamlib.expected_state(cls.lines)
         last = sc.start()
         harness.wait_or_note(lambda: streamlib.final_reached(coll, cls.expected), 40,
                  "every key at its last message", last, interval=0.25)
-        cls.highs = {}
-        for l, o in cls.lines:
-            cls.highs[l["partition"]] = max(cls.highs.get(l["partition"], 0), o + 1)
-        harness.wait_or_note(lambda: {p: v[0] for p, v in c.committed(sc.group, TOPIC).items()} == cls.highs,
-                 20, "everything committed", last, interval=0.2)
+        cls.highs = streamlib.wait_all_committed(c, sc.group, TOPIC, cls.lines, 20, last, 0.2)
         cls.diff = streamlib.diff_documents(coll, cls.expected)
         cls.final_committed = c.committed(sc.group, TOPIC)
         cls.last_stop = last.stop(10)
@@ -155,9 +151,7 @@ class SigTermDuringMongoOutage(E2ETestCase):
             cls.stop_time, cls.stop_error = None, str(e)
         sys.stderr.write("SIGTERM during the MongoDB outage: exit in %s s\n" % cls.stop_time)
         cls.committed = c.committed(sc.group, "term.out")
-        cls.first_highs = {}
-        for l, o in streamlib.with_offsets(first):
-            cls.first_highs[l["partition"]] = o + 1
+        cls.first_highs = streamlib.end_offsets(streamlib.with_offsets(first))
         cls.missing = check_committed_reflected(cls.committed, cls.lines, coll)
         proxy.restore()
         last = sc.start()
@@ -173,7 +167,7 @@ class SigTermDuringMongoOutage(E2ETestCase):
     def test_committed_never_beyond_mongodb(self):
         self.assertEqual(self.missing, [])
         # exactly the first chunk (applied before the cut), nothing of the second
-        self.assertEqual({p: v[0] for p, v in self.committed.items()}, self.first_highs)
+        self.assertEqual(streamlib.committed_only(self.committed), self.first_highs)
 
     def test_restart_finishes_exactly(self):
         self.assertEqual(self.diff, [])

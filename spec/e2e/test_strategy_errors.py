@@ -12,7 +12,7 @@ import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
-from harness import E2ETestCase, wait_for, stop_log  # noqa: E402
+from harness import E2ETestCase, wait_for, stop_log, row  # noqa: E402
 
 TOPICS = {"sverr.rows": 2, "sverr.slow": 1}
 T = 1_700_000_000_000
@@ -29,22 +29,8 @@ end
 
 
 def map_table():
-    return {
-        "pr_rows": {
-            "destination": "rows",
-            "conversion": {
-                "ID": {"fieldName": "id", "cast": "__fromFile__[defaultIdentity]"},
-                "NAME": {"fieldName": "name", "cast": "__fromFile__[defaultCastToString]"},
-            },
-            "fieldsInKey": ["id"],
-            "changes": {"sv_rows": "__fromFile__[picky]"},
-        }
-    }
-
-
-def row(topic, part, id_, ts):
-    return {"topic": topic, "partition": part, "key": {"ID": id_},
-            "value": {"ID": id_, "NAME": "n%d" % id_}, "timestamp": ts}
+    # pr_rows -> rows (ID key, NAME string), single view sv_rows by PICKY above
+    return harness.rows_map_table(changes={"sv_rows": "__fromFile__[picky]"})
 
 
 # partition 0: offsets 0..4 for ids 1..5, the strategy raises on id 3 (offset 2)

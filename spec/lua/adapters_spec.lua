@@ -348,3 +348,27 @@ describe("debezium adapter", function()
     assert.has_error(function() dbz(msg(KEY, "[]"), PK) end, "value is not a JSON object")
   end)
 end)
+
+describe("rtu.adapters.common", function()
+  local common = require("rtu.adapters.common")
+
+  it("takes each primary-key field from the first table that has it, skipping nil tables", function()
+    local k = common.key_object({ "A", "B", "C" }, "x", nil, { A = 1 }, { A = 2, B = false, C = 3 })
+    assert.same({ A = 1, B = false, C = 3 }, k)
+  end)
+
+  it("names where a primary-key field is missing", function()
+    assert.has_error(function() common.key_object({ "A" }, "the record", nil, { B = 1 }) end,
+      "primary key field 'A' is missing from the record")
+  end)
+
+  it("splits the images: main is `before` for D, `after` otherwise; null is absent", function()
+    local b, a = { ID = 1 }, { ID = 2 }
+    local before, after, main, other = common.images({ before = b, after = a }, "D", "t")
+    assert.equal(b, before); assert.equal(a, after); assert.equal(b, main); assert.equal(a, other)
+    before, after, main, other = common.images({ before = value.null, after = a }, "U", "t")
+    assert.is_nil(before); assert.equal(a, after); assert.equal(a, main); assert.is_nil(other)
+    assert.has_error(function() common.images({ after = "x" }, "I", "t") end,
+      "t 'after' is not an object")
+  end)
+end)

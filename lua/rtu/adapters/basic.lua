@@ -13,23 +13,10 @@ found neither in the key nor in the value. No before image, so no primary-key up
 
 Owns: this mapping only. May not touch: I/O, os, globals, modules but rtu.*.
 ]]
-local json = require("rtu.json")
 local value = require("rtu.value")
+local common = require("rtu.adapters.common")
 
-local function decode(raw, what)
-  local ok, v = pcall(json.decode, raw)
-  if not ok then error(what .. " is not valid JSON: " .. tostring(v), 0) end
-  return v
-end
-
--- A raw payload that means "nothing": absent, zero-length or the JSON literal null.
-local function is_empty(raw)
-  return raw == nil or raw == "" or raw == "null"
-end
-
-local function is_object(v)
-  return type(v) == "table" and not value.is_array(v) and not value.is_date(v)
-end
+local decode, is_empty, is_object = common.decode, common.is_empty, common.is_object
 
 return function(message, primaryKeys, log)
   local key

@@ -21,24 +21,12 @@ primary-key field found nowhere.
 
 Owns: this mapping only. May not touch: I/O, os, globals, modules but rtu.*.
 ]]
-local json = require("rtu.json")
 local value = require("rtu.value")
+local common = require("rtu.adapters.common")
+
+local decode, is_empty, is_object = common.decode, common.is_empty, common.is_object
 
 local OPERATIONS = { c = "I", r = "I", u = "U", d = "D" }
-
-local function decode(raw, what)
-  local ok, v = pcall(json.decode, raw)
-  if not ok then error(what .. " is not valid JSON: " .. tostring(v), 0) end
-  return v
-end
-
-local function is_object(v)
-  return type(v) == "table" and not value.is_array(v) and not value.is_date(v)
-end
-
-local function is_empty(raw)
-  return raw == nil or raw == "" or raw == "null"
-end
 
 -- The Connect JsonConverter with schemas.enable=true wraps the data as
 -- {"schema": ..., "payload": ...}; a record of ours never has both fields at the
@@ -47,13 +35,6 @@ local function unwrap(v)
   if is_object(v) and v.schema ~= nil and v.payload ~= nil and v.op == nil then
     return v.payload
   end
-  return v
-end
-
-local function image(record, name)
-  local v = record[name]
-  if v == nil or v == value.null then return nil end
-  if not is_object(v) then error("debezium '" .. name .. "' is not an object", 0) end
   return v
 end
 
@@ -70,7 +51,7 @@ return function(message, primaryKeys, log)
     error("debezium op is unknown: " .. (type(op) == "string" and op or tostring(op)), 0)
   end
 
-  local before, after = image(record, "before"), image(record, "after")
+  local before, after, main, other = common.images(record, operation, "debezium")
   if operation ~= "D" and not after then
     error("debezium op '" .. op .. "' without 'after'", 0)
   end
@@ -81,18 +62,7 @@ return function(message, primaryKeys, log)
     if not is_object(key) then key = nil end
   end
 
-  local main, other
-  if operation == "D" then main, other = before, after else main, other = after, before end
-  local keyObject = {}
-  for _, pk in ipairs(primaryKeys or {}) do
-    local v = key and key[pk]
-    if v == nil and main then v = main[pk] end
-    if v == nil and other then v = other[pk] end
-    if v == nil then
-      error("primary key field '" .. tostring(pk) .. "' is missing from the debezium key and record", 0)
-    end
-    keyObject[pk] = v
-  end
+  local keyObject = common.key_object(primaryKeys, "the debezium key and record", key, main, other)
 
   return {
     keyObject = keyObject,

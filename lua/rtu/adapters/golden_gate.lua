@@ -23,29 +23,13 @@ within int64.
 
 Owns: this mapping only. May not touch: I/O, os, globals, modules but rtu.*.
 ]]
-local json = require("rtu.json")
 local value = require("rtu.value")
+local common = require("rtu.adapters.common")
+
+local decode, is_empty, is_object = common.decode, common.is_empty, common.is_object
 
 local OPERATIONS = { I = "I", U = "U", D = "D" }
 local INT64_MAX = "9223372036854775807"
-
-local function decode(raw, what)
-  local ok, v = pcall(json.decode, raw)
-  if not ok then error(what .. " is not valid JSON: " .. tostring(v), 0) end
-  return v
-end
-
-local function is_object(v)
-  return type(v) == "table" and not value.is_array(v) and not value.is_date(v)
-end
-
--- An image field: nil when absent or null, an error when it is not an object.
-local function image(record, name)
-  local v = record[name]
-  if v == nil or v == value.null then return nil end
-  if not is_object(v) then error("golden-gate '" .. name .. "' is not an object", 0) end
-  return v
-end
 
 local function position(pos)
   if pos == nil or pos == value.null then return nil end
@@ -68,11 +52,10 @@ local function position(pos)
 end
 
 return function(message, primaryKeys, log)
-  local raw = message.value
-  if raw == nil or raw == "" or raw == "null" then
+  if is_empty(message.value) then
     error("golden-gate message has an empty value", 0)
   end
-  local record = decode(raw, "value")
+  local record = decode(message.value, "value")
   if not is_object(record) then error("value is not a JSON object", 0) end
 
   local op = record.op_type
@@ -81,23 +64,13 @@ return function(message, primaryKeys, log)
     error("golden-gate op_type is unknown: " .. (type(op) == "string" and op or tostring(op)), 0)
   end
 
-  local before, after = image(record, "before"), image(record, "after")
-  local main, other
-  if operation == "D" then main, other = before, after else main, other = after, before end
+  local before, after, main, other = common.images(record, operation, "golden-gate")
   if not main then
     error("golden-gate op_type " .. operation .. " without '"
       .. (operation == "D" and "before" or "after") .. "'", 0)
   end
 
-  local keyObject = {}
-  for _, pk in ipairs(primaryKeys or {}) do
-    local v = main[pk]
-    if v == nil and other then v = other[pk] end
-    if v == nil then
-      error("primary key field '" .. tostring(pk) .. "' is missing from the golden-gate record", 0)
-    end
-    keyObject[pk] = v
-  end
+  local keyObject = common.key_object(primaryKeys, "the golden-gate record", main, other)
 
   return {
     keyObject = keyObject,

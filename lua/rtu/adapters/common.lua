@@ -1,0 +1,69 @@
+--[[
+rtu.adapters.common: what the built-in adapters read the same way.
+
+  decode(raw, what)      JSON text -> Lua value; raises "<what> is not valid JSON: ..."
+  is_empty(raw)          a raw payload that means "nothing": nil, "" or "null"
+  is_object(v)           a decoded JSON object (not an array, not a date)
+  images(record, operation, adapter)
+                         before, after, main, other: the record's images (nil when
+                         absent or null; raises "<adapter> '<name>' is not an
+                         object" otherwise), and which one carries the record
+                         (main: `before` for D, `after` for I and U) and the other
+  key_object(primaryKeys, where, ...)
+                         {pk = value} with each primary-key field taken from the
+                         first of the tables `...` (nil ones skipped) that has it;
+                         raises "primary key field '<pk>' is missing from <where>"
+
+Owns: these helpers only. May not touch: I/O, os, globals, modules but rtu.*.
+]]
+local json = require("rtu.json")
+local value = require("rtu.value")
+
+local M = {}
+
+function M.decode(raw, what)
+  local ok, v = pcall(json.decode, raw)
+  if not ok then error(what .. " is not valid JSON: " .. tostring(v), 0) end
+  return v
+end
+
+function M.is_empty(raw)
+  return raw == nil or raw == "" or raw == "null"
+end
+
+function M.is_object(v)
+  return type(v) == "table" and not value.is_array(v) and not value.is_date(v)
+end
+
+local function image(record, name, adapter)
+  local v = record[name]
+  if v == nil or v == value.null then return nil end
+  if not M.is_object(v) then error(adapter .. " '" .. name .. "' is not an object", 0) end
+  return v
+end
+
+function M.images(record, operation, adapter)
+  local before, after = image(record, "before", adapter), image(record, "after", adapter)
+  if operation == "D" then return before, after, before, after end
+  return before, after, after, before
+end
+
+function M.key_object(primaryKeys, where, ...)
+  local n = select("#", ...)
+  local keyObject = {}
+  for _, pk in ipairs(primaryKeys or {}) do
+    local v
+    for i = 1, n do
+      local t = select(i, ...)
+      if t then v = t[pk] end
+      if v ~= nil then break end
+    end
+    if v == nil then
+      error("primary key field '" .. tostring(pk) .. "' is missing from " .. where, 0)
+    end
+    keyObject[pk] = v
+  end
+  return keyObject
+end
+
+return M
