@@ -84,55 +84,74 @@ void rtu_batch_set_generation(rtu_batch_t *b, const rtu_config_t *cfg, rtu_scrip
 
 void rtu_batch_set_emit(rtu_batch_t *b, rtu_emit_t *emit) { b->emit = emit; }
 
-void rtu_batch_free(rtu_batch_t *b) {
-  if (!b) return;
-  for (size_t i = 0; i < b->mapped_cap; i++) rtu_mapped_destroy(&b->mapped[i]);
+/* Capacities up to this many messages are kept between runs; above it the buffers
+ * are released after a run that used less than a quarter of them, so one large run
+ * (a backlog's first fetch) does not hold its memory for the life of the worker. */
+#define KEEP_CAP 1024
+
+static void release_writes(rtu_batch_t *b) {
   for (size_t i = 0; i < b->writes_cap; i++) {
     bson_destroy(&b->writes[i].filter);
     bson_destroy(&b->writes[i].update);
   }
+  free(b->writes);
+  free(b->write_group);
+  b->writes = NULL;
+  b->write_group = NULL;
+  b->writes_cap = 0;
+}
+
+static void release(rtu_batch_t *b) {
+  for (size_t i = 0; i < b->mapped_cap; i++) rtu_mapped_destroy(&b->mapped[i]);
   free(b->mapped);
   free(b->events);
   free(b->groups);
-  free(b->writes);
-  free(b->write_group);
   free(b->outcomes);
-  free(b);
+  b->mapped = NULL;
+  b->events = NULL;
+  b->groups = NULL;
+  b->outcomes = NULL;
+  b->mapped_cap = b->events_cap = 0;
+  release_writes(b);
 }
 
 /* Grows the buffers for a run of n messages. The mapped structs hold bson_t that
  * must not move, so a bigger run allocates a new array and frees the old one. */
 static bool reserve(rtu_batch_t *b, size_t n) {
   if (n > b->mapped_cap) {
-    for (size_t i = 0; i < b->mapped_cap; i++) rtu_mapped_destroy(&b->mapped[i]);
-    free(b->mapped);
-    for (size_t i = 0; i < b->writes_cap; i++) {
-      bson_destroy(&b->writes[i].filter);
-      bson_destroy(&b->writes[i].update);
-    }
-    free(b->writes);
-    free(b->events);
-    free(b->groups);
-    free(b->write_group);
-    free(b->outcomes);
-    b->mapped_cap = b->writes_cap = b->events_cap = 0;
+    release(b);
     b->mapped = rtu_aligned_calloc(n, sizeof *b->mapped);
     b->events = calloc(2 * n, sizeof *b->events);
     b->groups = calloc(2 * n, sizeof *b->groups);
-    b->writes = rtu_aligned_calloc(2 * n, sizeof *b->writes);
-    b->write_group = calloc(2 * n, sizeof *b->write_group);
     b->outcomes = calloc(2 * n, sizeof *b->outcomes);
-    if (!b->mapped || !b->events || !b->groups || !b->writes || !b->write_group || !b->outcomes)
-      return false;
+    if (!b->mapped || !b->events || !b->groups || !b->outcomes) return false;
     for (size_t i = 0; i < n; i++) rtu_mapped_init(&b->mapped[i]);
-    for (size_t i = 0; i < 2 * n; i++) {
-      bson_init(&b->writes[i].filter);
-      bson_init(&b->writes[i].update);
-    }
     b->mapped_cap = n;
-    b->events_cap = b->writes_cap = 2 * n;
+    b->events_cap = 2 * n;
   }
   return true;
+}
+
+/* The writes (two bson_t each, the largest part of a run's memory) are sized to
+ * the records of the run, not to its events (up to two per message). */
+static bool reserve_writes(rtu_batch_t *b, size_t ngroups) {
+  if (ngroups <= b->writes_cap) return true;
+  release_writes(b);
+  b->writes = rtu_aligned_calloc(ngroups, sizeof *b->writes);
+  b->write_group = calloc(ngroups, sizeof *b->write_group);
+  if (!b->writes || !b->write_group) return false;
+  for (size_t i = 0; i < ngroups; i++) {
+    bson_init(&b->writes[i].filter);
+    bson_init(&b->writes[i].update);
+  }
+  b->writes_cap = ngroups;
+  return true;
+}
+
+void rtu_batch_free(rtu_batch_t *b) {
+  if (!b) return;
+  release(b);
+  free(b);
 }
 
 static int key_cmp(const bson_t *a, const bson_t *b) {
@@ -697,6 +716,11 @@ rtu_err_t rtu_batch_run(rtu_batch_t *b, size_t projection, const rtu_msg_t *msgs
     b->groups[ngroups - 1].count++;
   }
 
+  if (!reserve_writes(b, ngroups)) {
+    snprintf(res->cause, sizeof res->cause, "out of memory for a run of %zu messages", n);
+    return RTU_ERR_FATAL;
+  }
+
   bool strategies = b->cfg->pc_enabled && rtu_script_has_strategies(b->script, projection);
   bool pr_updates = b->emit && b->cfg->gen_kafka_pr_updates && p->pr_update_topic;
 
@@ -811,5 +835,6 @@ done:
       bson_destroy(b->groups[g].s0);
       b->groups[g].s0 = NULL;
     }
+  if (b->mapped_cap > KEEP_CAP && n < b->mapped_cap / 4) release(b);
   return rc;
 }

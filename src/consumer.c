@@ -306,8 +306,16 @@ rtu_consumer_t *rtu_consumer_new(const rtu_config_t *cfg, char *errstr, size_t e
       !set_conf(conf, "enable.partition.eof", "false", errstr, errstr_size) ||
       !set_conf(conf, "statistics.interval.ms", "5000", errstr, errstr_size) ||
       /* Prefetch bounds memory whatever the backlog (librdkafka's default: 64 MiB). */
-      !set_conf(conf, "queued.max.messages.kbytes", "16384", errstr, errstr_size))
+      !set_conf(conf, "queued.max.messages.kbytes", "16384", errstr, errstr_size) ||
+      /* One fetch response is queued whole, beyond the prefetch bound: 50 MiB by
+       * default, reached with many partitions (8 topics of 12 in food-delivery). */
+      !set_conf(conf, "fetch.max.bytes", "8388608", errstr, errstr_size))
     goto fail;
+  /* Queued messages cost a few hundred bytes each beyond their payload (not
+   * counted by queued.max.messages.kbytes): librdkafka's default of 100,000 lets
+   * small messages take tens of MiB. Two batches keep the workers fed. */
+  snprintf(num, sizeof num, "%d", cfg->kafka_max_batch < 500 ? 1000 : 2 * cfg->kafka_max_batch);
+  if (!set_conf(conf, "queued.min.messages", num, errstr, errstr_size)) goto fail;
   snprintf(num, sizeof num, "%d", cfg->kafka_session_timeout_ms);
   if (!set_conf(conf, "session.timeout.ms", num, errstr, errstr_size)) goto fail;
   snprintf(num, sizeof num, "%d", cfg->kafka_heartbeat_interval_ms);
