@@ -93,6 +93,7 @@ static void release_writes(rtu_batch_t *b) {
   for (size_t i = 0; i < b->writes_cap; i++) {
     bson_destroy(&b->writes[i].filter);
     bson_destroy(&b->writes[i].update);
+    bson_free(b->writes[i].error);
   }
   free(b->writes);
   free(b->write_group);
@@ -393,7 +394,8 @@ static void build_write(rtu_batch_t *b, const group_t *g, const outcome_t *o,
   const rtu_msg_t *msg = &msgs[last->msg];
   bson_reinit(&w->filter);
   bson_reinit(&w->update);
-  w->error[0] = '\0';
+  bson_free(w->error);
+  w->error = NULL;
   w->validate = true;
   *emit = true;
   bson_concat(&w->filter, last->key);
@@ -813,7 +815,8 @@ rtu_err_t rtu_batch_run(rtu_batch_t *b, size_t projection, const rtu_msg_t *msgs
         if (b->events[e].applied && b->events[e].msg < first) first = b->events[e].msg;
       if (first < new_limit) {
         char cause[RTU_ERRSTR_SIZE];
-        snprintf(cause, sizeof cause, "MongoDB refused the write: %.400s", b->writes[w].error);
+        snprintf(cause, sizeof cause, "MongoDB refused the write: %.400s",
+                 b->writes[w].error ? b->writes[w].error : "");
         fail_at(res, RTU_ERR_DATA, &msgs[first], cause);
         new_limit = first;
       }
@@ -835,7 +838,8 @@ rtu_err_t rtu_batch_run(rtu_batch_t *b, size_t projection, const rtu_msg_t *msgs
       /* Stop at the record's first message of the run: all of it is re-applied
        * (idempotently, by the guard) when the partition is resumed. */
       char cause[RTU_ERRSTR_SIZE];
-      snprintf(cause, sizeof cause, "MongoDB refused the write: %.400s", b->writes[w].error);
+      snprintf(cause, sizeof cause, "MongoDB refused the write: %.400s",
+                 b->writes[w].error ? b->writes[w].error : "");
       fail_at(res, RTU_ERR_DATA, &msgs[b->events[g->first].msg], cause);
     }
   }

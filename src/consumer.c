@@ -307,9 +307,14 @@ rtu_consumer_t *rtu_consumer_new(const rtu_config_t *cfg, char *errstr, size_t e
       !set_conf(conf, "statistics.interval.ms", "5000", errstr, errstr_size) ||
       /* Prefetch bounds memory whatever the backlog (librdkafka's default: 64 MiB). */
       !set_conf(conf, "queued.max.messages.kbytes", "16384", errstr, errstr_size) ||
-      /* One fetch response is queued whole, beyond the prefetch bound: 50 MiB by
-       * default, reached with many partitions (8 topics of 12 in food-delivery). */
-      !set_conf(conf, "fetch.max.bytes", "8388608", errstr, errstr_size))
+      /* The prefetch bounds only decide whether to fetch again: one fetch response
+       * is queued whole beyond them, and its limits count compressed bytes, so
+       * librdkafka's 50 MiB (1 MiB per partition) of lz4 batches held a whole
+       * backlog of small messages (about 200 bytes of state each beyond their
+       * payload). 1 MiB compressed per fetch (message.max.bytes is the floor)
+       * still brings thousands of messages per round trip. */
+      !set_conf(conf, "fetch.max.bytes", "1048576", errstr, errstr_size) ||
+      !set_conf(conf, "max.partition.fetch.bytes", "262144", errstr, errstr_size))
     goto fail;
   /* Queued messages cost a few hundred bytes each beyond their payload (not
    * counted by queued.max.messages.kbytes): librdkafka's default of 100,000 lets

@@ -305,7 +305,8 @@ rtu_err_t rtu_store_write(rtu_store_t *st, const rtu_projection_t *p, rtu_write_
        * record fails, the others still go out. Indexes in the reply count only
        * the operations added, so remember where each write went. */
       w->status = RTU_WRITE_FAILED;
-      snprintf(w->error, sizeof w->error, "%.200s", err.message);
+      bson_free(w->error);
+      w->error = bson_strdup_printf("%.200s", err.message);
       continue;
     }
     bulk_index[nadded++] = i;
@@ -348,7 +349,8 @@ rtu_err_t rtu_store_write(rtu_store_t *st, const rtu_projection_t *p, rtu_write_
           msg = bson_iter_utf8(&f, NULL);
         int64_t code = 0;
         if (bson_iter_init_find(&f, &we, "code")) code = bson_iter_as_int64(&f);
-        snprintf(w->error, sizeof w->error, "%s (code %lld)", msg, (long long)code);
+        bson_free(w->error);
+        w->error = bson_strdup_printf("%.400s (code %lld)", msg, (long long)code);
       }
     }
   }

@@ -39,7 +39,9 @@ typedef struct {
    * batch.c asks for the check when there is one. */
   bool validate;
   rtu_write_status_t status;
-  char error[RTU_ERRSTR_SIZE];
+  /* Why it failed (bson_malloc'd), NULL otherwise: not inline, as a run holds a
+   * write per record and almost none fail. */
+  char *error;
 } rtu_write_t;
 
 typedef struct {
