@@ -84,55 +84,75 @@ void rtu_batch_set_generation(rtu_batch_t *b, const rtu_config_t *cfg, rtu_scrip
 
 void rtu_batch_set_emit(rtu_batch_t *b, rtu_emit_t *emit) { b->emit = emit; }
 
-void rtu_batch_free(rtu_batch_t *b) {
-  if (!b) return;
-  for (size_t i = 0; i < b->mapped_cap; i++) rtu_mapped_destroy(&b->mapped[i]);
+/* Capacities up to this many messages are kept between runs; above it the buffers
+ * are released after a run that used less than a quarter of them, so one large run
+ * (a backlog's first fetch) does not hold its memory for the life of the worker. */
+#define KEEP_CAP 1024
+
+static void release_writes(rtu_batch_t *b) {
   for (size_t i = 0; i < b->writes_cap; i++) {
     bson_destroy(&b->writes[i].filter);
     bson_destroy(&b->writes[i].update);
+    bson_free(b->writes[i].error);
   }
+  free(b->writes);
+  free(b->write_group);
+  b->writes = NULL;
+  b->write_group = NULL;
+  b->writes_cap = 0;
+}
+
+static void release(rtu_batch_t *b) {
+  for (size_t i = 0; i < b->mapped_cap; i++) rtu_mapped_destroy(&b->mapped[i]);
   free(b->mapped);
   free(b->events);
   free(b->groups);
-  free(b->writes);
-  free(b->write_group);
   free(b->outcomes);
-  free(b);
+  b->mapped = NULL;
+  b->events = NULL;
+  b->groups = NULL;
+  b->outcomes = NULL;
+  b->mapped_cap = b->events_cap = 0;
+  release_writes(b);
 }
 
 /* Grows the buffers for a run of n messages. The mapped structs hold bson_t that
  * must not move, so a bigger run allocates a new array and frees the old one. */
 static bool reserve(rtu_batch_t *b, size_t n) {
   if (n > b->mapped_cap) {
-    for (size_t i = 0; i < b->mapped_cap; i++) rtu_mapped_destroy(&b->mapped[i]);
-    free(b->mapped);
-    for (size_t i = 0; i < b->writes_cap; i++) {
-      bson_destroy(&b->writes[i].filter);
-      bson_destroy(&b->writes[i].update);
-    }
-    free(b->writes);
-    free(b->events);
-    free(b->groups);
-    free(b->write_group);
-    free(b->outcomes);
-    b->mapped_cap = b->writes_cap = b->events_cap = 0;
+    release(b);
     b->mapped = rtu_aligned_calloc(n, sizeof *b->mapped);
     b->events = calloc(2 * n, sizeof *b->events);
     b->groups = calloc(2 * n, sizeof *b->groups);
-    b->writes = rtu_aligned_calloc(2 * n, sizeof *b->writes);
-    b->write_group = calloc(2 * n, sizeof *b->write_group);
     b->outcomes = calloc(2 * n, sizeof *b->outcomes);
-    if (!b->mapped || !b->events || !b->groups || !b->writes || !b->write_group || !b->outcomes)
-      return false;
+    if (!b->mapped || !b->events || !b->groups || !b->outcomes) return false;
     for (size_t i = 0; i < n; i++) rtu_mapped_init(&b->mapped[i]);
-    for (size_t i = 0; i < 2 * n; i++) {
-      bson_init(&b->writes[i].filter);
-      bson_init(&b->writes[i].update);
-    }
     b->mapped_cap = n;
-    b->events_cap = b->writes_cap = 2 * n;
+    b->events_cap = 2 * n;
   }
   return true;
+}
+
+/* The writes (two bson_t each, the largest part of a run's memory) are sized to
+ * the records of the run, not to its events (up to two per message). */
+static bool reserve_writes(rtu_batch_t *b, size_t ngroups) {
+  if (ngroups <= b->writes_cap) return true;
+  release_writes(b);
+  b->writes = rtu_aligned_calloc(ngroups, sizeof *b->writes);
+  b->write_group = calloc(ngroups, sizeof *b->write_group);
+  if (!b->writes || !b->write_group) return false;
+  for (size_t i = 0; i < ngroups; i++) {
+    bson_init(&b->writes[i].filter);
+    bson_init(&b->writes[i].update);
+  }
+  b->writes_cap = ngroups;
+  return true;
+}
+
+void rtu_batch_free(rtu_batch_t *b) {
+  if (!b) return;
+  release(b);
+  free(b);
 }
 
 static int key_cmp(const bson_t *a, const bson_t *b) {
@@ -280,12 +300,26 @@ static void append_guard(bson_t *filter, int64_t counter) {
   bson_append_array_end(filter, &or);
 }
 
-static void append_metadata(bson_t *set, const rtu_mapped_t *m, const rtu_msg_t *msg,
+/* True when the original key has an empty field name. */
+static bool append_metadata(bson_t *set, const rtu_mapped_t *m, const rtu_msg_t *msg,
                             state_t state, int64_t counter, int64_t now) {
   int64_t ts = msg->timestamp;
   char iso[40], offset[24];
   rtu_iso8601(ts, iso, sizeof iso);
-  snprintf(offset, sizeof offset, "%lld", (long long)msg->offset);
+  {
+    /* By hand: snprintf per message showed in the profile. */
+    char tmp[24];
+    size_t n = 0;
+    uint64_t v = msg->offset < 0 ? (uint64_t)(-(msg->offset + 1)) + 1 : (uint64_t)msg->offset;
+    do {
+      tmp[n++] = (char)('0' + v % 10);
+      v /= 10;
+    } while (v);
+    size_t o = 0;
+    if (msg->offset < 0) offset[o++] = '-';
+    while (n) offset[o++] = tmp[--n];
+    offset[o] = '\0';
+  }
   BSON_APPEND_UTF8(set, "__STATE__", state == ST_DELETED ? "DELETED" : "PUBLIC");
   BSON_APPEND_DATE_TIME(set, "updatedAt", now);
   BSON_APPEND_DATE_TIME(set, "timestamp", ts);
@@ -297,21 +331,33 @@ static void append_metadata(bson_t *set, const rtu_mapped_t *m, const rtu_msg_t 
   BSON_APPEND_INT32(&info, "partition", msg->partition);
   BSON_APPEND_UTF8(&info, "offset", offset);
   rtu_value_append_original_key(&info, "key", msg->key, msg->key_len);
+  bool empty = false;
+  bson_iter_t it;
+  if (bson_iter_init_find(&it, &info, "key") && BSON_ITER_HOLDS_DOCUMENT(&it)) {
+    uint32_t len;
+    const uint8_t *data;
+    bson_t key;
+    bson_iter_document(&it, &len, &data);
+    empty = bson_init_static(&key, data, len) && rtu_value_has_empty_key(&key);
+  }
   BSON_APPEND_UTF8(&info, "timestamp", iso);
   bson_append_document_end(set, &info);
+  return empty;
 }
 
 /* The fields set by the group's upserts from `from` on, the newest value of each
- * field winning: the same as $set-ing them one message after another. */
-static void append_merged_fields(rtu_batch_t *b, const group_t *g, uint32_t from, int64_t last,
+ * field winning: the same as $set-ing them one message after another. True when
+ * one of the messages has an empty field name. */
+static bool append_merged_fields(rtu_batch_t *b, const group_t *g, uint32_t from, int64_t last,
                                  bson_t *out) {
   /* Newest first; a field already written is skipped. Records have few fields,
    * so a linear look-up in the output beats a hash set. */
-  bool first = true;
+  bool first = true, empty = false;
   for (int64_t e = last; e >= (int64_t)from && e >= (int64_t)g->first; e--) {
     const event_t *ev = &b->events[e];
     const rtu_mapped_t *m = &b->mapped[ev->msg];
     if (!ev->applied || ev->old_key || m->op == RTU_OP_DELETE || bson_empty(&m->fields)) continue;
+    empty |= m->empty_key;
     if (first) {
       bson_concat(out, &m->fields);
       first = false;
@@ -322,6 +368,7 @@ static void append_merged_fields(rtu_batch_t *b, const group_t *g, uint32_t from
     while (bson_iter_next(&it))
       if (!bson_iter_init_find(&seen, out, bson_iter_key(&it))) bson_append_iter(out, NULL, 0, &it);
   }
+  return empty;
 }
 
 static void build_write(rtu_batch_t *b, const group_t *g, const outcome_t *o,
@@ -332,7 +379,9 @@ static void build_write(rtu_batch_t *b, const group_t *g, const outcome_t *o,
   const rtu_msg_t *msg = &msgs[last->msg];
   bson_reinit(&w->filter);
   bson_reinit(&w->update);
-  w->error[0] = '\0';
+  bson_free(w->error);
+  w->error = NULL;
+  w->validate = true;
   *emit = true;
   bson_concat(&w->filter, last->key);
   /* The highest counter applied: the stored one may be above the final one when
@@ -362,9 +411,10 @@ static void build_write(rtu_batch_t *b, const group_t *g, const outcome_t *o,
   w->kind = RTU_WRITE_UPDATE;
   BSON_APPEND_DOCUMENT_BEGIN(&w->update, "$set", &set);
   size_t before = set.len;
-  append_merged_fields(b, g, o->fields_from, o->last_event, &set);
+  bool empty = append_merged_fields(b, g, o->fields_from, o->last_event, &set);
   fields_written = set.len != before;
-  append_metadata(&set, m, msg, o->state, o->counter, now);
+  empty |= append_metadata(&set, m, msg, o->state, o->counter, now);
+  w->validate = empty;
   bson_append_document_end(&w->update, &set);
   BSON_APPEND_DOCUMENT_BEGIN(&w->update, "$setOnInsert", &soi);
   BSON_APPEND_OID(&soi, "_id", &o->oid);
@@ -743,6 +793,11 @@ rtu_err_t rtu_batch_run(rtu_batch_t *b, size_t projection, const rtu_msg_t *msgs
     b->groups[ngroups - 1].count++;
   }
 
+  if (!reserve_writes(b, ngroups)) {
+    snprintf(res->cause, sizeof res->cause, "out of memory for a run of %zu messages", n);
+    return RTU_ERR_FATAL;
+  }
+
   bool strategies = b->cfg->pc_enabled && rtu_script_has_strategies(b->script, projection);
   bool pr_updates = b->emit && b->cfg->gen_kafka_pr_updates && p->pr_update_topic;
 
@@ -812,7 +867,8 @@ rtu_err_t rtu_batch_run(rtu_batch_t *b, size_t projection, const rtu_msg_t *msgs
         if (b->events[e].applied && b->events[e].msg < first) first = b->events[e].msg;
       if (first < new_limit) {
         char cause[RTU_ERRSTR_SIZE];
-        snprintf(cause, sizeof cause, "MongoDB refused the write: %.400s", b->writes[w].error);
+        snprintf(cause, sizeof cause, "MongoDB refused the write: %.400s",
+                 b->writes[w].error ? b->writes[w].error : "");
         fail_at(res, RTU_ERR_DATA, &msgs[first], cause);
         new_limit = first;
       }
@@ -834,7 +890,8 @@ rtu_err_t rtu_batch_run(rtu_batch_t *b, size_t projection, const rtu_msg_t *msgs
       /* Stop at the record's first message of the run: all of it is re-applied
        * (idempotently, by the guard) when the partition is resumed. */
       char cause[RTU_ERRSTR_SIZE];
-      snprintf(cause, sizeof cause, "MongoDB refused the write: %.400s", b->writes[w].error);
+      snprintf(cause, sizeof cause, "MongoDB refused the write: %.400s",
+                 b->writes[w].error ? b->writes[w].error : "");
       fail_at(res, RTU_ERR_DATA, &msgs[b->events[g->first].msg], cause);
     }
   }
@@ -857,5 +914,6 @@ done:
       bson_destroy(b->groups[g].s0);
       b->groups[g].s0 = NULL;
     }
+  if (b->mapped_cap > KEEP_CAP && n < b->mapped_cap / 4) release(b);
   return rc;
 }

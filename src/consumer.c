@@ -306,8 +306,21 @@ rtu_consumer_t *rtu_consumer_new(const rtu_config_t *cfg, char *errstr, size_t e
       !set_conf(conf, "enable.partition.eof", "false", errstr, errstr_size) ||
       !set_conf(conf, "statistics.interval.ms", "5000", errstr, errstr_size) ||
       /* Prefetch bounds memory whatever the backlog (librdkafka's default: 64 MiB). */
-      !set_conf(conf, "queued.max.messages.kbytes", "16384", errstr, errstr_size))
+      !set_conf(conf, "queued.max.messages.kbytes", "16384", errstr, errstr_size) ||
+      /* The prefetch bounds only decide whether to fetch again: one fetch response
+       * is queued whole beyond them, and its limits count compressed bytes, so
+       * librdkafka's 50 MiB (1 MiB per partition) of lz4 batches held a whole
+       * backlog of small messages (about 200 bytes of state each beyond their
+       * payload). 1 MiB compressed per fetch (message.max.bytes is the floor)
+       * still brings thousands of messages per round trip. */
+      !set_conf(conf, "fetch.max.bytes", "1048576", errstr, errstr_size) ||
+      !set_conf(conf, "max.partition.fetch.bytes", "262144", errstr, errstr_size))
     goto fail;
+  /* Queued messages cost a few hundred bytes each beyond their payload (not
+   * counted by queued.max.messages.kbytes): librdkafka's default of 100,000 lets
+   * small messages take tens of MiB. Two batches keep the workers fed. */
+  snprintf(num, sizeof num, "%d", cfg->kafka_max_batch < 500 ? 1000 : 2 * cfg->kafka_max_batch);
+  if (!set_conf(conf, "queued.min.messages", num, errstr, errstr_size)) goto fail;
   snprintf(num, sizeof num, "%d", cfg->kafka_session_timeout_ms);
   if (!set_conf(conf, "session.timeout.ms", num, errstr, errstr_size)) goto fail;
   snprintf(num, sizeof num, "%d", cfg->kafka_heartbeat_interval_ms);

@@ -821,7 +821,7 @@ void rtu_mapped_reset(rtu_mapped_t *m) {
   bson_reinit(&m->key);
   bson_reinit(&m->fields);
   bson_reinit(&m->old_key);
-  m->skip = m->has_old_key = m->has_position = false;
+  m->skip = m->has_old_key = m->has_position = m->empty_key = false;
   m->position = 0;
   m->op = RTU_OP_UPSERT;
 }
@@ -968,7 +968,8 @@ rtu_err_t rtu_script_map(rtu_script_t *s, size_t projection, const rtu_msg_t *ms
     int fields = lua_gettop(L);
     for (size_t i = 0; i < p->nfields && err == RTU_OK; i++) {
       if (lua_getfield(L, fields, p->fields[i].dst) != LUA_TNIL)
-        err = rtu_value_append(L, -1, &out->fields, p->fields[i].dst, -1, errstr, errstr_size);
+        err = rtu_value_append_marked(L, -1, &out->fields, p->fields[i].dst, -1, &out->empty_key,
+                                      errstr, errstr_size);
       lua_pop(L, 1);
     }
     lua_pop(L, 1);

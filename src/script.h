@@ -28,6 +28,7 @@ typedef struct {
   bson_t old_key; /* primary-key change: the record that goes away */
   bool has_position;
   int64_t position;
+  bool empty_key; /* a field name in fields is empty: the driver must refuse the write */
 } rtu_mapped_t;
 
 void rtu_mapped_init(rtu_mapped_t *m);

@@ -265,7 +265,11 @@ rtu_err_t rtu_store_write(rtu_store_t *st, const rtu_projection_t *p, rtu_write_
   mongoc_collection_t *coll = mongoc_database_get_collection(st->db, p->destination);
   mongoc_bulk_operation_t *bulk = mongoc_collection_create_bulk_operation_with_opts(coll, &opts);
   bson_t upsert_opts = BSON_INITIALIZER, plain_opts = BSON_INITIALIZER;
+  bson_t upsert_trusted = BSON_INITIALIZER, plain_trusted = BSON_INITIALIZER;
   BSON_APPEND_BOOL(&upsert_opts, "upsert", true);
+  BSON_APPEND_BOOL(&upsert_trusted, "upsert", true);
+  BSON_APPEND_BOOL(&upsert_trusted, "validate", false);
+  BSON_APPEND_BOOL(&plain_trusted, "validate", false);
   size_t nupd = 0, ndel = 0, nadded = 0;
   size_t *bulk_index = malloc(n * sizeof *bulk_index);
   if (!bulk_index) {
@@ -280,8 +284,11 @@ rtu_err_t rtu_store_write(rtu_store_t *st, const rtu_projection_t *p, rtu_write_
     w->status = RTU_WRITE_PENDING;
     switch (w->kind) {
     case RTU_WRITE_UPDATE:
-      ok = mongoc_bulk_operation_update_one_with_opts(bulk, &w->filter, &w->update,
-                                                      w->upsert ? &upsert_opts : &plain_opts, &err);
+      ok = mongoc_bulk_operation_update_one_with_opts(
+          bulk, &w->filter, &w->update,
+          w->validate ? (w->upsert ? &upsert_opts : &plain_opts)
+                      : (w->upsert ? &upsert_trusted : &plain_trusted),
+          &err);
       nupd++;
       break;
     case RTU_WRITE_REPLACE:
@@ -299,7 +306,8 @@ rtu_err_t rtu_store_write(rtu_store_t *st, const rtu_projection_t *p, rtu_write_
        * record fails, the others still go out. Indexes in the reply count only
        * the operations added, so remember where each write went. */
       w->status = RTU_WRITE_FAILED;
-      snprintf(w->error, sizeof w->error, "%.200s", err.message);
+      bson_free(w->error);
+      w->error = bson_strdup_printf("%.200s", err.message);
       continue;
     }
     bulk_index[nadded++] = i;
@@ -342,7 +350,8 @@ rtu_err_t rtu_store_write(rtu_store_t *st, const rtu_projection_t *p, rtu_write_
           msg = bson_iter_utf8(&f, NULL);
         int64_t code = 0;
         if (bson_iter_init_find(&f, &we, "code")) code = bson_iter_as_int64(&f);
-        snprintf(w->error, sizeof w->error, "%s (code %lld)", msg, (long long)code);
+        bson_free(w->error);
+        w->error = bson_strdup_printf("%.400s (code %lld)", msg, (long long)code);
       }
     }
   }
@@ -363,6 +372,8 @@ done:
   bson_destroy(&opts);
   bson_destroy(&upsert_opts);
   bson_destroy(&plain_opts);
+  bson_destroy(&upsert_trusted);
+  bson_destroy(&plain_trusted);
   return rc;
 }
 

@@ -33,8 +33,15 @@ typedef struct {
   bson_t filter; /* primary key, plus the guard */
   bson_t update; /* update document or replacement; unused for deletes */
   bool upsert;
+  /* Check the update client-side (libmongoc's validation, a seventh of a basic
+   * run's instructions). The values were checked for UTF-8 where they were built
+   * (value.c); only an empty field name is left for the driver to refuse, so
+   * batch.c asks for the check when there is one. */
+  bool validate;
   rtu_write_status_t status;
-  char error[RTU_ERRSTR_SIZE];
+  /* Why it failed (bson_malloc'd), NULL otherwise: not inline, as a run holds a
+   * write per record and almost none fail. */
+  char *error;
 } rtu_write_t;
 
 typedef struct {

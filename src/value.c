@@ -132,10 +132,10 @@ static bool is_mt(lua_State *L, int idx, const void *key) {
 #define MAX_VALUE_BYTES (16u * 1024 * 1024)
 
 static rtu_err_t append_depth(lua_State *L, int idx, bson_t *out, const char *key, int keylen,
-                              int depth, size_t *budget, char *errstr, size_t sz);
+                              int depth, size_t *budget, bool *empty_key, char *errstr, size_t sz);
 
 static rtu_err_t append_table(lua_State *L, int idx, bson_t *out, const char *key, int keylen,
-                              int depth, size_t *budget, char *errstr, size_t sz) {
+                              int depth, size_t *budget, bool *empty_key, char *errstr, size_t sz) {
   if (depth > MAX_DEPTH) {
     snprintf(errstr, sz, "field '%.*s': nesting deeper than %d", keylen, key, MAX_DEPTH);
     return RTU_ERR_DATA;
@@ -173,7 +173,8 @@ static rtu_err_t append_table(lua_State *L, int idx, bson_t *out, const char *ke
       const char *ikey;
       size_t ilen = bson_uint32_to_string((uint32_t)(i - 1), &ikey, ibuf, sizeof ibuf);
       lua_rawgeti(L, idx, (lua_Integer)i);
-      err = append_depth(L, lua_gettop(L), &child, ikey, (int)ilen, depth + 1, budget, errstr, sz);
+      err = append_depth(L, lua_gettop(L), &child, ikey, (int)ilen, depth + 1, budget, empty_key,
+                         errstr, sz);
       lua_pop(L, 1);
     }
     if (!bson_append_array_end(out, &child) && err == RTU_OK) goto too_big;
@@ -197,7 +198,9 @@ static rtu_err_t append_table(lua_State *L, int idx, bson_t *out, const char *ke
       err = RTU_ERR_DATA;
       break;
     }
-    err = append_depth(L, lua_gettop(L), &child, k, (int)klen, depth + 1, budget, errstr, sz);
+    if (klen == 0) *empty_key = true;
+    err = append_depth(L, lua_gettop(L), &child, k, (int)klen, depth + 1, budget, empty_key,
+                       errstr, sz);
     lua_pop(L, 1);
   }
   if (err != RTU_OK) lua_pop(L, 1); /* the key left by an interrupted lua_next */
@@ -209,7 +212,7 @@ too_big:
 }
 
 static rtu_err_t append_depth(lua_State *L, int idx, bson_t *out, const char *key, int keylen,
-                              int depth, size_t *budget, char *errstr, size_t sz) {
+                              int depth, size_t *budget, bool *empty_key, char *errstr, size_t sz) {
   bool ok = true;
   /* a BSON element: type, key, NUL, and at least a few bytes of value */
   size_t cost = (keylen < 0 ? strlen(key) : (size_t)keylen) + 8;
@@ -250,7 +253,7 @@ static rtu_err_t append_depth(lua_State *L, int idx, bson_t *out, const char *ke
     /* fallthrough */
   default:
     if (lua_type(L, idx) == LUA_TTABLE)
-      return append_table(L, idx, out, key, keylen, depth, budget, errstr, sz);
+      return append_table(L, idx, out, key, keylen, depth, budget, empty_key, errstr, sz);
     snprintf(errstr, sz, "field '%.*s': a %s cannot be stored", keylen, key,
              luaL_typename(L, idx));
     return RTU_ERR_DATA;
@@ -262,11 +265,35 @@ static rtu_err_t append_depth(lua_State *L, int idx, bson_t *out, const char *ke
   return RTU_OK;
 }
 
+rtu_err_t rtu_value_append_marked(lua_State *L, int idx, bson_t *out, const char *key,
+                                  int keylen, bool *empty_key, char *errstr, size_t errstr_size) {
+  luaL_checkstack(L, MAX_DEPTH * 3 + 8, "value too deep");
+  if (keylen == 0 || (keylen < 0 && key[0] == '\0')) *empty_key = true;
+  size_t budget = MAX_VALUE_BYTES;
+  return append_depth(L, lua_absindex(L, idx), out, key, keylen, 0, &budget, empty_key, errstr,
+                      errstr_size);
+}
+
 rtu_err_t rtu_value_append(lua_State *L, int idx, bson_t *out, const char *key, int keylen,
                            char *errstr, size_t errstr_size) {
-  luaL_checkstack(L, MAX_DEPTH * 3 + 8, "value too deep");
-  size_t budget = MAX_VALUE_BYTES;
-  return append_depth(L, lua_absindex(L, idx), out, key, keylen, 0, &budget, errstr, errstr_size);
+  bool ignored = false;
+  return rtu_value_append_marked(L, idx, out, key, keylen, &ignored, errstr, errstr_size);
+}
+
+static bool iter_has_empty_key(bson_iter_t *it, int depth) {
+  while (bson_iter_next(it)) {
+    if (bson_iter_key_len(it) == 0) return true;
+    bson_iter_t child;
+    if ((BSON_ITER_HOLDS_DOCUMENT(it) || BSON_ITER_HOLDS_ARRAY(it)) && depth < 200 &&
+        bson_iter_recurse(it, &child) && iter_has_empty_key(&child, depth + 1))
+      return true;
+  }
+  return false;
+}
+
+bool rtu_value_has_empty_key(const bson_t *doc) {
+  bson_iter_t it;
+  return bson_iter_init(&it, doc) && iter_has_empty_key(&it, 0);
 }
 
 /* ---- JSON --------------------------------------------------------------- */

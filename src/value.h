@@ -28,6 +28,14 @@ void rtu_value_push_iter(lua_State *L, const bson_iter_t *it);
 rtu_err_t rtu_value_append(lua_State *L, int idx, bson_t *out, const char *key, int keylen,
                            char *errstr, size_t errstr_size);
 
+/* rtu_value_append for documents to be stored: *empty_key is set when a field name
+ * anywhere in the value (or key itself) is empty, which MongoDB refuses. */
+rtu_err_t rtu_value_append_marked(lua_State *L, int idx, bson_t *out, const char *key,
+                                  int keylen, bool *empty_key, char *errstr, size_t errstr_size);
+
+/* True when a field name anywhere in doc is empty. */
+bool rtu_value_has_empty_key(const bson_t *doc);
+
 /* Decodes JSON text into a BSON document {"v": value}; false with a message on error. */
 bool rtu_value_json_to_bson(const char *text, size_t len, bson_t *out, char *errstr,
                             size_t errstr_size);

@@ -185,9 +185,11 @@ int main(int argc, char **argv)
             }
             break;
         }
+        /* A partition with nothing in it (low == high) has nothing to commit: its
+         * committed offset stays unset (-1) and must not count as lagging. */
         int lagging = 0;
         for (int i = 0; i < list->cnt; i++)
-            if (list->elems[i].offset < high[i])
+            if (list->elems[i].offset < high[i] && high[i] > low[i])
                 lagging++;
         double spent = now_s() - start;
         if (lagging == 0) {
@@ -196,7 +198,7 @@ int main(int argc, char **argv)
         }
         if (spent > wait_s) {
             for (int i = 0; i < list->cnt; i++)
-                if (list->elems[i].offset < high[i])
+                if (list->elems[i].offset < high[i] && high[i] > low[i])
                     fprintf(stderr, "rtu-offsets: %s/%d committed %lld of %lld\n",
                             list->elems[i].topic, list->elems[i].partition,
                             (long long)list->elems[i].offset, (long long)high[i]);
