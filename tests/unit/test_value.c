@@ -630,6 +630,111 @@ static void test_fast_path(void) {
   }
 }
 
+/* rtu.json.decode reads strict JSON straight into Lua and leaves the rest to the
+ * BSON path: for every text, the Lua value must be the one the BSON path makes
+ * (rtu_value_json_to_bson, then rtu_value_push_iter): the same types (integer or
+ * float), values, null, array and date marks, and even the same pairs() order;
+ * and a text the BSON path refuses must be refused with its message. */
+static void expect_same_decode(const char *text, size_t len) {
+  static bool defined = false;
+  if (!defined) {
+    eval("SAME = function(a, b)\n"
+         "  if type(a) ~= type(b) or math.type(a) ~= math.type(b) then return false end\n"
+         "  if type(a) ~= 'table' then return a == b or (a ~= a and b ~= b) end\n"
+         "  if getmetatable(a) ~= getmetatable(b) then return false end\n"
+         "  local ka, kb = {}, {}\n"
+         "  for k in pairs(a) do ka[#ka + 1] = k end\n"
+         "  for k in pairs(b) do kb[#kb + 1] = k end\n"
+         "  if #ka ~= #kb then return false end\n"
+         "  for i = 1, #ka do\n"
+         "    if ka[i] ~= kb[i] or not SAME(a[ka[i]], b[kb[i]]) then return false end\n"
+         "  end\n"
+         "  return true\n"
+         "end\n"
+         "return true");
+    lua_pop(L, 1);
+    defined = true;
+  }
+  int top = lua_gettop(L);
+  bson_t doc;
+  char err[RTU_ERRSTR_SIZE];
+  bool want_ok = rtu_value_json_to_bson(text, len, &doc, err, sizeof err);
+  if (want_ok) {
+    bson_iter_t it;
+    if (bson_iter_init(&it, &doc) && bson_iter_next(&it)) rtu_value_push_iter(L, &it);
+    else lua_pushnil(L);
+    bson_destroy(&doc);
+  }
+  lua_getglobal(L, "require");
+  lua_pushstring(L, "rtu.json");
+  lua_call(L, 1, 1);
+  lua_getfield(L, -1, "decode");
+  lua_remove(L, -2);
+  lua_pushlstring(L, text, len);
+  bool got_ok = lua_pcall(L, 1, 1, 0) == LUA_OK;
+  CHECK(got_ok == want_ok, "%s: BSON path %s it, decode %s it", text,
+        want_ok ? "accepts" : "refuses", got_ok ? "accepts" : "refuses");
+  if (got_ok && want_ok) {
+    lua_getglobal(L, "SAME");
+    lua_pushvalue(L, -3);
+    lua_pushvalue(L, -3);
+    lua_call(L, 2, 1);
+    CHECK(lua_toboolean(L, -1), "%s: decode differs from the BSON path", text);
+  } else if (!got_ok && !want_ok) {
+    const char *msg = lua_tostring(L, -1);
+    CHECK(msg && strstr(msg, err), "%s: decode says '%s', the BSON path '%s'", text,
+          msg ? msg : "(none)", err);
+  }
+  lua_settop(L, top);
+}
+
+static void test_decode_direct(void) {
+  const char *texts[] = {
+      "0", "-0", "1", "-1", "2147483647", "2147483648", "-2147483648", "-2147483649",
+      "9007199254740993", "999999999999999999", "-999999999999999999", "1000000000000000000",
+      "9223372036854775807", "-9223372036854775808", "9223372036854775808",
+      "-9223372036854775809", "99999999999999999999", "1.5", "-0.0", "1e3", "1E-3", "2.5e+10",
+      "123456789.123456789", "0.1", "1e400", "-1e400", "1e-400", "true", "false", "null",
+      "\"\"", "\"abc\"", "\"a\\\"b\\\\c\\/d\\b\\f\\n\\r\\t\"", "\"\\u00e9\\u20ac\\u0041\"",
+      "\"x\\u00e9\"", "\"caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80\"", "\"\\ud83d\\ude00\"",
+      "\"a\\u0000b\"", "\"\xc3\xa9\\n\xff\"", "\"\xff\"", "\"tab\there\"", "\"\\x\"", "\"\\u12\"",
+      "\"abc\\\"", "\"abc\\", "\"abc",
+      "[]", "{}", "[1,2,3]", "[ 1 , \"x\" , null , [ ] , { } ]", "{\"a\":1,\"a\":2}",
+      "{\"a\":1,\"b\":2,\"a\":3,\"c\":[null,{\"d\":[]}]}",
+      "{\"ID\":123,\"NAME\":\"alpha\",\"QTY\":\"42\",\"BIG\":9007199254740993}",
+      "{\"before\":null,\"after\":{\"ID_ORDER\":1785623401234567169,\"TOTAL\":25.5,"
+      "\"TAGS\":[\"v\",\"g\"]},\"source\":{\"lsn\":24024432,\"snapshot\":\"false\"},"
+      "\"op\":\"c\",\"ts_ms\":1709290800200}",
+      " \t\n{ \"a\" : { \"b\" : [ { \"c\" : -12.5e-1 } ] } } \r\n", "{\"k\\u00e9y\":1}",
+      "{\"$or\":[{\"a\":{\"$ne\":1}}]}", "{\"x\":\"$5\"}", "{\"\":1}", "{\"\\u0024date\":0}",
+      "{\"x\":{\"$numberLong\":\"5\"}}", "{\"x\":{\"$date\":0}}", "{\"a\":99999999999999999999}",
+      "01", "1.", ".5", "+1", "-", "1e", "tru", "nulls", "[1,]", "{\"a\":1,}", "{\"a\" 1}",
+      "1 // c", "[1] x", "{\"a\":1}}", "{\"a\":1} {\"b\":2}", "NaN", "[-Infinity]", "",
+      "   ", "{", "[", "[1", "{\"a\"", "{\"a\":", "{\"a\":1", "/* c */ 1",
+  };
+  for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++)
+    expect_same_decode(texts[i], strlen(texts[i]));
+  /* An embedded NUL, and a text cut in the middle of an escape. */
+  expect_same_decode("\"a\0b\"", 5);
+  expect_same_decode("\"a\\", 3);
+  char deep[400];
+  for (int d = 60; d <= 130; d += 10) {
+    int n = 0;
+    for (int i = 0; i < d; i++) deep[n++] = '[';
+    for (int i = 0; i < d; i++) deep[n++] = ']';
+    deep[n] = '\0';
+    expect_same_decode(deep, (size_t)n);
+  }
+  /* Escaped strings longer than a Lua buffer's first block. */
+  char big[3000];
+  int n = 0;
+  big[n++] = '"';
+  for (int i = 0; i < 250; i++) n += snprintf(big + n, sizeof big - (size_t)n, "\\u00e9ab\\n");
+  big[n++] = '"';
+  big[n] = '\0';
+  expect_same_decode(big, (size_t)n);
+}
+
 /* The original Kafka key, as projections and projection changes both record it. */
 static void test_original_key(void) {
   static const struct {
@@ -666,6 +771,7 @@ static void test_original_key(void) {
 int main(void) {
   L = new_state();
   test_fast_path();
+  test_decode_direct();
   test_original_key();
   test_json_to_bson();
   test_roundtrip();
