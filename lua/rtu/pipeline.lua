@@ -16,6 +16,10 @@ build(spec) -> process, problems
       old_key = {dst -> v} | nil, position = integer | nil }
     or nil, reason   (the message is skipped, e.g. a Debezium tombstone)
   It raises an error naming the cause for a message that cannot be applied.
+  The change, its key and its fields are tables of the projection that the next
+  call of process reuses (allocating and growing three tables per message cost
+  more than the rest of the pipeline): read them before calling again, as the C
+  core does. old_key is a new table each time.
 ]]
 local value = require("rtu.value")
 
@@ -39,7 +43,10 @@ local function compile_projection(p, casts, problems)
   for i, src in ipairs(p.pk_src) do
     pk[i] = by_src[src]
   end
-  return { name = p.name, fields = fields, pk = pk, pk_src = p.pk_src }
+  -- the tables reused by every change of this projection
+  local change = { op = nil, key = nil, fields = nil, old_key = nil, position = nil }
+  return { name = p.name, fields = fields, pk = pk, pk_src = p.pk_src,
+           change = change, key = {}, out = {} }
 end
 
 local function cast_value(f, v, log)
@@ -50,10 +57,14 @@ local function cast_value(f, v, log)
   return out
 end
 
--- The projection key from a record carrying the CDC names of the primary keys.
-local function map_key(proj, record, what, log)
-  local key = {}
-  for _, f in ipairs(proj.pk) do
+-- The projection key from a record carrying the CDC names of the primary keys,
+-- in key (a new table when nil). Every primary key is set, so a reused key holds
+-- nothing of the previous message.
+local function map_key(proj, record, what, log, key)
+  key = key or {}
+  local pk = proj.pk
+  for i = 1, #pk do
+    local f = pk[i]
     local v = record[f.src]
     if v == nil or v == null then
       error(string.format("%s has no value for primary key field '%s'", what, f.src), 0)
@@ -64,9 +75,12 @@ local function map_key(proj, record, what, log)
 end
 
 -- Called for every field of every message: the cast call is written out here.
+-- The projection's reused table is emptied first (two sources may share a
+-- destination: a later absent one must not erase an earlier value).
 local function map_fields(proj, record, log)
-  local out = {}
+  local out = proj.out
   local fields = proj.fields
+  for i = 1, #fields do out[fields[i].dst] = nil end
   for i = 1, #fields do
     local f = fields[i]
     local v = record[f.src]
@@ -131,7 +145,8 @@ function M.build(spec)
     if op ~= nil and op ~= "I" and op ~= "U" and op ~= "D" then
       error("unknown operation '" .. tostring(op) .. "' (expected I, U or D)", 0)
     end
-    local change = { position = nil }
+    local change = proj.change
+    change.position, change.old_key, change.fields = nil, nil, nil
     if use_position and r.operationPosition ~= nil then
       local pos = math.tointeger(r.operationPosition)
       if pos == nil then
@@ -143,9 +158,10 @@ function M.build(spec)
     if op == "D" or record == nil then
       change.op = "delete"
       if has_key(proj, key_object) then
-        change.key = map_key(proj, key_object, "the message key", log)
+        change.key = map_key(proj, key_object, "the message key", log, proj.key)
       else
-        change.key = map_key(proj, r.before or {}, "the message (key and before image)", log)
+        change.key = map_key(proj, r.before or {}, "the message (key and before image)", log,
+          proj.key)
       end
       return change
     end
@@ -158,9 +174,9 @@ function M.build(spec)
     else change.op = "upsert" end
 
     if has_key(proj, key_object) then
-      change.key = map_key(proj, key_object, "the message key", log)
+      change.key = map_key(proj, key_object, "the message key", log, proj.key)
     else
-      change.key = map_key(proj, record, "the record", log)
+      change.key = map_key(proj, record, "the record", log, proj.key)
     end
     change.fields = map_fields(proj, record, log)
 
