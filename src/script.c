@@ -38,6 +38,7 @@ struct rtu_script_s {
   bool last_out_of_memory; /* the last pcall_limited failed on the memory cap */
   int process_ref; /* pipeline process function */
   int log_ref;     /* the log table handed to scripts */
+  int message_ref; /* the message table reused when only the runtime maps (see push_message) */
   int identify_ref; /* rtu.changes identify function, LUA_NOREF when strategies are off */
   int db_ref;       /* the read-only db object handed to strategies */
   bool *involved;   /* per projection: can trigger a single view */
@@ -725,7 +726,7 @@ rtu_script_t *rtu_script_new(const rtu_config_t *cfg, rtu_problems_t *problems) 
   s->cfg = cfg;
   s->mem_limit = MEMORY_LIMIT;
   s->limit_ms = cfg->strategies_max_exec_ms;
-  s->process_ref = s->log_ref = s->identify_ref = s->db_ref = LUA_NOREF;
+  s->process_ref = s->log_ref = s->identify_ref = s->db_ref = s->message_ref = LUA_NOREF;
   s->L = lua_newstate(l_alloc, s);
   if (!s->L) goto oom;
   lua_State *L = s->L;
@@ -745,6 +746,8 @@ rtu_script_t *rtu_script_new(const rtu_config_t *cfg, rtu_problems_t *problems) 
 
   push_log_table(L);
   s->log_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  lua_createtable(L, 0, 7);
+  s->message_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 
   /* spec for pipeline.build */
   lua_getfield(L, LUA_REGISTRYINDEX, "rtu.pipeline");
@@ -832,8 +835,13 @@ void rtu_mapped_destroy(rtu_mapped_t *m) {
   bson_destroy(&m->old_key);
 }
 
-static void push_message(lua_State *L, const rtu_msg_t *msg) {
-  lua_createtable(L, 0, 7);
+/* Pushes the message table. reuse_ref: a table refilled for every message
+ * instead of a new one (a table and its seven fields per message are garbage
+ * the collector pays for), only when the shipped runtime maps: its adapters read
+ * the message and keep nothing of it, while user code might. */
+static void push_message(lua_State *L, const rtu_msg_t *msg, int reuse_ref) {
+  if (reuse_ref != LUA_NOREF) lua_rawgeti(L, LUA_REGISTRYINDEX, reuse_ref);
+  else lua_createtable(L, 0, 7);
   if (msg->key) lua_pushlstring(L, msg->key, msg->key_len);
   else lua_pushnil(L);
   lua_setfield(L, -2, "key");
@@ -861,6 +869,9 @@ static void push_message(lua_State *L, const rtu_msg_t *msg) {
       else rtu_value_push_null(L);
       lua_setfield(L, -2, name);
     }
+    lua_setfield(L, -2, "headers");
+  } else if (reuse_ref != LUA_NOREF) {
+    lua_pushnil(L); /* none of the previous message's */
     lua_setfield(L, -2, "headers");
   }
 }
@@ -909,14 +920,14 @@ rtu_err_t rtu_script_map(rtu_script_t *s, size_t projection, const rtu_msg_t *ms
   int top = lua_gettop(L);
   rtu_err_t err = RTU_OK;
 
+  bool runtime_only = !map_runs_user_code(s, projection);
   lua_rawgeti(L, LUA_REGISTRYINDEX, s->process_ref);
   lua_pushinteger(L, (lua_Integer)projection + 1);
-  push_message(L, msg);
+  push_message(L, msg, runtime_only ? s->message_ref : LUA_NOREF);
   lua_rawgeti(L, LUA_REGISTRYINDEX, s->log_ref);
   /* A count hook makes Lua 5.4 call into the debug machinery before every VM
    * instruction, whatever the count (about an eighth of a basic message's
    * cost): the shipped runtime needs no time limit, so it runs without. */
-  bool runtime_only = !map_runs_user_code(s, projection);
   if (runtime_only) lua_sethook(L, NULL, 0, 0);
   bool called = pcall_limited(s, 3, 2);
   if (runtime_only) lua_sethook(L, l_hook, LUA_MASKCOUNT, HOOK_EVERY);
