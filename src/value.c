@@ -431,8 +431,11 @@ static bool jbuf_put(jbuf_t *b, const char *s, size_t n) {
   return true;
 }
 
-static void jp_ws(jp_t *j) {
-  while (j->p < j->end && (*j->p == ' ' || *j->p == '\n' || *j->p == '\r' || *j->p == '\t')) j->p++;
+/* ---- strict JSON scanning, shared by the BSON (jp_) and Lua (jl_) readers ---- */
+
+static const char *json_ws(const char *p, const char *end) {
+  while (p < end && (*p == ' ' || *p == '\n' || *p == '\r' || *p == '\t')) p++;
+  return p;
 }
 
 static int hexval(char c) {
@@ -442,17 +445,147 @@ static int hexval(char c) {
   return -1;
 }
 
+/* The escape after a backslash at *pp (its letter): its UTF-8 bytes into out (at
+ * most 3), *pp moved past it. \u0000 and surrogates are refused, as libbson's
+ * reading of them differs from a plain decoder's. */
+static bool json_escape(const char **pp, const char *end, char out[4], size_t *k) {
+  const char *p = *pp;
+  if (p >= end) return false;
+  char e = *p++;
+  *k = 1;
+  switch (e) {
+  case '"': case '\\': case '/': out[0] = e; break;
+  case 'b': out[0] = '\b'; break;
+  case 'f': out[0] = '\f'; break;
+  case 'n': out[0] = '\n'; break;
+  case 'r': out[0] = '\r'; break;
+  case 't': out[0] = '\t'; break;
+  case 'u': {
+    if (end - p < 4) return false;
+    int cp = 0;
+    for (int i = 0; i < 4; i++) {
+      int h = hexval(p[i]);
+      if (h < 0) return false;
+      cp = cp * 16 + h;
+    }
+    p += 4;
+    if (cp == 0 || (cp >= 0xD800 && cp <= 0xDFFF)) return false; /* libbson's call */
+    if (cp < 0x80) {
+      out[0] = (char)cp;
+    } else if (cp < 0x800) {
+      out[0] = (char)(0xC0 | (cp >> 6));
+      out[1] = (char)(0x80 | (cp & 0x3F));
+      *k = 2;
+    } else {
+      out[0] = (char)(0xE0 | (cp >> 12));
+      out[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
+      out[2] = (char)(0x80 | (cp & 0x3F));
+      *k = 3;
+    }
+    break;
+  }
+  default: return false;
+  }
+  *pp = p;
+  return true;
+}
+
+/* The number at *pp, strict JSON syntax: an integer (64-bit, anything beyond is
+ * refused as the prescan does) or a finite double; *pp moved past it. */
+static bool json_number(const char **pp, const char *end, bool *integral, int64_t *i, double *d) {
+  const char *p = *pp, *start = p;
+  bool neg = false;
+  *integral = true;
+  if (p < end && *p == '-') {
+    neg = true;
+    p++;
+  }
+  if (p >= end) return false;
+  const char *digits = p;
+  if (*p == '0') p++;
+  else if (*p >= '1' && *p <= '9') while (p < end && *p >= '0' && *p <= '9') p++;
+  else return false;
+  size_t ndigits = (size_t)(p - digits);
+  if (p < end && *p == '.') {
+    *integral = false;
+    if (++p >= end || *p < '0' || *p > '9') return false;
+    while (p < end && *p >= '0' && *p <= '9') p++;
+  }
+  if (p < end && (*p == 'e' || *p == 'E')) {
+    *integral = false;
+    p++;
+    if (p < end && (*p == '+' || *p == '-')) p++;
+    if (p >= end || *p < '0' || *p > '9') return false;
+    while (p < end && *p >= '0' && *p <= '9') p++;
+  }
+  *pp = p;
+  if (*integral && ndigits <= 18) {
+    /* 18 digits cannot overflow 64 bits: no strtoll needed. */
+    uint64_t v = 0;
+    for (size_t k = 0; k < ndigits; k++) v = v * 10 + (uint64_t)(digits[k] - '0');
+    *i = neg ? -(int64_t)v : (int64_t)v;
+    return true;
+  }
+  char num[64];
+  size_t n = (size_t)(p - start);
+  if (n >= sizeof num) return false;
+  memcpy(num, start, n);
+  num[n] = '\0';
+  errno = 0;
+  char *stop;
+  if (*integral) {
+    long long v = strtoll(num, &stop, 10);
+    *i = (int64_t)v;
+    return !errno && !*stop;
+  }
+  *d = strtod(num, &stop);
+  return !errno && !*stop && isfinite(*d);
+}
+
+/* Between a member's name and its value: the colon, with the spaces around it. */
+static bool json_colon(const char **pp, const char *end) {
+  const char *p = json_ws(*pp, end);
+  if (p >= end || *p != ':') return false;
+  *pp = json_ws(p + 1, end);
+  return true;
+}
+
+/* After a member or element: 1 for a comma (another follows), 0 for the closing
+ * bracket, -1 for anything else. */
+static int json_next(const char **pp, const char *end, char close) {
+  const char *p = json_ws(*pp, end);
+  if (p < end && *p == ',') {
+    *pp = json_ws(p + 1, end);
+    return 1;
+  }
+  if (p < end && *p == close) {
+    *pp = p + 1;
+    return 0;
+  }
+  return -1;
+}
+
+/* The unescaped stretch of a string from p: where it stops (its closing quote or a
+ * backslash; end when neither comes), NULL at a control character, which JSON
+ * refuses. *high is set when a byte needs UTF-8 validation. */
+static const char *json_plain(const char *p, const char *end, bool *high) {
+  while (p < end && *p != '"' && *p != '\\') {
+    unsigned char c = (unsigned char)*p++;
+    if (c < 0x20) return NULL;
+    *high |= c >= 0x80;
+  }
+  return p;
+}
+
+static void jp_ws(jp_t *j) { j->p = json_ws(j->p, j->end); }
+
 /* The string at j->p (its opening quote): s and n point into the input when it has
  * no escape, else into b. */
 static bool jp_string(jp_t *j, jbuf_t *b, const char **s, size_t *n) {
-  const char *p = ++j->p, *end = j->end, *start = p;
+  const char *end = j->end, *start = ++j->p;
   bool high = false;
-  while (p < end && *p != '"' && *p != '\\') {
-    unsigned char c = (unsigned char)*p++;
-    if (c < 0x20) return false;
-    high |= c >= 0x80;
-  }
-  if (p >= end) return false;
+  const char *p = json_plain(start, end, &high);
+  if (!p || p >= end) return false;
   if (*p == '"') {
     *s = start;
     *n = (size_t)(p - start);
@@ -472,42 +605,10 @@ static bool jp_string(jp_t *j, jbuf_t *b, const char **s, size_t *n) {
         if (!jbuf_put(b, run, (size_t)(p - run))) return false;
         continue;
       }
-      if (++p >= end) return false;
-      char e = *p++, out[4];
-      size_t k = 1;
-      switch (e) {
-      case '"': case '\\': case '/': out[0] = e; break;
-      case 'b': out[0] = '\b'; break;
-      case 'f': out[0] = '\f'; break;
-      case 'n': out[0] = '\n'; break;
-      case 'r': out[0] = '\r'; break;
-      case 't': out[0] = '\t'; break;
-      case 'u': {
-        if (end - p < 4) return false;
-        int cp = 0;
-        for (int i = 0; i < 4; i++) {
-          int h = hexval(p[i]);
-          if (h < 0) return false;
-          cp = cp * 16 + h;
-        }
-        p += 4;
-        if (cp == 0 || (cp >= 0xD800 && cp <= 0xDFFF)) return false; /* libbson's call */
-        if (cp < 0x80) out[0] = (char)cp;
-        else if (cp < 0x800) {
-          out[0] = (char)(0xC0 | (cp >> 6));
-          out[1] = (char)(0x80 | (cp & 0x3F));
-          k = 2;
-        } else {
-          out[0] = (char)(0xE0 | (cp >> 12));
-          out[1] = (char)(0x80 | ((cp >> 6) & 0x3F));
-          out[2] = (char)(0x80 | (cp & 0x3F));
-          k = 3;
-        }
-        break;
-      }
-      default: return false;
-      }
-      if (!jbuf_put(b, out, k)) return false;
+      char out[4];
+      size_t k;
+      p++;
+      if (!json_escape(&p, end, out, &k) || !jbuf_put(b, out, k)) return false;
     }
     if (p >= end) return false;
     *s = b->p;
@@ -536,65 +637,20 @@ static bool jp_members(jp_t *j, bson_t *out, int depth) {
     if (kn > 0 && k[0] == '$') return false; /* extended JSON, or an operator: libbson's */
     /* k may live in j->key: a scalar value is read into j->str, and a container
      * takes k (document_begin) before its own members reuse j->key. */
-    jp_ws(j);
-    if (j->p >= j->end || *j->p != ':') return false;
-    j->p++;
-    jp_ws(j);
-    if (!jp_value(j, out, k, (int)kn, depth)) return false;
-    jp_ws(j);
-    if (j->p < j->end && *j->p == ',') {
-      j->p++;
-      jp_ws(j);
-      continue;
-    }
-    if (j->p < j->end && *j->p == '}') {
-      j->p++;
-      return true;
-    }
-    return false;
+    if (!json_colon(&j->p, j->end) || !jp_value(j, out, k, (int)kn, depth)) return false;
+    int next = json_next(&j->p, j->end, '}');
+    if (next <= 0) return next == 0;
   }
 }
 
 static bool jp_number(jp_t *j, bson_t *out, const char *key, int keylen) {
-  const char *p = j->p, *end = j->end, *start = p;
-  bool integral = true;
-  if (p < end && *p == '-') p++;
-  if (p >= end) return false;
-  if (*p == '0') p++;
-  else if (*p >= '1' && *p <= '9') while (p < end && *p >= '0' && *p <= '9') p++;
-  else return false;
-  if (p < end && *p == '.') {
-    integral = false;
-    if (++p >= end || *p < '0' || *p > '9') return false;
-    while (p < end && *p >= '0' && *p <= '9') p++;
-  }
-  if (p < end && (*p == 'e' || *p == 'E')) {
-    integral = false;
-    p++;
-    if (p < end && (*p == '+' || *p == '-')) p++;
-    if (p >= end || *p < '0' || *p > '9') return false;
-    while (p < end && *p >= '0' && *p <= '9') p++;
-  }
-  char num[64];
-  size_t n = (size_t)(p - start);
-  if (n >= sizeof num) return false;
-  memcpy(num, start, n);
-  num[n] = '\0';
-  errno = 0;
-  char *stop;
-  bool ok;
-  if (integral) {
-    long long v = strtoll(num, &stop, 10);
-    if (errno || *stop) return false;
-    ok = v >= INT32_MIN && v <= INT32_MAX ? bson_append_int32(out, key, keylen, (int32_t)v)
-                                          : bson_append_int64(out, key, keylen, (int64_t)v);
-  } else {
-    double v = strtod(num, &stop);
-    if (errno || *stop || !isfinite(v)) return false;
-    ok = bson_append_double(out, key, keylen, v);
-  }
-  j->p = p;
-  return ok;
+  bool integral;
+  int64_t v = 0;
+  double d = 0;
+  if (!json_number(&j->p, j->end, &integral, &v, &d)) return false;
+  if (!integral) return bson_append_double(out, key, keylen, d);
+  return v >= INT32_MIN && v <= INT32_MAX ? bson_append_int32(out, key, keylen, (int32_t)v)
+                                          : bson_append_int64(out, key, keylen, v);
 }
 
 static bool jp_literal(jp_t *j, const char *lit, size_t n) {
@@ -627,14 +683,9 @@ static bool jp_value(jp_t *j, bson_t *out, const char *key, int keylen, int dept
         const char *ik;
         size_t ikl = bson_uint32_to_string(i, &ik, ibuf, sizeof ibuf);
         if (!(ok = jp_value(j, &child, ik, (int)ikl, depth + 1))) break;
-        jp_ws(j);
-        if (j->p < j->end && *j->p == ',') {
-          j->p++;
-          jp_ws(j);
-          continue;
-        }
-        ok = j->p < j->end && *j->p == ']';
-        if (ok) j->p++;
+        int next = json_next(&j->p, j->end, ']');
+        if (next > 0) continue;
+        ok = next == 0;
         break;
       }
     return bson_append_array_end(out, &child) && ok;
@@ -693,20 +744,14 @@ typedef struct {
   const char *p, *end;
 } jl_t;
 
-static void jl_ws(jl_t *j) {
-  while (j->p < j->end && (*j->p == ' ' || *j->p == '\n' || *j->p == '\r' || *j->p == '\t')) j->p++;
-}
+static void jl_ws(jl_t *j) { j->p = json_ws(j->p, j->end); }
 
 /* Pushes the string at j->p (its opening quote), unescaped. */
 static bool jl_string(jl_t *j) {
-  const char *p = ++j->p, *end = j->end, *start = p;
+  const char *end = j->end, *start = ++j->p;
   bool high = false;
-  while (p < end && *p != '"' && *p != '\\') {
-    unsigned char c = (unsigned char)*p++;
-    if (c < 0x20) return false;
-    high |= c >= 0x80;
-  }
-  if (p >= end) return false;
+  const char *p = json_plain(start, end, &high);
+  if (!p || p >= end) return false;
   if (*p == '"') {
     size_t n = (size_t)(p - start);
     if (n > INT32_MAX - 1) return false; /* fast_json's limit */
@@ -738,38 +783,12 @@ static bool jl_string(jl_t *j) {
       p++;
       continue;
     }
-    if (++p >= q) return false;
-    char e = *p++;
-    switch (e) {
-    case '"': case '\\': case '/': *o++ = e; break;
-    case 'b': *o++ = '\b'; break;
-    case 'f': *o++ = '\f'; break;
-    case 'n': *o++ = '\n'; break;
-    case 'r': *o++ = '\r'; break;
-    case 't': *o++ = '\t'; break;
-    case 'u': {
-      if (q - p < 4) return false;
-      int cp = 0;
-      for (int i = 0; i < 4; i++) {
-        int h = hexval(p[i]);
-        if (h < 0) return false;
-        cp = cp * 16 + h;
-      }
-      p += 4;
-      if (cp == 0 || (cp >= 0xD800 && cp <= 0xDFFF)) return false; /* libbson's call */
-      if (cp < 0x80) *o++ = (char)cp;
-      else if (cp < 0x800) {
-        *o++ = (char)(0xC0 | (cp >> 6));
-        *o++ = (char)(0x80 | (cp & 0x3F));
-      } else {
-        *o++ = (char)(0xE0 | (cp >> 12));
-        *o++ = (char)(0x80 | ((cp >> 6) & 0x3F));
-        *o++ = (char)(0x80 | (cp & 0x3F));
-      }
-      break;
-    }
-    default: return false;
-    }
+    char out[4];
+    size_t k;
+    p++;
+    if (!json_escape(&p, q, out, &k)) return false;
+    memcpy(o, out, k);
+    o += k;
   }
   size_t n = (size_t)(o - o0);
   if (high && !bson_utf8_validate(o0, n, false)) return false;
@@ -779,55 +798,12 @@ static bool jl_string(jl_t *j) {
 }
 
 static bool jl_number(jl_t *j) {
-  const char *p = j->p, *end = j->end, *start = p;
-  bool integral = true, neg = false;
-  if (p < end && *p == '-') {
-    neg = true;
-    p++;
-  }
-  if (p >= end) return false;
-  const char *digits = p;
-  if (*p == '0') p++;
-  else if (*p >= '1' && *p <= '9') while (p < end && *p >= '0' && *p <= '9') p++;
-  else return false;
-  size_t ndigits = (size_t)(p - digits);
-  if (p < end && *p == '.') {
-    integral = false;
-    if (++p >= end || *p < '0' || *p > '9') return false;
-    while (p < end && *p >= '0' && *p <= '9') p++;
-  }
-  if (p < end && (*p == 'e' || *p == 'E')) {
-    integral = false;
-    p++;
-    if (p < end && (*p == '+' || *p == '-')) p++;
-    if (p >= end || *p < '0' || *p > '9') return false;
-    while (p < end && *p >= '0' && *p <= '9') p++;
-  }
-  if (integral && ndigits <= 18) {
-    /* 18 digits cannot overflow 64 bits: no strtoll needed. */
-    uint64_t v = 0;
-    for (size_t i = 0; i < ndigits; i++) v = v * 10 + (uint64_t)(digits[i] - '0');
-    lua_pushinteger(j->L, neg ? -(lua_Integer)v : (lua_Integer)v);
-    j->p = p;
-    return true;
-  }
-  char num[64];
-  size_t n = (size_t)(p - start);
-  if (n >= sizeof num) return false;
-  memcpy(num, start, n);
-  num[n] = '\0';
-  errno = 0;
-  char *stop;
-  if (integral) {
-    long long v = strtoll(num, &stop, 10);
-    if (errno || *stop) return false; /* beyond 64 bits: the prescan's refusal */
-    lua_pushinteger(j->L, (lua_Integer)v);
-  } else {
-    double v = strtod(num, &stop);
-    if (errno || *stop || !isfinite(v)) return false;
-    lua_pushnumber(j->L, v);
-  }
-  j->p = p;
+  bool integral;
+  int64_t v = 0;
+  double d = 0;
+  if (!json_number(&j->p, j->end, &integral, &v, &d)) return false;
+  if (integral) lua_pushinteger(j->L, (lua_Integer)v);
+  else lua_pushnumber(j->L, d);
   return true;
 }
 
@@ -851,23 +827,10 @@ static bool jl_value(jl_t *j, int depth) {
       size_t kn;
       const char *k = lua_tolstring(L, -1, &kn);
       if (kn > 0 && k[0] == '$') return false; /* extended JSON, or an operator: libbson's */
-      jl_ws(j);
-      if (j->p >= j->end || *j->p != ':') return false;
-      j->p++;
-      jl_ws(j);
-      if (!jl_value(j, depth + 1)) return false;
+      if (!json_colon(&j->p, j->end) || !jl_value(j, depth + 1)) return false;
       lua_rawset(L, -3); /* a later duplicate name wins, as with lua_setfield */
-      jl_ws(j);
-      if (j->p < j->end && *j->p == ',') {
-        j->p++;
-        jl_ws(j);
-        continue;
-      }
-      if (j->p < j->end && *j->p == '}') {
-        j->p++;
-        return true;
-      }
-      return false;
+      int next = json_next(&j->p, j->end, '}');
+      if (next <= 0) return next == 0;
     }
   }
   case '[': {
@@ -880,15 +843,9 @@ static bool jl_value(jl_t *j, int depth) {
       for (lua_Integer i = 1;; i++) {
         if (!jl_value(j, depth + 1)) return false;
         lua_rawseti(L, -2, i);
-        jl_ws(j);
-        if (j->p < j->end && *j->p == ',') {
-          j->p++;
-          jl_ws(j);
-          continue;
-        }
-        if (j->p >= j->end || *j->p != ']') return false;
-        j->p++;
-        break;
+        int next = json_next(&j->p, j->end, ']');
+        if (next < 0) return false;
+        if (next == 0) break;
       }
     lua_rawgetp(L, LUA_REGISTRYINDEX, &array_mt_key);
     lua_setmetatable(L, -2);
