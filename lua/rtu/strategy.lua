@@ -488,10 +488,9 @@ local function run_hop(hop, items, db, stats)
         for _, p in ipairs(attribute(results, index_of, f, c.one_to_many and math.huge or 1)) do
           local r = reached[p]
           if not r then
-            reached[p] = { doc = results[p], first = it.first, last = it.last }
-          else
-            if it.first < r.first then r.first = it.first end
-            if it.last > r.last then r.last = it.last end
+            reached[p] = { doc = results[p], last = it.last }
+          elseif it.last > r.last then
+            r.last = it.last
           end
         end
       end
@@ -552,7 +551,7 @@ function M.run(plan, projection, docs, db, log, view)
   if root and (view == nil or root.views[view]) then
     local items = {}
     for i, d in ipairs(docs) do
-      if d.doc ~= nil then items[#items + 1] = { doc = d.doc, first = i, last = i } end
+      if d.doc ~= nil then items[#items + 1] = { doc = d.doc, last = i } end
     end
     local function walk(node, its)
       if #its == 0 then return end
@@ -563,12 +562,11 @@ function M.run(plan, projection, docs, db, log, view)
               local key = t.view .. "\0" .. canonical(ident)
               local r = by_key[key]
               if not r then
-                r = { type = t.view, identifier = ident, first = it.first, last = it.last }
+                r = { type = t.view, identifier = ident, last = it.last }
                 by_key[key] = r
                 results[#results + 1] = r
-              else
-                if it.first < r.first then r.first = it.first end
-                if it.last > r.last then r.last = it.last end
+              elseif it.last > r.last then
+                r.last = it.last
               end
             end
           end
@@ -582,12 +580,11 @@ function M.run(plan, projection, docs, db, log, view)
     end
     walk(root, items)
   end
-  -- Discovery order, which follows the earliest document leading to each; the
-  -- origin is the latest: applying the documents one by one, the last one that
-  -- leads to a single view is the one its projection change ends up naming.
+  -- In discovery order; the origin is the latest document: applying them one by
+  -- one, the last that leads to a single view is the one its change ends up naming.
   for _, r in ipairs(results) do
     r.origin = docs[r.last].origin
-    r.first, r.last = nil, nil
+    r.last = nil
   end
   if plan.stats then
     for k, n in pairs(stats) do plan.stats[k] = (plan.stats[k] or 0) + n end
