@@ -729,6 +729,7 @@ static rtu_err_t after_writes(rtu_batch_t *b, size_t projection, const rtu_msg_t
   goto done;
 emit_failed:
   snprintf(res->cause, sizeof res->cause, "%s", err);
+  res->kafka_unavailable = rc == RTU_ERR_TRANSIENT;
 done:
   for (size_t g = 0; g < ngroups; g++)
     if (has_image && has_image[g]) bson_destroy(&images[g]);

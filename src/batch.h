@@ -23,6 +23,7 @@ typedef struct {
   rtu_err_t err;
   int64_t fail_offset;
   char cause[RTU_ERRSTR_SIZE];
+  bool kafka_unavailable; /* RTU_ERR_TRANSIENT came from the Kafka outputs, not MongoDB */
   size_t messages, applied, stale, skipped, writes, changes;
 } rtu_run_result_t;
 

@@ -429,13 +429,12 @@ static void log_committed(rtu_consumer_t *c) {
 static void retry_outage(rtu_consumer_t *c, rtu_pool_t *pool) {
   if (!c->outage_retry_at || rtu_now_mono_ms() < c->outage_retry_at) return;
   char err[RTU_ERRSTR_SIZE];
+  /* The store reports MongoDB's state to health.c itself, on every command. */
   if (rtu_store_ping(rtu_pool_store(pool), err, sizeof err) != RTU_OK) {
-    rtu_health_dependency(RTU_DEP_MONGODB, false, err);
     c->outage_backoff_ms = c->outage_backoff_ms < 5000 ? c->outage_backoff_ms * 2 : 5000;
     c->outage_retry_at = rtu_now_mono_ms() + c->outage_backoff_ms;
     return;
   }
-  rtu_health_dependency(RTU_DEP_MONGODB, true, NULL);
   size_t n = 0;
   for (size_t i = 0; i < c->nparts; i++)
     if (c->parts[i].state == PART_OUTAGE) {
@@ -448,13 +447,14 @@ static void retry_outage(rtu_consumer_t *c, rtu_pool_t *pool) {
   c->outage_retry_at = 0;
 }
 
-static void on_transient(rtu_consumer_t *c, part_t *p, int64_t first, const char *cause) {
+static void on_transient(rtu_consumer_t *c, part_t *p, int64_t first, const char *cause,
+                         bool kafka) {
   if (!c->outage_retry_at)
     rtu_log(RTU_LOG_WARN, "MongoDB or Kafka unavailable; pausing the partitions it holds back",
             "topic", p->topic, "cause", cause, NULL);
-  rtu_metrics_add(RTU_C_TRANSIENT_ERRORS, strstr(cause, "produc") ? "kafka" : "mongodb", 1);
-  if (strstr(cause, "produc")) rtu_health_dependency(RTU_DEP_KAFKA, false, cause);
-  else rtu_health_dependency(RTU_DEP_MONGODB, false, cause);
+  rtu_metrics_add(RTU_C_TRANSIENT_ERRORS, kafka ? "kafka" : "mongodb", 1);
+  /* MongoDB's state is the store's to report; the producer's is not seen elsewhere. */
+  if (kafka) rtu_health_dependency(RTU_DEP_KAFKA, false, cause);
   p->state = PART_OUTAGE;
   p->next = first;
   snprintf(p->cause, sizeof p->cause, "%s", cause);
@@ -559,11 +559,10 @@ static bool settle(rtu_consumer_t *c, rtu_job_t *job, rd_kafka_message_t *first,
   }
   if (!p) return true; /* revoked meanwhile: the new owner redoes it */
   if (job->err == RTU_ERR_TRANSIENT) {
-    on_transient(c, p, first->offset, res->cause);
+    on_transient(c, p, first->offset, res->cause, res->kafka_unavailable);
     return true;
   }
   c->outage_backoff_ms = 100;
-  rtu_health_dependency(RTU_DEP_MONGODB, true, NULL);
   rtu_metrics_add(RTU_C_APPLIED, p->topic, res->applied);
   rtu_metrics_add(RTU_C_STALE, p->topic, res->stale);
   rtu_metrics_add(RTU_C_SKIPPED, p->topic, res->skipped);

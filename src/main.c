@@ -167,7 +167,6 @@ static int cmd_run(void) {
   while ((e = rtu_store_ensure_indexes(rtu_pool_store(pool), err, sizeof err)) ==
              RTU_ERR_TRANSIENT &&
          !stop_flag) {
-    rtu_health_dependency(RTU_DEP_MONGODB, false, err);
     rtu_log(RTU_LOG_WARN, "MongoDB unavailable; retrying", "cause", err, NULL);
     rtu_health_heartbeat(); /* waiting on MongoDB is not being stuck */
     usleep((useconds_t)backoff * 1000);
@@ -181,7 +180,6 @@ static int cmd_run(void) {
     rtu_log(RTU_LOG_FATAL, "cannot create the projection indexes", "cause", err, NULL);
     goto done;
   }
-  rtu_health_dependency(RTU_DEP_MONGODB, true, NULL);
   consumer = rtu_consumer_new(cfg, err, sizeof err);
   if (!consumer) {
     rtu_log(RTU_LOG_FATAL, "cannot create the Kafka consumer", "cause", err, NULL);

@@ -118,6 +118,7 @@ class Outage(E2ETestCase):
                  sum(seqs_before_restore.values()), 30, "progress after MongoDB is back", rtu,
                  interval=0.2)
         cls.rss_mongo_cut = max(sampler.samples) if sampler.samples else None
+        cls.metrics_after_mongo_cut = rtu.metrics()
 
         # -- Kafka cut --------------------------------------------------------------
         n_logs = len(rtu.log_lines())
@@ -170,6 +171,11 @@ class Outage(E2ETestCase):
         sys.stderr.write("VmRSS before %d KiB, max %d KiB, ceiling %d KiB\n"
                          % (self.rss_before, max(self.rss_samples), ceiling))
         self.assertLess(max(self.rss_samples), ceiling)
+
+    def test_mongodb_outage_counted_as_mongodb(self):
+        m = self.metrics_after_mongo_cut
+        self.assertGreaterEqual(m.get('rtu_transient_errors_total{dependency="mongodb"}', 0), 1, m)
+        self.assertNotIn('rtu_transient_errors_total{dependency="kafka"}', m)
 
     def test_ready_is_503_while_mongodb_is_cut(self):
         # EXPECTED TO BE ENABLED: rtu has no HTTP routes yet (another change adds
