@@ -381,7 +381,13 @@ rtu_err_t rtu_store_find(rtu_store_t *st, const char *collection, const bson_t *
                          const bson_t *opts, void (*fn)(void *ctx, const bson_t *doc), void *ctx,
                          char *errstr, size_t errstr_size) {
   mongoc_collection_t *coll = mongoc_database_get_collection(st->db, collection);
-  mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, filter, opts, NULL);
+  /* The server's first batch is 101 documents by default: a lookup of a whole
+   * poll's projection finds more, and would pay a getMore round trip. One batch
+   * (up to the server's 16 MiB) unless the strategy asked otherwise. */
+  bson_t sized = BSON_INITIALIZER;
+  if (opts) bson_concat(&sized, opts);
+  if (!opts || !bson_has_field(opts, "batchSize")) BSON_APPEND_INT32(&sized, "batchSize", 100000);
+  mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, filter, &sized, NULL);
   const bson_t *doc;
   uint64_t batches = 1;
   while (mongoc_cursor_next(cur, &doc)) {
@@ -400,6 +406,7 @@ rtu_err_t rtu_store_find(rtu_store_t *st, const char *collection, const bson_t *
   rtu_metrics_add(RTU_C_STRATEGY_LOOKUPS, NULL, 1);
   mongoc_cursor_destroy(cur);
   mongoc_collection_destroy(coll);
+  bson_destroy(&sized);
   return rc;
 }
 
