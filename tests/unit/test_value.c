@@ -533,6 +533,33 @@ static void test_doc_to_json(void) {
   expect_json("empty object", &doc, false, "{}");
   bson_destroy(&doc);
 
+  /* Multi-byte characters and DEL stay as they are; a byte that is not UTF-8
+   * becomes U+FFFD and the rest of the string is kept (libbson's escape gave
+   * an empty string). */
+  bson_init(&doc);
+  BSON_APPEND_UTF8(&doc, "u", "\x7f\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80");
+  bson_append_utf8(&doc, "bad", 3, "a\xff" "b\xc3(\xe2\x82", 7);
+  expect_json("utf-8", &doc, false,
+              "{\"u\":\"\x7f\xc3\xa9\xe2\x82\xac\xf0\x9f\x98\x80\","
+              "\"bad\":\"a\\ufffdb\\ufffd(\\ufffd\\ufffd\"}");
+  bson_destroy(&doc);
+  /* A long string grows the buffer more than once. */
+  bson_init(&doc);
+  char big[5000];
+  memset(big, 'x', sizeof big - 1);
+  big[sizeof big - 1] = '\0';
+  big[2500] = '"';
+  BSON_APPEND_UTF8(&doc, "big", big);
+  {
+    bson_string_t *s = bson_string_new(NULL);
+    rtu_value_doc_to_json(&doc, false, s);
+    CHECK(s->len == 5000 + 10 && strlen(s->str) == s->len && s->str[2508] == '\\' &&
+              s->str[2509] == '"',
+          "long string written as %u bytes", s->len);
+    bson_string_free(s, true);
+  }
+  bson_destroy(&doc);
+
   /* Dates as JavaScript's toISOString writes them, also outside years 0-9999. */
   const struct {
     int64_t ms;
