@@ -1074,30 +1074,37 @@ void rtu_value_iter_to_json(const bson_iter_t *it, bson_string_t *out) {
   }
 }
 
-void rtu_value_append_original_key(bson_t *out, const char *field, const char *key,
+bool rtu_value_append_original_key(bson_t *out, const char *field, const char *key,
                                    size_t key_len) {
   if (!key) {
     bson_append_null(out, field, -1);
-    return;
+    return false;
   }
   size_t i = 0;
   while (i < key_len && (key[i] == ' ' || key[i] == '\t' || key[i] == '\n' || key[i] == '\r')) i++;
   /* Only what looks like an object is parsed: most keys are plain text. */
   if (i < key_len && key[i] == '{') {
-    bson_t wrap;
+    bson_t wrap, doc;
     bson_iter_t it;
     char err[RTU_ERRSTR_SIZE];
     if (rtu_value_json_to_bson(key, key_len, &wrap, err, sizeof err)) {
-      bool done = bson_iter_init_find(&it, &wrap, "v") && BSON_ITER_HOLDS_DOCUMENT(&it) &&
-                  bson_append_iter(out, field, -1, &it);
+      bool done = false, empty = false;
+      if (bson_iter_init_find(&it, &wrap, "v") && BSON_ITER_HOLDS_DOCUMENT(&it)) {
+        uint32_t len;
+        const uint8_t *data;
+        bson_iter_document(&it, &len, &data);
+        empty = bson_init_static(&doc, data, len) && rtu_value_has_empty_key(&doc);
+        done = bson_append_iter(out, field, -1, &it);
+      }
       bson_destroy(&wrap);
-      if (done) return;
+      if (done) return empty;
     }
   }
   if (bson_utf8_validate(key, key_len, false))
     bson_append_utf8(out, field, -1, key, (int)key_len);
   else
     bson_append_binary(out, field, -1, BSON_SUBTYPE_BINARY, (const uint8_t *)key, (uint32_t)key_len);
+  return false;
 }
 
 void rtu_value_doc_to_json(const bson_t *doc, bool as_array, bson_string_t *out) {

@@ -43,8 +43,9 @@ bool rtu_value_json_to_bson(const char *text, size_t len, bson_t *out, char *err
 
 /* Appends a Kafka message's original key under field, as projections and
  * projection changes record it: a document when the key is a JSON object, else the
- * text (binary when it is not UTF-8), null when the message has no key. */
-void rtu_value_append_original_key(bson_t *out, const char *field, const char *key,
+ * text (binary when it is not UTF-8), null when the message has no key. True
+ * when the key became a document with an empty field name somewhere in it. */
+bool rtu_value_append_original_key(bson_t *out, const char *field, const char *key,
                                    size_t key_len);
 
 /* Appends the JSON text of a BSON value/document to out: integers exact, dates as

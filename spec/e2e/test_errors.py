@@ -13,7 +13,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 from harness import E2ETestCase, wait_for, stop_log, row  # noqa: E402
 
-TOPICS = {"err.bad": 4, "err.lua": 2, "err.refused": 2, "err.pause": 2, "err.check": 1}
+TOPICS = {"err.bad": 4, "err.lua": 2, "err.refused": 3, "err.pause": 2, "err.check": 1}
 T = 1_700_000_000_000
 
 MAP_TABLE = harness.rows_map_table()  # pr_rows -> rows: ID (key), NAME (string)
@@ -72,6 +72,12 @@ REFUSED = [
     row("err.refused", 0, 2, T + 2, raw='{"ID": 2, "OBJ": {"": 1}}'),
     row("err.refused", 0, 3, T + 3, raw={"ID": 3, "OBJ": {"a": 3}}),          # offset 2
     row("err.refused", 1, 10, T + 1, raw={"ID": 10, "OBJ": {"b": 10}}),
+    # partition 2: the empty field name is in the original key, which the record
+    # keeps under __internal__kafkaInfo.key: refused the same way (offset 1)
+    row("err.refused", 2, 20, T + 1, raw={"ID": 20, "OBJ": {"c": 20}}),
+    row("err.refused", 2, 21, T + 2, raw={"ID": 21, "OBJ": {"c": 21}},
+        key='{"ID": 21, "X": {"": 1}}'),
+    row("err.refused", 2, 22, T + 3, raw={"ID": 22, "OBJ": {"c": 22}}),
 ]
 
 
@@ -210,6 +216,8 @@ class RefusedWrite(E2ETestCase):
         coll = S["refused"].coll("rows")
         rtu.wait_log(lambda l: l.get("level", 0) >= 50 and l.get("partition") == 0, 30,
                      "the error of partition 0")
+        rtu.wait_log(lambda l: l.get("level", 0) >= 50 and l.get("partition") == 2, 30,
+                     "the error of partition 2")
         wait_for(lambda: coll.find_one({"id": 10}), 30, "partition 1", rtu)
         time.sleep(0.3)
         cls.docs = {d["id"]: d for d in coll.find({})}
@@ -228,6 +236,12 @@ class RefusedWrite(E2ETestCase):
         self.assertIn(1, self.docs, "offset 0 precedes the stop offset (1), so it is committed: "
                       "it must have been written")
         self.assertEqual(self.docs[1]["obj"], {"a": 1})
+
+    def test_an_empty_field_name_in_the_original_key_is_refused_too(self):
+        assert_stop_line(self, R["refused"], "err.refused", 2, 1, [])
+        self.assertIn(20, self.docs)
+        self.assertNotIn(21, self.docs)
+        self.assertNotIn(22, self.docs)
 
 
 class PauseTopic(E2ETestCase):
