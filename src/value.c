@@ -41,13 +41,22 @@ static void push_iter_depth(lua_State *L, const bson_iter_t *it, int depth);
 
 static void push_children(lua_State *L, const bson_iter_t *parent, bool array, int depth) {
   bson_iter_t child;
-  lua_newtable(L);
+  /* Made at its size, as jl_fill does: no rehash, and the same layout. */
+  int n = 0;
+  if (bson_iter_recurse(parent, &child))
+    while (bson_iter_next(&child)) n++;
+  lua_createtable(L, array ? n : 0, array ? 0 : n);
   if (!bson_iter_recurse(parent, &child)) return;
   lua_Integer i = 1;
   while (bson_iter_next(&child)) {
-    push_iter_depth(L, &child, depth + 1);
-    if (array) lua_rawseti(L, -2, i++);
-    else lua_setfield(L, -2, bson_iter_key(&child));
+    if (array) {
+      push_iter_depth(L, &child, depth + 1);
+      lua_rawseti(L, -2, i++);
+    } else {
+      lua_pushlstring(L, bson_iter_key(&child), bson_iter_key_len(&child));
+      push_iter_depth(L, &child, depth + 1);
+      lua_rawset(L, -3);
+    }
   }
   if (array) {
     lua_rawgetp(L, LUA_REGISTRYINDEX, &array_mt_key);
@@ -107,11 +116,12 @@ void rtu_value_push_iter(lua_State *L, const bson_iter_t *it) { push_iter_depth(
 
 void rtu_value_push_doc(lua_State *L, const bson_t *doc) {
   bson_iter_t it;
-  lua_newtable(L);
+  lua_createtable(L, 0, (int)bson_count_keys(doc));
   if (!bson_iter_init(&it, doc)) return;
   while (bson_iter_next(&it)) {
+    lua_pushlstring(L, bson_iter_key(&it), bson_iter_key_len(&it));
     push_iter_depth(L, &it, 0);
-    lua_setfield(L, -2, bson_iter_key(&it));
+    lua_rawset(L, -3);
   }
 }
 
@@ -746,6 +756,29 @@ typedef struct {
 
 static void jl_ws(jl_t *j) { j->p = json_ws(j->p, j->end); }
 
+/* The stack is grown by this many members at a time while an object or array
+ * is read. */
+#define JL_CHUNK 32
+
+/* Makes the table of the `held` members above slot (key/value pairs, or values
+ * of an array) at its size, sets them in order (a later duplicate name wins) and
+ * leaves it in slot. */
+static void jl_fill(lua_State *L, int slot, int held, bool array) {
+  lua_createtable(L, array ? held : 0, array ? 0 : held);
+  for (int k = 0; k < held; k++) {
+    if (array) {
+      lua_pushvalue(L, slot + 1 + k);
+      lua_rawseti(L, -2, k + 1);
+    } else {
+      lua_pushvalue(L, slot + 1 + 2 * k);
+      lua_pushvalue(L, slot + 2 + 2 * k);
+      lua_rawset(L, -3);
+    }
+  }
+  lua_replace(L, slot);
+  lua_settop(L, slot);
+}
+
 /* Pushes the string at j->p (its opening quote), unescaped. */
 static bool jl_string(jl_t *j) {
   const char *end = j->end, *start = ++j->p;
@@ -813,42 +846,52 @@ static bool jl_value(jl_t *j, int depth) {
   if (j->p >= j->end) return false;
   switch (*j->p) {
   case '{': {
-    /* the table, a key, a value, and a string buffer's box */
-    if (depth >= JP_MAX_DEPTH || !lua_checkstack(L, 4)) return false;
-    lua_newtable(L);
+    /* Members wait on the stack so that the table is made at its size: built by
+     * lua_rawset from empty, a record of ten fields was rehashed four times, a
+     * fifth of its decoding. push_children sizes its tables the same way, so
+     * both paths lay a table out alike (the same pairs() order). */
+    if (depth >= JP_MAX_DEPTH || !lua_checkstack(L, 2 * JL_CHUNK + 4)) return false;
+    int slot = lua_gettop(L) + 1, held = 0;
+    lua_pushnil(L); /* the table's slot */
     j->p++;
     jl_ws(j);
-    if (j->p < j->end && *j->p == '}') {
-      j->p++;
-      return true;
-    }
-    for (;;) {
-      if (j->p >= j->end || *j->p != '"' || !jl_string(j)) return false;
-      size_t kn;
-      const char *k = lua_tolstring(L, -1, &kn);
-      if (kn > 0 && k[0] == '$') return false; /* extended JSON, or an operator: libbson's */
-      if (!json_colon(&j->p, j->end) || !jl_value(j, depth + 1)) return false;
-      lua_rawset(L, -3); /* a later duplicate name wins, as with lua_setfield */
-      int next = json_next(&j->p, j->end, '}');
-      if (next <= 0) return next == 0;
-    }
+    if (j->p < j->end && *j->p == '}') j->p++;
+    else
+      for (;;) {
+        /* past what the stack can hold, the BSON path decides */
+        if (held % JL_CHUNK == JL_CHUNK - 1 && !lua_checkstack(L, 2 * JL_CHUNK + 4)) return false;
+        if (j->p >= j->end || *j->p != '"' || !jl_string(j)) return false;
+        size_t kn;
+        const char *k = lua_tolstring(L, -1, &kn);
+        if (kn > 0 && k[0] == '$') return false; /* extended JSON, or an operator: libbson's */
+        if (!json_colon(&j->p, j->end) || !jl_value(j, depth + 1)) return false;
+        held++;
+        int next = json_next(&j->p, j->end, '}');
+        if (next < 0) return false;
+        if (next == 0) break;
+      }
+    jl_fill(L, slot, held, false);
+    return true;
   }
   case '[': {
-    if (depth >= JP_MAX_DEPTH || !lua_checkstack(L, 4)) return false;
-    lua_newtable(L);
+    if (depth >= JP_MAX_DEPTH || !lua_checkstack(L, JL_CHUNK + 4)) return false;
+    int slot = lua_gettop(L) + 1, held = 0;
+    lua_pushnil(L);
     j->p++;
     jl_ws(j);
     if (j->p < j->end && *j->p == ']') j->p++;
     else
-      for (lua_Integer i = 1;; i++) {
+      for (;;) {
+        if (held % JL_CHUNK == JL_CHUNK - 1 && !lua_checkstack(L, JL_CHUNK + 4)) return false;
         if (!jl_value(j, depth + 1)) return false;
-        lua_rawseti(L, -2, i);
+        held++;
         int next = json_next(&j->p, j->end, ']');
         if (next < 0) return false;
         if (next == 0) break;
       }
+    jl_fill(L, slot, held, true);
     lua_rawgetp(L, LUA_REGISTRYINDEX, &array_mt_key);
-    lua_setmetatable(L, -2);
+    lua_setmetatable(L, slot);
     return true;
   }
   case '"': return jl_string(j);

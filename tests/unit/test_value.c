@@ -752,6 +752,18 @@ static void test_decode_direct(void) {
     deep[n] = '\0';
     expect_same_decode(deep, (size_t)n);
   }
+  /* Objects and arrays past the members held on the stack before their table is
+   * made (32), with a duplicate name on each side of that point. */
+  for (int size = 30; size <= 70; size += 20) {
+    char text[2000];
+    int m = 0;
+    text[m++] = '{';
+    for (int i = 0; i < size; i++) m += snprintf(text + m, sizeof text - (size_t)m, "\"k%d\":%d,", i, i);
+    m += snprintf(text + m, sizeof text - (size_t)m, "\"k3\":\"again\",\"k%d\":[", size - 1);
+    for (int i = 0; i < size; i++) m += snprintf(text + m, sizeof text - (size_t)m, "%s%d", i ? "," : "", i);
+    m += snprintf(text + m, sizeof text - (size_t)m, "]}");
+    expect_same_decode(text, (size_t)m);
+  }
   /* Escaped strings longer than a Lua buffer's first block. */
   char big[3000];
   int n = 0;
