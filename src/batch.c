@@ -557,17 +557,27 @@ static rtu_err_t find_cb(void *ctx, const char *collection, const bson_t *filter
 static void append_kafka_info_json(bson_string_t *out, const rtu_msg_t *msg, bool ts_as_ms) {
   bson_t tmp = BSON_INITIALIZER;
   bson_iter_t it;
-  char ts[40];
   rtu_value_append_original_key(&tmp, "key", msg->key, msg->key_len);
-  if (ts_as_ms) snprintf(ts, sizeof ts, "%lld", (long long)msg->timestamp);
-  else rtu_iso8601(msg->timestamp, ts, sizeof ts);
   bson_string_append(out, "{\"topic\":");
-  char *topic = bson_utf8_escape_for_json(msg->topic, -1);
-  bson_string_append_printf(out, "\"%s\",\"partition\":%d,\"offset\":%lld,\"key\":", topic ? topic : "",
-                            msg->partition, (long long)msg->offset);
-  bson_free(topic);
+  rtu_value_json_string(out, msg->topic, strlen(msg->topic));
+  bson_string_append(out, ",\"partition\":");
+  rtu_value_json_int(out, msg->partition);
+  bson_string_append(out, ",\"offset\":");
+  rtu_value_json_int(out, msg->offset);
+  bson_string_append(out, ",\"key\":");
   if (bson_iter_init_find(&it, &tmp, "key")) rtu_value_iter_to_json(&it, out);
-  bson_string_append_printf(out, ",\"timestamp\":\"%s\"}", ts);
+  bson_string_append(out, ",\"timestamp\":");
+  /* a string either way: the milliseconds' digits, or the ISO date */
+  bson_string_append_c(out, '"');
+  if (ts_as_ms) {
+    rtu_value_json_int(out, msg->timestamp);
+  } else {
+    char ts[40];
+    rtu_iso8601(msg->timestamp, ts, sizeof ts);
+    bson_string_append(out, ts);
+  }
+  bson_string_append_c(out, '"');
+  bson_string_append_c(out, '}');
   bson_destroy(&tmp);
 }
 
@@ -624,19 +634,21 @@ static rtu_err_t emit_pr_updates(rtu_batch_t *b, const rtu_projection_t *p, cons
       bson_oid_to_string(bson_iter_oid(&it), id);
     bson_string_t *key = bson_string_new(NULL), *val = bson_string_new(NULL);
     rtu_value_doc_to_json(last->key, false, key);
-    char *name = bson_utf8_escape_for_json(p->name, -1);
-    char *source = bson_utf8_escape_for_json(cfg->system_of_records, -1);
-    bson_string_append_printf(val,
-                              "{\"operationType\":\"%s\",\"operationTimestamp\":\"%s\","
-                              "\"documentId\":\"%s\",\"projectionName\":\"%s\",\"source\":\"%s\","
-                              "\"primaryKeys\":[",
-                              op, iso, id, name ? name : "", source ? source : "");
-    bson_free(name);
-    bson_free(source);
+    /* By hand: printf and libbson's escape were a tenth of a food message. */
+    bson_string_append(val, "{\"operationType\":\"");
+    bson_string_append(val, op);
+    bson_string_append(val, "\",\"operationTimestamp\":\"");
+    bson_string_append(val, iso);
+    bson_string_append(val, "\",\"documentId\":\"");
+    bson_string_append(val, id);
+    bson_string_append(val, "\",\"projectionName\":");
+    rtu_value_json_string(val, p->name, strlen(p->name));
+    bson_string_append(val, ",\"source\":");
+    rtu_value_json_string(val, cfg->system_of_records, strlen(cfg->system_of_records));
+    bson_string_append(val, ",\"primaryKeys\":[");
     for (size_t k = 0; k < p->npk; k++) {
-      char *pk = bson_utf8_escape_for_json(p->pk_dst[k], -1);
-      bson_string_append_printf(val, "%s\"%s\"", k ? "," : "", pk ? pk : "");
-      bson_free(pk);
+      if (k) bson_string_append_c(val, ',');
+      rtu_value_json_string(val, p->pk_dst[k], strlen(p->pk_dst[k]));
     }
     bson_string_append(val, "]");
     /* Reference 6.2: before is null with db2 and absent on insert; after is absent

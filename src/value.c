@@ -990,7 +990,7 @@ static size_t utf8_seq(const unsigned char *s, size_t left) {
  * bson_utf8_escape_for_json appends one code point at a time (it was 15 % of
  * the process with Kafka outputs on) and gives nothing at all for a string that
  * is not UTF-8; an invalid byte here becomes U+FFFD and the rest is kept. */
-static void json_string(bson_string_t *out, const char *s, size_t len) {
+void rtu_value_json_string(bson_string_t *out, const char *s, size_t len) {
   static const char hex[] = "0123456789abcdef";
   const unsigned char *u = (const unsigned char *)s;
   size_t from = 0, i = 0;
@@ -1037,7 +1037,7 @@ static void json_string(bson_string_t *out, const char *s, size_t len) {
   bson_string_append_c(out, '"');
 }
 
-static void json_int(bson_string_t *out, int64_t v) {
+void rtu_value_json_int(bson_string_t *out, int64_t v) {
   char buf[24], *p = buf + sizeof buf;
   uint64_t m = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
   do {
@@ -1067,7 +1067,7 @@ void rtu_value_iter_to_json(const bson_iter_t *it, bson_string_t *out) {
   case BSON_TYPE_UTF8: {
     uint32_t len;
     const char *s = bson_iter_utf8(it, &len);
-    json_string(out, s, len);
+    rtu_value_json_string(out, s, len);
     break;
   }
   case BSON_TYPE_DOCUMENT:
@@ -1081,7 +1081,7 @@ void rtu_value_iter_to_json(const bson_iter_t *it, bson_string_t *out) {
         if (!first) bson_string_append_c(out, ',');
         first = false;
         if (!array) {
-          json_string(out, bson_iter_key(&child), bson_iter_key_len(&child));
+          rtu_value_json_string(out, bson_iter_key(&child), bson_iter_key_len(&child));
           bson_string_append_c(out, ':');
         }
         rtu_value_iter_to_json(&child, out);
@@ -1093,18 +1093,18 @@ void rtu_value_iter_to_json(const bson_iter_t *it, bson_string_t *out) {
   case BSON_TYPE_OID: {
     char hex[25];
     bson_oid_to_string(bson_iter_oid(it), hex);
-    json_string(out, hex, 24);
+    rtu_value_json_string(out, hex, 24);
     break;
   }
   case BSON_TYPE_BOOL: bson_string_append(out, bson_iter_bool(it) ? "true" : "false"); break;
   case BSON_TYPE_DATE_TIME: {
     char iso[40];
     rtu_iso8601(bson_iter_date_time(it), iso, sizeof iso);
-    json_string(out, iso, strlen(iso));
+    rtu_value_json_string(out, iso, strlen(iso));
     break;
   }
-  case BSON_TYPE_INT32: json_int(out, bson_iter_int32(it)); break;
-  case BSON_TYPE_INT64: json_int(out, bson_iter_int64(it)); break;
+  case BSON_TYPE_INT32: rtu_value_json_int(out, bson_iter_int32(it)); break;
+  case BSON_TYPE_INT64: rtu_value_json_int(out, bson_iter_int64(it)); break;
   case BSON_TYPE_DECIMAL128: {
     bson_decimal128_t d;
     char s[BSON_DECIMAL128_STRING];
@@ -1159,7 +1159,7 @@ void rtu_value_doc_to_json(const bson_t *doc, bool as_array, bson_string_t *out)
       if (!first) bson_string_append_c(out, ',');
       first = false;
       if (!as_array) {
-        json_string(out, bson_iter_key(&it), bson_iter_key_len(&it));
+        rtu_value_json_string(out, bson_iter_key(&it), bson_iter_key_len(&it));
         bson_string_append_c(out, ':');
       }
       rtu_value_iter_to_json(&it, out);

@@ -48,6 +48,11 @@ bool rtu_value_json_to_bson(const char *text, size_t len, bson_t *out, char *err
 bool rtu_value_append_original_key(bson_t *out, const char *field, const char *key,
                                    size_t key_len);
 
+/* Appends s as a JSON string (quoted, escaped as JSON.stringify does; a byte
+ * that is not UTF-8 becomes U+FFFD), and an integer as JSON text. */
+void rtu_value_json_string(bson_string_t *out, const char *s, size_t len);
+void rtu_value_json_int(bson_string_t *out, int64_t v);
+
 /* Appends the JSON text of a BSON value/document to out: integers exact, dates as
  * ISO-8601 strings, ObjectIds as hex strings (the shapes of Fast Data's messages). */
 void rtu_value_iter_to_json(const bson_iter_t *it, bson_string_t *out);
