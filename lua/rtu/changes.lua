@@ -3,7 +3,9 @@ rtu.changes: from the documents of a projection changed in a run to the single
 views to rebuild. It binds the two strategy modes of the reference: low-code
 (USE_AUTOMATIC_STRATEGIES=true: erSchema.json + projectionChangesSchema.json,
 compiled by rtu.lowcode and run batched by rtu.strategy) and manual (mapTable.json
-`changes`: a hand-written strategy per single view, called per document). It may
+`changes`: a hand-written strategy per single view, called once per document, the
+calls of one binding batched by rtu.strategy.call_batched so that their lookups
+share queries). It may
 not write anything: lookups go through the read-only `db` the core gives.
 
 build(spec) -> identify, involved | nil, problems
@@ -20,6 +22,7 @@ build(spec) -> identify, involved | nil, problems
   involved = {projection -> true} for projections that can trigger any single view
 ]]
 local jsonenc = require("rtu.jsonenc")
+local strategy = require("rtu.strategy")
 
 local M = {}
 
@@ -58,11 +61,19 @@ local function build_manual(spec)
   for projection, bindings in pairs(spec.manual or {}) do
     if #bindings > 0 then involved[projection] = true end
   end
+  -- A binding's strategy runs for all the documents at once (rtu.strategy's
+  -- call_batched): the lookups of one step of every call share one query.
   local function identify(projection, docs, db, log, seen)
     local out = {}
+    local args = { n = #docs }
+    for i, d in ipairs(docs) do args[i] = d.doc end
     for _, b in ipairs(spec.manual[projection] or {}) do
-      for _, d in ipairs(docs) do
-        for _, id in ipairs(check_identifiers(b.fn(d.doc, db, log), "strategy " .. b.name)) do
+      local what = "strategy " .. b.name
+      local lists = strategy.call_batched(function(doc, bdb, blog)
+        return check_identifiers(b.fn(doc, bdb, blog), what)
+      end, args, db, log)
+      for i, d in ipairs(docs) do
+        for _, id in ipairs(lists[i]) do
           out[#out + 1] = { type = b.sv, identifier = id, origin = d.origin }
         end
       end

@@ -323,46 +323,82 @@ function instantiate(node, doc)
 end
 M.instantiate = instantiate
 
--- (field, value) pairs one of which any document matching f must equal: used to
--- pick candidates from the lookup result instead of matching every pair.
-local function anchors(f, out)
+-- The values one of which field k must equal in any document matching {k = v}, or
+-- nil when v does not pin the field (null, an operator other than $eq/$in).
+local function pinned(v)
+  if not is_opobj(v) then
+    if v ~= null then return { v } end
+    return nil
+  end
+  local eq = v["$eq"]
+  if eq ~= nil and eq ~= null then return { eq } end
+  local list = v["$in"]
+  if list then
+    for _, x in ipairs(list) do
+      if x == null then return nil end
+    end
+    return list
+  end
+  return nil
+end
+
+local NONE = {}
+
+-- Ascending positions of the results that may match f (a superset of those that
+-- do), picked with index_of (see result_index), or nil when f pins no field so
+-- every result is a candidate. Of several pinned fields the one with the fewest
+-- candidates is used: a field every result shares (__STATE__) would pick them all.
+local function candidates(f, index_of)
+  local best
   for k, v in pairs(f) do
     if type(k) == "string" and k:sub(1, 1) ~= "$" then
-      if not is_opobj(v) then
-        if v ~= null then out[#out + 1] = { k, v }; return true end
-      elseif v["$eq"] ~= nil and v["$eq"] ~= null then
-        out[#out + 1] = { k, v["$eq"] }
-        return true
-      elseif v["$in"] then
-        local ok = true
-        for _, x in ipairs(v["$in"]) do
-          if x == null then ok = false end
+      local vals = pinned(v)
+      if vals then
+        local idx = index_of(k)
+        local list
+        if #vals == 1 then
+          list = idx[canonical(vals[1])] or NONE
+        else
+          local set = {}
+          list = {}
+          for _, x in ipairs(vals) do
+            for _, p in ipairs(idx[canonical(x)] or NONE) do
+              if not set[p] then
+                set[p] = true
+                list[#list + 1] = p
+              end
+            end
+          end
+          table.sort(list)
         end
-        if ok then
-          for _, x in ipairs(v["$in"]) do out[#out + 1] = { k, x } end
-          return true
-        end
+        if not best or #list < #best then best = list end
+        if #best == 0 then return best end
       end
     end
   end
+  if best then return best end
   if f["$and"] then
     for _, sub in ipairs(f["$and"]) do
-      local tmp = {}
-      if anchors(sub, tmp) then
-        table.move(tmp, 1, #tmp, #out + 1, out)
-        return true
-      end
+      local c = candidates(sub, index_of)
+      if c then return c end
     end
   end
   if f["$or"] then
-    local tmp = {}
+    local set, list = {}, {}
     for _, sub in ipairs(f["$or"]) do
-      if not anchors(sub, tmp) then return false end
+      local c = candidates(sub, index_of)
+      if not c then return nil end
+      for _, p in ipairs(c) do
+        if not set[p] then
+          set[p] = true
+          list[#list + 1] = p
+        end
+      end
     end
-    table.move(tmp, 1, #tmp, #out + 1, out)
-    return true
+    table.sort(list)
+    return list
   end
-  return false
+  return nil
 end
 
 ---------------------------------------------------------------------------------
@@ -424,21 +460,7 @@ end
 
 -- Positions of `results` matching f, ascending, at most `limit`.
 local function attribute(results, index_of, f, limit)
-  local cands
-  local anch = {}
-  if anchors(f, anch) then
-    local set = {}
-    cands = {}
-    for _, a in ipairs(anch) do
-      for _, p in ipairs(index_of(a[1])[canonical(a[2])] or {}) do
-        if not set[p] then
-          set[p] = true
-          cands[#cands + 1] = p
-        end
-      end
-    end
-    table.sort(cands)
-  end
+  local cands = candidates(f, index_of)
   local out = {}
   local n = cands and #cands or #results
   for j = 1, n do
@@ -451,14 +473,11 @@ local function attribute(results, index_of, f, limit)
   return out
 end
 
-local function run_hop(hop, items, db, stats)
-  local filter, per_item = build_filter(hop, items)
-  if not filter then return {} end
-  stats.queries = stats.queries + 1
-  local results = db:find(hop.collection, filter, nil) or {}
-
+-- index_of(field) -> {canonical value -> ascending positions of `results` whose field
+-- equals it or, for an array field, holds it}; built on first use per field.
+local function result_index(results)
   local indexes = {}
-  local function index_of(field)
+  return function(field)
     local idx = indexes[field]
     if idx then return idx end
     idx = {}
@@ -479,6 +498,15 @@ local function run_hop(hop, items, db, stats)
     indexes[field] = idx
     return idx
   end
+end
+
+local function run_hop(hop, items, db, stats)
+  local filter, per_item = build_filter(hop, items)
+  if not filter then return {} end
+  stats.queries = stats.queries + 1
+  local results = db:find(hop.collection, filter, nil) or {}
+
+  local index_of = result_index(results)
 
   local reached = {}
   for i, it in ipairs(items) do
@@ -505,43 +533,375 @@ local function run_hop(hop, items, db, stats)
 end
 
 ---------------------------------------------------------------------------------
+-- hand-written functions, batched across documents
+
+-- The trusted runtime's coroutine library, taken when the core loads this module
+-- (before any script runs): a script cannot replace what the driver relies on.
+local co_create, co_resume, co_status = coroutine.create, coroutine.resume, coroutine.status
+local co_running, co_yieldable, co_yield = coroutine.running, coroutine.isyieldable,
+  coroutine.yield
+
+local MAX_MERGED = 1000 -- filters in one merged query; more are split
+local REQUEST = {}      -- marks a yield of the proxy db (a script cannot make one)
+
+local function is_date(v) return value.is_date(v) end
+
+-- A value an $in of the merged query may hold: compared by value, never null.
+local function plain_scalar(v)
+  local t = type(v)
+  if t == "string" or t == "boolean" then return true end
+  if t == "number" then return v == v end -- NaN equals nothing in Lua
+  return is_date(v)
+end
+
+local function scalar(v) return v == null or plain_scalar(v) end
+
+local function scalar_list(v)
+  if not is_list(v) then return false end
+  for _, x in ipairs(v) do
+    if not scalar(x) then return false end
+  end
+  return true
+end
+
+-- The operators the matcher evaluates, each with the operands it is trusted with.
+local MERGE_OPS = {
+  ["$eq"] = scalar, ["$ne"] = scalar, ["$gt"] = plain_scalar, ["$gte"] = plain_scalar,
+  ["$lt"] = plain_scalar, ["$lte"] = plain_scalar, ["$in"] = scalar_list,
+  ["$nin"] = scalar_list, ["$exists"] = function(v) return type(v) == "boolean" end,
+}
+
+local mergeable
+
+local function mergeable_ops(v)
+  if getmetatable(v) ~= nil or next(v) == nil then return false end
+  for op, arg in pairs(v) do
+    local ok = MERGE_OPS[op]
+    if not ok or not ok(arg) then return false end
+  end
+  return true
+end
+
+local function mergeable_list(v)
+  if not is_list(v) then return false end
+  for _, sub in ipairs(v) do
+    if not mergeable(sub) then return false end
+  end
+  return true
+end
+
+-- A filter the matcher decides exactly as MongoDB does, so that documents of a
+-- merged query can be given back to the request they answer: field equality with
+-- scalars or dates, the operators above, $or/$and/$nor of such filters. Anything
+-- else (embedded objects or arrays as values, $regex, $where, $expr, ...) runs alone.
+function mergeable(f)
+  if type(f) ~= "table" or getmetatable(f) ~= nil or next(f) == nil then return false end
+  for k, v in pairs(f) do
+    if type(k) ~= "string" then return false end
+    if k == "$or" or k == "$and" or k == "$nor" then
+      if not mergeable_list(v) then return false end
+    elseif k:sub(1, 1) == "$" then
+      return false
+    elseif not scalar(v) and not (type(v) == "table" and mergeable_ops(v)) then
+      return false
+    end
+  end
+  return true
+end
+
+-- A copy of a result document for a second request given the same one: a function
+-- changing what it was given must not change what another call sees.
+local function clone(v)
+  if type(v) ~= "table" or v == null then return v end
+  if is_date(v) then return value.date(v.ms) end
+  local out = {}
+  for k, x in pairs(v) do out[k] = clone(x) end
+  if value.is_array(v) then value.array(out) end
+  return out
+end
+
+-- The real call for one request, protected: an error goes back to the calling
+-- function, raised where it called db, as it would be without batching.
+local function direct(db, stats, kind, coll, filter)
+  stats.queries = stats.queries + 1
+  return pcall(db[kind], db, coll, filter)
+end
+
+-- The one filter asking what all of `filters` (distinct, mergeable, 2 or more) ask:
+-- {f = {$in = [...]}, <shared fields>} when they differ only in the plain value of
+-- one field f, else {$or = filters}.
+local function merged_filter(filters)
+  local first = filters[1]
+  local keys, nkeys = {}, 0
+  for k in pairs(first) do
+    nkeys = nkeys + 1
+    keys[nkeys] = k
+  end
+  for i = 2, #filters do
+    local n = 0
+    for k in pairs(filters[i]) do
+      if first[k] == nil then return { ["$or"] = value.array(filters) } end
+      n = n + 1
+    end
+    if n ~= nkeys then return { ["$or"] = value.array(filters) } end
+  end
+  local differ
+  for _, k in ipairs(keys) do
+    local c = canonical(first[k])
+    for i = 2, #filters do
+      if canonical(filters[i][k]) ~= c then
+        if differ or k:sub(1, 1) == "$" then return { ["$or"] = value.array(filters) } end
+        differ = k
+        break
+      end
+    end
+  end
+  local vals = {}
+  for i, f in ipairs(filters) do
+    if not plain_scalar(f[differ]) then return { ["$or"] = value.array(filters) } end
+    vals[i] = f[differ]
+  end
+  local out = {}
+  for k, v in pairs(first) do out[k] = v end
+  out[differ] = { ["$in"] = value.array(vals) }
+  return out
+end
+
+-- Gives `answer` (a list of documents) to the requests `reqs` asking the same filter.
+local function give(reqs, docs)
+  local shared = false
+  for _, r in ipairs(reqs) do
+    local list = docs
+    if shared then list = clone(docs) end
+    shared = true
+    if r.kind == "findOne" then
+      r.answer = { true, list[1] }
+    else
+      r.answer = { true, list }
+    end
+  end
+end
+
+-- Each request alone (the server and the matcher disagree on a merged result).
+local function serve_directly(db, stats, distinct)
+  for _, d in ipairs(distinct) do
+    for _, r in ipairs(d.reqs) do
+      r.answer = { direct(db, stats, r.kind, r.coll, r.filter) }
+    end
+  end
+end
+
+-- Up to MAX_MERGED distinct filters of one collection: one query, its documents
+-- given back to each filter with the result index.
+local function serve_merged(db, stats, coll, distinct)
+  local filters = {}
+  for i, d in ipairs(distinct) do filters[i] = d.filter end
+  stats.queries = stats.queries + 1
+  local ok, results = pcall(db.find, db, coll, merged_filter(filters))
+  if not ok then
+    for _, d in ipairs(distinct) do
+      for _, r in ipairs(d.reqs) do r.answer = { false, results } end
+    end
+    return
+  end
+  results = results or {}
+  local index_of, covered = result_index(results), {}
+  local lists = {}
+  for i, d in ipairs(distinct) do
+    local docs = {}
+    for _, p in ipairs(attribute(results, index_of, d.filter, math.huge)) do
+      covered[p] = true
+      docs[#docs + 1] = results[p]
+    end
+    lists[i] = docs
+  end
+  for p = 1, #results do
+    if not covered[p] then return serve_directly(db, stats, distinct) end
+  end
+  -- A document asked by several filters goes to the first as is, to others copied.
+  local given = {}
+  for i, d in ipairs(distinct) do
+    local docs = lists[i]
+    for j, doc in ipairs(docs) do
+      if given[doc] then docs[j] = clone(doc) else given[doc] = true end
+    end
+    give(d.reqs, docs)
+  end
+end
+
+-- One collection's requests of a round: identical filters asked once; one
+-- distinct filter runs as it is; several are merged.
+local function serve_collection(db, stats, coll, reqs)
+  local distinct, by_key = {}, {}
+  for _, r in ipairs(reqs) do
+    local key = canonical(r.filter)
+    local d = by_key[key]
+    if not d then
+      d = { filter = r.filter, reqs = {}, all_one = true }
+      by_key[key] = d
+      distinct[#distinct + 1] = d
+    end
+    d.reqs[#d.reqs + 1] = r
+    if r.kind ~= "findOne" then d.all_one = false end
+  end
+  if #distinct == 1 then
+    local d = distinct[1]
+    local ok, res = direct(db, stats, d.all_one and "findOne" or "find", coll, d.filter)
+    if not ok then
+      for _, r in ipairs(d.reqs) do r.answer = { false, res } end
+    elseif d.all_one then
+      give(d.reqs, { res })
+    else
+      give(d.reqs, res or {})
+    end
+    return
+  end
+  for from = 1, #distinct, MAX_MERGED do
+    serve_merged(db, stats, coll, table.move(distinct, from,
+      math.min(from + MAX_MERGED - 1, #distinct), 1, {}))
+  end
+end
+
+-- Answers every request of a round (r.answer = {ok, result or error}), one query
+-- per collection (per MAX_MERGED filters), collections in the order first asked.
+local function serve(db, stats, round)
+  local colls, by_coll = {}, {}
+  for _, r in ipairs(round) do
+    local list = by_coll[r.coll]
+    if not list then
+      list = {}
+      by_coll[r.coll] = list
+      colls[#colls + 1] = r.coll
+    end
+    list[#list + 1] = r
+  end
+  for _, coll in ipairs(colls) do serve_collection(db, stats, coll, by_coll[coll]) end
+end
+
+-- The db the batched functions see: a request from a call's own coroutine, where
+-- it can yield, goes to the driver; any other (the function's own coroutine, a
+-- callback of C such as a table.sort comparator, options, a filter the matcher
+-- cannot judge) is the real call, at once.
+local function proxy_db(db, stats, mine)
+  local function request(kind, coll, filter, options)
+    local co = co_running()
+    if mine[co] and co_yieldable() and type(coll) == "string" and mergeable(filter)
+        and (options == nil or (type(options) == "table" and next(options) == nil)) then
+      local ok, res = co_yield(REQUEST, kind, coll, filter)
+      if not ok then error(res, 0) end
+      return res
+    end
+    stats.queries = stats.queries + 1
+    return db[kind](db, coll, filter, options)
+  end
+  return setmetatable({}, {
+    __index = {
+      find = function(_, coll, filter, options) return request("find", coll, filter, options) end,
+      findOne = function(_, coll, filter, options)
+        return request("findOne", coll, filter, options)
+      end,
+    },
+    __metatable = false,
+  })
+end
+
+function M.call_batched(fn, args, db, log, stats)
+  stats = stats or { queries = 0 }
+  local n = args.n or #args
+  local results, mine, waiting = {}, {}, {}
+  local failed, failure -- the first call (in args order) that raised, and its error
+  local proxy = proxy_db(db, stats, mine)
+
+  local function step(i, co, ...)
+    local ok, first, kind, coll, filter = co_resume(co, ...)
+    if not ok or (co_status(co) ~= "dead" and first ~= REQUEST) then
+      -- a yield that is not a request: what yielding outside a coroutine raises
+      if ok then first = "attempt to yield from outside a coroutine" end
+      if not failed or i < failed then failed, failure = i, first end
+    elseif co_status(co) == "dead" then
+      results[i] = first
+    else
+      waiting[#waiting + 1] = { i = i, co = co, kind = kind, coll = coll, filter = filter }
+    end
+  end
+
+  for i = 1, n do
+    if failed then break end -- later calls would not have run
+    local co = co_create(fn)
+    mine[co] = true
+    step(i, co, args[i], proxy, log)
+  end
+  while #waiting > 0 do
+    local round = {}
+    for _, r in ipairs(waiting) do
+      if not failed or r.i < failed then round[#round + 1] = r end
+    end
+    waiting = {}
+    serve(db, stats, round)
+    for _, r in ipairs(round) do
+      if not failed or r.i < failed then step(r.i, r.co, r.answer[1], r.answer[2]) end
+    end
+  end
+  if failed then error(failure, 0) end
+  return results
+end
+
+---------------------------------------------------------------------------------
 -- identifiers and the walk
 
 local function debug(log, msg, fields)
   if log and log.debug then log.debug(msg, fields) end
 end
 
-local function identifiers(id, doc, db, log, stats)
-  if id.kind == "fields" then
-    local out = {}
-    for _, f in ipairs(id.fields) do
-      local v = get(doc, f.field)
-      if v == nil or v == null then
-        debug(log, "low-code identifier skipped: base document has no " .. f.field,
-          { field = f.field })
-        return {}
-      end
-      out[f.key] = v
+local function field_identifiers(id, doc, log)
+  local out = {}
+  for _, f in ipairs(id.fields) do
+    local v = get(doc, f.field)
+    if v == nil or v == null then
+      debug(log, "low-code identifier skipped: base document has no " .. f.field,
+        { field = f.field })
+      return {}
     end
-    return { out }
+    out[f.key] = v
+  end
+  return { out }
+end
+
+-- The custom function with its result checked inside the call, so that a bad
+-- result fails where the call does (before later documents, as one by one).
+local function checked(id)
+  local fn, name = id.fn, id.name
+  return function(doc, db, log)
+    local list = fn(doc, db, log)
+    if list == nil then return {} end
+    if type(list) ~= "table" then
+      error(string.format("custom identifier function '%s' returned %s, expected an array of "
+        .. "identifier objects", name, type(list)), 0)
+    end
+    for i, x in ipairs(list) do
+      if not is_object(x) or next(x) == nil then
+        error(string.format("custom identifier function '%s': element %d is not an identifier "
+          .. "object", name, i), 0)
+      end
+    end
+    return list
+  end
+end
+
+-- The identifier lists of the documents of items, one per item, in order.
+local function identifiers(id, items, db, log, stats)
+  local out = {}
+  if id.kind == "fields" then
+    for i, it in ipairs(items) do out[i] = field_identifiers(id, it.doc, log) end
+    return out
   end
   if type(id.fn) ~= "function" then
     error("custom identifier function '" .. id.name .. "' is not loaded", 0)
   end
-  stats.custom_calls = stats.custom_calls + 1
-  local list = id.fn(doc, db, log)
-  if list == nil then return {} end
-  if type(list) ~= "table" then
-    error(string.format("custom identifier function '%s' returned %s, expected an array of "
-      .. "identifier objects", id.name, type(list)), 0)
-  end
-  for i, x in ipairs(list) do
-    if not is_object(x) or next(x) == nil then
-      error(string.format("custom identifier function '%s': element %d is not an identifier "
-        .. "object", id.name, i), 0)
-    end
-  end
-  return list
+  stats.custom_calls = stats.custom_calls + #items
+  local docs = {}
+  for i, it in ipairs(items) do docs[i] = it.doc end
+  return M.call_batched(checked(id), docs, db, log, stats)
 end
 
 function M.run(plan, projection, docs, db, log, view)
@@ -557,8 +917,9 @@ function M.run(plan, projection, docs, db, log, view)
       if #its == 0 then return end
       for _, t in ipairs(node.terminals) do
         if view == nil or t.view == view then
-          for _, it in ipairs(its) do
-            for _, ident in ipairs(identifiers(t.identifier, it.doc, db, log, stats)) do
+          local lists = identifiers(t.identifier, its, db, log, stats)
+          for i, it in ipairs(its) do
+            for _, ident in ipairs(lists[i]) do
               local key = t.view .. "\0" .. canonical(ident)
               local r = by_key[key]
               if not r then

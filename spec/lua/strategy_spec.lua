@@ -394,6 +394,51 @@ describe("rtu.strategy.run", function()
     }, res)
   end)
 
+  it("batches the lookups of a custom function across documents, with the one-by-one results", function()
+    -- restaurantsOfReview's shape: the restaurant is the review's own, else its order's
+    local function fn(doc, db)
+      if doc.ID_RESTAURANT ~= nil then return { { ID_RESTAURANT = doc.ID_RESTAURANT } } end
+      local order = db:findOne("pr_orders", { ID_ORDER = doc.ID_ORDER, __STATE__ = "PUBLIC" })
+      if order == nil then return {} end
+      local user = db:findOne("pr_registry", { ID_USER = order.ID_USER_ORDER, __STATE__ = "PUBLIC" })
+      if user == nil then return {} end
+      return { { ID_RESTAURANT = order.ID_RESTAURANT }, { ID_RESTAURANT = user.FAVOURITE } }
+    end
+    local p = plan_of([[{}]], [[{"sv_restaurants": {"paths": [
+      {"path": ["pr_reviews"], "identifier": "__fromFile__[ofReview]"}]}}]], { custom = { ofReview = fn } })
+    local orders, users = {}, {}
+    for i = 1, 60 do
+      orders[i] = { ID_ORDER = i, ID_USER_ORDER = "u" .. (i % 7), ID_RESTAURANT = "r" .. (i % 11),
+        __STATE__ = (i % 13 == 0) and "DELETED" or "PUBLIC" }
+    end
+    for u = 0, 5 do users[#users + 1] = { ID_USER = "u" .. u, FAVOURITE = "r" .. (u * 3 % 11), __STATE__ = "PUBLIC" } end
+    local w = { pr_orders = orders, pr_registry = users }
+    local reviews = {}
+    for i = 1, 200 do
+      reviews[i] = (i % 5 == 0) and { ID_RESTAURANT = "r" .. (i % 4) } or { ID_ORDER = (i * 7) % 70 + 1 }
+    end
+    local db = fake_db(w)
+    local res, stats = strategy.run(p, "pr_reviews", docs_of(reviews), db)
+    assert.are.equal(2, #db.calls) -- one per round, for 200 documents
+    assert.are.equal(2, stats.queries)
+    assert.are.equal(200, stats.custom_calls)
+
+    local expected, by_key, single = {}, {}, fake_db(w)
+    for i, d in ipairs(reviews) do
+      for _, r in ipairs(strategy.run(p, "pr_reviews", { { doc = d, origin = "o" .. i } }, single)) do
+        local key = r.type .. " " .. strategy.canonical(r.identifier)
+        if not by_key[key] then
+          by_key[key] = r
+          expected[#expected + 1] = r
+        else
+          by_key[key].origin = r.origin
+        end
+      end
+    end
+    assert.is_true(#single.calls > 200)
+    assert.are.same(expected, res) -- same identifiers, discovery order and origins
+  end)
+
   it("fails clearly on a custom function that returns no identifier objects or is not loaded", function()
     local function plan_with(fn)
       return (lowcode.compile(json.decode('{"version": "1", "config": {}}'), json.decode(
