@@ -1,6 +1,7 @@
 --[[
 rtu.strategy: runs a low-code plan (rtu.lowcode) for all the documents of one
-projection changed in a batch, with one lookup per hop for the whole batch.
+projection changed in a batch, with one lookup per hop for the whole batch, and
+hand-written functions for many documents with their lookups merged likewise.
 
 run(plan, projection, docs, db, log [, view]) -> results, stats
   docs     { {doc = <projection document after the write>, origin = <opaque>} ... },
@@ -11,8 +12,8 @@ run(plan, projection, docs, db, log [, view]) -> results, stats
   results  { {type = <single view>, identifier = {...}, origin = <token>} ... },
            one per (type, identifier) (compared by canonical encoding), origin of
            the latest document of `docs` that leads to it; in discovery order.
-  stats    { queries = <db:find calls issued>, custom_calls, documents = <documents
-           reached by lookups> }; also added to plan.stats.
+  stats    { queries = <real db calls issued, custom functions' included>, custom_calls,
+           documents = <documents reached by lookups> }; also added to plan.stats.
 Walk: the plan's route tree for `projection`; at each hop A -> B the current
 documents are turned into ONE filter over B's collection, __STATE__: "PUBLIC" added:
   - a named condition {B_f: A_f}       -> {B_f: {$in: [distinct non-null A_f values]}}
@@ -27,8 +28,35 @@ whose key is null). A route with no hop (the base projection itself) builds the
 identifier from the changed document without any lookup.
 Identifiers: {key = base field}: a base document missing one of the fields gives
 no identifier (logged at debug); "__fromFile__[name]": custom(baseDoc, db, log) ->
-array of identifier objects (nil = none), called once per base document reached.
-Errors of db:find or of a custom function propagate (the batch fails).
+array of identifier objects (nil = none), called once per base document reached,
+all the documents of a terminal at once through call_batched. Errors of db:find or
+of a custom function propagate (the batch fails).
+
+call_batched(fn, args, db, log [, stats]) -> { fn(args[1], db', log), ... }
+  one result per arg (args.n or #args of them, nil args included), in order: what
+  calling fn on each arg one after the other gives, but with the lookups of all the
+  calls merged, one round trip per round instead of one per document. Each call
+  runs in its own coroutine of this module's coroutine library (the trusted one);
+  db' is a proxy: db':find / db':findOne from that coroutine, where it can yield,
+  with no options (nil or {}) and a filter the matcher judges as MongoDB does
+  (scalar or date values, $eq $ne $gt $gte $lt $lte $in $nin $exists, $or $and $nor
+  of such), yields the request to the driver. Any other lookup (options, $regex or
+  embedded objects, the function's own coroutines, a callback of C such as a
+  table.sort comparator) is the real call at once. The driver resumes every call,
+  then per round and collection: identical filters asked once; one filter -> the
+  call as it is; several -> ONE db:find of {f: {$in: [...]}, <shared fields>} when
+  they differ only in the plain scalar value of field f, else {$or: [...]} (at most
+  1000 filters a query); each request gets back the documents of the result that
+  match its filter (found through the result index and the matcher), in result
+  order, findOne the first or nil; a document asked by several gets a copy each.
+  When a result document matches no request (the server and the matcher disagree),
+  that query's requests run again one by one. A failing db call is raised where
+  the function called db (its pcall sees it). The error of the first call (in args
+  order) that raises is raised again, value preserved (error(e, 0)), calls after it
+  not continued; a yield that is not a lookup raises as yielding outside a
+  coroutine does. The time limit reaches the calls: coroutines inherit the count
+  hook, and the core tells a timeout by its flag, not by the error value.
+  stats.queries counts the real db calls (merged, direct, reruns).
 
 as_function(plan, projection, view) -> function(document, db, log) -> {identifier...}
   the low-code plan in the form of a hand-written strategy.
