@@ -3,7 +3,7 @@ rtu.strategy: runs a low-code plan (rtu.lowcode) for all the documents of one
 projection changed in a batch, with one lookup per hop for the whole batch, and
 hand-written functions for many documents with their lookups merged likewise.
 
-run(plan, projection, docs, db, log [, view]) -> results, stats
+run(plan, projection, docs, db, log [, view]) -> results, stats, keys
   docs     { {doc = <projection document after the write>, origin = <opaque>} ... },
            every document of `projection` changed in the batch, in batch order.
   db       db:find(collection, filter, options) -> array of documents (read-only).
@@ -12,6 +12,8 @@ run(plan, projection, docs, db, log [, view]) -> results, stats
   results  { {type = <single view>, identifier = {...}, origin = <token>} ... },
            one per (type, identifier) (compared by canonical encoding), origin of
            the latest document of `docs` that leads to it; in discovery order.
+  keys     keys[i] = type .. "\0" .. canonical(identifier) of results[i] (for the
+           caller's own de-duplication, computed here anyway).
   stats    { queries = <real db calls issued, custom functions' included>, custom_calls,
            documents = <documents reached by lookups> }; also added to plan.stats.
 Walk: the plan's route tree for `projection`; at each hop A -> B the current
@@ -81,6 +83,22 @@ local is_list, is_object, sorted_keys = value.is_list, value.is_object, value.so
 ---------------------------------------------------------------------------------
 -- values
 
+local DATE, ARRAY = value.DATE, value.ARRAY
+
+-- The keys of object t in the order of their tostring, as value.sorted_keys; string
+-- keys (all of them, in practice) sort without its Lua comparator, which was most
+-- of canonical()'s time for the per-document filters of a hop.
+local function object_keys(t)
+  local keys, n = {}, 0
+  for k in pairs(t) do
+    if type(k) ~= "string" then return sorted_keys(t) end
+    n = n + 1
+    keys[n] = k
+  end
+  if n > 1 then table.sort(keys) end
+  return keys
+end
+
 local function canonical(v)
   local t = type(v)
   if t == "string" then return "s" .. #v .. ":" .. v end
@@ -91,15 +109,17 @@ local function canonical(v)
   end
   if t == "boolean" then return v and "bt" or "bf" end
   if v == null or v == nil then return "z" end
-  if value.is_date(v) then return "d" .. v.ms end
   if t == "table" then
+    -- value.is_date / is_list, inlined: this runs for every value a lookup handles
+    local mt = getmetatable(v)
+    if mt == DATE then return "d" .. v.ms end
     local out = {}
-    if is_list(v) then
+    if mt == ARRAY or (mt == nil and v[1] ~= nil) then
       for i = 1, #v do out[i] = canonical(v[i]) end
       return "[" .. table.concat(out, ",") .. "]"
     end
-    for _, k in ipairs(sorted_keys(v)) do
-      out[#out + 1] = canonical(k) .. "=" .. canonical(v[k])
+    for i, k in ipairs(object_keys(v)) do
+      out[i] = canonical(k) .. "=" .. canonical(v[k])
     end
     return "{" .. table.concat(out, ",") .. "}"
   end
@@ -438,6 +458,9 @@ local function copy(t)
   return out
 end
 
+-- The lookup filter of a hop for items, and per item and condition what the item
+-- asks: for a named condition {B_f: A_f} the canonical encoding of its A_f value
+-- (a string), for any other the item's own filter; nil when it asks nothing.
 local function build_filter(hop, items)
   local parts, seen = {}, {}
   local per_item = {}
@@ -457,8 +480,9 @@ local function build_filter(hop, items)
       for i, it in ipairs(items) do
         local v = get(it.doc, c.simple.src)
         if v ~= nil and v ~= null then
-          per_item[i][ci] = eq_filter(c.simple.field, v)
+          -- the value's encoding, not a filter: run_hop looks it up in the index
           local key = canonical(v)
+          per_item[i][ci] = key
           if not vseen[key] then
             vseen[key] = true
             vals[#vals + 1] = v
@@ -518,7 +542,7 @@ local function result_index(results)
       local v = get(r, field)
       if v ~= nil then
         put(canonical(v), p)
-        if is_list(v) then
+        if type(v) == "table" and is_list(v) then
           for _, e in ipairs(v) do put(canonical(e), p) end
         end
       end
@@ -541,7 +565,17 @@ local function run_hop(hop, items, db, stats)
     for ci, c in ipairs(hop.conditions) do
       local f = per_item[i][ci]
       if f then
-        for _, p in ipairs(attribute(results, index_of, f, c.one_to_many and math.huge or 1)) do
+        local limit, positions = c.one_to_many and math.huge or 1
+        if type(f) == "string" then
+          -- {B_f: v}, v not null, matches exactly the results the index files under
+          -- v's encoding (B_f equal to v or, an array, holding it: eq_match compares
+          -- by that encoding too), so no matcher runs for the most common condition.
+          positions = index_of(c.simple.field)[f] or NONE
+          if #positions > limit then positions = { positions[1] } end
+        else
+          positions = attribute(results, index_of, f, limit)
+        end
+        for _, p in ipairs(positions) do
           local r = reached[p]
           if not r then
             reached[p] = { doc = results[p], last = it.last }
@@ -934,7 +968,7 @@ end
 
 function M.run(plan, projection, docs, db, log, view)
   local stats = { queries = 0, custom_calls = 0, documents = 0 }
-  local results, by_key = {}, {}
+  local results, by_key, keys = {}, {}, {}
   local root = plan.routes[projection]
   if root and (view == nil or root.views[view]) then
     local items = {}
@@ -952,6 +986,7 @@ function M.run(plan, projection, docs, db, log, view)
               local r = by_key[key]
               if not r then
                 r = { type = t.view, identifier = ident, last = it.last }
+                keys[#results + 1] = key
                 by_key[key] = r
                 results[#results + 1] = r
               elseif it.last > r.last then
@@ -978,7 +1013,7 @@ function M.run(plan, projection, docs, db, log, view)
   if plan.stats then
     for k, n in pairs(stats) do plan.stats[k] = (plan.stats[k] or 0) + n end
   end
-  return results, stats
+  return results, stats, keys
 end
 
 function M.as_function(plan, projection, view)

@@ -291,6 +291,49 @@ describe("rtu.strategy.run", function()
       { type = "sv", identifier = { V = 2 }, origin = "o1" } }, res2)
   end)
 
+  it("attributes a named condition's results exactly through the index, as the matcher would", function()
+    local function p_of(one_to_many)
+      return plan_of([[{"pr_a": {"outgoing": {"pr_b": {"conditions": {"c":
+        {"condition": {"TAG": "A_TAG"}, "oneToMany": ]] .. tostring(one_to_many) .. [[}}}}}}]],
+        [[{"sv": {"paths": [{"path": ["pr_a", "pr_b"], "identifier": {"ID": "ID"}}]}}]])
+    end
+    local db = fake_db({ pr_b = public({
+      { ID = 1, TAG = value.array({ "x", "y" }) }, { ID = 2, TAG = "x" }, { ID = 3, TAG = 1.0 },
+      { ID = 4, TAG = value.date(5) }, { ID = 5, TAG = "1" }, { ID = 6, TAG = value.array({ 1, 2 }) },
+      { ID = 7, TAG = { k = "v" } }, { ID = 8 },
+    }) })
+    local sources = { { A_TAG = "x" }, { A_TAG = 1 }, { A_TAG = value.date(5) },
+      { A_TAG = value.array({ "x", "y" }) }, { A_TAG = { k = "v" } }, { A_TAG = "zz" } }
+    for _, otm in ipairs({ true, false }) do
+      local p = p_of(otm)
+      -- each source alone against what the matcher says its own filter matches
+      for i, src in ipairs(sources) do
+        local want = {}
+        for _, d in ipairs(db.collections.pr_b) do
+          if strategy.matches(d, { TAG = value.is_object(src.A_TAG) and { ["$eq"] = src.A_TAG } or src.A_TAG })
+              and (otm or #want == 0) then
+            want[#want + 1] = "sv {s2:ID=n" .. d.ID .. "}"
+          end
+        end
+        table.sort(want)
+        local batch = {}
+        for j, other in ipairs(sources) do batch[j] = (j == i) and src or { A_TAG = "none" } end
+        -- in a batch with the others, only this one's view comes from document i
+        local res = strategy.run(p, "pr_a", docs_of(batch), db)
+        local got = {}
+        for _, r in ipairs(res) do
+          if r.origin == "o" .. i then got[#got + 1] = r.type .. " " .. strategy.canonical(r.identifier) end
+        end
+        table.sort(got)
+        assert.are.same(want, got)
+      end
+    end
+    -- and the keys returned with the results are their canonical encodings
+    local res, _, keys = strategy.run(p_of(true), "pr_a", docs_of({ { A_TAG = "x" } }), db)
+    assert.are.equal(#res, #keys)
+    for i, r in ipairs(res) do assert.are.equal(r.type .. "\0" .. strategy.canonical(r.identifier), keys[i]) end
+  end)
+
   it("builds one $or of per-document filters for an $or condition with typed constants", function()
     local p = plan_of([[{"pr_dishes": {"outgoing": {"pr_orders_dishes": {"conditions": {"c":
       {"condition": {"$or": [{"ID_DISH": "ID_DISH"}, {"ID_SUBSTITUTE": "ID_DISH"}],
