@@ -17,7 +17,10 @@ run(plan, projection, docs, db, log [, view]) -> results, stats, keys
   stats    { queries = <real db calls issued, custom functions' included>, custom_calls,
            documents = <documents reached by lookups> }; also added to plan.stats.
 Walk: the plan's route tree for `projection`; at each hop A -> B the current
-documents are turned into ONE filter over B's collection, __STATE__: "PUBLIC" added:
+documents are turned into ONE filter over B's collection, __STATE__: "PUBLIC" added,
+asking only the fields the walk reads from B's documents (the condition's B fields,
+B's identifier fields, the next hops' source fields; all of them when B's documents
+go to a custom identifier function):
   - a named condition {B_f: A_f}       -> {B_f: {$in: [distinct non-null A_f values]}}
   - any other condition                -> one filter per document, de-duplicated,
   - several parts (conditions or docs) -> {$or: [parts...]}
@@ -552,11 +555,67 @@ local function result_index(results)
   end
 end
 
-local function run_hop(hop, items, db, stats)
+-- Adds to set the target fields (side "field") or the source fields (side "src")
+-- a condition AST reads.
+local function condition_fields(node, side, set)
+  if node.k ~= "field" then
+    for _, sub in ipairs(node.list) do condition_fields(sub, side, set) end
+    return
+  end
+  if side == "field" then
+    set[node.field] = true
+    return
+  end
+  for _, o in ipairs(node.ops) do
+    for _, ref in ipairs(o.list or { o.arg or o.spread }) do
+      if ref.src then set[ref.src] = true end
+    end
+  end
+end
+
+local projections = setmetatable({}, { __mode = "k" }) -- node -> projection | false
+
+-- The projection of the lookup reaching `node`: only the fields its documents are
+-- read for (the hop's target fields, to attribute them; the node's identifier
+-- fields; its children's source fields). Converting whole documents into Lua was
+-- a fifth of identify's time. nil (whole documents) when a custom identifier
+-- function gets them.
+local function projection_of(node)
+  local proj = projections[node]
+  if proj ~= nil then return proj or nil end
+  local set = {}
+  for _, c in ipairs(node.hop.conditions) do condition_fields(c.node, "field", set) end
+  for _, t in ipairs(node.terminals) do
+    if t.identifier.kind ~= "fields" then
+      projections[node] = false
+      return nil
+    end
+    for _, f in ipairs(t.identifier.fields) do set[f.field] = true end
+  end
+  for _, child in ipairs(node.children) do
+    for _, c in ipairs(child.hop.conditions) do condition_fields(c.node, "src", set) end
+  end
+  -- MongoDB refuses a path together with a path inside it ("a" and "a.b").
+  proj = {}
+  for f in pairs(set) do
+    local inside = false
+    for g in pairs(set) do
+      if f:sub(1, #g + 1) == g .. "." then inside = true end
+    end
+    if not inside then proj[f] = 1 end
+  end
+  if not set._id then proj._id = 0 end
+  projections[node] = proj
+  return proj
+end
+
+local function run_hop(node, items, db, stats)
+  local hop = node.hop
   local filter, per_item = build_filter(hop, items)
   if not filter then return {} end
   stats.queries = stats.queries + 1
-  local results = db:find(hop.collection, filter, nil) or {}
+  local proj = projection_of(node)
+  local results = db:find(hop.collection, filter, proj and { projection = proj } or nil) or {}
 
   local index_of = result_index(results)
 
@@ -998,7 +1057,7 @@ function M.run(plan, projection, docs, db, log, view)
       end
       for _, child in ipairs(node.children) do
         if view == nil or child.views[view] then
-          walk(child, run_hop(child.hop, its, db, stats))
+          walk(child, run_hop(child, its, db, stats))
         end
       end
     end

@@ -13,6 +13,31 @@ local null = value.null
 -- order, every call recorded. A hash index per (collection, field), used when the
 -- filter pins a top-level field (or each branch of a top-level $or) to values, keeps
 -- the big batching specs fast; rtu.strategy.matches decides every returned document.
+-- A document as MongoDB returns it under options.projection: only the fields
+-- (dotted paths through objects) set to 1, _id unless set to 0.
+local function project(doc, options)
+  local proj = options and options.projection
+  if not proj then return doc end
+  local out = {}
+  for path, on in pairs(proj) do
+    if on == 1 then
+      local src, dst = doc, out
+      local parts = {}
+      for part in path:gmatch("[^.]+") do parts[#parts + 1] = part end
+      for i, part in ipairs(parts) do
+        if type(src) ~= "table" or src[part] == nil then break end
+        if i == #parts then dst[part] = src[part]
+        else
+          dst[part] = dst[part] or {}
+          src, dst = src[part], dst[part]
+        end
+      end
+    end
+  end
+  if proj._id ~= 0 then out._id = doc._id end
+  return out
+end
+
 local function fake_db(collections)
   local db = { calls = {}, collections = collections or {}, indexes = {} }
 
@@ -75,7 +100,7 @@ local function fake_db(collections)
       for p = 1, #docs do order[p] = p end
     end
     for _, p in ipairs(order) do
-      if strategy.matches(docs[p], filter) then out[#out + 1] = docs[p] end
+      if strategy.matches(docs[p], filter) then out[#out + 1] = project(docs[p], options) end
     end
     return out
   end
@@ -605,6 +630,32 @@ describe("rtu.strategy.run", function()
       assert.are.same(expected, id_set(res))
       assert.is_true(#res > 20)
     end)
+  end)
+
+  it("asks a hop only for the fields the walk reads from its documents", function()
+    local p = plan_of(ER_FOOD, [[{
+      "sv_customers": {"paths": [{"path": ["pr_dishes", "pr_orders_dishes", "pr_orders", "pr_registry"],
+        "identifier": {"ID_USER": "ID_USER", "CITY": "ADDR.CITY"}}]},
+      "sv_orders": {"paths": [{"path": ["pr_orders_dishes", "pr_orders"], "identifier": {"ID": "ID_ORDER"}}]}}]])
+    local db = fake_db({
+      pr_orders_dishes = public({ { ID_ORDER = 7, ID_DISH = "d1", QTY = 2 } }),
+      pr_orders = public({ { ID_ORDER = 7, ID_USER_ORDER = "u1", TOTAL = 9 } }),
+      pr_registry = public({ { ID_USER = "u1", ADDR = { CITY = "Milano", STREET = "x" }, NAME = "Ada" } }),
+    })
+    local res = strategy.run(p, "pr_dishes", docs_of({ { ID_DISH = "d1" } }), db)
+    assert.are.same({ "sv_customers {s4:CITY=s6:Milano,s7:ID_USER=s2:u1}" }, id_set(res))
+    assert.are.same({ ID_DISH = 1, ID_ORDER = 1, _id = 0 }, db.calls[1].options.projection)
+    -- pr_orders: the hop's ID_ORDER, sv_orders' identifier ID_ORDER, the next hop's ID_USER_ORDER
+    assert.are.same({ ID_ORDER = 1, ID_USER_ORDER = 1, _id = 0 }, db.calls[2].options.projection)
+    assert.are.same({ ID_USER = 1, ["ADDR.CITY"] = 1, _id = 0 }, db.calls[3].options.projection)
+    -- whole documents for a custom identifier function
+    local seen
+    local pc = plan_of(ER_FOOD, [[{"sv": {"paths": [{"path": ["pr_orders", "pr_registry"],
+      "identifier": "__fromFile__[f]"}]}}]], { custom = { f = function(doc) seen = doc; return {} end } })
+    local db2 = fake_db({ pr_registry = public({ { ID_USER = "u1", NAME = "Ada" } }) })
+    strategy.run(pc, "pr_orders", docs_of({ { ID_USER_ORDER = "u1" } }), db2)
+    assert.is_nil(db2.calls[1].options)
+    assert.are.equal("Ada", seen.NAME)
   end)
 
   it("exposes a plan as a hand-written strategy function", function()
