@@ -130,6 +130,26 @@ local function canonical(v)
 end
 M.canonical = canonical
 
+-- Interned encodings of non-scalar keys (weak: an index holding one keeps it).
+local tokens = setmetatable({}, { __mode = "v" })
+
+-- A table key equal for values canonical() finds equal and different otherwise,
+-- without building a string for the scalars the result indexes are made of: a
+-- string, boolean or number is its own key (Lua's keys equate 1 and 1.0 too), any
+-- other value (dates, tables, NaN, null) a table interned by its encoding, so that
+-- it never meets a raw string.
+local function vkey(v)
+  local t = type(v)
+  if t == "string" or t == "boolean" or (t == "number" and v == v) then return v end
+  local enc = canonical(v)
+  local tok = tokens[enc]
+  if not tok then
+    tok = {}
+    tokens[enc] = tok
+  end
+  return tok
+end
+
 local function get(doc, path)
   if type(doc) ~= "table" then return nil end
   local v = doc[path]
@@ -408,12 +428,12 @@ local function candidates(f, index_of)
         local idx = index_of(k)
         local list
         if #vals == 1 then
-          list = idx[canonical(vals[1])] or NONE
+          list = idx[vkey(vals[1])] or NONE
         else
           local set = {}
           list = {}
           for _, x in ipairs(vals) do
-            for _, p in ipairs(idx[canonical(x)] or NONE) do
+            for _, p in ipairs(idx[vkey(x)] or NONE) do
               if not set[p] then
                 set[p] = true
                 list[#list + 1] = p
@@ -461,12 +481,12 @@ local function copy(t)
   return out
 end
 
--- The lookup filter of a hop for items, and per item and condition what the item
--- asks: for a named condition {B_f: A_f} the canonical encoding of its A_f value
--- (a string), for any other the item's own filter; nil when it asks nothing.
+-- The lookup filter of a hop for items, and what each item asks per condition:
+-- simple[ci][i] the vkey of its A_f value for a named condition {B_f: A_f},
+-- per_item[i][ci] its own filter for any other; nil when it asks nothing.
 local function build_filter(hop, items)
   local parts, seen = {}, {}
-  local per_item = {}
+  local per_item, simple = {}, {}
   for i = 1, #items do per_item[i] = {} end
   local everything = false
   local function add(f)
@@ -479,13 +499,13 @@ local function build_filter(hop, items)
   end
   for ci, c in ipairs(hop.conditions) do
     if c.simple then
-      local vals, vseen = {}, {}
+      local vals, vseen, keys = {}, {}, {}
+      simple[ci] = keys
       for i, it in ipairs(items) do
         local v = get(it.doc, c.simple.src)
         if v ~= nil and v ~= null then
-          -- the value's encoding, not a filter: run_hop looks it up in the index
-          local key = canonical(v)
-          per_item[i][ci] = key
+          local key = vkey(v)
+          keys[i] = key
           if not vseen[key] then
             vseen[key] = true
             vals[#vals + 1] = v
@@ -503,14 +523,14 @@ local function build_filter(hop, items)
       end
     end
   end
-  if everything then return { __STATE__ = "PUBLIC" }, per_item end
-  if #parts == 0 then return nil, per_item end
+  if everything then return { __STATE__ = "PUBLIC" }, per_item, simple end
+  if #parts == 0 then return nil, per_item, simple end
   local filter = (#parts == 1) and copy(parts[1]) or { ["$or"] = value.array(parts) }
   if filter.__STATE__ ~= nil then
-    return { ["$and"] = value.array({ filter, { __STATE__ = "PUBLIC" } }) }, per_item
+    return { ["$and"] = value.array({ filter, { __STATE__ = "PUBLIC" } }) }, per_item, simple
   end
   filter.__STATE__ = "PUBLIC"
-  return filter, per_item
+  return filter, per_item, simple
 end
 
 -- Positions of `results` matching f, ascending, at most `limit`.
@@ -528,7 +548,7 @@ local function attribute(results, index_of, f, limit)
   return out
 end
 
--- index_of(field) -> {canonical value -> ascending positions of `results` whose field
+-- index_of(field) -> {vkey(value) -> ascending positions of `results` whose field
 -- equals it or, for an array field, holds it}; built on first use per field.
 local function result_index(results)
   local indexes = {}
@@ -544,9 +564,9 @@ local function result_index(results)
     for p, r in ipairs(results) do
       local v = get(r, field)
       if v ~= nil then
-        put(canonical(v), p)
+        put(vkey(v), p)
         if type(v) == "table" and is_list(v) then
-          for _, e in ipairs(v) do put(canonical(e), p) end
+          for _, e in ipairs(v) do put(vkey(e), p) end
         end
       end
     end
@@ -611,7 +631,7 @@ end
 
 local function run_hop(node, items, db, stats)
   local hop = node.hop
-  local filter, per_item = build_filter(hop, items)
+  local filter, per_item, simple = build_filter(hop, items)
   if not filter then return {} end
   stats.queries = stats.queries + 1
   local proj = projection_of(node)
@@ -622,14 +642,15 @@ local function run_hop(node, items, db, stats)
   local reached = {}
   for i, it in ipairs(items) do
     for ci, c in ipairs(hop.conditions) do
-      local f = per_item[i][ci]
-      if f then
+      local key, f = simple[ci] and simple[ci][i], per_item[i][ci]
+      if key ~= nil or f then
         local limit, positions = c.one_to_many and math.huge or 1
-        if type(f) == "string" then
+        if key ~= nil then
           -- {B_f: v}, v not null, matches exactly the results the index files under
-          -- v's encoding (B_f equal to v or, an array, holding it: eq_match compares
-          -- by that encoding too), so no matcher runs for the most common condition.
-          positions = index_of(c.simple.field)[f] or NONE
+          -- vkey(v) (B_f equal to v or, an array, holding it: eq_match compares by
+          -- canonical encoding, which vkey follows), so no matcher runs for the
+          -- most common condition.
+          positions = index_of(c.simple.field)[key] or NONE
           if #positions > limit then positions = { positions[1] } end
         else
           positions = attribute(results, index_of, f, limit)

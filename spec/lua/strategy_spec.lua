@@ -325,10 +325,12 @@ describe("rtu.strategy.run", function()
     local db = fake_db({ pr_b = public({
       { ID = 1, TAG = value.array({ "x", "y" }) }, { ID = 2, TAG = "x" }, { ID = 3, TAG = 1.0 },
       { ID = 4, TAG = value.date(5) }, { ID = 5, TAG = "1" }, { ID = 6, TAG = value.array({ 1, 2 }) },
-      { ID = 7, TAG = { k = "v" } }, { ID = 8 },
+      { ID = 7, TAG = { k = "v" } }, { ID = 8 }, { ID = 9, TAG = false }, { ID = 10, TAG = "d5" },
+      { ID = 11, TAG = 0.5 }, { ID = 12, TAG = value.array({ value.array({ "x", "y" }) }) },
     }) })
     local sources = { { A_TAG = "x" }, { A_TAG = 1 }, { A_TAG = value.date(5) },
-      { A_TAG = value.array({ "x", "y" }) }, { A_TAG = { k = "v" } }, { A_TAG = "zz" } }
+      { A_TAG = value.array({ "x", "y" }) }, { A_TAG = { k = "v" } }, { A_TAG = "zz" },
+      { A_TAG = false }, { A_TAG = 0.5 }, { A_TAG = "1" } }
     for _, otm in ipairs({ true, false }) do
       local p = p_of(otm)
       -- each source alone against what the matcher says its own filter matches
