@@ -1046,6 +1046,45 @@ local function identifiers(id, items, db, log, stats)
   return M.call_batched(checked(id), docs, db, log, stats)
 end
 
+local key_makers = setmetatable({}, { __mode = "k" }) -- terminal -> function
+
+-- key_of(ident) -> t.view .. "\0" .. canonical(ident), the de-duplication key of
+-- the terminal's identifiers. For a fields identifier the keys are known, so the
+-- encoding of each key (in canonical()'s order) is built once per terminal and only
+-- the values are encoded per identifier: encoding whole identifiers was the first
+-- cost of the walk.
+local function key_maker(t)
+  local make = key_makers[t]
+  if make then return make end
+  local id = t.identifier
+  if id.kind ~= "fields" then
+    make = function(ident) return t.view .. "\0" .. canonical(ident) end
+  else
+    local names = {}
+    for i, f in ipairs(id.fields) do names[i] = f.key end
+    table.sort(names) -- canonical()'s order for string keys (object_keys)
+    local heads = {}
+    for i, k in ipairs(names) do heads[i] = (i == 1 and "{" or ",") .. canonical(k) .. "=" end
+    local head = t.view .. "\0" .. heads[1]
+    if #names == 1 then
+      local k = names[1]
+      make = function(ident) return head .. canonical(ident[k]) .. "}" end
+    else
+      make = function(ident)
+        local out = { head, canonical(ident[names[1]]) }
+        for i = 2, #names do
+          out[#out + 1] = heads[i]
+          out[#out + 1] = canonical(ident[names[i]])
+        end
+        out[#out + 1] = "}"
+        return table.concat(out)
+      end
+    end
+  end
+  key_makers[t] = make
+  return make
+end
+
 function M.run(plan, projection, docs, db, log, view)
   local stats = { queries = 0, custom_calls = 0, documents = 0 }
   local results, by_key, keys = {}, {}, {}
@@ -1060,9 +1099,10 @@ function M.run(plan, projection, docs, db, log, view)
       for _, t in ipairs(node.terminals) do
         if view == nil or t.view == view then
           local lists = identifiers(t.identifier, its, db, log, stats)
+          local key_of = key_maker(t)
           for i, it in ipairs(its) do
             for _, ident in ipairs(lists[i]) do
-              local key = t.view .. "\0" .. canonical(ident)
+              local key = key_of(ident)
               local r = by_key[key]
               if not r then
                 r = { type = t.view, identifier = ident, last = it.last }

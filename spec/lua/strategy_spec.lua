@@ -644,8 +644,9 @@ describe("rtu.strategy.run", function()
       pr_orders = public({ { ID_ORDER = 7, ID_USER_ORDER = "u1", TOTAL = 9 } }),
       pr_registry = public({ { ID_USER = "u1", ADDR = { CITY = "Milano", STREET = "x" }, NAME = "Ada" } }),
     })
-    local res = strategy.run(p, "pr_dishes", docs_of({ { ID_DISH = "d1" } }), db)
+    local res, _, keys = strategy.run(p, "pr_dishes", docs_of({ { ID_DISH = "d1" } }), db)
     assert.are.same({ "sv_customers {s4:CITY=s6:Milano,s7:ID_USER=s2:u1}" }, id_set(res))
+    assert.are.same({ "sv_customers\0" .. strategy.canonical(res[1].identifier) }, keys)
     assert.are.same({ ID_DISH = 1, ID_ORDER = 1, _id = 0 }, db.calls[1].options.projection)
     -- pr_orders: the hop's ID_ORDER, sv_orders' identifier ID_ORDER, the next hop's ID_USER_ORDER
     assert.are.same({ ID_ORDER = 1, ID_USER_ORDER = 1, _id = 0 }, db.calls[2].options.projection)
