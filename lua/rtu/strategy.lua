@@ -809,18 +809,15 @@ local function merged_filter(filters)
   return out
 end
 
--- Gives `answer` (a list of documents) to the requests `reqs` asking the same filter.
+-- Gives docs (the documents a filter found) to the requests `reqs` asking it: the
+-- list to a find, its first document (nil if none) to a findOne; a copy to all
+-- but the first.
 local function give(reqs, docs)
-  local shared = false
-  for _, r in ipairs(reqs) do
-    local list = docs
-    if shared then list = clone(docs) end
-    shared = true
-    if r.kind == "findOne" then
-      r.answer = { true, list[1] }
-    else
-      r.answer = { true, list }
-    end
+  for i, r in ipairs(reqs) do
+    local answer = docs
+    if r.kind == "findOne" then answer = docs[1] end
+    if i > 1 then answer = clone(answer) end
+    r.answer = { true, answer }
   end
 end
 
