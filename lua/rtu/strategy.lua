@@ -45,9 +45,9 @@ call_batched(fn, args, db, log [, stats]) -> { fn(args[1], db', log), ... }
   db' is a proxy: db':find / db':findOne from that coroutine, where it can yield,
   with no options (nil or {}) and a filter the matcher judges as MongoDB does
   (scalar or date values, $eq $ne $gt $gte $lt $lte $in $nin $exists, $or $and $nor
-  of such), yields the request to the driver. Any other lookup (options, $regex or
-  embedded objects, the function's own coroutines, a callback of C such as a
-  table.sort comparator) is the real call at once. The driver resumes every call,
+  of such, on top-level fields), yields the request to the driver. Any other lookup
+  (options, $regex, embedded objects, dotted paths, the function's own coroutines,
+  a callback of C such as a table.sort comparator) is the real call at once. The driver resumes every call,
   then per round and collection: identical filters asked once; one filter -> the
   call as it is; several -> ONE db:find of {f: {$in: [...]}, <shared fields>} when
   they differ only in the plain scalar value of field f, else {$or: [...]} (at most
@@ -733,16 +733,18 @@ local function mergeable_list(v)
 end
 
 -- A filter the matcher decides exactly as MongoDB does, so that documents of a
--- merged query can be given back to the request they answer: field equality with
--- scalars or dates, the operators above, $or/$and/$nor of such filters. Anything
--- else (embedded objects or arrays as values, $regex, $where, $expr, ...) runs alone.
+-- merged query can be given back to the request they answer: top-level fields
+-- compared with scalars or dates, the operators above, $or/$and/$nor of such
+-- filters. Anything else runs alone: embedded objects or arrays as values, $regex,
+-- $where, $expr..., and dotted paths (MongoDB follows them through arrays and does
+-- not read a field literally named "a.b"; the matcher does neither).
 function mergeable(f)
   if type(f) ~= "table" or getmetatable(f) ~= nil or next(f) == nil then return false end
   for k, v in pairs(f) do
     if type(k) ~= "string" then return false end
     if k == "$or" or k == "$and" or k == "$nor" then
       if not mergeable_list(v) then return false end
-    elseif k:sub(1, 1) == "$" then
+    elseif k:sub(1, 1) == "$" or k:find(".", 1, true) then
       return false
     elseif not scalar(v) and not (type(v) == "table" and mergeable_ops(v)) then
       return false

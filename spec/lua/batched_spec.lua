@@ -175,6 +175,8 @@ describe("rtu.strategy.call_batched", function()
         return #db:find("orders", { ID_USER = { ["$regex"] = "^u" } }, nil)
       elseif doc.how == "embedded" then
         return #db:find("orders", { ID_ORDER = { ["$in"] = { { x = 1 } } } })
+      elseif doc.how == "dotted" then
+        return #db:find("orders", { ["ADDR.CITY"] = "Milano" })
       elseif doc.how == "own coroutine" then
         local co = coroutine.wrap(function() return db:findOne("orders", { ID_ORDER = 4 }).ID_USER end)
         return co()
@@ -192,8 +194,13 @@ describe("rtu.strategy.call_batched", function()
     end
     local db = fake_db(WORLD)
     local res = strategy.call_batched(fn, { { how = "options" }, { how = "regex" }, { how = "embedded" },
-      { how = "own coroutine" }, { how = "sort" }, { how = "gsub" }, { id = 1 }, { id = 2 } }, db)
-    assert.are.same({ 2, 5, 0, "u3", { 1, 2, 5 }, "u1,u2", "u1", "u2" }, res)
+      { how = "own coroutine" }, { how = "sort" }, { how = "gsub" }, { how = "dotted" }, { id = 1 }, { id = 2 } }, db)
+    assert.are.same({ 2, 5, 0, "u3", { 1, 2, 5 }, "u1,u2", 0, "u1", "u2" }, res)
+    local dotted = 0
+    for _, c in ipairs(db.calls) do
+      if c.filter["ADDR.CITY"] then dotted = dotted + 1 end
+    end
+    assert.are.equal(1, dotted) -- asked alone, not merged
     local merged = 0
     for _, c in ipairs(db.calls) do
       if c.filter.ID_ORDER and type(c.filter.ID_ORDER) == "table" and c.filter.ID_ORDER["$in"]
