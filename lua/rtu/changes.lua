@@ -3,7 +3,9 @@ rtu.changes: from the documents of a projection changed in a run to the single
 views to rebuild. It binds the two strategy modes of the reference: low-code
 (USE_AUTOMATIC_STRATEGIES=true: erSchema.json + projectionChangesSchema.json,
 compiled by rtu.lowcode and run batched by rtu.strategy) and manual (mapTable.json
-`changes`: a hand-written strategy per single view, called per document). It may
+`changes`: a hand-written strategy per single view, called once per document, the
+calls of one binding batched by rtu.strategy.call_batched so that their lookups
+share queries). It may
 not write anything: lookups go through the read-only `db` the core gives.
 
 build(spec) -> identify, involved | nil, problems
@@ -20,6 +22,7 @@ build(spec) -> identify, involved | nil, problems
   involved = {projection -> true} for projections that can trigger any single view
 ]]
 local jsonenc = require("rtu.jsonenc")
+local strategy = require("rtu.strategy")
 
 local M = {}
 
@@ -37,11 +40,13 @@ local function check_identifiers(ids, what)
 end
 
 -- The results not in seen (which they are added to), in order; a result found
--- again later in the same call takes the later origin.
-local function keep_new(results, seen)
+-- again later in the same call takes the later origin. keys[i], when given, is
+-- results[i]'s key (rtu.strategy's canonical encoding, computed there anyway:
+-- encoding every identifier again was a tenth of the low-code walk's time).
+local function keep_new(results, seen, keys)
   local out, here = {}, {}
-  for _, r in ipairs(results) do
-    local k = r.type .. "\0" .. jsonenc.encode(r.identifier)
+  for i, r in ipairs(results) do
+    local k = keys and keys[i] or (r.type .. "\0" .. jsonenc.encode(r.identifier))
     if here[k] then
       here[k].origin = r.origin
     elseif not seen[k] then
@@ -58,11 +63,19 @@ local function build_manual(spec)
   for projection, bindings in pairs(spec.manual or {}) do
     if #bindings > 0 then involved[projection] = true end
   end
+  -- A binding's strategy runs for all the documents at once (rtu.strategy's
+  -- call_batched): the lookups of one step of every call share one query.
   local function identify(projection, docs, db, log, seen)
     local out = {}
+    local args = { n = #docs }
+    for i, d in ipairs(docs) do args[i] = d.doc end
     for _, b in ipairs(spec.manual[projection] or {}) do
-      for _, d in ipairs(docs) do
-        for _, id in ipairs(check_identifiers(b.fn(d.doc, db, log), "strategy " .. b.name)) do
+      local what = "strategy " .. b.name
+      local lists = strategy.call_batched(function(doc, bdb, blog)
+        return check_identifiers(b.fn(doc, bdb, blog), what)
+      end, args, db, log)
+      for i, d in ipairs(docs) do
+        for _, id in ipairs(lists[i]) do
           out[#out + 1] = { type = b.sv, identifier = id, origin = d.origin }
         end
       end
@@ -74,7 +87,6 @@ end
 
 local function build_automatic(spec)
   local lowcode = require("rtu.lowcode")
-  local strategy = require("rtu.strategy")
   local plan, problems = lowcode.compile(spec.er, spec.pc,
     { projections = spec.projections, custom = spec.custom, collections = spec.collections })
   if problems and #problems > 0 then return nil, problems end
@@ -83,7 +95,8 @@ local function build_automatic(spec)
     if plan.routes[name] ~= nil then involved[name] = true end
   end
   local function identify(projection, docs, db, log, seen)
-    return keep_new(strategy.run(plan, projection, docs, db, log), seen or {})
+    local results, _, keys = strategy.run(plan, projection, docs, db, log)
+    return keep_new(results, seen or {}, keys)
   end
   return identify, involved
 end

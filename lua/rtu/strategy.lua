@@ -1,8 +1,9 @@
 --[[
 rtu.strategy: runs a low-code plan (rtu.lowcode) for all the documents of one
-projection changed in a batch, with one lookup per hop for the whole batch.
+projection changed in a batch, with one lookup per hop for the whole batch, and
+hand-written functions for many documents with their lookups merged likewise.
 
-run(plan, projection, docs, db, log [, view]) -> results, stats
+run(plan, projection, docs, db, log [, view]) -> results, stats, keys
   docs     { {doc = <projection document after the write>, origin = <opaque>} ... },
            every document of `projection` changed in the batch, in batch order.
   db       db:find(collection, filter, options) -> array of documents (read-only).
@@ -11,10 +12,15 @@ run(plan, projection, docs, db, log [, view]) -> results, stats
   results  { {type = <single view>, identifier = {...}, origin = <token>} ... },
            one per (type, identifier) (compared by canonical encoding), origin of
            the latest document of `docs` that leads to it; in discovery order.
-  stats    { queries = <db:find calls issued>, custom_calls, documents = <documents
-           reached by lookups> }; also added to plan.stats.
+  keys     keys[i] = type .. "\0" .. canonical(identifier) of results[i] (for the
+           caller's own de-duplication, computed here anyway).
+  stats    { queries = <real db calls issued, custom functions' included>, custom_calls,
+           documents = <documents reached by lookups> }; also added to plan.stats.
 Walk: the plan's route tree for `projection`; at each hop A -> B the current
-documents are turned into ONE filter over B's collection, __STATE__: "PUBLIC" added:
+documents are turned into ONE filter over B's collection, __STATE__: "PUBLIC" added,
+asking only the fields the walk reads from B's documents (the condition's B fields,
+B's identifier fields, the next hops' source fields; all of them when B's documents
+go to a custom identifier function):
   - a named condition {B_f: A_f}       -> {B_f: {$in: [distinct non-null A_f values]}}
   - any other condition                -> one filter per document, de-duplicated,
   - several parts (conditions or docs) -> {$or: [parts...]}
@@ -27,8 +33,35 @@ whose key is null). A route with no hop (the base projection itself) builds the
 identifier from the changed document without any lookup.
 Identifiers: {key = base field}: a base document missing one of the fields gives
 no identifier (logged at debug); "__fromFile__[name]": custom(baseDoc, db, log) ->
-array of identifier objects (nil = none), called once per base document reached.
-Errors of db:find or of a custom function propagate (the batch fails).
+array of identifier objects (nil = none), called once per base document reached,
+all the documents of a terminal at once through call_batched. Errors of db:find or
+of a custom function propagate (the batch fails).
+
+call_batched(fn, args, db, log [, stats]) -> { fn(args[1], db', log), ... }
+  one result per arg (args.n or #args of them, nil args included), in order: what
+  calling fn on each arg one after the other gives, but with the lookups of all the
+  calls merged, one round trip per round instead of one per document. Each call
+  runs in its own coroutine of this module's coroutine library (the trusted one);
+  db' is a proxy: db':find / db':findOne from that coroutine, where it can yield,
+  with no options (nil or {}) and a filter the matcher judges as MongoDB does
+  (scalar or date values, $eq $ne $gt $gte $lt $lte $in $nin $exists, $or $and $nor
+  of such, on top-level fields), yields the request to the driver. Any other lookup
+  (options, $regex, embedded objects, dotted paths, the function's own coroutines,
+  a callback of C such as a table.sort comparator) is the real call at once. The driver resumes every call,
+  then per round and collection: identical filters asked once; one filter -> the
+  call as it is; several -> ONE db:find of {f: {$in: [...]}, <shared fields>} when
+  they differ only in the plain scalar value of field f, else {$or: [...]} (at most
+  1000 filters a query); each request gets back the documents of the result that
+  match its filter (found through the result index and the matcher), in result
+  order, findOne the first or nil; a document asked by several gets a copy each.
+  When a result document matches no request (the server and the matcher disagree),
+  that query's requests run again one by one. A failing db call is raised where
+  the function called db (its pcall sees it). The error of the first call (in args
+  order) that raises is raised again, value preserved (error(e, 0)), calls after it
+  not continued; a yield that is not a lookup raises as yielding outside a
+  coroutine does. The time limit reaches the calls: coroutines inherit the count
+  hook, and the core tells a timeout by its flag, not by the error value.
+  stats.queries counts the real db calls (merged, direct, reruns).
 
 as_function(plan, projection, view) -> function(document, db, log) -> {identifier...}
   the low-code plan in the form of a hand-written strategy.
@@ -53,6 +86,22 @@ local is_list, is_object, sorted_keys = value.is_list, value.is_object, value.so
 ---------------------------------------------------------------------------------
 -- values
 
+local DATE, ARRAY = value.DATE, value.ARRAY
+
+-- The keys of object t in the order of their tostring, as value.sorted_keys; string
+-- keys (all of them, in practice) sort without its Lua comparator, which was most
+-- of canonical()'s time for the per-document filters of a hop.
+local function object_keys(t)
+  local keys, n = {}, 0
+  for k in pairs(t) do
+    if type(k) ~= "string" then return sorted_keys(t) end
+    n = n + 1
+    keys[n] = k
+  end
+  if n > 1 then table.sort(keys) end
+  return keys
+end
+
 local function canonical(v)
   local t = type(v)
   if t == "string" then return "s" .. #v .. ":" .. v end
@@ -63,21 +112,43 @@ local function canonical(v)
   end
   if t == "boolean" then return v and "bt" or "bf" end
   if v == null or v == nil then return "z" end
-  if value.is_date(v) then return "d" .. v.ms end
   if t == "table" then
+    -- value.is_date / is_list, inlined: this runs for every value a lookup handles
+    local mt = getmetatable(v)
+    if mt == DATE then return "d" .. v.ms end
     local out = {}
-    if is_list(v) then
+    if mt == ARRAY or (mt == nil and v[1] ~= nil) then
       for i = 1, #v do out[i] = canonical(v[i]) end
       return "[" .. table.concat(out, ",") .. "]"
     end
-    for _, k in ipairs(sorted_keys(v)) do
-      out[#out + 1] = canonical(k) .. "=" .. canonical(v[k])
+    for i, k in ipairs(object_keys(v)) do
+      out[i] = canonical(k) .. "=" .. canonical(v[k])
     end
     return "{" .. table.concat(out, ",") .. "}"
   end
   return "?" .. tostring(v)
 end
 M.canonical = canonical
+
+-- Interned encodings of non-scalar keys (weak: an index holding one keeps it).
+local tokens = setmetatable({}, { __mode = "v" })
+
+-- A table key equal for values canonical() finds equal and different otherwise,
+-- without building a string for the scalars the result indexes are made of: a
+-- string, boolean or number is its own key (Lua's keys equate 1 and 1.0 too), any
+-- other value (dates, tables, NaN, null) a table interned by its encoding, so that
+-- it never meets a raw string.
+local function vkey(v)
+  local t = type(v)
+  if t == "string" or t == "boolean" or (t == "number" and v == v) then return v end
+  local enc = canonical(v)
+  local tok = tokens[enc]
+  if not tok then
+    tok = {}
+    tokens[enc] = tok
+  end
+  return tok
+end
 
 local function get(doc, path)
   if type(doc) ~= "table" then return nil end
@@ -323,46 +394,82 @@ function instantiate(node, doc)
 end
 M.instantiate = instantiate
 
--- (field, value) pairs one of which any document matching f must equal: used to
--- pick candidates from the lookup result instead of matching every pair.
-local function anchors(f, out)
+-- The values one of which field k must equal in any document matching {k = v}, or
+-- nil when v does not pin the field (null, an operator other than $eq/$in).
+local function pinned(v)
+  if not is_opobj(v) then
+    if v ~= null then return { v } end
+    return nil
+  end
+  local eq = v["$eq"]
+  if eq ~= nil and eq ~= null then return { eq } end
+  local list = v["$in"]
+  if list then
+    for _, x in ipairs(list) do
+      if x == null then return nil end
+    end
+    return list
+  end
+  return nil
+end
+
+local NONE = {}
+
+-- Ascending positions of the results that may match f (a superset of those that
+-- do), picked with index_of (see result_index), or nil when f pins no field so
+-- every result is a candidate. Of several pinned fields the one with the fewest
+-- candidates is used: a field every result shares (__STATE__) would pick them all.
+local function candidates(f, index_of)
+  local best
   for k, v in pairs(f) do
     if type(k) == "string" and k:sub(1, 1) ~= "$" then
-      if not is_opobj(v) then
-        if v ~= null then out[#out + 1] = { k, v }; return true end
-      elseif v["$eq"] ~= nil and v["$eq"] ~= null then
-        out[#out + 1] = { k, v["$eq"] }
-        return true
-      elseif v["$in"] then
-        local ok = true
-        for _, x in ipairs(v["$in"]) do
-          if x == null then ok = false end
+      local vals = pinned(v)
+      if vals then
+        local idx = index_of(k)
+        local list
+        if #vals == 1 then
+          list = idx[vkey(vals[1])] or NONE
+        else
+          local set = {}
+          list = {}
+          for _, x in ipairs(vals) do
+            for _, p in ipairs(idx[vkey(x)] or NONE) do
+              if not set[p] then
+                set[p] = true
+                list[#list + 1] = p
+              end
+            end
+          end
+          table.sort(list)
         end
-        if ok then
-          for _, x in ipairs(v["$in"]) do out[#out + 1] = { k, x } end
-          return true
-        end
+        if not best or #list < #best then best = list end
+        if #best == 0 then return best end
       end
     end
   end
+  if best then return best end
   if f["$and"] then
     for _, sub in ipairs(f["$and"]) do
-      local tmp = {}
-      if anchors(sub, tmp) then
-        table.move(tmp, 1, #tmp, #out + 1, out)
-        return true
-      end
+      local c = candidates(sub, index_of)
+      if c then return c end
     end
   end
   if f["$or"] then
-    local tmp = {}
+    local set, list = {}, {}
     for _, sub in ipairs(f["$or"]) do
-      if not anchors(sub, tmp) then return false end
+      local c = candidates(sub, index_of)
+      if not c then return nil end
+      for _, p in ipairs(c) do
+        if not set[p] then
+          set[p] = true
+          list[#list + 1] = p
+        end
+      end
     end
-    table.move(tmp, 1, #tmp, #out + 1, out)
-    return true
+    table.sort(list)
+    return list
   end
-  return false
+  return nil
 end
 
 ---------------------------------------------------------------------------------
@@ -374,9 +481,12 @@ local function copy(t)
   return out
 end
 
+-- The lookup filter of a hop for items, and what each item asks per condition:
+-- simple[ci][i] the vkey of its A_f value for a named condition {B_f: A_f},
+-- per_item[i][ci] its own filter for any other; nil when it asks nothing.
 local function build_filter(hop, items)
   local parts, seen = {}, {}
-  local per_item = {}
+  local per_item, simple = {}, {}
   for i = 1, #items do per_item[i] = {} end
   local everything = false
   local function add(f)
@@ -389,12 +499,13 @@ local function build_filter(hop, items)
   end
   for ci, c in ipairs(hop.conditions) do
     if c.simple then
-      local vals, vseen = {}, {}
+      local vals, vseen, keys = {}, {}, {}
+      simple[ci] = keys
       for i, it in ipairs(items) do
         local v = get(it.doc, c.simple.src)
         if v ~= nil and v ~= null then
-          per_item[i][ci] = eq_filter(c.simple.field, v)
-          local key = canonical(v)
+          local key = vkey(v)
+          keys[i] = key
           if not vseen[key] then
             vseen[key] = true
             vals[#vals + 1] = v
@@ -412,33 +523,19 @@ local function build_filter(hop, items)
       end
     end
   end
-  if everything then return { __STATE__ = "PUBLIC" }, per_item end
-  if #parts == 0 then return nil, per_item end
+  if everything then return { __STATE__ = "PUBLIC" }, per_item, simple end
+  if #parts == 0 then return nil, per_item, simple end
   local filter = (#parts == 1) and copy(parts[1]) or { ["$or"] = value.array(parts) }
   if filter.__STATE__ ~= nil then
-    return { ["$and"] = value.array({ filter, { __STATE__ = "PUBLIC" } }) }, per_item
+    return { ["$and"] = value.array({ filter, { __STATE__ = "PUBLIC" } }) }, per_item, simple
   end
   filter.__STATE__ = "PUBLIC"
-  return filter, per_item
+  return filter, per_item, simple
 end
 
 -- Positions of `results` matching f, ascending, at most `limit`.
 local function attribute(results, index_of, f, limit)
-  local cands
-  local anch = {}
-  if anchors(f, anch) then
-    local set = {}
-    cands = {}
-    for _, a in ipairs(anch) do
-      for _, p in ipairs(index_of(a[1])[canonical(a[2])] or {}) do
-        if not set[p] then
-          set[p] = true
-          cands[#cands + 1] = p
-        end
-      end
-    end
-    table.sort(cands)
-  end
+  local cands = candidates(f, index_of)
   local out = {}
   local n = cands and #cands or #results
   for j = 1, n do
@@ -451,14 +548,11 @@ local function attribute(results, index_of, f, limit)
   return out
 end
 
-local function run_hop(hop, items, db, stats)
-  local filter, per_item = build_filter(hop, items)
-  if not filter then return {} end
-  stats.queries = stats.queries + 1
-  local results = db:find(hop.collection, filter, nil) or {}
-
+-- index_of(field) -> {vkey(value) -> ascending positions of `results` whose field
+-- equals it or, for an array field, holds it}; built on first use per field.
+local function result_index(results)
   local indexes = {}
-  local function index_of(field)
+  return function(field)
     local idx = indexes[field]
     if idx then return idx end
     idx = {}
@@ -470,22 +564,98 @@ local function run_hop(hop, items, db, stats)
     for p, r in ipairs(results) do
       local v = get(r, field)
       if v ~= nil then
-        put(canonical(v), p)
-        if is_list(v) then
-          for _, e in ipairs(v) do put(canonical(e), p) end
+        put(vkey(v), p)
+        if type(v) == "table" and is_list(v) then
+          for _, e in ipairs(v) do put(vkey(e), p) end
         end
       end
     end
     indexes[field] = idx
     return idx
   end
+end
+
+-- Adds to set the target fields (side "field") or the source fields (side "src")
+-- a condition AST reads.
+local function condition_fields(node, side, set)
+  if node.k ~= "field" then
+    for _, sub in ipairs(node.list) do condition_fields(sub, side, set) end
+    return
+  end
+  if side == "field" then
+    set[node.field] = true
+    return
+  end
+  for _, o in ipairs(node.ops) do
+    for _, ref in ipairs(o.list or { o.arg or o.spread }) do
+      if ref.src then set[ref.src] = true end
+    end
+  end
+end
+
+local projections = setmetatable({}, { __mode = "k" }) -- node -> projection | false
+
+-- The projection of the lookup reaching `node`: only the fields its documents are
+-- read for (the hop's target fields, to attribute them; the node's identifier
+-- fields; its children's source fields). Converting whole documents into Lua was
+-- a fifth of identify's time. nil (whole documents) when a custom identifier
+-- function gets them.
+local function projection_of(node)
+  local proj = projections[node]
+  if proj ~= nil then return proj or nil end
+  local set = {}
+  for _, c in ipairs(node.hop.conditions) do condition_fields(c.node, "field", set) end
+  for _, t in ipairs(node.terminals) do
+    if t.identifier.kind ~= "fields" then
+      projections[node] = false
+      return nil
+    end
+    for _, f in ipairs(t.identifier.fields) do set[f.field] = true end
+  end
+  for _, child in ipairs(node.children) do
+    for _, c in ipairs(child.hop.conditions) do condition_fields(c.node, "src", set) end
+  end
+  -- MongoDB refuses a path together with a path inside it ("a" and "a.b").
+  proj = {}
+  for f in pairs(set) do
+    local inside = false
+    for g in pairs(set) do
+      if f:sub(1, #g + 1) == g .. "." then inside = true end
+    end
+    if not inside then proj[f] = 1 end
+  end
+  if not set._id then proj._id = 0 end
+  projections[node] = proj
+  return proj
+end
+
+local function run_hop(node, items, db, stats)
+  local hop = node.hop
+  local filter, per_item, simple = build_filter(hop, items)
+  if not filter then return {} end
+  stats.queries = stats.queries + 1
+  local proj = projection_of(node)
+  local results = db:find(hop.collection, filter, proj and { projection = proj } or nil) or {}
+
+  local index_of = result_index(results)
 
   local reached = {}
   for i, it in ipairs(items) do
     for ci, c in ipairs(hop.conditions) do
-      local f = per_item[i][ci]
-      if f then
-        for _, p in ipairs(attribute(results, index_of, f, c.one_to_many and math.huge or 1)) do
+      local key, f = simple[ci] and simple[ci][i], per_item[i][ci]
+      if key ~= nil or f then
+        local limit, positions = c.one_to_many and math.huge or 1
+        if key ~= nil then
+          -- {B_f: v}, v not null, matches exactly the results the index files under
+          -- vkey(v) (B_f equal to v or, an array, holding it: eq_match compares by
+          -- canonical encoding, which vkey follows), so no matcher runs for the
+          -- most common condition.
+          positions = index_of(c.simple.field)[key] or NONE
+          if #positions > limit then positions = { positions[1] } end
+        else
+          positions = attribute(results, index_of, f, limit)
+        end
+        for _, p in ipairs(positions) do
           local r = reached[p]
           if not r then
             reached[p] = { doc = results[p], last = it.last }
@@ -505,48 +675,418 @@ local function run_hop(hop, items, db, stats)
 end
 
 ---------------------------------------------------------------------------------
+-- hand-written functions, batched across documents
+
+-- The trusted runtime's coroutine library, taken when the core loads this module
+-- (before any script runs): a script cannot replace what the driver relies on.
+local co_create, co_resume, co_status = coroutine.create, coroutine.resume, coroutine.status
+local co_running, co_yieldable, co_yield = coroutine.running, coroutine.isyieldable,
+  coroutine.yield
+
+local MAX_MERGED = 1000 -- filters in one merged query; more are split
+local REQUEST = {}      -- marks a yield of the proxy db (a script cannot make one)
+
+local function is_date(v) return value.is_date(v) end
+
+-- A value an $in of the merged query may hold: compared by value, never null.
+local function plain_scalar(v)
+  local t = type(v)
+  if t == "string" or t == "boolean" then return true end
+  if t == "number" then return v == v end -- NaN equals nothing in Lua
+  return is_date(v)
+end
+
+local function scalar(v) return v == null or plain_scalar(v) end
+
+local function scalar_list(v)
+  if not is_list(v) then return false end
+  for _, x in ipairs(v) do
+    if not scalar(x) then return false end
+  end
+  return true
+end
+
+-- The operators the matcher evaluates, each with the operands it is trusted with.
+local MERGE_OPS = {
+  ["$eq"] = scalar, ["$ne"] = scalar, ["$gt"] = plain_scalar, ["$gte"] = plain_scalar,
+  ["$lt"] = plain_scalar, ["$lte"] = plain_scalar, ["$in"] = scalar_list,
+  ["$nin"] = scalar_list, ["$exists"] = function(v) return type(v) == "boolean" end,
+}
+
+local mergeable
+
+local function mergeable_ops(v)
+  if getmetatable(v) ~= nil or next(v) == nil then return false end
+  for op, arg in pairs(v) do
+    local ok = MERGE_OPS[op]
+    if not ok or not ok(arg) then return false end
+  end
+  return true
+end
+
+local function mergeable_list(v)
+  if not is_list(v) then return false end
+  for _, sub in ipairs(v) do
+    if not mergeable(sub) then return false end
+  end
+  return true
+end
+
+-- A filter the matcher decides exactly as MongoDB does, so that documents of a
+-- merged query can be given back to the request they answer: top-level fields
+-- compared with scalars or dates, the operators above, $or/$and/$nor of such
+-- filters. Anything else runs alone: embedded objects or arrays as values, $regex,
+-- $where, $expr..., and dotted paths (MongoDB follows them through arrays and does
+-- not read a field literally named "a.b"; the matcher does neither).
+function mergeable(f)
+  if type(f) ~= "table" or getmetatable(f) ~= nil or next(f) == nil then return false end
+  for k, v in pairs(f) do
+    if type(k) ~= "string" then return false end
+    if k == "$or" or k == "$and" or k == "$nor" then
+      if not mergeable_list(v) then return false end
+    elseif k:sub(1, 1) == "$" or k:find(".", 1, true) then
+      return false
+    elseif not scalar(v) and not (type(v) == "table" and mergeable_ops(v)) then
+      return false
+    end
+  end
+  return true
+end
+
+-- A copy of a result document for a second request given the same one: a function
+-- changing what it was given must not change what another call sees.
+local function clone(v)
+  if type(v) ~= "table" or v == null then return v end
+  if is_date(v) then return value.date(v.ms) end
+  local out = {}
+  for k, x in pairs(v) do out[k] = clone(x) end
+  if value.is_array(v) then value.array(out) end
+  return out
+end
+
+-- The real call for one request, protected: an error goes back to the calling
+-- function, raised where it called db, as it would be without batching.
+local function direct(db, stats, kind, coll, filter)
+  stats.queries = stats.queries + 1
+  return pcall(db[kind], db, coll, filter)
+end
+
+-- The one filter asking what all of `filters` (distinct, mergeable, 2 or more) ask:
+-- {f = {$in = [...]}, <shared fields>} when they differ only in the plain value of
+-- one field f, else {$or = filters}.
+local function merged_filter(filters)
+  local first = filters[1]
+  local keys, nkeys = {}, 0
+  for k in pairs(first) do
+    nkeys = nkeys + 1
+    keys[nkeys] = k
+  end
+  for i = 2, #filters do
+    local n = 0
+    for k in pairs(filters[i]) do
+      if first[k] == nil then return { ["$or"] = value.array(filters) } end
+      n = n + 1
+    end
+    if n ~= nkeys then return { ["$or"] = value.array(filters) } end
+  end
+  local differ
+  for _, k in ipairs(keys) do
+    local c = canonical(first[k])
+    for i = 2, #filters do
+      if canonical(filters[i][k]) ~= c then
+        if differ or k:sub(1, 1) == "$" then return { ["$or"] = value.array(filters) } end
+        differ = k
+        break
+      end
+    end
+  end
+  local vals = {}
+  for i, f in ipairs(filters) do
+    if not plain_scalar(f[differ]) then return { ["$or"] = value.array(filters) } end
+    vals[i] = f[differ]
+  end
+  local out = {}
+  for k, v in pairs(first) do out[k] = v end
+  out[differ] = { ["$in"] = value.array(vals) }
+  return out
+end
+
+-- Gives docs (the documents a filter found) to the requests `reqs` asking it: the
+-- list to a find, its first document (nil if none) to a findOne; a copy to all
+-- but the first.
+local function give(reqs, docs)
+  for i, r in ipairs(reqs) do
+    local answer = docs
+    if r.kind == "findOne" then answer = docs[1] end
+    if i > 1 then answer = clone(answer) end
+    r.answer = { true, answer }
+  end
+end
+
+-- Each request alone (the server and the matcher disagree on a merged result).
+local function serve_directly(db, stats, distinct)
+  for _, d in ipairs(distinct) do
+    for _, r in ipairs(d.reqs) do
+      r.answer = { direct(db, stats, r.kind, r.coll, r.filter) }
+    end
+  end
+end
+
+-- Up to MAX_MERGED distinct filters of one collection: one query, its documents
+-- given back to each filter with the result index.
+local function serve_merged(db, stats, coll, distinct)
+  local filters = {}
+  for i, d in ipairs(distinct) do filters[i] = d.filter end
+  stats.queries = stats.queries + 1
+  local ok, results = pcall(db.find, db, coll, merged_filter(filters))
+  if not ok then
+    for _, d in ipairs(distinct) do
+      for _, r in ipairs(d.reqs) do r.answer = { false, results } end
+    end
+    return
+  end
+  results = results or {}
+  local index_of, covered = result_index(results), {}
+  local lists = {}
+  for i, d in ipairs(distinct) do
+    local docs = {}
+    for _, p in ipairs(attribute(results, index_of, d.filter, math.huge)) do
+      covered[p] = true
+      docs[#docs + 1] = results[p]
+    end
+    lists[i] = docs
+  end
+  for p = 1, #results do
+    if not covered[p] then return serve_directly(db, stats, distinct) end
+  end
+  -- A document asked by several filters goes to the first as is, to others copied.
+  local given = {}
+  for i, d in ipairs(distinct) do
+    local docs = lists[i]
+    for j, doc in ipairs(docs) do
+      if given[doc] then docs[j] = clone(doc) else given[doc] = true end
+    end
+    give(d.reqs, docs)
+  end
+end
+
+-- One collection's requests of a round: identical filters asked once; one
+-- distinct filter runs as it is; several are merged.
+local function serve_collection(db, stats, coll, reqs)
+  local distinct, by_key = {}, {}
+  for _, r in ipairs(reqs) do
+    local key = canonical(r.filter)
+    local d = by_key[key]
+    if not d then
+      d = { filter = r.filter, reqs = {}, all_one = true }
+      by_key[key] = d
+      distinct[#distinct + 1] = d
+    end
+    d.reqs[#d.reqs + 1] = r
+    if r.kind ~= "findOne" then d.all_one = false end
+  end
+  if #distinct == 1 then
+    local d = distinct[1]
+    local ok, res = direct(db, stats, d.all_one and "findOne" or "find", coll, d.filter)
+    if not ok then
+      for _, r in ipairs(d.reqs) do r.answer = { false, res } end
+    elseif d.all_one then
+      give(d.reqs, { res })
+    else
+      give(d.reqs, res or {})
+    end
+    return
+  end
+  for from = 1, #distinct, MAX_MERGED do
+    serve_merged(db, stats, coll, table.move(distinct, from,
+      math.min(from + MAX_MERGED - 1, #distinct), 1, {}))
+  end
+end
+
+-- Answers every request of a round (r.answer = {ok, result or error}), one query
+-- per collection (per MAX_MERGED filters), collections in the order first asked.
+local function serve(db, stats, round)
+  local colls, by_coll = {}, {}
+  for _, r in ipairs(round) do
+    local list = by_coll[r.coll]
+    if not list then
+      list = {}
+      by_coll[r.coll] = list
+      colls[#colls + 1] = r.coll
+    end
+    list[#list + 1] = r
+  end
+  for _, coll in ipairs(colls) do serve_collection(db, stats, coll, by_coll[coll]) end
+end
+
+-- The db the batched functions see: a request from a call's own coroutine, where
+-- it can yield, goes to the driver; any other (the function's own coroutine, a
+-- callback of C such as a table.sort comparator, options, a filter the matcher
+-- cannot judge) is the real call, at once.
+local function proxy_db(db, stats, mine)
+  local function request(kind, coll, filter, options)
+    local co = co_running()
+    if mine[co] and co_yieldable() and type(coll) == "string" and mergeable(filter)
+        and (options == nil or (type(options) == "table" and next(options) == nil)) then
+      local ok, res = co_yield(REQUEST, kind, coll, filter)
+      if not ok then error(res, 0) end
+      return res
+    end
+    stats.queries = stats.queries + 1
+    return db[kind](db, coll, filter, options)
+  end
+  return setmetatable({}, {
+    __index = {
+      find = function(_, coll, filter, options) return request("find", coll, filter, options) end,
+      findOne = function(_, coll, filter, options)
+        return request("findOne", coll, filter, options)
+      end,
+    },
+    __metatable = false,
+  })
+end
+
+function M.call_batched(fn, args, db, log, stats)
+  stats = stats or { queries = 0 }
+  local n = args.n or #args
+  local results, mine, waiting = {}, {}, {}
+  local failed, failure -- the first call (in args order) that raised, and its error
+  local proxy = proxy_db(db, stats, mine)
+
+  local function step(i, co, ...)
+    local ok, first, kind, coll, filter = co_resume(co, ...)
+    if not ok or (co_status(co) ~= "dead" and first ~= REQUEST) then
+      -- a yield that is not a request: what yielding outside a coroutine raises
+      if ok then first = "attempt to yield from outside a coroutine" end
+      if not failed or i < failed then failed, failure = i, first end
+    elseif co_status(co) == "dead" then
+      results[i] = first
+    else
+      waiting[#waiting + 1] = { i = i, co = co, kind = kind, coll = coll, filter = filter }
+    end
+  end
+
+  for i = 1, n do
+    if failed then break end -- later calls would not have run
+    local co = co_create(fn)
+    mine[co] = true
+    step(i, co, args[i], proxy, log)
+  end
+  while #waiting > 0 do
+    local round = {}
+    for _, r in ipairs(waiting) do
+      if not failed or r.i < failed then round[#round + 1] = r end
+    end
+    waiting = {}
+    serve(db, stats, round)
+    for _, r in ipairs(round) do
+      if not failed or r.i < failed then step(r.i, r.co, r.answer[1], r.answer[2]) end
+    end
+  end
+  if failed then error(failure, 0) end
+  return results
+end
+
+---------------------------------------------------------------------------------
 -- identifiers and the walk
 
 local function debug(log, msg, fields)
   if log and log.debug then log.debug(msg, fields) end
 end
 
-local function identifiers(id, doc, db, log, stats)
-  if id.kind == "fields" then
-    local out = {}
-    for _, f in ipairs(id.fields) do
-      local v = get(doc, f.field)
-      if v == nil or v == null then
-        debug(log, "low-code identifier skipped: base document has no " .. f.field,
-          { field = f.field })
-        return {}
-      end
-      out[f.key] = v
+local function field_identifiers(id, doc, log)
+  local out = {}
+  for _, f in ipairs(id.fields) do
+    local v = get(doc, f.field)
+    if v == nil or v == null then
+      debug(log, "low-code identifier skipped: base document has no " .. f.field,
+        { field = f.field })
+      return {}
     end
-    return { out }
+    out[f.key] = v
+  end
+  return { out }
+end
+
+-- The custom function with its result checked inside the call, so that a bad
+-- result fails where the call does (before later documents, as one by one).
+local function checked(id)
+  local fn, name = id.fn, id.name
+  return function(doc, db, log)
+    local list = fn(doc, db, log)
+    if list == nil then return {} end
+    if type(list) ~= "table" then
+      error(string.format("custom identifier function '%s' returned %s, expected an array of "
+        .. "identifier objects", name, type(list)), 0)
+    end
+    for i, x in ipairs(list) do
+      if not is_object(x) or next(x) == nil then
+        error(string.format("custom identifier function '%s': element %d is not an identifier "
+          .. "object", name, i), 0)
+      end
+    end
+    return list
+  end
+end
+
+-- The identifier lists of the documents of items, one per item, in order.
+local function identifiers(id, items, db, log, stats)
+  local out = {}
+  if id.kind == "fields" then
+    for i, it in ipairs(items) do out[i] = field_identifiers(id, it.doc, log) end
+    return out
   end
   if type(id.fn) ~= "function" then
     error("custom identifier function '" .. id.name .. "' is not loaded", 0)
   end
-  stats.custom_calls = stats.custom_calls + 1
-  local list = id.fn(doc, db, log)
-  if list == nil then return {} end
-  if type(list) ~= "table" then
-    error(string.format("custom identifier function '%s' returned %s, expected an array of "
-      .. "identifier objects", id.name, type(list)), 0)
-  end
-  for i, x in ipairs(list) do
-    if not is_object(x) or next(x) == nil then
-      error(string.format("custom identifier function '%s': element %d is not an identifier "
-        .. "object", id.name, i), 0)
+  stats.custom_calls = stats.custom_calls + #items
+  local docs = {}
+  for i, it in ipairs(items) do docs[i] = it.doc end
+  return M.call_batched(checked(id), docs, db, log, stats)
+end
+
+local key_makers = setmetatable({}, { __mode = "k" }) -- terminal -> function
+
+-- key_of(ident) -> t.view .. "\0" .. canonical(ident), the de-duplication key of
+-- the terminal's identifiers. For a fields identifier the keys are known, so the
+-- encoding of each key (in canonical()'s order) is built once per terminal and only
+-- the values are encoded per identifier: encoding whole identifiers was the first
+-- cost of the walk.
+local function key_maker(t)
+  local make = key_makers[t]
+  if make then return make end
+  local id = t.identifier
+  if id.kind ~= "fields" then
+    make = function(ident) return t.view .. "\0" .. canonical(ident) end
+  else
+    local names = {}
+    for i, f in ipairs(id.fields) do names[i] = f.key end
+    table.sort(names) -- canonical()'s order for string keys (object_keys)
+    local heads = {}
+    for i, k in ipairs(names) do heads[i] = (i == 1 and "{" or ",") .. canonical(k) .. "=" end
+    local head = t.view .. "\0" .. heads[1]
+    if #names == 1 then
+      local k = names[1]
+      make = function(ident) return head .. canonical(ident[k]) .. "}" end
+    else
+      make = function(ident)
+        local out = { head, canonical(ident[names[1]]) }
+        for i = 2, #names do
+          out[#out + 1] = heads[i]
+          out[#out + 1] = canonical(ident[names[i]])
+        end
+        out[#out + 1] = "}"
+        return table.concat(out)
+      end
     end
   end
-  return list
+  key_makers[t] = make
+  return make
 end
 
 function M.run(plan, projection, docs, db, log, view)
   local stats = { queries = 0, custom_calls = 0, documents = 0 }
-  local results, by_key = {}, {}
+  local results, by_key, keys = {}, {}, {}
   local root = plan.routes[projection]
   if root and (view == nil or root.views[view]) then
     local items = {}
@@ -557,12 +1097,15 @@ function M.run(plan, projection, docs, db, log, view)
       if #its == 0 then return end
       for _, t in ipairs(node.terminals) do
         if view == nil or t.view == view then
-          for _, it in ipairs(its) do
-            for _, ident in ipairs(identifiers(t.identifier, it.doc, db, log, stats)) do
-              local key = t.view .. "\0" .. canonical(ident)
+          local lists = identifiers(t.identifier, its, db, log, stats)
+          local key_of = key_maker(t)
+          for i, it in ipairs(its) do
+            for _, ident in ipairs(lists[i]) do
+              local key = key_of(ident)
               local r = by_key[key]
               if not r then
                 r = { type = t.view, identifier = ident, last = it.last }
+                keys[#results + 1] = key
                 by_key[key] = r
                 results[#results + 1] = r
               elseif it.last > r.last then
@@ -574,7 +1117,7 @@ function M.run(plan, projection, docs, db, log, view)
       end
       for _, child in ipairs(node.children) do
         if view == nil or child.views[view] then
-          walk(child, run_hop(child.hop, its, db, stats))
+          walk(child, run_hop(child, its, db, stats))
         end
       end
     end
@@ -589,7 +1132,7 @@ function M.run(plan, projection, docs, db, log, view)
   if plan.stats then
     for k, n in pairs(stats) do plan.stats[k] = (plan.stats[k] or 0) + n end
   end
-  return results, stats
+  return results, stats, keys
 end
 
 function M.as_function(plan, projection, view)

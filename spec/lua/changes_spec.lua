@@ -48,4 +48,52 @@ describe("rtu.changes manual identify", function()
     assert.has_error(function() bad("rows", { { doc = {}, origin = 0 } }) end,
       "strategy picky returned a string instead of an array of identifiers")
   end)
+
+  it("batches a strategy's lookups across the documents, with the one-by-one results", function()
+    local strategy = require("rtu.strategy")
+    local w = { orders = {}, users = {} }
+    for i = 1, 30 do w.orders[i] = { ID_ORDER = i, ID_USER_ORDER = "u" .. (i % 4), __STATE__ = "PUBLIC" } end
+    for u = 0, 2 do w.users[#w.users + 1] = { ID_USER = "u" .. u, __STATE__ = "PUBLIC" } end
+    local function db_of()
+      local db = { calls = 0 }
+      function db:find(coll, filter)
+        self.calls = self.calls + 1
+        local out = {}
+        for _, d in ipairs(w[coll]) do
+          if strategy.matches(d, filter) then out[#out + 1] = d end
+        end
+        return out
+      end
+      function db:findOne(coll, filter) return self:find(coll, filter)[1] end
+      return db
+    end
+    -- customersOfOrderDish's shape: two dependent lookups
+    local ident = manual(function(doc, db)
+      local order = db:findOne("orders", { ID_ORDER = doc.ID_ORDER, __STATE__ = "PUBLIC" })
+      if order == nil then return {} end
+      local customer = db:findOne("users", { ID_USER = order.ID_USER_ORDER, __STATE__ = "PUBLIC" })
+      if customer == nil then return {} end
+      return { { ID_USER = customer.ID_USER } }
+    end)
+    local docs = {}
+    for i = 1, 50 do docs[i] = { doc = { ID_ORDER = (i * 3) % 35 + 1 }, origin = i - 1 } end
+    local db = db_of()
+    local out = ident("rows", docs, db)
+    assert.are.equal(2, db.calls)
+    local seen, single, expected = {}, db_of(), {}
+    for _, d in ipairs(docs) do
+      for _, r in ipairs(ident("rows", { d }, single, nil, seen)) do expected[#expected + 1] = r end
+    end
+    assert.is_true(single.calls >= 50)
+    assert.are.equal(3, #expected)
+    -- the same single views in the same order; origins are of the last document
+    for i, r in ipairs(out) do assert.are.same(expected[i].identifier, r.identifier) end
+    assert.are.equal(#expected, #out)
+  end)
+
+  it("checks each document's result in the call, so the first bad one fails first", function()
+    local bad = manual(function(doc) if doc.n == 2 then return "nope" end error("later", 0) end)
+    assert.has_error(function() bad("rows", { { doc = { n = 2 }, origin = 0 }, { doc = { n = 3 }, origin = 1 } }) end,
+      "strategy picky returned a string instead of an array of identifiers")
+  end)
 end)

@@ -13,6 +13,31 @@ local null = value.null
 -- order, every call recorded. A hash index per (collection, field), used when the
 -- filter pins a top-level field (or each branch of a top-level $or) to values, keeps
 -- the big batching specs fast; rtu.strategy.matches decides every returned document.
+-- A document as MongoDB returns it under options.projection: only the fields
+-- (dotted paths through objects) set to 1, _id unless set to 0.
+local function project(doc, options)
+  local proj = options and options.projection
+  if not proj then return doc end
+  local out = {}
+  for path, on in pairs(proj) do
+    if on == 1 then
+      local src, dst = doc, out
+      local parts = {}
+      for part in path:gmatch("[^.]+") do parts[#parts + 1] = part end
+      for i, part in ipairs(parts) do
+        if type(src) ~= "table" or src[part] == nil then break end
+        if i == #parts then dst[part] = src[part]
+        else
+          dst[part] = dst[part] or {}
+          src, dst = src[part], dst[part]
+        end
+      end
+    end
+  end
+  if proj._id ~= 0 then out._id = doc._id end
+  return out
+end
+
 local function fake_db(collections)
   local db = { calls = {}, collections = collections or {}, indexes = {} }
 
@@ -75,7 +100,7 @@ local function fake_db(collections)
       for p = 1, #docs do order[p] = p end
     end
     for _, p in ipairs(order) do
-      if strategy.matches(docs[p], filter) then out[#out + 1] = docs[p] end
+      if strategy.matches(docs[p], filter) then out[#out + 1] = project(docs[p], options) end
     end
     return out
   end
@@ -291,6 +316,51 @@ describe("rtu.strategy.run", function()
       { type = "sv", identifier = { V = 2 }, origin = "o1" } }, res2)
   end)
 
+  it("attributes a named condition's results exactly through the index, as the matcher would", function()
+    local function p_of(one_to_many)
+      return plan_of([[{"pr_a": {"outgoing": {"pr_b": {"conditions": {"c":
+        {"condition": {"TAG": "A_TAG"}, "oneToMany": ]] .. tostring(one_to_many) .. [[}}}}}}]],
+        [[{"sv": {"paths": [{"path": ["pr_a", "pr_b"], "identifier": {"ID": "ID"}}]}}]])
+    end
+    local db = fake_db({ pr_b = public({
+      { ID = 1, TAG = value.array({ "x", "y" }) }, { ID = 2, TAG = "x" }, { ID = 3, TAG = 1.0 },
+      { ID = 4, TAG = value.date(5) }, { ID = 5, TAG = "1" }, { ID = 6, TAG = value.array({ 1, 2 }) },
+      { ID = 7, TAG = { k = "v" } }, { ID = 8 }, { ID = 9, TAG = false }, { ID = 10, TAG = "d5" },
+      { ID = 11, TAG = 0.5 }, { ID = 12, TAG = value.array({ value.array({ "x", "y" }) }) },
+    }) })
+    local sources = { { A_TAG = "x" }, { A_TAG = 1 }, { A_TAG = value.date(5) },
+      { A_TAG = value.array({ "x", "y" }) }, { A_TAG = { k = "v" } }, { A_TAG = "zz" },
+      { A_TAG = false }, { A_TAG = 0.5 }, { A_TAG = "1" } }
+    for _, otm in ipairs({ true, false }) do
+      local p = p_of(otm)
+      -- each source alone against what the matcher says its own filter matches
+      for i, src in ipairs(sources) do
+        local want = {}
+        for _, d in ipairs(db.collections.pr_b) do
+          if strategy.matches(d, { TAG = value.is_object(src.A_TAG) and { ["$eq"] = src.A_TAG } or src.A_TAG })
+              and (otm or #want == 0) then
+            want[#want + 1] = "sv {s2:ID=n" .. d.ID .. "}"
+          end
+        end
+        table.sort(want)
+        local batch = {}
+        for j, other in ipairs(sources) do batch[j] = (j == i) and src or { A_TAG = "none" } end
+        -- in a batch with the others, only this one's view comes from document i
+        local res = strategy.run(p, "pr_a", docs_of(batch), db)
+        local got = {}
+        for _, r in ipairs(res) do
+          if r.origin == "o" .. i then got[#got + 1] = r.type .. " " .. strategy.canonical(r.identifier) end
+        end
+        table.sort(got)
+        assert.are.same(want, got)
+      end
+    end
+    -- and the keys returned with the results are their canonical encodings
+    local res, _, keys = strategy.run(p_of(true), "pr_a", docs_of({ { A_TAG = "x" } }), db)
+    assert.are.equal(#res, #keys)
+    for i, r in ipairs(res) do assert.are.equal(r.type .. "\0" .. strategy.canonical(r.identifier), keys[i]) end
+  end)
+
   it("builds one $or of per-document filters for an $or condition with typed constants", function()
     local p = plan_of([[{"pr_dishes": {"outgoing": {"pr_orders_dishes": {"conditions": {"c":
       {"condition": {"$or": [{"ID_DISH": "ID_DISH"}, {"ID_SUBSTITUTE": "ID_DISH"}],
@@ -392,6 +462,51 @@ describe("rtu.strategy.run", function()
       { type = "sv_customers", identifier = { ID_USER = "u1", SHARD = 1 }, origin = "o3" },
       { type = "sv_customers", identifier = { ID_USER = "u1", SHARD = 2 }, origin = "o3" },
     }, res)
+  end)
+
+  it("batches the lookups of a custom function across documents, with the one-by-one results", function()
+    -- restaurantsOfReview's shape: the restaurant is the review's own, else its order's
+    local function fn(doc, db)
+      if doc.ID_RESTAURANT ~= nil then return { { ID_RESTAURANT = doc.ID_RESTAURANT } } end
+      local order = db:findOne("pr_orders", { ID_ORDER = doc.ID_ORDER, __STATE__ = "PUBLIC" })
+      if order == nil then return {} end
+      local user = db:findOne("pr_registry", { ID_USER = order.ID_USER_ORDER, __STATE__ = "PUBLIC" })
+      if user == nil then return {} end
+      return { { ID_RESTAURANT = order.ID_RESTAURANT }, { ID_RESTAURANT = user.FAVOURITE } }
+    end
+    local p = plan_of([[{}]], [[{"sv_restaurants": {"paths": [
+      {"path": ["pr_reviews"], "identifier": "__fromFile__[ofReview]"}]}}]], { custom = { ofReview = fn } })
+    local orders, users = {}, {}
+    for i = 1, 60 do
+      orders[i] = { ID_ORDER = i, ID_USER_ORDER = "u" .. (i % 7), ID_RESTAURANT = "r" .. (i % 11),
+        __STATE__ = (i % 13 == 0) and "DELETED" or "PUBLIC" }
+    end
+    for u = 0, 5 do users[#users + 1] = { ID_USER = "u" .. u, FAVOURITE = "r" .. (u * 3 % 11), __STATE__ = "PUBLIC" } end
+    local w = { pr_orders = orders, pr_registry = users }
+    local reviews = {}
+    for i = 1, 200 do
+      reviews[i] = (i % 5 == 0) and { ID_RESTAURANT = "r" .. (i % 4) } or { ID_ORDER = (i * 7) % 70 + 1 }
+    end
+    local db = fake_db(w)
+    local res, stats = strategy.run(p, "pr_reviews", docs_of(reviews), db)
+    assert.are.equal(2, #db.calls) -- one per round, for 200 documents
+    assert.are.equal(2, stats.queries)
+    assert.are.equal(200, stats.custom_calls)
+
+    local expected, by_key, single = {}, {}, fake_db(w)
+    for i, d in ipairs(reviews) do
+      for _, r in ipairs(strategy.run(p, "pr_reviews", { { doc = d, origin = "o" .. i } }, single)) do
+        local key = r.type .. " " .. strategy.canonical(r.identifier)
+        if not by_key[key] then
+          by_key[key] = r
+          expected[#expected + 1] = r
+        else
+          by_key[key].origin = r.origin
+        end
+      end
+    end
+    assert.is_true(#single.calls > 200)
+    assert.are.same(expected, res) -- same identifiers, discovery order and origins
   end)
 
   it("fails clearly on a custom function that returns no identifier objects or is not loaded", function()
@@ -517,6 +632,33 @@ describe("rtu.strategy.run", function()
       assert.are.same(expected, id_set(res))
       assert.is_true(#res > 20)
     end)
+  end)
+
+  it("asks a hop only for the fields the walk reads from its documents", function()
+    local p = plan_of(ER_FOOD, [[{
+      "sv_customers": {"paths": [{"path": ["pr_dishes", "pr_orders_dishes", "pr_orders", "pr_registry"],
+        "identifier": {"ID_USER": "ID_USER", "CITY": "ADDR.CITY"}}]},
+      "sv_orders": {"paths": [{"path": ["pr_orders_dishes", "pr_orders"], "identifier": {"ID": "ID_ORDER"}}]}}]])
+    local db = fake_db({
+      pr_orders_dishes = public({ { ID_ORDER = 7, ID_DISH = "d1", QTY = 2 } }),
+      pr_orders = public({ { ID_ORDER = 7, ID_USER_ORDER = "u1", TOTAL = 9 } }),
+      pr_registry = public({ { ID_USER = "u1", ADDR = { CITY = "Milano", STREET = "x" }, NAME = "Ada" } }),
+    })
+    local res, _, keys = strategy.run(p, "pr_dishes", docs_of({ { ID_DISH = "d1" } }), db)
+    assert.are.same({ "sv_customers {s4:CITY=s6:Milano,s7:ID_USER=s2:u1}" }, id_set(res))
+    assert.are.same({ "sv_customers\0" .. strategy.canonical(res[1].identifier) }, keys)
+    assert.are.same({ ID_DISH = 1, ID_ORDER = 1, _id = 0 }, db.calls[1].options.projection)
+    -- pr_orders: the hop's ID_ORDER, sv_orders' identifier ID_ORDER, the next hop's ID_USER_ORDER
+    assert.are.same({ ID_ORDER = 1, ID_USER_ORDER = 1, _id = 0 }, db.calls[2].options.projection)
+    assert.are.same({ ID_USER = 1, ["ADDR.CITY"] = 1, _id = 0 }, db.calls[3].options.projection)
+    -- whole documents for a custom identifier function
+    local seen
+    local pc = plan_of(ER_FOOD, [[{"sv": {"paths": [{"path": ["pr_orders", "pr_registry"],
+      "identifier": "__fromFile__[f]"}]}}]], { custom = { f = function(doc) seen = doc; return {} end } })
+    local db2 = fake_db({ pr_registry = public({ { ID_USER = "u1", NAME = "Ada" } }) })
+    strategy.run(pc, "pr_orders", docs_of({ { ID_USER_ORDER = "u1" } }), db2)
+    assert.is_nil(db2.calls[1].options)
+    assert.are.equal("Ada", seen.NAME)
   end)
 
   it("exposes a plan as a hand-written strategy function", function()

@@ -936,6 +936,194 @@ static void test_load_problems(void) {
   free(dir);
 }
 
+/* ---- strategies: hand-written functions batched across documents ---------- */
+
+/* A low-code configuration whose single view sv_reviews comes from a custom
+ * identifier function, which rtu.strategy runs for all documents at once, each
+ * call in a coroutine whose lookups the driver merges. */
+static const char *STRAT_MAP_TABLE =
+    "{\"reviews\": {\"destination\": \"reviews\", \"conversion\": {\"ID\": {\"fieldName\": \"id\"},"
+    " \"HOW\": {\"fieldName\": \"how\"}}, \"fieldsInKey\": [\"id\"]}}\n";
+static const char *STRAT_ER = "{\"version\": \"1.0.0\", \"config\": {}}\n";
+static const char *STRAT_PC =
+    "{\"version\": \"1.0.0\", \"config\": {\"sv_reviews\": {\"paths\": [{\"path\": [\"reviews\"],"
+    " \"identifier\": \"__fromFile__[ofReview]\"}]}}}\n";
+static const char *STRAT_FN =
+    "return function(doc, db, log)\n"
+    "  if doc.HOW == 'loop-first' then while true do end end\n"
+    "  local order = db:findOne('orders', {ID = doc.ID})\n"
+    "  if doc.HOW == 'loop' then while true do end end\n"
+    "  if doc.HOW == 'pcall-loop' then pcall(function() while true do end end) end\n"
+    "  return {{ID = doc.ID * 10 + (order and 1 or 0)}}\n"
+    "end\n";
+
+typedef struct {
+  int calls;
+  bool fail;
+} fake_find_t;
+
+/* Finds {ID: 1} for any filter naming 1 (the merged $in too); fails transiently
+ * when asked to. */
+static rtu_err_t fake_find(void *ctx, const char *collection, const bson_t *filter,
+                           const bson_t *opts, void (*each)(void *each_ctx, const bson_t *doc),
+                           void *each_ctx, char *errstr, size_t errstr_size) {
+  fake_find_t *f = ctx;
+  (void)collection;
+  (void)opts;
+  f->calls++;
+  if (f->fail) {
+    snprintf(errstr, errstr_size, "fake MongoDB is unreachable");
+    return RTU_ERR_TRANSIENT;
+  }
+  bson_iter_t it, sub;
+  bool one = false;
+  if (bson_iter_init_find(&it, filter, "ID")) {
+    if (BSON_ITER_HOLDS_INT(&it)) one = bson_iter_as_int64(&it) == 1;
+    else if (BSON_ITER_HOLDS_DOCUMENT(&it) && bson_iter_recurse(&it, &sub) &&
+             bson_iter_find(&sub, "$in") && BSON_ITER_HOLDS_ARRAY(&sub)) {
+      bson_iter_t el;
+      if (bson_iter_recurse(&sub, &el))
+        while (bson_iter_next(&el))
+          if (BSON_ITER_HOLDS_INT(&el) && bson_iter_as_int64(&el) == 1) one = true;
+    }
+  }
+  if (one) {
+    bson_t *doc = BCON_NEW("ID", BCON_INT32(1));
+    each(each_ctx, doc);
+    bson_destroy(doc);
+  }
+  return RTU_OK;
+}
+
+/* Identifies the reviews {ID: i + 1, HOW: hows[i]}. */
+static rtu_err_t identify_reviews(rtu_script_t *s, const char *const *hows, size_t n,
+                                  fake_find_t *f, rtu_identified_t **ids, size_t *nids,
+                                  size_t *failed, char *err, size_t errsz, int64_t *ms) {
+  bson_t *docs[8];
+  for (size_t i = 0; i < n; i++)
+    docs[i] = BCON_NEW("ID", BCON_INT32((int32_t)i + 1), "HOW", BCON_UTF8(hows[i]));
+  err[0] = '\0';
+  int64_t t0 = rtu_now_mono_ms();
+  rtu_err_t rc = rtu_script_identify(s, 0, (const bson_t *const *)docs, n, fake_find, f, ids,
+                                     nids, failed, err, errsz);
+  *ms = rtu_now_mono_ms() - t0;
+  for (size_t i = 0; i < n; i++) bson_destroy(docs[i]);
+  return rc;
+}
+
+static void run_identify_loop(rtu_script_t *s, const char *how, outcome_t *o) {
+  const char *hows[] = {"ok", how, "ok"};
+  fake_find_t f = {0};
+  rtu_identified_t *ids = NULL;
+  size_t nids = 0, failed = 0;
+  int64_t ms;
+  o->rc = identify_reviews(s, hows, 3, &f, &ids, &nids, &failed, o->err, sizeof o->err, &ms);
+  o->ms = ms;
+  o->failed = failed;
+  snprintf(o->x, sizeof o->x, "%zu", nids);
+  rtu_identified_free(ids, nids);
+  /* and the state goes on: a batch without the loop, fast, with one lookup */
+  const char *fine[] = {"ok", "ok", "ok"};
+  fake_find_t f2 = {0};
+  char err[RTU_ERRSTR_SIZE];
+  o->after_rc = identify_reviews(s, fine, 3, &f2, &ids, &nids, &failed, err, sizeof err, &ms);
+  o->after_ms = ms;
+  snprintf(o->after_x, sizeof o->after_x, "%zu/%d", nids, f2.calls);
+  rtu_identified_free(ids, nids);
+}
+
+static void expect_identify_timeout(rtu_script_t *s, const char *how) {
+  outcome_t o;
+  /* the batch, then each document alone: the looping one times out twice */
+  int budget = 2 * (LIMIT_MS + SLACK_MS) + 5000;
+  if (!in_child(run_identify_loop, s, how, budget, &o)) {
+    CHECK(false, "identify %s: still running after %d ms: killed", how, budget);
+    return;
+  }
+  CHECK(o.rc == RTU_ERR_SCRIPT, "identify %s: gave %s (%s)", how, rtu_err_name(o.rc), o.err);
+  CHECK_HAS(o.err, "STRATEGIES_MAX_EXEC_TIME_MS");
+  CHECK(o.ms >= 2 * LIMIT_MS - 10, "identify %s: stopped after %lld ms", how, o.ms);
+  CHECK(o.ms <= 2 * (LIMIT_MS + SLACK_MS), "identify %s: stopped after %lld ms", how, o.ms);
+  CHECK(o.failed == 1, "identify %s: failed document %zu", how, o.failed);
+  CHECK_STR(o.x, "1"); /* the first document's single view is kept */
+  CHECK(o.after_rc == RTU_OK, "after identify %s: %s", how, rtu_err_name(o.after_rc));
+  CHECK_STR(o.after_x, "3/1");
+  CHECK(o.after_ms < 100, "after identify %s: took %lld ms", how, o.after_ms);
+}
+
+static void test_batched_strategy(rtu_script_t *s) {
+  /* three documents, one findOne each: one lookup, each its own answer */
+  const char *hows[] = {"ok", "ok", "ok"};
+  fake_find_t f = {0};
+  rtu_identified_t *ids = NULL;
+  size_t nids = 0, failed = 0;
+  char err[RTU_ERRSTR_SIZE];
+  int64_t ms;
+  rtu_err_t rc = identify_reviews(s, hows, 3, &f, &ids, &nids, &failed, err, sizeof err, &ms);
+  CHECK(rc == RTU_OK, "identify: %s (%s)", rtu_err_name(rc), err);
+  CHECK_EQ(f.calls, 1);
+  CHECK_EQ(nids, (size_t)3);
+  if (nids == 3) {
+    /* ID * 10, + 1 when its order was found: only document 1's is */
+    for (size_t i = 0; i < 3; i++) {
+      bson_iter_t it;
+      int64_t want = (int64_t)(i + 1) * 10 + (i == 0);
+      CHECK(bson_iter_init_find(&it, &ids[i].identifier, "ID") && bson_iter_as_int64(&it) == want,
+            "identifier %zu: want ID %lld", i, (long long)want);
+      CHECK(ids[i].origin == i, "identifier %zu: origin %u", i, ids[i].origin);
+    }
+  }
+  rtu_identified_free(ids, nids);
+
+  /* a lookup failing in the merged query is still MongoDB's (transient) failure */
+  fake_find_t down = {0, true};
+  rc = identify_reviews(s, hows, 3, &down, &ids, &nids, &failed, err, sizeof err, &ms);
+  CHECK(rc == RTU_ERR_TRANSIENT, "db failure gave %s (%s)", rtu_err_name(rc), err);
+  CHECK_HAS(err, "fake MongoDB is unreachable");
+  CHECK_EQ(down.calls, 1);
+  CHECK_EQ(nids, (size_t)0);
+  rtu_identified_free(ids, nids);
+  /* one document alone: its one lookup is a plain call, failing the same way */
+  down.calls = 0;
+  rc = identify_reviews(s, hows, 1, &down, &ids, &nids, &failed, err, sizeof err, &ms);
+  CHECK(rc == RTU_ERR_TRANSIENT, "db failure alone gave %s (%s)", rtu_err_name(rc), err);
+  rtu_identified_free(ids, nids);
+
+  /* an endless loop in a batched call, before or after its lookup, even inside
+   * the script's pcall, is a timeout no coroutine can swallow */
+  expect_identify_timeout(s, "loop-first");
+  expect_identify_timeout(s, "loop");
+  expect_identify_timeout(s, "pcall-loop");
+}
+
+static void strategy_case(const char *limit) {
+  char *dir = sub_dir(root, "strategies");
+  char *maps = sub_dir(dir, "maps"), *er = sub_dir(dir, "er"), *pc = sub_dir(dir, "pc");
+  write_file(maps, "mapTable.json", STRAT_MAP_TABLE);
+  write_file(er, "erSchema.json", STRAT_ER);
+  write_file(pc, "projectionChangesSchema.json", STRAT_PC);
+  write_file(pc, "ofReview.lua", STRAT_FN);
+  base_env(limit);
+  env_set("MAP_TABLE_FOLDER", maps);
+  env_set("CAST_FUNCTIONS_FOLDER", NULL);
+  env_set("INVARIANT_TOPIC_MAP", "{\"t.reviews\": \"reviews\"}");
+  env_set("USE_AUTOMATIC_STRATEGIES", "true");
+  env_set("ER_SCHEMA_FOLDER", er);
+  env_set("PROJECTION_CHANGES_SCHEMA_FOLDER", pc);
+  rtu_config_t *c = load_config();
+  rtu_script_t *s = new_script(c);
+  if (s) {
+    CHECK(rtu_script_has_strategies(s, 0), "reviews has no strategy");
+    test_batched_strategy(s);
+  }
+  rtu_script_free(s);
+  rtu_config_free(c);
+  free(maps);
+  free(er);
+  free(pc);
+  free(dir);
+}
+
 int main(void) {
   root = tmp_dir("script");
   map_dir = sub_dir(root, "maps");
@@ -986,6 +1174,7 @@ int main(void) {
   rtu_script_free(s_long);
   rtu_script_free(s_gg);
   test_load_problems();
+  strategy_case(limit);
 
   rtu_config_free(cfg);
   rtu_config_free(cfg_long);
