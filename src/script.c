@@ -42,6 +42,12 @@ struct rtu_script_s {
   int identify_ref; /* rtu.changes identify function, LUA_NOREF when strategies are off */
   int db_ref;       /* the read-only db object handed to strategies */
   bool *involved;   /* per projection: can trigger a single view */
+  /* Per projection: the only top-level fields strategies read from its documents
+   * (low-code without custom identifier functions), names NULL for all of them. */
+  struct {
+    char **names;
+    size_t n;
+  } *read_fields;
   unsigned char *map_kind; /* per projection: 0 not known yet, MAP_RUNTIME, MAP_USER */
   /* The lookup in force during an identify call. */
   rtu_find_fn find;
@@ -619,6 +625,28 @@ static bool push_folder_functions(rtu_script_t *s, const char *folder, rtu_probl
 
 /* Builds rtu.changes for this configuration: identify function and the set of
  * projections involved. */
+/* The list of field names at idx, as a NULL-terminated array of copies (an
+ * empty list still gives an array: no field is read). */
+static bool take_read_fields(lua_State *L, int idx, char ***out, size_t *n) {
+  size_t len = (size_t)luaL_len(L, idx);
+  char **names = calloc(len + 1, sizeof *names);
+  if (!names) return false;
+  for (size_t i = 0; i < len; i++) {
+    lua_rawgeti(L, idx, (lua_Integer)i + 1);
+    const char *f = lua_tostring(L, -1);
+    names[i] = strdup(f ? f : "");
+    lua_pop(L, 1);
+    if (!names[i]) {
+      for (size_t j = 0; j < i; j++) free(names[j]);
+      free(names);
+      return false;
+    }
+  }
+  *out = names;
+  *n = len;
+  return true;
+}
+
 static bool load_strategies(rtu_script_t *s, rtu_problems_t *problems) {
   lua_State *L = s->L;
   const rtu_config_t *cfg = s->cfg;
@@ -705,9 +733,21 @@ static bool load_strategies(rtu_script_t *s, rtu_problems_t *problems) {
     goto done;
   }
   s->involved = calloc(cfg->nprojections ? cfg->nprojections : 1, sizeof *s->involved);
-  for (size_t i = 0; s->involved && i < cfg->nprojections; i++) {
+  s->read_fields = calloc(cfg->nprojections ? cfg->nprojections : 1, sizeof *s->read_fields);
+  if (!s->involved || !s->read_fields) {
+    rtu_problems_add(problems, "strategies: out of memory");
+    ok = false;
+    goto done;
+  }
+  for (size_t i = 0; i < cfg->nprojections; i++) {
     lua_getfield(L, -1, cfg->projections[i].name);
     s->involved[i] = lua_toboolean(L, -1);
+    if (lua_istable(L, -1) && !take_read_fields(L, lua_gettop(L), &s->read_fields[i].names,
+                                                &s->read_fields[i].n)) {
+      rtu_problems_add(problems, "strategies: out of memory");
+      ok = false;
+      goto done;
+    }
     lua_pop(L, 1);
   }
   lua_pop(L, 1);
@@ -807,6 +847,11 @@ void rtu_script_free(rtu_script_t *s) {
   if (!s) return;
   if (s->L) lua_close(s->L);
   free(s->involved);
+  for (size_t i = 0; s->read_fields && i < s->cfg->nprojections; i++) {
+    for (size_t j = 0; j < s->read_fields[i].n; j++) free(s->read_fields[i].names[j]);
+    free(s->read_fields[i].names);
+  }
+  free(s->read_fields);
   free(s->map_kind);
   free(s);
 }
@@ -1086,7 +1131,11 @@ static rtu_err_t identify_call(rtu_script_t *s, size_t projection, const bson_t 
   lua_createtable(L, (int)(to - from), 0);
   for (size_t i = from; i < to; i++) {
     lua_createtable(L, 0, 2);
-    rtu_value_push_doc(L, docs[i]);
+    if (s->read_fields && s->read_fields[projection].names)
+      rtu_value_push_doc_fields(L, docs[i], s->read_fields[projection].names,
+                                s->read_fields[projection].n);
+    else
+      rtu_value_push_doc(L, docs[i]);
     lua_setfield(L, -2, "doc");
     lua_pushinteger(L, (lua_Integer)i);
     lua_setfield(L, -2, "origin");

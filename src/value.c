@@ -125,6 +125,22 @@ void rtu_value_push_doc(lua_State *L, const bson_t *doc) {
   }
 }
 
+void rtu_value_push_doc_fields(lua_State *L, const bson_t *doc, char *const *names, size_t n) {
+  bson_iter_t it;
+  lua_createtable(L, 0, (int)n);
+  if (!bson_iter_init(&it, doc)) return;
+  while (bson_iter_next(&it)) {
+    const char *k = bson_iter_key(&it);
+    for (size_t i = 0; i < n; i++) {
+      if (strcmp(k, names[i])) continue;
+      lua_pushlstring(L, k, bson_iter_key_len(&it));
+      push_iter_depth(L, &it, 0);
+      lua_rawset(L, -3);
+      break;
+    }
+  }
+}
+
 /* ---- Lua -> BSON -------------------------------------------------------- */
 
 static bool is_mt(lua_State *L, int idx, const void *key) {

@@ -20,6 +20,8 @@ void rtu_value_push_null(lua_State *L);
 void rtu_value_push_date(lua_State *L, int64_t ms);
 
 void rtu_value_push_doc(lua_State *L, const bson_t *doc);
+/* The same with only the top-level fields named in names[0..n). */
+void rtu_value_push_doc_fields(lua_State *L, const bson_t *doc, char *const *names, size_t n);
 void rtu_value_push_iter(lua_State *L, const bson_iter_t *it);
 
 /* Appends the Lua value at idx to out under key. Fails on functions, non-string

@@ -19,7 +19,9 @@ build(spec) -> identify, involved | nil, problems
     found. Results are de-duplicated per (type, identifier), also against `seen` (a
     table the caller keeps across calls, so documents run one call each still give
     each once).
-  involved = {projection -> true} for projections that can trigger any single view
+  involved = {projection -> true | {field, ...}} for projections that can trigger any
+    single view; a list (low-code only) names the only top-level fields identify
+    reads from their documents, so the core hands over just those
 ]]
 local jsonenc = require("rtu.jsonenc")
 local strategy = require("rtu.strategy")
@@ -92,7 +94,7 @@ local function build_automatic(spec)
   if problems and #problems > 0 then return nil, problems end
   local involved = {}
   for name in pairs(spec.projections) do
-    if plan.routes[name] ~= nil then involved[name] = true end
+    if plan.routes[name] ~= nil then involved[name] = strategy.root_fields(plan, name) or true end
   end
   local function identify(projection, docs, db, log, seen)
     local results, _, keys = strategy.run(plan, projection, docs, db, log)

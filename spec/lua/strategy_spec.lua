@@ -661,6 +661,40 @@ describe("rtu.strategy.run", function()
     assert.are.equal("Ada", seen.NAME)
   end)
 
+  it("names the top-level fields it reads from the changed documents, which are enough", function()
+    local p = plan_of(ER_FOOD, [[{
+      "sv_customers": {"paths": [{"path": ["pr_dishes", "pr_orders_dishes", "pr_orders", "pr_registry"],
+        "identifier": {"ID_USER": "ID_USER", "CITY": "ADDR.CITY"}}]},
+      "sv_orders": {"paths": [{"path": ["pr_orders_dishes", "pr_orders"], "identifier": {"ID": "ID_ORDER"}}]}}]])
+    assert.are.same({ "ID_DISH" }, strategy.root_fields(p, "pr_dishes"))
+    assert.are.same({ "ADDR", "ID_USER" }, strategy.root_fields(p, "pr_registry"))
+    assert.are.same({}, strategy.root_fields(p, "pr_allergens"))
+    local rows = {
+      pr_orders_dishes = public({ { ID_ORDER = 7, ID_DISH = "d1", QTY = 2 } }),
+      pr_orders = public({ { ID_ORDER = 7, ID_USER_ORDER = "u1", TOTAL = 9 } }),
+      pr_registry = public({ { ID_USER = "u1", ADDR = { CITY = "Milano", STREET = "x" }, NAME = "Ada" } }),
+    }
+    for _, case in ipairs({
+      { "pr_dishes", { { ID_DISH = "d1", NAME = "Pizza", PRICE = 8 }, { ID_DISH = "d2" } } },
+      { "pr_registry", { { ID_USER = "u1", ADDR = { CITY = "Milano", STREET = "x" }, NAME = "Ada" } } },
+    }) do
+      local projection, whole = case[1], case[2]
+      local only = {}
+      for i, d in ipairs(whole) do
+        only[i] = {}
+        for _, f in ipairs(strategy.root_fields(p, projection)) do only[i][f] = d[f] end
+      end
+      local a = strategy.run(p, projection, docs_of(whole), fake_db(rows))
+      local b = strategy.run(p, projection, docs_of(only), fake_db(rows))
+      assert.is_true(#a > 0)
+      assert.are.same(a, b)
+    end
+    -- a custom identifier function at the root gets whole documents
+    local pc = plan_of(ER_FOOD, [[{"sv": {"paths": [{"path": ["pr_orders"],
+      "identifier": "__fromFile__[f]"}]}}]], { custom = { f = function() return {} end } })
+    assert.is_nil(strategy.root_fields(pc, "pr_orders"))
+  end)
+
   it("exposes a plan as a hand-written strategy function", function()
     local fn = strategy.as_function(plan, "pr_orders", "sv_customers")
     local db = fake_db({ pr_registry = public({ { ID_USER = "u1" } }) })

@@ -467,6 +467,27 @@ static void test_refused(void) {
   lua_pop(L, 1);
 }
 
+/* ---- BSON -> Lua, some fields -------------------------------------------- */
+
+static void test_push_doc_fields(void) {
+  bson_t doc = BSON_INITIALIZER, sub;
+  BSON_APPEND_INT32(&doc, "a", 1);
+  BSON_APPEND_UTF8(&doc, "b", "skipped");
+  BSON_APPEND_DOCUMENT_BEGIN(&doc, "c", &sub);
+  BSON_APPEND_UTF8(&sub, "d", "deep");
+  bson_append_document_end(&doc, &sub);
+  BSON_APPEND_NULL(&doc, "ab");
+  char *names[] = {"c", "a", "missing"};
+  int top = lua_gettop(L);
+  rtu_value_push_doc_fields(L, &doc, names, 3);
+  lua_setglobal(L, "PART");
+  eval("local n = 0 for _ in pairs(PART) do n = n + 1 end\n"
+       "return n == 2 and PART.a == 1 and PART.c.d == 'deep' and PART.b == nil and PART.ab == nil");
+  CHECK(lua_toboolean(L, -1), "rtu_value_push_doc_fields pushed other fields or lost one");
+  lua_settop(L, top);
+  bson_destroy(&doc);
+}
+
 /* ---- BSON -> JSON text -------------------------------------------------- */
 
 static void expect_json(const char *what, const bson_t *doc, bool as_array, const char *want) {
@@ -816,6 +837,7 @@ int main(void) {
   test_roundtrip();
   test_refused();
   test_doc_to_json();
+  test_push_doc_fields();
   lua_close(L);
   return CHECK_DONE();
 }
