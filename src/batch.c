@@ -436,6 +436,27 @@ static bool append_metadata(bson_t *set, const rtu_mapped_t *m, const rtu_msg_t 
   return empty;
 }
 
+/* True when every key of a is a key of b, checked in one pass: the mapping writes
+ * the fields of every message in the order of its conversion, so an older
+ * message's keys are in the newest one's order (a full row image has the same
+ * keys), and then it has nothing to add. False does not mean some key is missing. */
+static bool keys_within(const bson_t *a, const bson_t *b) {
+  bson_iter_t ia, ib;
+  if (!bson_iter_init(&ia, a) || !bson_iter_init(&ib, b)) return false;
+  while (bson_iter_next(&ia)) {
+    uint32_t n = bson_iter_key_len(&ia);
+    const char *k = bson_iter_key(&ia);
+    bool found = false;
+    while (bson_iter_next(&ib))
+      if (bson_iter_key_len(&ib) == n && !memcmp(bson_iter_key(&ib), k, n)) {
+        found = true;
+        break;
+      }
+    if (!found) return false;
+  }
+  return true;
+}
+
 /* The fields set by the group's upserts from `from` on, the newest value of each
  * field winning: the same as $set-ing them one message after another. True when
  * one of the messages has an empty field name. */
@@ -444,6 +465,7 @@ static bool append_merged_fields(rtu_batch_t *b, const group_t *g, uint32_t from
   /* Newest first; a field already written is skipped. Records have few fields,
    * so a linear look-up in the output beats a hash set. */
   bool first = true, empty = false;
+  const bson_t *newest = NULL;
   for (int64_t e = last; e >= (int64_t)from && e >= (int64_t)g->first; e--) {
     const event_t *ev = &b->events[e];
     const rtu_mapped_t *m = &b->mapped[ev->msg];
@@ -451,9 +473,11 @@ static bool append_merged_fields(rtu_batch_t *b, const group_t *g, uint32_t from
     empty |= m->empty_key;
     if (first) {
       bson_concat(out, &m->fields);
+      newest = &m->fields;
       first = false;
       continue;
     }
+    if (keys_within(&m->fields, newest)) continue;
     bson_iter_t it, seen;
     if (!bson_iter_init(&it, &m->fields)) continue;
     while (bson_iter_next(&it))
