@@ -442,7 +442,9 @@ rtu_err_t rtu_store_ensure_pc_index(rtu_store_t *st, const char *type, const bso
   return rc;
 }
 
-static void append_change(bson_t *arr, const rtu_msg_t *msg) {
+/* True when the original key has an empty field name (the update must then be
+ * validated, so the driver refuses it as MongoDB would). */
+static bool append_change(bson_t *arr, const rtu_msg_t *msg) {
   bson_t ch;
   char iso[40], offset[24];
   rtu_iso8601(msg->timestamp, iso, sizeof iso);
@@ -452,9 +454,10 @@ static void append_change(bson_t *arr, const rtu_msg_t *msg) {
   BSON_APPEND_UTF8(&ch, "topic", msg->topic);
   BSON_APPEND_INT32(&ch, "partition", msg->partition);
   BSON_APPEND_UTF8(&ch, "offset", offset);
-  rtu_value_append_original_key(&ch, "key", msg->key, msg->key_len);
+  bool empty = rtu_value_append_original_key(&ch, "key", msg->key, msg->key_len);
   BSON_APPEND_UTF8(&ch, "timestamp", iso);
   bson_append_document_end(arr, &ch);
+  return empty;
 }
 
 rtu_err_t rtu_store_write_pcs(rtu_store_t *st, const rtu_pc_t *pcs, size_t n, char *errstr,
@@ -464,10 +467,15 @@ rtu_err_t rtu_store_write_pcs(rtu_store_t *st, const rtu_pc_t *pcs, size_t n, ch
   for (size_t i = 0; i < n && rc == RTU_OK; i++)
     rc = rtu_store_ensure_pc_index(st, pcs[i].type, pcs[i].identifier, errstr, errstr_size);
   if (rc != RTU_OK) return rc;
-  bson_t opts = BSON_INITIALIZER, upsert = BSON_INITIALIZER, reply;
+  bson_t opts = BSON_INITIALIZER, upsert = BSON_INITIALIZER, trusted = BSON_INITIALIZER, reply;
   bson_error_t err;
   BSON_APPEND_BOOL(&opts, "ordered", false);
   BSON_APPEND_BOOL(&upsert, "upsert", true);
+  /* Every string here was checked for UTF-8 where it was built (value.c), as for
+   * the projection writes: the driver's validation (a tenth of the changes'
+   * cost) is kept only for an original key with an empty field name. */
+  BSON_APPEND_BOOL(&trusted, "upsert", true);
+  BSON_APPEND_BOOL(&trusted, "validate", false);
   mongoc_collection_t *coll = mongoc_database_get_collection(st->db, st->cfg->pc_collection);
   mongoc_bulk_operation_t *bulk = mongoc_collection_create_bulk_operation_with_opts(coll, &opts);
   int64_t now = rtu_now_ms();
@@ -485,14 +493,15 @@ rtu_err_t rtu_store_write_pcs(rtu_store_t *st, const rtu_pc_t *pcs, size_t n, ch
       }
     BSON_APPEND_DOCUMENT_BEGIN(&update, "$set", &set);
     BSON_APPEND_ARRAY_BEGIN(&set, "changes", &arr);
-    append_change(&arr, pcs[i].msg);
+    bool empty = append_change(&arr, pcs[i].msg);
     bson_append_array_end(&set, &arr);
     BSON_APPEND_DATE_TIME(&set, "updatedAt", now);
     bson_append_document_end(&update, &set);
     BSON_APPEND_DOCUMENT_BEGIN(&update, "$setOnInsert", &soi);
     BSON_APPEND_DATE_TIME(&soi, "createdAt", now);
     bson_append_document_end(&update, &soi);
-    bool ok = mongoc_bulk_operation_update_one_with_opts(bulk, &filter, &update, &upsert, &err);
+    bool ok = mongoc_bulk_operation_update_one_with_opts(bulk, &filter, &update,
+                                                         empty ? &upsert : &trusted, &err);
     bson_destroy(&filter);
     bson_destroy(&update);
     if (!ok) {
@@ -509,5 +518,6 @@ done:
   mongoc_collection_destroy(coll);
   bson_destroy(&opts);
   bson_destroy(&upsert);
+  bson_destroy(&trusted);
   return rc;
 }
