@@ -284,111 +284,26 @@ static void simulate(rtu_batch_t *b, const group_t *g, const rtu_msg_t *msgs, ui
 
 /* ---- building writes ---------------------------------------------------- */
 
-/* ---- raw BSON -------------------------------------------------------------
- * The guard and the metadata go into every write. Built with one bson_append_*
- * per element (twenty per record) they were about 8 % of a basic message's
- * instructions: libbson's appender is generic (variadic pieces, a memcpy each).
- * Here they are written as bytes into a stack buffer and appended with one
- * bson_concat; the bytes are the same. */
-typedef struct {
-  uint8_t *p;
-  size_t n, cap;
-  uint8_t local[512];
-} raw_t;
-
-static void raw_init(raw_t *r) {
-  r->p = r->local;
-  r->cap = sizeof r->local;
-  r->n = 4; /* the document's length, set by raw_concat */
-}
-
-static void raw_reserve(raw_t *r, size_t more) {
-  if (r->n + more <= r->cap) return;
-  size_t cap = r->cap * 2;
-  while (cap < r->n + more) cap *= 2;
-  /* bson_malloc aborts when memory is exhausted, as every libbson append does */
-  uint8_t *p = bson_malloc(cap);
-  memcpy(p, r->p, r->n);
-  if (r->p != r->local) bson_free(r->p);
-  r->p = p;
-  r->cap = cap;
-}
-
-static void raw_bytes(raw_t *r, const void *s, size_t n) {
-  raw_reserve(r, n);
-  memcpy(r->p + r->n, s, n);
-  r->n += n;
-}
-
-static void raw_le(raw_t *r, uint64_t v, int bytes) {
-  raw_reserve(r, (size_t)bytes);
-  for (int i = 0; i < bytes; i++) r->p[r->n++] = (uint8_t)(v >> (8 * i));
-}
-
-/* type byte and key; keys here are literals */
-static void raw_head(raw_t *r, bson_type_t type, const char *key) {
-  raw_le(r, (uint64_t)type, 1);
-  raw_bytes(r, key, strlen(key) + 1);
-}
-
-static void raw_utf8(raw_t *r, const char *key, const char *s, size_t n) {
-  raw_head(r, BSON_TYPE_UTF8, key);
-  raw_le(r, (uint64_t)(n + 1), 4);
-  raw_bytes(r, s, n);
-  raw_le(r, 0, 1);
-}
-
-static void raw_int(raw_t *r, bson_type_t type, const char *key, int64_t v) {
-  raw_head(r, type, key);
-  raw_le(r, (uint64_t)v, type == BSON_TYPE_INT32 ? 4 : 8);
-}
-
-static size_t raw_doc_begin(raw_t *r, bson_type_t type, const char *key) {
-  raw_head(r, type, key);
-  size_t at = r->n;
-  raw_le(r, 0, 4);
-  return at;
-}
-
-static void raw_set_len(raw_t *r, size_t at) {
-  uint32_t len = (uint32_t)(r->n - at);
-  for (int i = 0; i < 4; i++) r->p[at + (size_t)i] = (uint8_t)(len >> (8 * i));
-}
-
-static void raw_doc_end(raw_t *r, size_t at) {
-  raw_le(r, 0, 1);
-  raw_set_len(r, at);
-}
-
-/* Appends the elements written to out, and releases r. */
-static void raw_concat(raw_t *r, bson_t *out) {
-  bson_t doc;
-  raw_le(r, 0, 1);
-  raw_set_len(r, 0);
-  if (bson_init_static(&doc, r->p, r->n)) bson_concat(out, &doc);
-  if (r->p != r->local) bson_free(r->p);
-}
-
-/* ---- building writes ---------------------------------------------------- */
-
-/* {$or: [{__internal__counter: {$lte: counter}}, {__internal__counter: {$exists: false}}]} */
+/* {$or: [{__internal__counter: {$lte: counter}}, {__internal__counter: {$exists: false}}]},
+ * written as bytes (rtu_raw_t): it and the metadata go into every write, and
+ * twenty bson_append_* calls per record were about 8 % of a basic message. */
 static void append_guard(bson_t *filter, int64_t counter) {
-  raw_t r;
-  raw_init(&r);
-  size_t ors = raw_doc_begin(&r, BSON_TYPE_ARRAY, "$or");
-  size_t a = raw_doc_begin(&r, BSON_TYPE_DOCUMENT, "0");
-  size_t cond = raw_doc_begin(&r, BSON_TYPE_DOCUMENT, "__internal__counter");
-  raw_int(&r, BSON_TYPE_INT64, "$lte", counter);
-  raw_doc_end(&r, cond);
-  raw_doc_end(&r, a);
-  size_t b = raw_doc_begin(&r, BSON_TYPE_DOCUMENT, "1");
-  cond = raw_doc_begin(&r, BSON_TYPE_DOCUMENT, "__internal__counter");
-  raw_head(&r, BSON_TYPE_BOOL, "$exists");
-  raw_le(&r, 0, 1);
-  raw_doc_end(&r, cond);
-  raw_doc_end(&r, b);
-  raw_doc_end(&r, ors);
-  raw_concat(&r, filter);
+  rtu_raw_t r;
+  rtu_raw_init(&r);
+  size_t ors = rtu_raw_doc_begin(&r, BSON_TYPE_ARRAY, "$or");
+  size_t a = rtu_raw_doc_begin(&r, BSON_TYPE_DOCUMENT, "0");
+  size_t cond = rtu_raw_doc_begin(&r, BSON_TYPE_DOCUMENT, "__internal__counter");
+  rtu_raw_int(&r, BSON_TYPE_INT64, "$lte", counter);
+  rtu_raw_doc_end(&r, cond);
+  rtu_raw_doc_end(&r, a);
+  size_t b = rtu_raw_doc_begin(&r, BSON_TYPE_DOCUMENT, "1");
+  cond = rtu_raw_doc_begin(&r, BSON_TYPE_DOCUMENT, "__internal__counter");
+  rtu_raw_head(&r, BSON_TYPE_BOOL, "$exists");
+  rtu_raw_le(&r, 0, 1);
+  rtu_raw_doc_end(&r, cond);
+  rtu_raw_doc_end(&r, b);
+  rtu_raw_doc_end(&r, ors);
+  rtu_raw_concat(&r, filter);
 }
 
 /* The decimal text of an offset, as the reference stores it. */
@@ -415,24 +330,24 @@ static bool append_metadata(bson_t *set, const rtu_mapped_t *m, const rtu_msg_t 
   size_t offset_len = offset_text(msg->offset, offset);
   const char *st = state == ST_DELETED ? "DELETED" : "PUBLIC";
   const char *type = m->has_position ? "position" : "timestamp";
-  raw_t r;
-  raw_init(&r);
-  raw_utf8(&r, "__STATE__", st, strlen(st));
-  raw_int(&r, BSON_TYPE_DATE_TIME, "updatedAt", now);
-  raw_int(&r, BSON_TYPE_DATE_TIME, "timestamp", msg->timestamp);
-  raw_int(&r, BSON_TYPE_INT64, "__internal__counter", counter);
-  raw_utf8(&r, "__internal__counterType", type, strlen(type));
-  size_t info = raw_doc_begin(&r, BSON_TYPE_DOCUMENT, "__internal__kafkaInfo");
-  raw_utf8(&r, "topic", msg->topic, strlen(msg->topic));
-  raw_int(&r, BSON_TYPE_INT32, "partition", msg->partition);
-  raw_utf8(&r, "offset", offset, offset_len);
+  rtu_raw_t r;
+  rtu_raw_init(&r);
+  rtu_raw_utf8(&r, "__STATE__", st, strlen(st));
+  rtu_raw_int(&r, BSON_TYPE_DATE_TIME, "updatedAt", now);
+  rtu_raw_int(&r, BSON_TYPE_DATE_TIME, "timestamp", msg->timestamp);
+  rtu_raw_int(&r, BSON_TYPE_INT64, "__internal__counter", counter);
+  rtu_raw_utf8(&r, "__internal__counterType", type, strlen(type));
+  size_t info = rtu_raw_doc_begin(&r, BSON_TYPE_DOCUMENT, "__internal__kafkaInfo");
+  rtu_raw_utf8(&r, "topic", msg->topic, strlen(msg->topic));
+  rtu_raw_int(&r, BSON_TYPE_INT32, "partition", msg->partition);
+  rtu_raw_utf8(&r, "offset", offset, offset_len);
   bson_t key = BSON_INITIALIZER;
   bool empty = rtu_value_append_original_key(&key, "key", msg->key, msg->key_len);
-  raw_bytes(&r, bson_get_data(&key) + 4, key.len - 5);
+  rtu_raw_bytes(&r, bson_get_data(&key) + 4, key.len - 5);
   bson_destroy(&key);
-  raw_utf8(&r, "timestamp", iso, strlen(iso));
-  raw_doc_end(&r, info);
-  raw_concat(&r, set);
+  rtu_raw_utf8(&r, "timestamp", iso, strlen(iso));
+  rtu_raw_doc_end(&r, info);
+  rtu_raw_concat(&r, set);
   return empty;
 }
 

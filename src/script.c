@@ -1022,13 +1022,19 @@ rtu_err_t rtu_script_map(rtu_script_t *s, size_t projection, const rtu_msg_t *ms
   if (out->op != RTU_OP_DELETE) {
     lua_getfield(L, chg, "fields");
     int fields = lua_gettop(L);
+    rtu_raw_t raw;
+    rtu_raw_init(&raw);
     for (size_t i = 0; i < p->nfields && err == RTU_OK; i++) {
       if (lua_getfield(L, fields, p->fields[i].dst) != LUA_TNIL)
-        err = rtu_value_append_marked(L, -1, &out->fields, p->fields[i].dst, -1, &out->empty_key,
-                                      errstr, errstr_size);
+        err = rtu_value_raw_append_marked(L, -1, &raw, p->fields[i].dst, &out->empty_key, errstr,
+                                          errstr_size);
       lua_pop(L, 1);
     }
     lua_pop(L, 1);
+    if (!rtu_raw_concat(&raw, &out->fields) && err == RTU_OK) {
+      snprintf(errstr, errstr_size, "the mapped record is too large for a document");
+      err = RTU_ERR_DATA;
+    }
   }
 
 done:

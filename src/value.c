@@ -141,6 +141,81 @@ void rtu_value_push_doc_fields(lua_State *L, const bson_t *doc, char *const *nam
   }
 }
 
+/* ---- raw BSON ------------------------------------------------------------- */
+
+void rtu_raw_init(rtu_raw_t *r) {
+  r->p = r->local;
+  r->cap = sizeof r->local;
+  r->n = 4; /* the document's length, set by rtu_raw_concat */
+}
+
+static void raw_reserve(rtu_raw_t *r, size_t more) {
+  if (r->n + more <= r->cap) return;
+  size_t cap = r->cap * 2;
+  while (cap < r->n + more) cap *= 2;
+  /* bson_malloc aborts when memory is exhausted, as every libbson append does */
+  uint8_t *p = bson_malloc(cap);
+  memcpy(p, r->p, r->n);
+  if (r->p != r->local) bson_free(r->p);
+  r->p = p;
+  r->cap = cap;
+}
+
+void rtu_raw_bytes(rtu_raw_t *r, const void *s, size_t n) {
+  raw_reserve(r, n);
+  memcpy(r->p + r->n, s, n);
+  r->n += n;
+}
+
+void rtu_raw_le(rtu_raw_t *r, uint64_t v, int bytes) {
+  raw_reserve(r, (size_t)bytes);
+  for (int i = 0; i < bytes; i++) r->p[r->n++] = (uint8_t)(v >> (8 * i));
+}
+
+void rtu_raw_head(rtu_raw_t *r, bson_type_t type, const char *key) {
+  rtu_raw_le(r, (uint64_t)type, 1);
+  rtu_raw_bytes(r, key, strlen(key) + 1);
+}
+
+void rtu_raw_utf8(rtu_raw_t *r, const char *key, const char *s, size_t n) {
+  rtu_raw_head(r, BSON_TYPE_UTF8, key);
+  rtu_raw_le(r, (uint64_t)(n + 1), 4);
+  rtu_raw_bytes(r, s, n);
+  rtu_raw_le(r, 0, 1);
+}
+
+void rtu_raw_int(rtu_raw_t *r, bson_type_t type, const char *key, int64_t v) {
+  rtu_raw_head(r, type, key);
+  rtu_raw_le(r, (uint64_t)v, type == BSON_TYPE_INT32 ? 4 : 8);
+}
+
+size_t rtu_raw_doc_begin(rtu_raw_t *r, bson_type_t type, const char *key) {
+  rtu_raw_head(r, type, key);
+  size_t at = r->n;
+  rtu_raw_le(r, 0, 4);
+  return at;
+}
+
+static void raw_set_len(rtu_raw_t *r, size_t at) {
+  uint32_t len = (uint32_t)(r->n - at);
+  for (int i = 0; i < 4; i++) r->p[at + (size_t)i] = (uint8_t)(len >> (8 * i));
+}
+
+void rtu_raw_doc_end(rtu_raw_t *r, size_t at) {
+  rtu_raw_le(r, 0, 1);
+  raw_set_len(r, at);
+}
+
+bool rtu_raw_concat(rtu_raw_t *r, bson_t *out) {
+  bson_t doc;
+  rtu_raw_le(r, 0, 1);
+  raw_set_len(r, 0);
+  bool ok = r->n <= INT32_MAX && bson_init_static(&doc, r->p, r->n) && bson_concat(out, &doc);
+  if (r->p != r->local) bson_free(r->p);
+  r->p = r->local;
+  return ok;
+}
+
 /* ---- Lua -> BSON -------------------------------------------------------- */
 
 static bool is_mt(lua_State *L, int idx, const void *key) {
@@ -298,6 +373,49 @@ rtu_err_t rtu_value_append_marked(lua_State *L, int idx, bson_t *out, const char
   size_t budget = MAX_VALUE_BYTES;
   return append_depth(L, lua_absindex(L, idx), out, key, keylen, 0, &budget, empty_key, errstr,
                       errstr_size);
+}
+
+rtu_err_t rtu_value_raw_append_marked(lua_State *L, int idx, rtu_raw_t *r, const char *key,
+                                      bool *empty_key, char *errstr, size_t errstr_size) {
+  size_t keylen = strlen(key), len;
+  if (keylen == 0) *empty_key = true;
+  switch (lua_type(L, idx)) {
+  case LUA_TNIL: rtu_raw_head(r, BSON_TYPE_NULL, key); return RTU_OK;
+  case LUA_TBOOLEAN:
+    rtu_raw_head(r, BSON_TYPE_BOOL, key);
+    rtu_raw_le(r, lua_toboolean(L, idx) ? 1 : 0, 1);
+    return RTU_OK;
+  case LUA_TNUMBER:
+    if (lua_isinteger(L, idx)) {
+      lua_Integer v = lua_tointeger(L, idx);
+      rtu_raw_int(r, v >= INT32_MIN && v <= INT32_MAX ? BSON_TYPE_INT32 : BSON_TYPE_INT64, key, v);
+    } else {
+      double d = lua_tonumber(L, idx);
+      uint64_t bits;
+      memcpy(&bits, &d, sizeof bits);
+      rtu_raw_head(r, BSON_TYPE_DOUBLE, key);
+      rtu_raw_le(r, bits, 8);
+    }
+    return RTU_OK;
+  case LUA_TSTRING: {
+    const char *s = lua_tolstring(L, idx, &len);
+    if (len + keylen + 8 > MAX_VALUE_BYTES) break; /* the general path says why */
+    if (!bson_utf8_validate(s, len, true)) {
+      snprintf(errstr, errstr_size, "field '%s': string is not valid UTF-8", key);
+      return RTU_ERR_DATA;
+    }
+    rtu_raw_utf8(r, key, s, len);
+    return RTU_OK;
+  }
+  default: break;
+  }
+  /* Tables, the null sentinel and what cannot be stored: libbson's path. */
+  bson_t tmp = BSON_INITIALIZER;
+  rtu_err_t err = rtu_value_append_marked(L, idx, &tmp, key, (int)keylen, empty_key, errstr,
+                                          errstr_size);
+  if (err == RTU_OK) rtu_raw_bytes(r, bson_get_data(&tmp) + 4, tmp.len - 5);
+  bson_destroy(&tmp);
+  return err;
 }
 
 rtu_err_t rtu_value_append(lua_State *L, int idx, bson_t *out, const char *key, int keylen,

@@ -50,6 +50,31 @@ bool rtu_value_json_to_bson(const char *text, size_t len, bson_t *out, char *err
 bool rtu_value_append_original_key(bson_t *out, const char *field, const char *key,
                                    size_t key_len);
 
+/* A BSON document written as bytes, appended to a bson_t in one bson_concat:
+ * libbson's appender is generic (variadic pieces, a memcpy each), and the
+ * elements written per record (metadata, guard, mapped fields) were about a tenth
+ * of a basic message's instructions. Keys are C strings; rtu_raw_concat appends
+ * the elements to out and releases r (false when out would be too large). */
+typedef struct {
+  uint8_t *p;
+  size_t n, cap;
+  uint8_t local[512];
+} rtu_raw_t;
+
+void rtu_raw_init(rtu_raw_t *r);
+void rtu_raw_bytes(rtu_raw_t *r, const void *s, size_t n);
+void rtu_raw_le(rtu_raw_t *r, uint64_t v, int bytes); /* little-endian integer */
+void rtu_raw_head(rtu_raw_t *r, bson_type_t type, const char *key);
+void rtu_raw_utf8(rtu_raw_t *r, const char *key, const char *s, size_t n);
+void rtu_raw_int(rtu_raw_t *r, bson_type_t type, const char *key, int64_t v); /* INT32, INT64, DATE_TIME */
+size_t rtu_raw_doc_begin(rtu_raw_t *r, bson_type_t type, const char *key);   /* DOCUMENT, ARRAY */
+void rtu_raw_doc_end(rtu_raw_t *r, size_t at);
+bool rtu_raw_concat(rtu_raw_t *r, bson_t *out);
+
+/* rtu_value_append_marked into a raw document: the same element bytes. */
+rtu_err_t rtu_value_raw_append_marked(lua_State *L, int idx, rtu_raw_t *r, const char *key,
+                                      bool *empty_key, char *errstr, size_t errstr_size);
+
 /* Appends s as a JSON string (quoted, escaped as JSON.stringify does; a byte
  * that is not UTF-8 becomes U+FFFD), and an integer as JSON text. */
 void rtu_value_json_string(bson_string_t *out, const char *s, size_t len);

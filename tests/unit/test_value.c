@@ -488,6 +488,65 @@ static void test_push_doc_fields(void) {
   bson_destroy(&doc);
 }
 
+/* ---- Lua -> raw BSON ------------------------------------------------------ */
+
+/* The raw writer gives the bytes of libbson's path for every kind of value. */
+static void test_raw_append(void) {
+  eval("return {s = 'caf\\195\\169', i = 42, big = 2^40 // 1, neg = -2147483649, d = 1.5,"
+       " t = true, f = false, n = V.null, tab = {a = 1, b = {2, 3}}, arr = V.array({1, 'x'}),"
+       " date = V.date(86400000), empty = ''}");
+  int t = lua_gettop(L);
+  const char *keys[] = {"s", "i", "big", "neg", "d", "t", "f", "n", "tab", "arr", "date", "empty", "absent"};
+  bson_t want = BSON_INITIALIZER, got = BSON_INITIALIZER;
+  rtu_raw_t raw;
+  rtu_raw_init(&raw);
+  char err[RTU_ERRSTR_SIZE];
+  bool e1 = false, e2 = false;
+  for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+    lua_getfield(L, t, keys[i]);
+    CHECK(rtu_value_append_marked(L, -1, &want, keys[i], -1, &e1, err, sizeof err) == RTU_OK,
+          "append %s: %s", keys[i], err);
+    CHECK(rtu_value_raw_append_marked(L, -1, &raw, keys[i], &e2, err, sizeof err) == RTU_OK,
+          "raw append %s: %s", keys[i], err);
+    lua_pop(L, 1);
+  }
+  CHECK(rtu_raw_concat(&raw, &got), "rtu_raw_concat failed");
+  CHECK(want.len == got.len && !memcmp(bson_get_data(&want), bson_get_data(&got), want.len),
+        "raw bytes differ from libbson's (%u and %u bytes)", want.len, got.len);
+  CHECK(!e1 && !e2, "no empty key here");
+  /* an empty key is marked, a string that is not UTF-8 refused the same way */
+  lua_pushstring(L, "x");
+  rtu_raw_init(&raw);
+  CHECK(rtu_value_raw_append_marked(L, -1, &raw, "", &e2, err, sizeof err) == RTU_OK && e2,
+        "an empty key is not marked");
+  lua_pushstring(L, "\xff");
+  CHECK(rtu_value_raw_append_marked(L, -1, &raw, "bad", &e2, err, sizeof err) == RTU_ERR_DATA &&
+            strstr(err, "UTF-8"),
+        "a string that is not UTF-8 is stored: %s", err);
+  bson_t sink = BSON_INITIALIZER;
+  rtu_raw_concat(&raw, &sink);
+  bson_destroy(&sink);
+  /* more than the stack buffer */
+  rtu_raw_init(&raw);
+  char big[3000];
+  memset(big, 'y', sizeof big - 1);
+  big[sizeof big - 1] = '\0';
+  for (int i = 0; i < 5; i++) {
+    char k[8];
+    snprintf(k, sizeof k, "k%d", i);
+    lua_pushstring(L, big);
+    rtu_value_raw_append_marked(L, -1, &raw, k, &e2, err, sizeof err);
+    lua_pop(L, 1);
+  }
+  bson_t grown = BSON_INITIALIZER;
+  CHECK(rtu_raw_concat(&raw, &grown) && bson_count_keys(&grown) == 5 && grown.len > 15000,
+        "a raw document past its stack buffer");
+  bson_destroy(&grown);
+  bson_destroy(&want);
+  bson_destroy(&got);
+  lua_settop(L, t - 1);
+}
+
 /* ---- BSON -> JSON text -------------------------------------------------- */
 
 static void expect_json(const char *what, const bson_t *doc, bool as_array, const char *want) {
@@ -838,6 +897,7 @@ int main(void) {
   test_refused();
   test_doc_to_json();
   test_push_doc_fields();
+  test_raw_append();
   lua_close(L);
   return CHECK_DONE();
 }
