@@ -422,6 +422,21 @@ local NONE = {}
 -- do), picked with index_of (see result_index), or nil when f pins no field so
 -- every result is a candidate. Of several pinned fields the one with the fewest
 -- candidates is used: a field every result shares (__STATE__) would pick them all.
+-- The positions found in any of `lists`, ascending, each once.
+local function union(lists)
+  local set, out = {}, {}
+  for _, list in ipairs(lists) do
+    for _, p in ipairs(list) do
+      if not set[p] then
+        set[p] = true
+        out[#out + 1] = p
+      end
+    end
+  end
+  table.sort(out)
+  return out
+end
+
 local function candidates(f, index_of)
   local best
   for k, v in pairs(f) do
@@ -433,17 +448,9 @@ local function candidates(f, index_of)
         if #vals == 1 then
           list = idx[vkey(vals[1])] or NONE
         else
-          local set = {}
-          list = {}
-          for _, x in ipairs(vals) do
-            for _, p in ipairs(idx[vkey(x)] or NONE) do
-              if not set[p] then
-                set[p] = true
-                list[#list + 1] = p
-              end
-            end
-          end
-          table.sort(list)
+          local lists = {}
+          for i, x in ipairs(vals) do lists[i] = idx[vkey(x)] or NONE end
+          list = union(lists)
         end
         if not best or #list < #best then best = list end
         if #best == 0 then return best end
@@ -458,19 +465,12 @@ local function candidates(f, index_of)
     end
   end
   if f["$or"] then
-    local set, list = {}, {}
-    for _, sub in ipairs(f["$or"]) do
-      local c = candidates(sub, index_of)
-      if not c then return nil end
-      for _, p in ipairs(c) do
-        if not set[p] then
-          set[p] = true
-          list[#list + 1] = p
-        end
-      end
+    local lists = {}
+    for i, sub in ipairs(f["$or"]) do
+      lists[i] = candidates(sub, index_of)
+      if not lists[i] then return nil end
     end
-    table.sort(list)
-    return list
+    return union(lists)
   end
   return nil
 end
