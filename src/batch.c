@@ -306,28 +306,13 @@ static void append_guard(bson_t *filter, int64_t counter) {
   rtu_raw_concat(&r, filter);
 }
 
-/* The decimal text of an offset, as the reference stores it. */
-static size_t offset_text(int64_t offset, char out[24]) {
-  char tmp[24];
-  size_t n = 0, o = 0;
-  uint64_t v = offset < 0 ? (uint64_t)0 - (uint64_t)offset : (uint64_t)offset;
-  do {
-    tmp[n++] = (char)('0' + v % 10);
-    v /= 10;
-  } while (v);
-  if (offset < 0) out[o++] = '-';
-  while (n) out[o++] = tmp[--n];
-  out[o] = '\0';
-  return o;
-}
-
 /* Appends the reference's metadata fields to set. True when the original key is
  * a document with an empty field name (the update must then be validated). */
 static bool append_metadata(bson_t *set, const rtu_mapped_t *m, const rtu_msg_t *msg,
                             state_t state, int64_t counter, int64_t now) {
   char iso[40], offset[24];
   rtu_iso8601(msg->timestamp, iso, sizeof iso);
-  size_t offset_len = offset_text(msg->offset, offset);
+  size_t offset_len = rtu_int_text(msg->offset, offset);
   const char *st = state == ST_DELETED ? "DELETED" : "PUBLIC";
   const char *type = m->has_position ? "position" : "timestamp";
   rtu_raw_t r;

@@ -55,4 +55,8 @@ int64_t rtu_now_ms(void);
 /* ISO-8601 UTC with milliseconds, as JavaScript's toISOString; buf >= 32 bytes. */
 void rtu_iso8601(int64_t ms, char *buf, size_t size);
 
+/* The decimal text of v in buf (NUL-terminated); returns its length. By hand:
+ * snprintf per message showed in the profile. */
+size_t rtu_int_text(int64_t v, char buf[24]);
+
 #endif

@@ -448,7 +448,7 @@ static bool append_change(bson_t *arr, const rtu_msg_t *msg) {
   bson_t ch;
   char iso[40], offset[24];
   rtu_iso8601(msg->timestamp, iso, sizeof iso);
-  snprintf(offset, sizeof offset, "%lld", (long long)msg->offset);
+  rtu_int_text(msg->offset, offset);
   BSON_APPEND_DOCUMENT_BEGIN(arr, "0", &ch);
   BSON_APPEND_UTF8(&ch, "state", "NEW");
   BSON_APPEND_UTF8(&ch, "topic", msg->topic);

@@ -42,6 +42,20 @@ int64_t rtu_now_ms(void) {
 /* JavaScript's toISOString: years outside 0..9999 get six digits and a sign.
  * Civil-from-days (H. Hinnant) keeps it exact for the whole JS date range,
  * without gmtime's limits. */
+size_t rtu_int_text(int64_t v, char buf[24]) {
+  char tmp[24];
+  size_t n = 0, o = 0;
+  uint64_t m = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+  do {
+    tmp[n++] = (char)('0' + m % 10);
+    m /= 10;
+  } while (m);
+  if (v < 0) buf[o++] = '-';
+  while (n) buf[o++] = tmp[--n];
+  buf[o] = '\0';
+  return o;
+}
+
 void rtu_iso8601(int64_t ms, char *buf, size_t size) {
   int64_t days = ms / 86400000, rem = ms % 86400000;
   if (rem < 0) {

@@ -1172,14 +1172,8 @@ void rtu_value_json_string(bson_string_t *out, const char *s, size_t len) {
 }
 
 void rtu_value_json_int(bson_string_t *out, int64_t v) {
-  char buf[24], *p = buf + sizeof buf;
-  uint64_t m = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
-  do {
-    *--p = (char)('0' + m % 10);
-    m /= 10;
-  } while (m);
-  if (v < 0) *--p = '-';
-  sb_put(out, p, (size_t)(buf + sizeof buf - p));
+  char buf[24];
+  sb_put(out, buf, rtu_int_text(v, buf));
 }
 
 static void json_double(bson_string_t *out, double d) {

@@ -701,13 +701,16 @@ end
 
 local function scalar(v) return v == null or plain_scalar(v) end
 
-local function scalar_list(v)
+-- A list whose every element passes ok.
+local function list_of(v, ok)
   if not is_list(v) then return false end
   for _, x in ipairs(v) do
-    if not scalar(x) then return false end
+    if not ok(x) then return false end
   end
   return true
 end
+
+local function scalar_list(v) return list_of(v, scalar) end
 
 -- The operators the matcher evaluates, each with the operands it is trusted with.
 local MERGE_OPS = {
@@ -727,13 +730,7 @@ local function mergeable_ops(v)
   return true
 end
 
-local function mergeable_list(v)
-  if not is_list(v) then return false end
-  for _, sub in ipairs(v) do
-    if not mergeable(sub) then return false end
-  end
-  return true
-end
+local function mergeable_list(v) return list_of(v, mergeable) end
 
 -- A filter the matcher decides exactly as MongoDB does, so that documents of a
 -- merged query can be given back to the request they answer: top-level fields

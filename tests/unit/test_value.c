@@ -682,6 +682,15 @@ static void test_doc_to_json(void) {
 
 /* ---- the fast path agrees with libbson ------------------------------------ */
 
+/* d empty arrays nested in one another ("[[...]]") in buf; returns its length. */
+static size_t nested_arrays(char *buf, int d) {
+  size_t n = 0;
+  for (int i = 0; i < d; i++) buf[n++] = '[';
+  for (int i = 0; i < d; i++) buf[n++] = ']';
+  buf[n] = '\0';
+  return n;
+}
+
 /* rtu_value_json_to_bson parses strict JSON itself and leaves the rest to
  * libbson: for every text, the BSON must be byte for byte what libbson makes of
  * the same text, and a text libbson refuses must stay refused. */
@@ -729,10 +738,7 @@ static void test_fast_path(void) {
   for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) expect_same_as_libbson(texts[i]);
   char deep[300];
   for (int d = 60; d <= 70; d += 10) {
-    int n = 0;
-    for (int i = 0; i < d; i++) deep[n++] = '[';
-    for (int i = 0; i < d; i++) deep[n++] = ']';
-    deep[n] = '\0';
+    nested_arrays(deep, d);
     expect_same_as_libbson(deep);
   }
 }
@@ -825,13 +831,7 @@ static void test_decode_direct(void) {
   expect_same_decode("\"a\0b\"", 5);
   expect_same_decode("\"a\\", 3);
   char deep[400];
-  for (int d = 60; d <= 130; d += 10) {
-    int n = 0;
-    for (int i = 0; i < d; i++) deep[n++] = '[';
-    for (int i = 0; i < d; i++) deep[n++] = ']';
-    deep[n] = '\0';
-    expect_same_decode(deep, (size_t)n);
-  }
+  for (int d = 60; d <= 130; d += 10) expect_same_decode(deep, nested_arrays(deep, d));
   /* Objects and arrays past the members held on the stack before their table is
    * made (32), with a duplicate name on each side of that point. */
   for (int size = 30; size <= 70; size += 20) {
