@@ -600,11 +600,16 @@ static rtu_err_t emit_pr_updates(rtu_batch_t *b, const rtu_projection_t *p, cons
   return RTU_OK;
 }
 
-/* The documents handed to strategies, in the order of the messages they stand
- * for: the one-by-one reruns that find a failing document then go in offset order. */
+/* The documents handed to strategies, in the order of the messages their
+ * changes name (the latest of a record's run for its image), so that a single
+ * view several of them lead to names the latest. since is the earliest message a
+ * document stands for: where the partition stops when its strategies fail. It is
+ * the same message but for an image that also stands for the record before the
+ * run (rtu_script_same_input): it answers for the run's first message of it. */
 typedef struct {
   const bson_t *doc;
   uint32_t origin; /* index of the message */
+  uint32_t since;  /* index of the earliest message */
   uint32_t pos;    /* ties keep the order they were found in */
 } run_doc_t;
 
@@ -614,15 +619,29 @@ static int run_doc_cmp(const void *pa, const void *pb) {
   return a->pos < b->pos ? -1 : a->pos > b->pos;
 }
 
-static bool sort_by_origin(const bson_t **docs, uint32_t *origin, size_t n) {
+static int run_doc_since_cmp(const void *pa, const void *pb) {
+  const run_doc_t *a = pa, *b = pb;
+  if (a->since != b->since) return a->since < b->since ? -1 : 1;
+  return a->pos < b->pos ? -1 : a->pos > b->pos;
+}
+
+/* Sorts docs, origin and since by origin, and fills rerun with the indexes of
+ * the sorted documents by since: the order in which the one-by-one reruns look
+ * for the failing document, so that it is the one of the earliest message. */
+static bool sort_run_docs(const bson_t **docs, uint32_t *origin, uint32_t *since, uint32_t *rerun,
+                          size_t n) {
   run_doc_t *order = calloc(n ? n : 1, sizeof *order);
   if (!order) return false;
-  for (size_t i = 0; i < n; i++) order[i] = (run_doc_t){docs[i], origin[i], (uint32_t)i};
+  for (size_t i = 0; i < n; i++) order[i] = (run_doc_t){docs[i], origin[i], since[i], (uint32_t)i};
   qsort(order, n, sizeof *order, run_doc_cmp);
   for (size_t i = 0; i < n; i++) {
     docs[i] = order[i].doc;
     origin[i] = order[i].origin;
+    since[i] = order[i].since;
+    order[i].pos = (uint32_t)i;
   }
+  qsort(order, n, sizeof *order, run_doc_since_cmp);
+  for (size_t i = 0; i < n; i++) rerun[i] = order[i].pos;
   free(order);
   return true;
 }
@@ -665,13 +684,15 @@ static rtu_err_t after_writes(rtu_batch_t *b, size_t projection, const rtu_msg_t
   bool *has_image = calloc(ngroups ? ngroups : 1, sizeof *has_image);
   const bson_t **docs = calloc(cap ? cap : 1, sizeof *docs);
   uint32_t *origin = calloc(cap ? cap : 1, sizeof *origin);
+  uint32_t *since = calloc(cap ? cap : 1, sizeof *since);
+  uint32_t *rerun = calloc(cap ? cap : 1, sizeof *rerun);
   rtu_identified_t *ids = NULL;
   size_t nids = 0;
   rtu_pc_t *pcs = NULL;
   char err[RTU_ERRSTR_SIZE];
   bool produced = false;
   rtu_err_t rc = RTU_OK;
-  if (!images || !has_image || !docs || !origin) {
+  if (!images || !has_image || !docs || !origin || !since || !rerun) {
     rc = RTU_ERR_FATAL;
     snprintf(res->cause, sizeof res->cause, "out of memory");
     goto done;
@@ -689,35 +710,47 @@ static rtu_err_t after_writes(rtu_batch_t *b, size_t projection, const rtu_msg_t
       build_image(b, gr, o, msgs, now, &images[g]);
       has_image[g] = true;
     }
-    if (gr->s0) { /* before the run: single views it belonged to may change too */
+    /* Before the run, the record may have belonged to single views it left:
+     * they are looked for too, unless the strategies would read the same of it
+     * before and after (most updates touch no relation), which finds them twice. */
+    bool same = strategies && gr->s0 && has_image[g] &&
+                rtu_script_same_input(b->script, projection, gr->s0, &images[g]);
+    if (gr->s0 && !same) {
       docs[n] = gr->s0;
-      origin[n++] = first_msg;
+      origin[n] = since[n] = first_msg;
+      n++;
     }
     if (has_image[g]) {
       docs[n] = &images[g];
-      origin[n++] = b->events[o->last_event].msg;
+      origin[n] = b->events[o->last_event].msg;
+      since[n] = same ? first_msg : origin[n];
+      n++;
     }
   }
 
   if (strategies) {
-    if (!sort_by_origin(docs, origin, n)) {
+    if (!sort_run_docs(docs, origin, since, rerun, n)) {
       rc = RTU_ERR_FATAL;
       snprintf(res->cause, sizeof res->cause, "out of memory");
       goto done;
     }
     size_t failed_doc, nuse;
+    rtu_metrics_add(RTU_C_STRATEGY_DOCUMENTS, NULL, n);
     int64_t t0 = rtu_now_mono_us();
-    rc = rtu_script_identify(b->script, projection, docs, n, find_cb, b->store, &ids, &nids,
-                             &failed_doc, err, sizeof err);
+    rc = rtu_script_identify(b->script, projection, docs, rerun, n, find_cb, b->store, &ids,
+                             &nids, &failed_doc, err, sizeof err);
     rtu_metrics_observe(RTU_H_STRATEGY, (double)(rtu_now_mono_us() - t0) / 1e6);
     nuse = nids;
     if (rc == RTU_ERR_SCRIPT) {
       if (failed_doc >= n) failed_doc = 0; /* cannot happen: the earliest, then */
-      uint32_t fail_msg = origin[failed_doc];
+      uint32_t fail_msg = since[failed_doc];
       strategy_failed(p, docs[failed_doc], &msgs[fail_msg], err, res);
-      /* Single views come in document order: those of earlier messages lead. */
+      /* The single views came from the reruns, in the order of since: those of
+       * earlier messages lead, each naming the earliest message that found it,
+       * as applying the messages one by one up to the failing one would. */
       nuse = 0;
-      while (nuse < nids && origin[ids[nuse].origin] < fail_msg) nuse++;
+      while (nuse < nids && since[ids[nuse].origin] < fail_msg) nuse++;
+      memcpy(origin, since, n * sizeof *origin);
       rc = RTU_OK;
     }
     if (rc != RTU_OK) {
@@ -764,6 +797,8 @@ done:
   free(has_image);
   free(docs);
   free(origin);
+  free(since);
+  free(rerun);
   free(pcs);
   rtu_identified_free(ids, nids);
   return rc;

@@ -50,6 +50,10 @@ static const counter_def_t counter_defs[RTU_C__COUNT] = {
     [RTU_C_STRATEGY_LOOKUPS] = {"rtu_strategy_lookups_total",
                                 "Queries sent to MongoDB by strategies (db:find, db:findOne).",
                                 NULL},
+    [RTU_C_STRATEGY_DOCUMENTS] = {"rtu_strategy_documents_total",
+                                  "Projection documents the strategies ran on: a record's "
+                                  "before and after a run, once when they read the same of both.",
+                                  NULL},
     [RTU_C_STRATEGY_TIMEOUTS] = {"rtu_strategy_timeouts_total",
                                  "Script calls stopped by STRATEGIES_MAX_EXEC_TIME_MS.", NULL},
     [RTU_C_STRATEGY_ERRORS] = {"rtu_strategy_errors_total", "Script calls that raised an error.",

@@ -25,6 +25,7 @@ typedef enum {
   RTU_C_PROJECTION_CHANGES, /* rtu_projection_changes_total{single_view} */
   RTU_C_MONGO_COMMANDS,     /* rtu_mongodb_commands_total{command} */
   RTU_C_STRATEGY_LOOKUPS,   /* rtu_strategy_lookups_total */
+  RTU_C_STRATEGY_DOCUMENTS, /* rtu_strategy_documents_total */
   RTU_C_STRATEGY_TIMEOUTS,  /* rtu_strategy_timeouts_total */
   RTU_C_STRATEGY_ERRORS,    /* rtu_strategy_errors_total */
   RTU_C_TRANSIENT_ERRORS,   /* rtu_transient_errors_total{dependency} */

@@ -1048,6 +1048,13 @@ bool rtu_script_has_strategies(const rtu_script_t *s, size_t projection) {
   return s->identify_ref != LUA_NOREF && s->involved && s->involved[projection];
 }
 
+bool rtu_script_same_input(const rtu_script_t *s, size_t projection, const bson_t *a,
+                           const bson_t *b) {
+  if (!s->read_fields || !s->read_fields[projection].names) return false;
+  return rtu_value_same_fields(a, b, s->read_fields[projection].names,
+                               s->read_fields[projection].n);
+}
+
 void rtu_identified_free(rtu_identified_t *ids, size_t n) {
   for (size_t i = 0; i < n; i++) {
     free(ids[i].type);
@@ -1168,9 +1175,9 @@ done:
 }
 
 rtu_err_t rtu_script_identify(rtu_script_t *s, size_t projection, const bson_t *const *docs,
-                              size_t n, rtu_find_fn find, void *find_ctx, rtu_identified_t **out,
-                              size_t *nout, size_t *failed_doc, char *errstr,
-                              size_t errstr_size) {
+                              const uint32_t *rerun, size_t n, rtu_find_fn find, void *find_ctx,
+                              rtu_identified_t **out, size_t *nout, size_t *failed_doc,
+                              char *errstr, size_t errstr_size) {
   lua_State *L = s->L;
   int top = lua_gettop(L);
   rtu_err_t err = RTU_OK;
@@ -1193,20 +1200,19 @@ rtu_err_t rtu_script_identify(rtu_script_t *s, size_t projection, const bson_t *
   nids = 0;
   lua_newtable(L);
   lua_replace(L, top + 1);
-  for (size_t i = 0; i < n; i++) {
+  for (size_t r = 0; r < n; r++) {
+    size_t i = rerun ? rerun[r] : r, keep = nids;
     err = identify_call(s, projection, docs, i, i + 1, n, top + 1, &ids, &nids, errstr, errstr_size);
-    if (err == RTU_ERR_SCRIPT) *failed_doc = i;
-    if (err != RTU_OK) break;
-  }
-  if (err == RTU_ERR_SCRIPT) {
-    /* a result taken before the failure is good; one of the failing call is not */
-    size_t keep = 0;
-    while (keep < nids && ids[keep].origin < *failed_doc) keep++;
-    for (size_t i = keep; i < nids; i++) {
-      free(ids[i].type);
-      bson_destroy(&ids[i].identifier);
+    if (err == RTU_ERR_SCRIPT) {
+      *failed_doc = i;
+      /* a result taken before the failure is good; one of the failing call is not */
+      for (size_t j = keep; j < nids; j++) {
+        free(ids[j].type);
+        bson_destroy(&ids[j].identifier);
+      }
+      nids = keep;
     }
-    nids = keep;
+    if (err != RTU_OK) break;
   }
 done:
   s->find = NULL;

@@ -67,23 +67,31 @@ typedef rtu_err_t (*rtu_find_fn)(void *ctx, const char *collection, const bson_t
 /* True when changes of this projection can trigger a single view. */
 bool rtu_script_has_strategies(const rtu_script_t *s, size_t projection);
 
+/* True when the strategies of this projection would be handed the same document
+ * for a and b: they read only some top-level fields (low-code walks without a
+ * custom function on the changed documents) and those are equal. Then running
+ * them on both finds the same single views twice. */
+bool rtu_script_same_input(const rtu_script_t *s, size_t projection, const bson_t *a,
+                           const bson_t *b);
+
 /*
  * Runs the strategies of the projection for docs[0..n) (the documents as stored
- * after the run, and before it where they changed, the earliest message's first),
- * all at once so lookups of one hop are batched. *out gets the de-duplicated
- * single views to rebuild, each with the index of the first document leading to
- * it (free with rtu_identified_free). RTU_ERR_TRANSIENT when a lookup could not
- * reach MongoDB. When the batch fails (a strategy error, a timeout, a bad result),
- * the documents are run again one call each, in order, each under its own time
- * limit: RTU_ERR_SCRIPT with the cause, *failed_doc = the first document that
- * fails alone, and *out = the single views of the documents before it; RTU_OK
- * when none fails alone (the batch was only over the limit as a whole).
- * *failed_doc is n when no document failed.
+ * after the run, and before it where they changed), all at once so lookups of
+ * one hop are batched. *out gets the de-duplicated single views to rebuild, each
+ * with the index of the last document leading to it (free with
+ * rtu_identified_free). RTU_ERR_TRANSIENT when a lookup could not reach MongoDB.
+ * When the batch fails (a strategy error, a timeout, a bad result), the
+ * documents are run again one call each, in the order rerun[0..n) gives (NULL:
+ * their own), each under its own time limit: RTU_ERR_SCRIPT with the cause,
+ * *failed_doc = the first document that fails alone, and *out = the single
+ * views of the calls before it, each with the first document of them leading
+ * to it; RTU_OK when none fails alone (the batch was only over the limit as a
+ * whole). *failed_doc is n when no document failed.
  */
 rtu_err_t rtu_script_identify(rtu_script_t *s, size_t projection, const bson_t *const *docs,
-                              size_t n, rtu_find_fn find, void *find_ctx, rtu_identified_t **out,
-                              size_t *nout, size_t *failed_doc, char *errstr,
-                              size_t errstr_size);
+                              const uint32_t *rerun, size_t n, rtu_find_fn find, void *find_ctx,
+                              rtu_identified_t **out, size_t *nout, size_t *failed_doc,
+                              char *errstr, size_t errstr_size);
 void rtu_identified_free(rtu_identified_t *ids, size_t n);
 
 /* Bytes currently allocated by the state (for metrics and tests). */

@@ -141,6 +141,52 @@ void rtu_value_push_doc_fields(lua_State *L, const bson_t *doc, char *const *nam
   }
 }
 
+static bool same_value(bson_iter_t *ia, bson_iter_t *ib) {
+  bson_type_t t = bson_iter_type(ia);
+  if (t != bson_iter_type(ib)) return false;
+  const bson_value_t *a = bson_iter_value(ia), *b = bson_iter_value(ib);
+  switch (t) {
+  case BSON_TYPE_UTF8:
+    return a->value.v_utf8.len == b->value.v_utf8.len &&
+           !memcmp(a->value.v_utf8.str, b->value.v_utf8.str, a->value.v_utf8.len);
+  case BSON_TYPE_DOCUMENT:
+  case BSON_TYPE_ARRAY:
+    return a->value.v_doc.data_len == b->value.v_doc.data_len &&
+           !memcmp(a->value.v_doc.data, b->value.v_doc.data, a->value.v_doc.data_len);
+  case BSON_TYPE_BINARY:
+    return a->value.v_binary.subtype == b->value.v_binary.subtype &&
+           a->value.v_binary.data_len == b->value.v_binary.data_len &&
+           !memcmp(a->value.v_binary.data, b->value.v_binary.data, a->value.v_binary.data_len);
+  case BSON_TYPE_DOUBLE: /* bits, not ==: NaN stays NaN, -0.0 is not 0.0 */
+    return !memcmp(&a->value.v_double, &b->value.v_double, sizeof a->value.v_double);
+  case BSON_TYPE_INT32: return a->value.v_int32 == b->value.v_int32;
+  case BSON_TYPE_INT64: return a->value.v_int64 == b->value.v_int64;
+  case BSON_TYPE_BOOL: return a->value.v_bool == b->value.v_bool;
+  case BSON_TYPE_DATE_TIME: return a->value.v_datetime == b->value.v_datetime;
+  case BSON_TYPE_OID: return !memcmp(&a->value.v_oid, &b->value.v_oid, sizeof a->value.v_oid);
+  case BSON_TYPE_TIMESTAMP:
+    return a->value.v_timestamp.timestamp == b->value.v_timestamp.timestamp &&
+           a->value.v_timestamp.increment == b->value.v_timestamp.increment;
+  case BSON_TYPE_DECIMAL128:
+    return a->value.v_decimal128.low == b->value.v_decimal128.low &&
+           a->value.v_decimal128.high == b->value.v_decimal128.high;
+  case BSON_TYPE_NULL:
+  case BSON_TYPE_UNDEFINED:
+  case BSON_TYPE_MINKEY:
+  case BSON_TYPE_MAXKEY: return true;
+  default: return false;
+  }
+}
+
+bool rtu_value_same_fields(const bson_t *a, const bson_t *b, char *const *names, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    bson_iter_t ia, ib;
+    bool ha = bson_iter_init_find(&ia, a, names[i]), hb = bson_iter_init_find(&ib, b, names[i]);
+    if (ha != hb || (ha && !same_value(&ia, &ib))) return false;
+  }
+  return true;
+}
+
 /* ---- raw BSON ------------------------------------------------------------- */
 
 void rtu_raw_init(rtu_raw_t *r) {

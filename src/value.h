@@ -22,6 +22,10 @@ void rtu_value_push_date(lua_State *L, int64_t ms);
 void rtu_value_push_doc(lua_State *L, const bson_t *doc);
 /* The same with only the top-level fields named in names[0..n). */
 void rtu_value_push_doc_fields(lua_State *L, const bson_t *doc, char *const *names, size_t n);
+/* True when a and b hold the same top-level fields named in names[0..n): both
+ * absent, or the same type and the same bytes (so 1 and 1.0, or 0.0 and -0.0,
+ * differ). Kinds without a byte form here (regex, code, pointers) never match. */
+bool rtu_value_same_fields(const bson_t *a, const bson_t *b, char *const *names, size_t n);
 void rtu_value_push_iter(lua_State *L, const bson_iter_t *it);
 
 /* Appends the Lua value at idx to out under key. Fails on functions, non-string

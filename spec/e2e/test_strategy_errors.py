@@ -6,6 +6,7 @@ are, the other partition goes on, and the log line names topic, partition, offse
 the record and the cause. A restart stops at the same message. A second strategy
 that never ends on one record stops at that record's message the same way."""
 
+import json
 import os
 import sys
 import time
@@ -14,7 +15,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 from harness import E2ETestCase, wait_for, stop_log, row  # noqa: E402
 
-TOPICS = {"sverr.rows": 2, "sverr.slow": 1}
+TOPICS = {"sverr.rows": 2, "sverr.slow": 1, "sverr.lc": 1, "sverr.lcref": 1}
 T = 1_700_000_000_000
 
 PICKY = r'''
@@ -41,6 +42,51 @@ SLOW = [row("sverr.slow", 0, i, T + i) for i in (12, 13, 14, 15)]
 
 S, R = {}, {}
 
+# Low-code: a row links its ref (row.REF = ref.ID); sv_refs is identified from the
+# refs reached, by a function refusing the ref "bad". The walk reads only REF of a
+# row, so an update of NAME alone runs the strategies once for the record (the
+# stored document before the run and the new one are the same to them): when
+# they fail, the partition still stops at the record's first message of the run.
+LC_MAP = {
+    "pr_rows": {"destination": "lcrows", "fieldsInKey": ["ID"], "conversion": {
+        "ID": {"fieldName": "ID", "cast": "__fromFile__[defaultIdentity]"},
+        "NAME": {"fieldName": "NAME", "cast": "__fromFile__[defaultCastToString]"},
+        "REF": {"fieldName": "REF", "cast": "__fromFile__[defaultCastToString]"}}},
+    "pr_refs": {"destination": "lcrefs", "fieldsInKey": ["ID"], "conversion": {
+        "ID": {"fieldName": "ID", "cast": "__fromFile__[defaultCastToString]"}}},
+}
+LC_ER = {"version": "1.0.0", "config": {
+    "pr_rows": {"outgoing": {"pr_refs": {"conditions": {
+        "row_to_ref": {"condition": {"ID": "REF"}}}}}},
+    "pr_refs": {"outgoing": {"pr_rows": {"conditions": {
+        "ref_to_rows": {"condition": {"REF": "ID"}, "oneToMany": True}}}}}}}
+LC_PC = {"version": "1.0.0", "config": {"sv_refs": {"paths": [
+    {"path": ["pr_rows", "pr_refs"], "identifier": "__fromFile__[pickyRef]"}]}}}
+PICKY_REF = r'''
+return function(ref, db, log)
+  if ref.ID == "bad" then error("pickyRef refuses ref " .. ref.ID) end
+  return { { ID = ref.ID } }
+end
+'''
+
+
+def lc_row(id_, name, ref, ts):
+    return {"topic": "sverr.lc", "partition": 0, "key": {"ID": id_},
+            "value": {"ID": id_, "NAME": name, "REF": ref}, "timestamp": ts}
+
+
+# offsets 0..3 create rows 1..4 (no ref exists yet, so no single view); then the
+# refs r2 and bad appear in MongoDB, and offsets 4..8 update rows in one run:
+# 4 row 2 NAME (-> bad), 5 row 4 REF r2 -> bad, 6 row 1 NAME (-> r2),
+# 7 row 2 NAME again, 8 row 3 NAME (-> r2).
+# Row 2 goes to the strategies once, for offsets 4 to 7; row 4 twice (its REF
+# changed: before and after). Both fail; the earliest message is row 2's.
+LC_CREATE = [lc_row(1, "a", "r2", T + 1), lc_row(2, "b", "bad", T + 2),
+             lc_row(3, "c", "r2", T + 3), lc_row(4, "d", "r2", T + 4)]
+LC_UPDATE = [lc_row(2, "bb", "bad", T + 11), lc_row(4, "dd", "bad", T + 12),
+             lc_row(1, "aa", "r2", T + 13), lc_row(2, "bbb", "bad", T + 14),
+             lc_row(3, "cc", "r2", T + 15)]
+
 
 def scenario(c, name, topic):
     sc = c.scenario(name, {topic: "pr_rows"}, map_table(),
@@ -58,9 +104,19 @@ def setUpModule():
     c = harness.start_module(TOPICS)
     S["rows"] = scenario(c, "rows", "sverr.rows")
     S["slow"] = scenario(c, "slow", "sverr.slow")
+    S["lc"] = c.scenario("lc", {"sverr.lc": "pr_rows", "sverr.lcref": "pr_refs"}, LC_MAP,
+                         files={"er/erSchema.json": json.dumps(LC_ER),
+                                "pcs/projectionChangesSchema.json": json.dumps(LC_PC),
+                                "pcs/pickyRef.lua": PICKY_REF},
+                         env={"PROJECTIONS_CHANGES_ENABLED": "true",
+                              "PROJECTIONS_CHANGES_COLLECTION_NAME": "pc",
+                              "USE_AUTOMATIC_STRATEGIES": "true",
+                              "KAFKA_SESSION_TIMEOUT_MS": "3000"})
+    S["lc"].env["ER_SCHEMA_FOLDER"] = os.path.join(S["lc"].dir, "er")
+    S["lc"].env["PROJECTION_CHANGES_SCHEMA_FOLDER"] = os.path.join(S["lc"].dir, "pcs")
     # Everything is produced before rtu starts, so a partition's messages come in one run.
-    c.produce(ROWS + SLOW)
-    for k in S:
+    c.produce(ROWS + SLOW + LC_CREATE)
+    for k in ("rows", "slow", "lc"):
         R[k] = S[k].start()
 
 
@@ -146,6 +202,49 @@ class StrategyTimeout(E2ETestCase):
         self.assertIn("STRATEGIES_MAX_EXEC_TIME_MS", l.get("cause", ""), l)
         self.assertEqual(self.pcs, [12])
         self.assertEqual(harness.committed_offsets(S["slow"].group, "sverr.slow"), {0: 1})
+
+
+class LowCodeUpdateSameInput(E2ETestCase):
+    @classmethod
+    def setUpClass(cls):
+        sc = S["lc"]
+        rtu = R["lc"]
+        wait_for(lambda: harness.committed_offsets(sc.group, "sverr.lc") == {}, 60,
+                 "the creates committed", rtu)
+        cls.created = rtu.metrics()
+        rtu.stop()
+        # the refs appear (as if another instance had written them)
+        for ref in ("r2", "bad"):
+            sc.coll("lcrefs").insert_one({"ID": ref, "__STATE__": "PUBLIC"})
+        harness.cluster().produce(LC_UPDATE)
+        cls.rtu = sc.start()  # the four updates come in one run
+        cls.rtu.wait_log(lambda l: l.get("level", 0) >= 50 and l.get("partition") == 0, 60,
+                         "the strategy error of sverr.lc[0]")
+        time.sleep(0.3)
+        cls.metrics = cls.rtu.metrics()
+        cls.pcs = sorted(d["identifier"]["ID"] for d in sc.coll("pc").find({"type": "sv_refs"}))
+        cls.names = {d["ID"]: d["NAME"] for d in sc.coll("lcrows").find({})}
+        cls.rtu.stop()
+
+    def test_creates_ran_strategies_once_each(self):
+        self.assertEqual(self.created["rtu_strategy_documents_total"], 4)
+
+    def test_updates_of_unread_fields_run_the_strategies_once_per_record(self):
+        # rows 2, 1, 3 once each (not before and after), row 4 before and
+        # after; the one-by-one reruns of the failed batch are not counted
+        self.assertEqual(self.metrics["rtu_strategy_documents_total"], 5)
+        self.assertEqual(self.metrics["rtu_strategy_errors_total"], 1)
+
+    def test_stops_at_the_records_first_message_of_the_run(self):
+        line = the_stop_line(self, self.rtu, "sverr.lc", 0)
+        # not 5 (row 4, the first failing by the offset its changes name), nor 7
+        self.assertEqual(str(line.get("offset")), "4", line)
+        self.assertIn("pickyRef refuses ref bad", line.get("cause", ""), line)
+        self.assertEqual(harness.committed_offsets(S["lc"].group, "sverr.lc"), {0: 4})
+        # written before the strategies: every update is in the projection
+        self.assertEqual(self.names, {1: "aa", 2: "bbb", 3: "cc", 4: "dd"})
+        # the views of messages 5, 6 and 8 come after the stop: not recorded
+        self.assertEqual(self.pcs, [])
 
 
 if __name__ == "__main__":

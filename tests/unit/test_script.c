@@ -951,6 +951,7 @@ static const char *STRAT_PC =
 static const char *STRAT_FN =
     "return function(doc, db, log)\n"
     "  if doc.HOW == 'loop-first' then while true do end end\n"
+    "  if doc.HOW == 'raise' then error('ofReview refuses review ' .. doc.ID) end\n"
     "  local order = db:findOne('orders', {ID = doc.ID})\n"
     "  if doc.HOW == 'loop' then while true do end end\n"
     "  if doc.HOW == 'pcall-loop' then pcall(function() while true do end end) end\n"
@@ -996,19 +997,63 @@ static rtu_err_t fake_find(void *ctx, const char *collection, const bson_t *filt
 }
 
 /* Identifies the reviews {ID: i + 1, HOW: hows[i]}. */
-static rtu_err_t identify_reviews(rtu_script_t *s, const char *const *hows, size_t n,
-                                  fake_find_t *f, rtu_identified_t **ids, size_t *nids,
-                                  size_t *failed, char *err, size_t errsz, int64_t *ms) {
+static rtu_err_t identify_reviews_in(rtu_script_t *s, const char *const *hows,
+                                     const uint32_t *rerun, size_t n, fake_find_t *f,
+                                     rtu_identified_t **ids, size_t *nids, size_t *failed,
+                                     char *err, size_t errsz, int64_t *ms) {
   bson_t *docs[8];
   for (size_t i = 0; i < n; i++)
     docs[i] = BCON_NEW("ID", BCON_INT32((int32_t)i + 1), "HOW", BCON_UTF8(hows[i]));
   err[0] = '\0';
   int64_t t0 = rtu_now_mono_ms();
-  rtu_err_t rc = rtu_script_identify(s, 0, (const bson_t *const *)docs, n, fake_find, f, ids,
-                                     nids, failed, err, errsz);
+  rtu_err_t rc = rtu_script_identify(s, 0, (const bson_t *const *)docs, rerun, n, fake_find, f,
+                                     ids, nids, failed, err, errsz);
   *ms = rtu_now_mono_ms() - t0;
   for (size_t i = 0; i < n; i++) bson_destroy(docs[i]);
   return rc;
+}
+
+static rtu_err_t identify_reviews(rtu_script_t *s, const char *const *hows, size_t n,
+                                  fake_find_t *f, rtu_identified_t **ids, size_t *nids,
+                                  size_t *failed, char *err, size_t errsz, int64_t *ms) {
+  return identify_reviews_in(s, hows, NULL, n, f, ids, nids, failed, err, errsz, ms);
+}
+
+/* After a failed batch, the documents run alone in the order the caller gives
+ * (batch.c: by the earliest message each stands for), and the failing one is
+ * the first that fails in that order, with only the views of the calls before. */
+static void test_rerun_order(rtu_script_t *s) {
+  const char *hows[] = {"ok", "raise", "raise", "ok"};
+  const uint32_t in_order[] = {0, 1, 2, 3}, third_first[] = {0, 3, 2, 1}, failing_first[] = {2, 0};
+  struct {
+    const uint32_t *rerun;
+    size_t n, failed, nids;
+  } cases[] = {{NULL, 4, 1, 1}, {in_order, 4, 1, 1}, {third_first, 4, 2, 2},
+               {failing_first, 3, 2, 0}};
+  for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+    fake_find_t f = {0};
+    rtu_identified_t *ids = NULL;
+    size_t nids = 0, failed = 0;
+    char err[RTU_ERRSTR_SIZE];
+    int64_t ms;
+    rtu_err_t rc = identify_reviews_in(s, hows, cases[c].rerun, cases[c].n, &f, &ids, &nids,
+                                       &failed, err, sizeof err, &ms);
+    CHECK(rc == RTU_ERR_SCRIPT, "rerun case %zu: %s (%s)", c, rtu_err_name(rc), err);
+    CHECK(failed == cases[c].failed, "rerun case %zu: failed document %zu", c, failed);
+    char want[64];
+    snprintf(want, sizeof want, "ofReview refuses review %zu", cases[c].failed + 1);
+    CHECK_HAS(err, want);
+    CHECK(nids == cases[c].nids, "rerun case %zu: %zu single views kept", c, nids);
+    for (size_t i = 0; i < nids; i++) /* never one of the failing call's or after it */
+      CHECK(ids[i].origin == 0 || ids[i].origin == 3, "rerun case %zu: view from %u", c,
+            ids[i].origin);
+    rtu_identified_free(ids, nids);
+  }
+  /* a custom function takes whole documents: equal ones are still two inputs */
+  bson_t *a = BCON_NEW("ID", BCON_INT32(1)), *b = BCON_NEW("ID", BCON_INT32(1));
+  CHECK(!rtu_script_same_input(s, 0, a, b), "whole documents compared equal");
+  bson_destroy(a);
+  bson_destroy(b);
 }
 
 static void run_identify_loop(rtu_script_t *s, const char *how, outcome_t *o) {
@@ -1094,6 +1139,7 @@ static void test_batched_strategy(rtu_script_t *s) {
   expect_identify_timeout(s, "loop-first");
   expect_identify_timeout(s, "loop");
   expect_identify_timeout(s, "pcall-loop");
+  test_rerun_order(s);
 }
 
 static void strategy_case(const char *limit) {

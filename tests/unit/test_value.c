@@ -488,6 +488,48 @@ static void test_push_doc_fields(void) {
   bson_destroy(&doc);
 }
 
+/* Equal means the strategies would be handed the same value: same type, same
+ * bytes; absent on both sides counts as equal. */
+static void test_same_fields(void) {
+  bson_t *a = BCON_NEW("id", BCON_INT32(7), "ref", BCON_UTF8("r-1"), "n", BCON_DOUBLE(0.0),
+                       "d", "{", "x", BCON_INT64(1), "}", "when", BCON_DATE_TIME(5), "none",
+                       BCON_NULL, "name", BCON_UTF8("before"));
+  bson_t *b = BCON_NEW("name", BCON_UTF8("after"), "none", BCON_NULL, "when", BCON_DATE_TIME(5),
+                       "d", "{", "x", BCON_INT64(1), "}", "n", BCON_DOUBLE(0.0), "ref",
+                       BCON_UTF8("r-1"), "id", BCON_INT32(7));
+  char *same[] = {"id", "ref", "n", "d", "when", "none", "missing"};
+  CHECK(rtu_value_same_fields(a, b, same, 7), "equal fields (in another order) differ");
+  char *name[] = {"id", "name"};
+  CHECK(!rtu_value_same_fields(a, b, name, 2), "a changed field compared equal");
+  CHECK(rtu_value_same_fields(a, b, name, 0), "no field to compare is not equal");
+  struct {
+    bson_t *x, *y;
+    const char *why;
+  } differ[] = {
+      {BCON_NEW("f", BCON_INT32(1)), BCON_NEW("f", BCON_INT64(1)), "int32 and int64"},
+      {BCON_NEW("f", BCON_INT32(1)), BCON_NEW("f", BCON_DOUBLE(1.0)), "int and double"},
+      {BCON_NEW("f", BCON_DOUBLE(0.0)), BCON_NEW("f", BCON_DOUBLE(-0.0)), "0.0 and -0.0"},
+      {BCON_NEW("f", BCON_UTF8("ab")), BCON_NEW("f", BCON_UTF8("abc")), "a prefix"},
+      {BCON_NEW("f", BCON_UTF8("ab")), BCON_NEW("g", BCON_UTF8("ab")), "absent on one side"},
+      {BCON_NEW("f", BCON_NULL), BCON_NEW("g", BCON_INT32(0)), "null and absent"},
+      {BCON_NEW("f", "[", BCON_INT32(1), "]"), BCON_NEW("f", "[", BCON_INT32(2), "]"), "arrays"},
+      {BCON_NEW("f", "{", "a", BCON_INT32(1), "}"), BCON_NEW("f", "[", BCON_INT32(1), "]"),
+       "object and array"},
+      {BCON_NEW("f", BCON_BOOL(true)), BCON_NEW("f", BCON_BOOL(false)), "booleans"},
+      {BCON_NEW("f", BCON_REGEX("a", "")), BCON_NEW("f", BCON_REGEX("a", "")),
+       "regexes (no byte form)"},
+  };
+  char *f[] = {"f"};
+  for (size_t i = 0; i < sizeof differ / sizeof differ[0]; i++) {
+    CHECK(!rtu_value_same_fields(differ[i].x, differ[i].y, f, 1), "%s compared equal",
+          differ[i].why);
+    bson_destroy(differ[i].x);
+    bson_destroy(differ[i].y);
+  }
+  bson_destroy(a);
+  bson_destroy(b);
+}
+
 /* ---- Lua -> raw BSON ------------------------------------------------------ */
 
 /* The raw writer gives the bytes of libbson's path for every kind of value. */
@@ -897,6 +939,7 @@ int main(void) {
   test_refused();
   test_doc_to_json();
   test_push_doc_fields();
+  test_same_fields();
   test_raw_append();
   lua_close(L);
   return CHECK_DONE();
