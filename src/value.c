@@ -932,6 +932,7 @@ static bool fast_json(const char *text, size_t len, bool as_doc, bson_t *out) {
 typedef struct {
   lua_State *L;
   const char *p, *end;
+  int skip; /* stack index of the set of top-level names to leave out, 0: none */
 } jl_t;
 
 static void jl_ws(jl_t *j) { j->p = json_ws(j->p, j->end); }
@@ -1020,6 +1021,67 @@ static bool jl_number(jl_t *j) {
   return true;
 }
 
+/* Reads the value at j->p as jl_value would and builds nothing: a member the
+ * caller leaves out (a Debezium record's source block is a third of its text).
+ * false wherever jl_value could give up, so the BSON path then decides on the
+ * whole text, this member included. */
+static bool jl_skip(jl_t *j, int depth) {
+  if (j->p >= j->end) return false;
+  char c = *j->p;
+  if (c == '{' || c == '[') {
+    char close = c == '{' ? '}' : ']';
+    if (depth >= JP_MAX_DEPTH) return false;
+    j->p++;
+    jl_ws(j);
+    if (j->p < j->end && *j->p == close) {
+      j->p++;
+      return true;
+    }
+    for (;;) {
+      if (c == '{') {
+        /* a name: plain (no escape, so '$' shows) and not extended JSON's */
+        if (j->p >= j->end || *j->p != '"') return false;
+        bool high = false;
+        const char *start = j->p + 1, *q = json_plain(start, j->end, &high);
+        if (!q || q >= j->end || *q != '"' || (q > start && *start == '$')) return false;
+        if (high && !bson_utf8_validate(start, (size_t)(q - start), false)) return false;
+        j->p = q + 1;
+        if (!json_colon(&j->p, j->end)) return false;
+      }
+      if (!jl_skip(j, depth + 1)) return false;
+      int next = json_next(&j->p, j->end, close);
+      if (next < 0) return false;
+      if (next == 0) return true;
+    }
+  }
+  if (c == '"') {
+    bool high = false;
+    const char *start = j->p + 1, *q = json_plain(start, j->end, &high);
+    if (!q || q >= j->end) return false;
+    if (*q == '"') {
+      if ((size_t)(q - start) > INT32_MAX - 1) return false;
+      if (high && !bson_utf8_validate(start, (size_t)(q - start), false)) return false;
+      j->p = q + 1;
+      return true;
+    }
+    /* escapes: rare in what is left out; read as kept, then dropped */
+    if (!lua_checkstack(j->L, 2) || !jl_string(j)) return false;
+    lua_pop(j->L, 1);
+    return true;
+  }
+  if (c == 't' || c == 'f' || c == 'n') {
+    const char *word = c == 't' ? "true" : c == 'f' ? "false" : "null";
+    size_t n = strlen(word);
+    if ((size_t)(j->end - j->p) < n || memcmp(j->p, word, n)) return false;
+    j->p += n;
+    return true;
+  }
+  bool integral;
+  int64_t v;
+  double d;
+  return json_number(&j->p, j->end, &integral, &v, &d);
+}
+
 /* Pushes the value at j->p. */
 static bool jl_value(jl_t *j, int depth) {
   lua_State *L = j->L;
@@ -1044,8 +1106,20 @@ static bool jl_value(jl_t *j, int depth) {
         size_t kn;
         const char *k = lua_tolstring(L, -1, &kn);
         if (kn > 0 && k[0] == '$') return false; /* extended JSON, or an operator: libbson's */
-        if (!json_colon(&j->p, j->end) || !jl_value(j, depth + 1)) return false;
-        held++;
+        if (!json_colon(&j->p, j->end)) return false;
+        bool keep = true;
+        if (depth == 0 && j->skip) {
+          lua_pushvalue(L, -1);
+          keep = lua_rawget(L, j->skip) == LUA_TNIL;
+          lua_pop(L, 1);
+        }
+        if (keep) {
+          if (!jl_value(j, depth + 1)) return false;
+          held++;
+        } else {
+          lua_pop(L, 1);
+          if (!jl_skip(j, depth + 1)) return false;
+        }
         int next = json_next(&j->p, j->end, '}');
         if (next < 0) return false;
         if (next == 0) break;
@@ -1096,12 +1170,12 @@ static bool jl_value(jl_t *j, int depth) {
 
 /* Pushes the value of text and returns true, or pushes nothing and returns false
  * when the BSON path must decide. */
-static bool json_push_direct(lua_State *L, const char *text, size_t len) {
+static bool json_push_direct(lua_State *L, const char *text, size_t len, int skip) {
   /* What BSON could not hold (a document is at most 2 GiB, and JSON text grows
    * up to about 7 times in BSON) is left to the BSON path and its refusal. */
   if (len > (size_t)INT32_MAX / 8) return false;
   int top = lua_gettop(L);
-  jl_t j = {.L = L, .p = text, .end = text + len};
+  jl_t j = {.L = L, .p = text, .end = text + len, .skip = skip};
   jl_ws(&j);
   bool ok = jl_value(&j, 0);
   if (ok) {
@@ -1342,10 +1416,14 @@ void rtu_value_doc_to_json(const bson_t *doc, bool as_array, bson_string_t *out)
   bson_string_append_c(out, as_array ? ']' : '}');
 }
 
+/* json.decode(text [, leave_out]): leave_out is a set of top-level member names
+ * the caller does not want ({source = true}); they may still be there when the
+ * text is outside the direct path's subset. */
 static int l_json_decode(lua_State *L) {
   size_t len;
   const char *s = luaL_checklstring(L, 1, &len);
-  if (json_push_direct(L, s, len)) return 1;
+  if (!lua_isnoneornil(L, 2)) luaL_checktype(L, 2, LUA_TTABLE);
+  if (json_push_direct(L, s, len, lua_istable(L, 2) ? 2 : 0)) return 1;
   bson_t doc;
   char err[RTU_ERRSTR_SIZE];
   if (!rtu_value_json_to_bson(s, len, &doc, err, sizeof err))

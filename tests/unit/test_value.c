@@ -896,6 +896,49 @@ static void test_decode_direct(void) {
   expect_same_decode(big, (size_t)n);
 }
 
+/* json.decode(text, leave_out): the same answer as without, but for the
+ * top-level members named, which the direct path does not build; a text either
+ * decodes both ways or neither. */
+static void test_decode_leave_out(void) {
+  expect_same_decode("0", 1); /* defines SAME */
+  lua_pop(L, lua_gettop(L));
+  eval("local json = require('rtu.json')\n"
+       "local LEAVE = { source = true }\n"
+       "local texts = {\n"
+       "  -- { text, the source is gone (direct path) }\n"
+       "  { '{\"op\":\"u\",\"source\":{\"lsn\":1,\"db\":\"x\",\"snapshot\":\"false\"},\"after\":{\"A\":1}}', true },\n"
+       "  { '{\"source\":{\"e\":\"a\\\\\"b\\\\u00e9\\\\n\",\"l\":[1,-2.5e3,true,false,null,[],{}],\"o\":{\"p\":{\"q\":[{}]}}},\"a\":1}', true },\n"
+       "  { '{\"source\":\"caf\xc3\xa9\",\"source\":7,\"after\":null}', true },\n"
+       "  { '{\"sour\\\\u0063e\":{\"x\":1},\"b\":[1]}', true },\n"
+       "  { '{\"payload\":{\"source\":{\"x\":1}},\"schema\":{}}', false },\n"
+       "  { '[{\"source\":1}]', false },\n"
+       "  { '{\"source\":{\"$x\":1},\"a\":2}', false },\n"
+       "  { '{\"source\":{\"x\":{\"$date\":0}},\"a\":2}', false },\n"
+       "  { '{\"source\":{\"big\":99999999999999999999},\"a\":2}', false },\n"
+       "  { '{\"source\":{\"a\":tru},\"a\":2}', false },\n"
+       "  { '{\"source\":{\"a\":\"\x01\"},\"a\":2}', false },\n"
+       "  { '{\"source\":{\"a\":\"\xff\"},\"a\":2}', false },\n"
+       "  { '{\"source\":{\"a\":\"x\\\\q\"},\"a\":2}', false },\n"
+       "  { '{\"source\":[1,],\"a\":2}', false },\n"
+       "  { '{\"source\":{\"a\":1}', false },\n"
+       "  { '{\"source\":NaN,\"a\":2}', false },\n"
+       "}\n"
+       "for i, t in ipairs(texts) do\n"
+       "  local ok1, full = pcall(json.decode, t[1])\n"
+       "  local ok2, part = pcall(json.decode, t[1], LEAVE)\n"
+       "  if ok1 ~= ok2 then return 'text ' .. i .. ': decoded ' .. tostring(ok1) .. ' without, ' .. tostring(ok2) .. ' with leave_out' end\n"
+       "  if ok1 and type(full) == 'table' then\n"
+       "    if t[2] and part.source ~= nil then return 'text ' .. i .. ': source built' end\n"
+       "    full.source, part.source = nil, nil\n"
+       "    if not SAME(full, part) then return 'text ' .. i .. ': the other members differ' end\n"
+       "  end\n"
+       "end\n"
+       "if pcall(json.decode, '{}', 5) then return 'a number as leave_out was taken' end\n"
+       "return 'ok'");
+  CHECK_STR(lua_tostring(L, -1), "ok");
+  lua_pop(L, 1);
+}
+
 /* The original Kafka key, as projections and projection changes both record it. */
 static void test_original_key(void) {
   static const struct {
@@ -933,6 +976,7 @@ int main(void) {
   L = new_state();
   test_fast_path();
   test_decode_direct();
+  test_decode_leave_out();
   test_original_key();
   test_json_to_bson();
   test_roundtrip();

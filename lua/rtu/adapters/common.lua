@@ -1,7 +1,10 @@
 --[[
 rtu.adapters.common: what the built-in adapters read the same way.
 
-  decode(raw, what)      JSON text -> Lua value; raises "<what> is not valid JSON: ..."
+  decode(raw, what [, leave_out])
+                         JSON text -> Lua value; raises "<what> is not valid JSON: ...";
+                         leave_out: a set of top-level names not to build (they
+                         may still be there: the decoder only spares the work)
   is_empty(raw)          a raw payload that means "nothing": nil, "" or "null"
   is_object(v)           a decoded JSON object (not an array, not a date)
   images(record, operation, adapter)
@@ -21,8 +24,8 @@ local value = require("rtu.value")
 
 local M = {}
 
-function M.decode(raw, what)
-  local ok, v = pcall(json.decode, raw)
+function M.decode(raw, what, leave_out)
+  local ok, v = pcall(json.decode, raw, leave_out)
   if not ok then error(what .. " is not valid JSON: " .. tostring(v), 0) end
   return v
 end
