@@ -12,7 +12,10 @@ so this file keeps, per collection, hash indexes for `_id`, for every declared
 index and for automatically created equality indexes, and resolves equality
 filters ({pk: v}, {pk: {$in: [...]}}, {$or: [{pk..}, ...]}, plus any extra
 guard such as {__internal__counter: {$lte: c}} or an $or guard on it) to a
-few candidates that mongomock then checks one by one.
+few candidates that mongomock then checks one by one (the index or the $or
+branches that give the fewest).  Plain documents are copied and checked by
+hand rather than by copy.deepcopy and bson, and the cyclic garbage collector
+is frozen after each command (see _gc_freeze).
 
 It is a test double only: one request at a time, no transactions, change
 streams, auth, TLS or compression; memory grows by several KiB per document.
@@ -31,6 +34,8 @@ answers {ok: 0, code: 59, codeName: CommandNotFound}.
 Usage: /usr/bin/python3 mongo-test-server.py [--host 127.0.0.1] [--port 0]
                                             [--port-file PATH] [--verbose]
 Prints "listening on HOST:PORT" on stdout; stops cleanly on SIGTERM/SIGINT.
+RTU_TEST_SERVER_PROFILE=FILE: cProfile of the commands, process CPU and
+cyclic-GC time written to FILE (raw statistics to FILE.pstats) at the stop.
 """
 
 import argparse
