@@ -165,6 +165,8 @@ _INT64_MAX = (1 << 63) - 1
 _PLAIN_LEAVES = frozenset([str, bool, float, type(None), datetime.datetime,
                            ObjectId, Decimal128, Timestamp])
 _INT_TYPES = frozenset([int, Int64])
+_NO_DT_LEAVES = frozenset([str, bool, float, int, Int64, type(None), ObjectId,
+                           Decimal128])
 _DICT_TYPES = frozenset([dict, OrderedDict])
 
 
@@ -297,6 +299,8 @@ def _dt_scan(value, depth=0):
     if depth > 90:
         return True, True
     for v in it:
+        if type(v) in _NO_DT_LEAVES:
+            continue
         h, c = _dt_scan(v, depth + 1)
         has = has or h
         change = change or c
@@ -384,10 +388,21 @@ def _get_path(doc, path):
     return cur
 
 
+_SCALAR_KEYS = {str: 's', float: 'n', int: 'n', Int64: 'n'}
+
+
 def _doc_keys(doc, fields):
     """Set of index key tuples of `doc` (arrays at the leaf are multikey).
 
     Returns (keys, all_missing)."""
+    if len(fields) == 1:
+        # the usual case: one top-level field holding a string or a number
+        f = fields[0]
+        if '.' not in f:
+            v = doc.get(f, _MISSING) if isinstance(doc, dict) else _MISSING
+            tag = _SCALAR_KEYS.get(type(v))
+            if tag is not None and v == v:
+                return {((tag, v),)}, False
     per_field = []
     all_missing = True
     for f in fields:
