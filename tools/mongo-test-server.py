@@ -12,7 +12,10 @@ so this file keeps, per collection, hash indexes for `_id`, for every declared
 index and for automatically created equality indexes, and resolves equality
 filters ({pk: v}, {pk: {$in: [...]}}, {$or: [{pk..}, ...]}, plus any extra
 guard such as {__internal__counter: {$lte: c}} or an $or guard on it) to a
-few candidates that mongomock then checks one by one.
+few candidates that mongomock then checks one by one (the index or the $or
+branches that give the fewest).  Plain documents are copied and checked by
+hand rather than by copy.deepcopy and bson, and the cyclic garbage collector
+is frozen after each command (see _gc_freeze).
 
 It is a test double only: one request at a time, no transactions, change
 streams, auth, TLS or compression; memory grows by several KiB per document.
@@ -31,6 +34,8 @@ answers {ok: 0, code: 59, codeName: CommandNotFound}.
 Usage: /usr/bin/python3 mongo-test-server.py [--host 127.0.0.1] [--port 0]
                                             [--port-file PATH] [--verbose]
 Prints "listening on HOST:PORT" on stdout; stops cleanly on SIGTERM/SIGINT.
+RTU_TEST_SERVER_PROFILE=FILE: cProfile of the commands, process CPU and
+cyclic-GC time written to FILE (raw statistics to FILE.pstats) at the stop.
 """
 
 import argparse
@@ -38,6 +43,7 @@ import collections
 import copy
 import datetime
 import errno
+import gc
 import itertools
 import os
 import re
@@ -148,10 +154,114 @@ def _mul_updater(doc, field_name, value):
 
 mm_collection._updaters['$mul'] = _mul_updater
 
+# Copies and checks of plain documents (what BSON decoding gives: dict,
+# OrderedDict and list containers, scalar leaves).  copy.deepcopy, mongomock's
+# datetime normalisation and its BSON validation of every $set value were
+# about half of the server's time under tools/bench's food scenario.
+
+_INT64_MIN = -(1 << 63)
+_INT64_MAX = (1 << 63) - 1
+# leaves that are immutable and that bson.encode accepts as they are
+_PLAIN_LEAVES = frozenset([str, bool, float, type(None), datetime.datetime,
+                           ObjectId, Decimal128, Timestamp])
+_INT_TYPES = frozenset([int, Int64])
+_NO_DT_LEAVES = frozenset([str, bool, float, int, Int64, type(None), ObjectId,
+                           Decimal128])
+_DICT_TYPES = frozenset([dict, OrderedDict])
+
+
+def _fast_deepcopy(x, memo=None):
+    """copy.deepcopy for plain documents (same containers, same aliasing);
+    anything else is left to copy.deepcopy."""
+    t = type(x)
+    if t in _PLAIN_LEAVES or t in _INT_TYPES:
+        return x
+    if memo is None:
+        memo = {}
+    y = memo.get(id(x))
+    if y is not None:
+        return y
+    if t is list:
+        y = memo[id(x)] = []
+        for v in x:
+            y.append(_fast_deepcopy(v, memo))
+        return y
+    if t is dict or t is OrderedDict:
+        y = memo[id(x)] = t()
+        for k, v in x.items():
+            y[_fast_deepcopy(k, memo)] = _fast_deepcopy(v, memo)
+        return y
+    return copy.deepcopy(x, memo)
+
+
+class _CopyModule(object):
+    """Stands for the copy module inside mongomock.collection."""
+    Error = copy.Error
+    deepcopy = staticmethod(_fast_deepcopy)
+    copy = staticmethod(copy.copy)
+
+
+mm_collection.copy = _CopyModule
+
+
+def _plain_key_ok(k):
+    return type(k) is str and k and k[0] != '$' and '.' not in k and '\0' not in k
+
+
+def _plain_value(v, depth=0):
+    """True when bson.encode({'k': v}, check_keys=True) surely succeeds and
+    v holds only plain containers and immutable leaves."""
+    t = type(v)
+    if t in _PLAIN_LEAVES:
+        return True
+    if t in _INT_TYPES:
+        return _INT64_MIN <= v <= _INT64_MAX
+    if depth > 90:
+        return False
+    if t is list:
+        for x in v:
+            if not _plain_value(x, depth + 1):
+                return False
+        return True
+    if t is dict or t is OrderedDict:
+        for k, x in v.items():
+            if not _plain_key_ok(k) or not _plain_value(x, depth + 1):
+                return False
+        return True
+    return False
+
+
+_orig_copy_field = mm_collection._copy_field
+
+
+def _copy_field(obj, container):
+    """mongomock's copy of a document for a reply, without copy.copy of
+    immutable leaves."""
+    t = type(obj)
+    if t in _PLAIN_LEAVES or t in _INT_TYPES:
+        return obj
+    if t is list:
+        return [_copy_field(x, container) for x in obj]
+    if t is dict or t is OrderedDict:
+        new = container()
+        for k, v in obj.items():
+            new[k] = _copy_field(v, container)
+        return new
+    return _orig_copy_field(obj, container)
+
+
+mm_collection._copy_field = _copy_field
+
 _orig_set_updater = mm_collection._set_updater
 
 
 def _set_updater(doc, field_name, value):
+    t = type(doc)
+    if (t is dict or t is OrderedDict) and _plain_key_ok(field_name) and \
+            _plain_value(value):
+        # what the slow path does: copy, bson validation (cannot fail), set
+        doc[field_name] = _fast_deepcopy(value)
+        return
     # mongomock stores a $set dict value by reference: a multi update would
     # then share one sub-document between several stored documents.
     if isinstance(value, dict):
@@ -165,18 +275,44 @@ mm_collection._updaters['$set'] = _set_updater
 _orig_patch_dt = mm_helpers.patch_datetime_awareness_in_document
 
 
-def _needs_dt_patch(value):
-    if isinstance(value, dict):
-        return any(_needs_dt_patch(v) for v in value.values())
-    if isinstance(value, (list, tuple)):
-        return any(_needs_dt_patch(v) for v in value)
-    return isinstance(value, (datetime.datetime, Timestamp))
+def _dt_scan(value, depth=0):
+    """(has datetime or Timestamp, mongomock's normalisation would change
+    something: a value, or a container type it rebuilds differently)."""
+    t = type(value)
+    if t is datetime.datetime:
+        return True, value.tzinfo is not None or value.microsecond % 1000 != 0
+    if t is dict or t is OrderedDict:
+        it = value.values()
+    elif t is list:
+        it = value
+    elif t in _PLAIN_LEAVES or t in _INT_TYPES:
+        if t is Timestamp:
+            return True, not value.time and not value.inc
+        return False, False
+    elif isinstance(value, (dict, list, tuple)):
+        has, _ = _dt_scan(list(value.values()) if isinstance(value, dict) else list(value),
+                          depth + 1)
+        return has, True
+    else:
+        return isinstance(value, (datetime.datetime, Timestamp)), True
+    has = change = False
+    if depth > 90:
+        return True, True
+    for v in it:
+        if type(v) in _NO_DT_LEAVES:
+            continue
+        h, c = _dt_scan(v, depth + 1)
+        has = has or h
+        change = change or c
+    return has, change
 
 
 def _patch_dt(value):
     """mongomock's datetime/Timestamp normalisation copies every document it
-    sees; skip the copy when there is nothing to normalise."""
-    if _needs_dt_patch(value):
+    sees; skip the copy when it would give an equal document of the same
+    types (no datetime to truncate or convert, no zero Timestamp)."""
+    has, change = _dt_scan(value)
+    if has and change:
         return _orig_patch_dt(value)
     return value
 
@@ -252,10 +388,21 @@ def _get_path(doc, path):
     return cur
 
 
+_SCALAR_KEYS = {str: 's', float: 'n', int: 'n', Int64: 'n'}
+
+
 def _doc_keys(doc, fields):
     """Set of index key tuples of `doc` (arrays at the leaf are multikey).
 
     Returns (keys, all_missing)."""
+    if len(fields) == 1:
+        # the usual case: one top-level field holding a string or a number
+        f = fields[0]
+        if '.' not in f:
+            v = doc.get(f, _MISSING) if isinstance(doc, dict) else _MISSING
+            tag = _SCALAR_KEYS.get(type(v))
+            if tag is not None and v == v:
+                return {((tag, v),)}, False
     per_field = []
     all_missing = True
     for f in fields:
@@ -398,6 +545,16 @@ class StoreIndex(object):
 
     def reindex(self, skey, doc):
         for d in self.defs.values():
+            if d.partial is None and not d.sparse and skey not in self.fallback[d.name]:
+                # most updates leave an index's keys as they were
+                old = self.rev[d.name].get(skey)
+                if old is not None:
+                    try:
+                        keys, _ = _doc_keys(doc, d.fields)
+                    except Unindexable:
+                        keys = None
+                    if keys == old:
+                        continue
             self._remove(d, skey)
             self._add(d, skey, doc)
 
@@ -545,23 +702,26 @@ def _plan(coll, store, filt, depth=0):
                 return None
         return out
 
+    # The most selective of: an index over equality fields, the union of the
+    # $or branches' plans (a filter such as {__STATE__: 'PUBLIC', $or: [...]}
+    # would otherwise take every PUBLIC document and run the whole $or on each).
+    choice = None
     if eq:
-        r = _lookup(store, filt, eq)
-        if r is not None:
-            return r
+        choice = _choose_index(store, eq)
+        if choice is not None and (or_branches is None or choice[2] <= len(or_branches)):
+            return _lookup(store, filt, eq, choice)
 
+    or_plan = None
     if or_branches is not None:
-        rest = OrderedDict((k, v) for k, v in filt.items() if k != '$or')
-        out = {}
-        for b in or_branches:
-            sub = _plan(coll, store, b, depth + 1)
-            if sub is None:
-                return None
-            for skey, alts in sub.items():
-                lst = out.setdefault(skey, [])
-                for a in alts:
-                    lst.append({'$and': [rest, a]} if rest else a)
-        return out
+        or_plan = _or_plan(coll, store, filt, or_branches, depth)
+
+    if eq:
+        if choice is None and or_plan is None:
+            choice = _choose_index(store, eq, create=True)
+        if choice is not None and (or_plan is None or choice[2] < len(or_plan)):
+            return _lookup(store, filt, eq, choice)
+    if or_plan is not None:
+        return or_plan
 
     if '$and' in filt and isinstance(filt['$and'], list):
         for sub_f in filt['$and']:
@@ -571,19 +731,41 @@ def _plan(coll, store, filt, depth=0):
     return None
 
 
-def _lookup(store, filt, eq):
+def _or_plan(coll, store, filt, or_branches, depth):
+    rest = OrderedDict((k, v) for k, v in filt.items() if k != '$or')
+    out = {}
+    for b in or_branches:
+        sub = _plan(coll, store, b, depth + 1)
+        if sub is None:
+            return None
+        for skey, alts in sub.items():
+            lst = out.setdefault(skey, [])
+            for a in alts:
+                lst.append({'$and': [rest, a]} if rest else a)
+    return out
+
+
+def _choose_index(store, eq, create=False):
+    """(index, key alternatives, candidate count) of the usable index over
+    fields of `eq` that gives the fewest candidates; with `create`, an
+    automatic index over all of `eq` when no index is usable. None when no
+    index can answer."""
     ix = _ready(store)
     best = None
     for d in ix.defs.values():
         if d.usable_for_lookup and all(f in eq for f in d.fields):
-            if best is None or len(d.fields) > len(best.fields):
-                best = d
-    if best is None:
-        best = ix.add_auto(store, tuple(sorted(eq)))
-    ix.uses += 1
-    best.used = ix.uses
+            c = _index_count(ix, d, eq)
+            if c is not None and (best is None or c[2] < best[2] or (
+                    c[2] == best[2] and len(d.fields) > len(best[0].fields))):
+                best = c
+    if best is None and create:
+        best = _index_count(ix, ix.add_auto(store, tuple(sorted(eq))), eq)
+    return best
+
+
+def _index_count(ix, d, eq):
     try:
-        alts = [[_hk(x) for x in eq[f][0]] for f in best.fields]
+        alts = [[_hk(x) for x in eq[f][0]] for f in d.fields]
     except Unindexable:
         return None
     size = 1
@@ -591,11 +773,29 @@ def _lookup(store, filt, eq):
         size *= len(a)
     if size > MAX_KEY_PRODUCT:
         return None
+    m = ix.maps[d.name]
+    if len(alts) == 1:
+        keys = [(k,) for k in alts[0]]
+    else:
+        keys = list(itertools.product(*alts))
+    n = len(ix.fallback[d.name])
+    for key in keys:
+        s = m.get(key)
+        if s:
+            n += len(s)
+    return d, keys, n
+
+
+def _lookup(store, filt, eq, choice):
+    ix = _ix(store)
+    best, keys, _ = choice
+    ix.uses += 1
+    best.used = ix.uses
     consumed = {f for f in best.fields if eq[f][1]}
     residual = OrderedDict((k, v) for k, v in filt.items() if k not in consumed)
     m = ix.maps[best.name]
     out = {}
-    for key in itertools.product(*alts):
+    for key in keys:
         for skey in m.get(key, ()):
             out[skey] = [residual]
     for skey in ix.fallback[best.name]:
@@ -978,6 +1178,7 @@ def apply_update(coll, q, u, upsert=False, multi=False, array_filters=None):
         n_mod = 0
         for doc in matched:
             new_u, _ = _expand_update(doc, u, filters)
+            new_u = _fast_deepcopy(new_u)    # no value shared between documents
             spec = OrderedDict(q)
             spec['_id'] = doc['_id']
             r = coll._update(spec, new_u)
@@ -1705,6 +1906,17 @@ def dispatch(request):
     return fn(dbname, cmd)
 
 
+def _gc_freeze():
+    """Move every object that survived a command (the stored documents, for
+    the most part) out of the cyclic garbage collector's generations: its
+    collections would otherwise walk all documents again and again, more as
+    the collections grow (a fifth of the server's time on 100,000 food
+    messages). The documents are plain acyclic containers that reference
+    counting frees; a reference cycle that survives its command (none is
+    expected) is never collected."""
+    gc.freeze()
+
+
 def handle(request):
     t0 = time.time()
     name = '?'
@@ -1714,7 +1926,10 @@ def handle(request):
         if isinstance(request, (mockupdb.OpMsg, mockupdb.Command)) and request.docs:
             name = next(iter(request.doc), '?')
         with LOCK:
-            reply = dispatch(request)
+            try:
+                reply = dispatch(request)
+            finally:
+                _gc_freeze()
     except CommandError as exc:
         reply = error_reply(exc.code, exc.errmsg, exc.extra)
     except Exception as exc:  # noqa: BLE001 - never drop a connection silently
@@ -1757,6 +1972,8 @@ def main():
     ap.add_argument('--verbose', action='store_true', help='log every command on stderr')
     args = ap.parse_args()
     VERBOSE = args.verbose
+    gc.set_threshold(10000, 10, 10)     # fewer young collections (see _gc_freeze)
+    gc.freeze()
 
     stop = threading.Event()
 
@@ -1766,6 +1983,8 @@ def main():
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGHUP, on_signal)
+
+    profiler = _start_profile(os.environ.get('RTU_TEST_SERVER_PROFILE'))
 
     server = mockupdb.MockupDB(port=args.port, request_timeout=int(1e6))
     server._address = (args.host, args.port)
@@ -1785,7 +2004,65 @@ def main():
             except OSError:
                 pass
         fast_stop(server)
+        _stop_profile(profiler)
     return 0
+
+
+def _start_profile(path):
+    """RTU_TEST_SERVER_PROFILE=<file>: profile every command (cProfile) and
+    write the sorted statistics, with the process CPU time, to <file> at exit
+    (and the raw statistics, for pstats, to <file>.pstats)."""
+    if not path:
+        return None
+    import cProfile
+    class Profiles(list):
+        pass
+    profiles = Profiles()
+    local = threading.local()
+    global handle
+    inner = handle
+
+    gc_time = profiles.gc = [0.0, 0, 0.0]   # seconds, collections, start
+
+    def on_gc(phase, info):
+        if phase == 'start':
+            gc_time[2] = time.perf_counter()
+        else:
+            gc_time[0] += time.perf_counter() - gc_time[2]
+            gc_time[1] += 1
+    gc.callbacks.append(on_gc)
+
+    def handle(request):                      # noqa: F811 - profiled wrapper
+        prof = getattr(local, 'prof', None)   # a profiler is not thread-safe
+        if prof is None:
+            prof = local.prof = cProfile.Profile()
+            with LOCK:
+                profiles.append(prof)
+        prof.enable()
+        try:
+            return inner(request)
+        finally:
+            prof.disable()
+    return path, profiles
+
+
+def _stop_profile(profiler):
+    if profiler is None:
+        return
+    import io
+    import pstats
+    path, profiles = profiler
+    with LOCK:
+        out = io.StringIO()
+        t = os.times()
+        out.write('process cpu: user %.2f s, system %.2f s\n' % (t.user, t.system))
+        out.write('cyclic gc: %.2f s in %d collections\n' % tuple(profiles.gc[:2]))
+        if profiles:
+            st = pstats.Stats(*profiles, stream=out)
+            st.sort_stats('tottime').print_stats(40)
+            st.sort_stats('cumulative').print_stats(60)
+            st.dump_stats(path + '.pstats')
+        write_atomically(path, out.getvalue())
 
 
 def fast_stop(server):
