@@ -505,10 +505,12 @@ static void append_kafka_info_json(bson_string_t *out, const rtu_msg_t *msg, boo
   bson_destroy(&tmp);
 }
 
-/* Kafka projection-change messages (kafkaProjectionChanges.json), key = identifier. */
+/* Kafka projection-change messages (kafkaProjectionChanges.json), key = identifier;
+ * named[d] is the message the changes found from document d name. */
 static rtu_err_t emit_pc_messages(rtu_batch_t *b, const rtu_projection_t *p,
-                                  const rtu_identified_t *ids, size_t nids, const rtu_msg_t *msgs,
-                                  const uint32_t *origin, bool *produced, char *err, size_t sz) {
+                                  const rtu_identified_t *ids, size_t nids,
+                                  const rtu_msg_t *const *named, bool *produced, char *err,
+                                  size_t sz) {
   for (size_t i = 0; i < nids; i++) {
     const char *topic = NULL;
     for (size_t t = 0; t < p->npc_topics; t++)
@@ -519,7 +521,7 @@ static rtu_err_t emit_pc_messages(rtu_batch_t *b, const rtu_projection_t *p,
     bson_string_append(val, "{\"identifier\":");
     bson_string_append(val, key->str);
     bson_string_append(val, ",\"__internal__kafkaInfo\":");
-    append_kafka_info_json(val, &msgs[origin[ids[i].origin]], true);
+    append_kafka_info_json(val, named[ids[i].origin], true);
     bson_string_append(val, "}");
     rtu_err_t rc = rtu_emit_produce(b->emit, topic, key->str, key->len, val->str, val->len, err, sz);
     bson_string_free(key, true);
@@ -668,31 +670,179 @@ static void strategy_failed(const rtu_projection_t *p, const bson_t *doc, const 
                   NULL, 1);
 }
 
-/* After the projection writes: strategies and projection changes, pr-update and
- * projection-change messages, each awaited. Only messages below res->next_offset
- * count; a strategy failing on a document moves it to the message that document
- * stands for, so what comes before is fully done (its projection changes and
- * messages too) and nothing from there on counts. RTU_ERR_TRANSIENT: retry the
- * run (writes and messages are idempotent or at-least-once). */
+/* ---- the strategies stage ------------------------------------------------ */
+
+/* A call of the stage reads at most this many documents at once (whole runs, so
+ * a run alone may exceed it): the Lua heap of a merged identify call and its
+ * lookups' answers grow with it, a poll's documents do not reach it whole. */
+#define STAGE_MAX_DOCS 1024
+
+void rtu_deferred_free(rtu_deferred_t *d) {
+  if (d->owned)
+    for (size_t k = 0; k < d->n; k++) bson_destroy((bson_t *)d->docs[k]);
+  free(d->docs);
+  free(d->origin);
+  free(d->since);
+  free(d->rerun);
+  free(d->skipped);
+  memset(d, 0, sizeof *d);
+}
+
+/* A run whose end moved back: count what it applied again, as rtu_batch_run does. */
+static void recount_applied(rtu_deferred_t *d) {
+  rtu_run_result_t *res = d->res;
+  if (!d->skipped) return; /* a run of its own: rtu_batch_run counts after */
+  res->applied = 0;
+  for (size_t i = 0; i < d->nmsgs && d->msgs[i].offset < res->next_offset; i++)
+    if (!d->skipped[i]) res->applied++;
+  if (res->applied >= res->stale) res->applied -= res->stale;
+}
+
+static void stage_fail(rtu_deferred_t *const *runs, size_t nruns, rtu_err_t rc, const char *err,
+                       bool kafka) {
+  for (size_t r = 0; r < nruns; r++) {
+    runs[r]->err = rc;
+    snprintf(runs[r]->res->cause, sizeof runs[r]->res->cause, "%s", err);
+    runs[r]->res->kafka_unavailable = kafka;
+  }
+}
+
+/*
+ * One identify call over the documents of runs[0..nruns) (distinct partitions),
+ * then one bulk of projection changes, their Kafka messages and one flush.
+ * Returns how many of the runs it settled: all of them, or, when a strategy
+ * fails, those up to the run it failed in (stopped at the failing document's
+ * earliest message, everything before it done); the caller goes on with the
+ * others. A transient or fatal error is set on every run it settled.
+ */
+static size_t stage_call(rtu_batch_t *b, size_t projection, rtu_deferred_t *const *runs,
+                         size_t nruns) {
+  const rtu_projection_t *p = &b->cfg->projections[projection];
+  size_t n = 0, handled = nruns, nids = 0, nuse;
+  for (size_t r = 0; r < nruns; r++) n += runs[r]->n;
+  const bson_t **docs = calloc(n ? n : 1, sizeof *docs);
+  const rtu_msg_t **named = calloc(n ? n : 1, sizeof *named);
+  const rtu_msg_t **from = calloc(n ? n : 1, sizeof *from);
+  uint32_t *rerun = calloc(n ? n : 1, sizeof *rerun);
+  uint32_t *run_of = calloc(n ? n : 1, sizeof *run_of);
+  rtu_identified_t *ids = NULL;
+  rtu_pc_t *pcs = NULL;
+  char err[RTU_ERRSTR_SIZE];
+  bool produced = false;
+  rtu_err_t rc;
+  if (!docs || !named || !from || !rerun || !run_of) {
+    stage_fail(runs, nruns, RTU_ERR_FATAL, "out of memory", false);
+    goto done;
+  }
+  /* Run after run, each by the message its changes name; the reruns that look
+   * for a failing document go run after run too, each by its earliest messages. */
+  for (size_t r = 0, base = 0; r < nruns; base += runs[r]->n, r++) {
+    const rtu_deferred_t *d = runs[r];
+    for (size_t k = 0; k < d->n; k++) {
+      docs[base + k] = d->docs[k];
+      named[base + k] = &d->msgs[d->origin[k]];
+      from[base + k] = &d->msgs[d->since[k]];
+      rerun[base + k] = (uint32_t)base + d->rerun[k];
+      run_of[base + k] = (uint32_t)r;
+    }
+  }
+  size_t failed;
+  rtu_metrics_add(RTU_C_STRATEGY_DOCUMENTS, NULL, n);
+  int64_t t0 = rtu_now_mono_us();
+  rc = rtu_script_identify(b->script, projection, docs, rerun, n, find_cb, b->store, &ids, &nids,
+                           &failed, err, sizeof err);
+  rtu_metrics_observe(RTU_H_STRATEGY, (double)(rtu_now_mono_us() - t0) / 1e6);
+  nuse = nids;
+  if (rc == RTU_ERR_SCRIPT) {
+    if (failed >= n) failed = 0; /* cannot happen: the earliest, then */
+    size_t fr = run_of[failed];
+    strategy_failed(p, docs[failed], from[failed], err, runs[fr]->res);
+    recount_applied(runs[fr]);
+    /* The single views came from the reruns, run after run and in each by the
+     * earliest message: those of the runs before and of the failing run's
+     * earlier messages lead, each naming the earliest message that found it, as
+     * applying the messages one by one up to the failing one would. */
+    nuse = 0;
+    while (nuse < nids && (run_of[ids[nuse].origin] < fr ||
+                           (run_of[ids[nuse].origin] == fr &&
+                            from[ids[nuse].origin]->offset < from[failed]->offset)))
+      nuse++;
+    memcpy(named, from, n * sizeof *named);
+    handled = fr + 1;
+    rc = RTU_OK;
+  }
+  if (rc != RTU_OK) {
+    stage_fail(runs, handled, rc, err, false);
+    goto done;
+  }
+  pcs = calloc(nuse ? nuse : 1, sizeof *pcs);
+  if (!pcs) {
+    stage_fail(runs, handled, RTU_ERR_FATAL, "out of memory", false);
+    goto done;
+  }
+  for (size_t i = 0; i < nuse; i++)
+    pcs[i] = (rtu_pc_t){ids[i].type, &ids[i].identifier, named[ids[i].origin]};
+  rc = rtu_store_write_pcs(b->store, pcs, nuse, err, sizeof err);
+  if (rc != RTU_OK) {
+    /* e.g. an upsert race: retry the runs */
+    stage_fail(runs, handled, rc == RTU_ERR_DATA ? RTU_ERR_TRANSIENT : rc, err, false);
+    goto done;
+  }
+  for (size_t i = 0; i < nuse; i++) {
+    runs[run_of[ids[i].origin]]->res->changes++;
+    rtu_metrics_add(RTU_C_PROJECTION_CHANGES, ids[i].type, 1);
+  }
+  if (b->emit && b->cfg->gen_kafka_pc) {
+    rc = emit_pc_messages(b, p, ids, nuse, named, &produced, err, sizeof err);
+    if (rc == RTU_OK && produced) rc = rtu_emit_flush(b->emit, 10000, err, sizeof err);
+    if (rc != RTU_OK) stage_fail(runs, handled, rc, err, rc == RTU_ERR_TRANSIENT);
+  }
+done:
+  free(docs);
+  free(named);
+  free(from);
+  free(rerun);
+  free(run_of);
+  free(pcs);
+  rtu_identified_free(ids, nids);
+  return handled ? handled : 1;
+}
+
+void rtu_batch_strategies(rtu_batch_t *b, size_t projection, rtu_deferred_t *const *runs,
+                          size_t nruns) {
+  size_t i = 0;
+  while (i < nruns) {
+    size_t j = i, ndocs = 0;
+    do ndocs += runs[j++]->n;
+    while (j < nruns && ndocs + runs[j]->n <= STAGE_MAX_DOCS);
+    i += stage_call(b, projection, runs + i, j - i);
+  }
+}
+
+/* After the projection writes: the documents for the strategies (run here, or
+ * handed to the poll's stage through defer), pr-update messages, each awaited.
+ * Only messages below res->next_offset count; a strategy failing on a document
+ * moves it to the message that document stands for, so what comes before is
+ * fully done (its projection changes and messages too) and nothing from there on
+ * counts. RTU_ERR_TRANSIENT: retry the run (writes and messages are idempotent
+ * or at-least-once). */
 static rtu_err_t after_writes(rtu_batch_t *b, size_t projection, const rtu_msg_t *msgs,
-                              size_t ngroups, int64_t now, bool strategies, bool pr_updates,
-                              rtu_run_result_t *res) {
+                              size_t nmsgs, size_t ngroups, int64_t now, bool strategies,
+                              bool pr_updates, rtu_deferred_t *defer, rtu_run_result_t *res) {
   const rtu_projection_t *p = &b->cfg->projections[projection];
   outcome_t *outcomes = b->outcomes;
   size_t cap = 2 * ngroups, n = 0;
   bson_t *images = rtu_aligned_calloc(ngroups ? ngroups : 1, sizeof *images);
   bool *has_image = calloc(ngroups ? ngroups : 1, sizeof *has_image);
-  const bson_t **docs = calloc(cap ? cap : 1, sizeof *docs);
-  uint32_t *origin = calloc(cap ? cap : 1, sizeof *origin);
-  uint32_t *since = calloc(cap ? cap : 1, sizeof *since);
-  uint32_t *rerun = calloc(cap ? cap : 1, sizeof *rerun);
-  rtu_identified_t *ids = NULL;
-  size_t nids = 0;
-  rtu_pc_t *pcs = NULL;
+  rtu_deferred_t run = {.msgs = msgs, .nmsgs = nmsgs, .res = res};
+  run.docs = calloc(cap ? cap : 1, sizeof *run.docs);
+  run.origin = calloc(cap ? cap : 1, sizeof *run.origin);
+  run.since = calloc(cap ? cap : 1, sizeof *run.since);
+  run.rerun = calloc(cap ? cap : 1, sizeof *run.rerun);
   char err[RTU_ERRSTR_SIZE];
   bool produced = false;
   rtu_err_t rc = RTU_OK;
-  if (!images || !has_image || !docs || !origin || !since || !rerun) {
+  if (!images || !has_image || !run.docs || !run.origin || !run.since || !run.rerun) {
     rc = RTU_ERR_FATAL;
     snprintf(res->cause, sizeof res->cause, "out of memory");
     goto done;
@@ -716,91 +866,55 @@ static rtu_err_t after_writes(rtu_batch_t *b, size_t projection, const rtu_msg_t
     bool same = strategies && gr->s0 && has_image[g] &&
                 rtu_script_same_input(b->script, projection, gr->s0, &images[g]);
     if (gr->s0 && !same) {
-      docs[n] = gr->s0;
-      origin[n] = since[n] = first_msg;
+      run.docs[n] = gr->s0;
+      run.origin[n] = run.since[n] = first_msg;
       n++;
     }
     if (has_image[g]) {
-      docs[n] = &images[g];
-      origin[n] = b->events[o->last_event].msg;
-      since[n] = same ? first_msg : origin[n];
+      run.docs[n] = &images[g];
+      run.origin[n] = b->events[o->last_event].msg;
+      run.since[n] = same ? first_msg : run.origin[n];
       n++;
     }
   }
+  run.n = n;
 
-  if (strategies) {
-    if (!sort_run_docs(docs, origin, since, rerun, n)) {
+  if (strategies && n > 0) {
+    if (!sort_run_docs(run.docs, run.origin, run.since, run.rerun, n)) {
       rc = RTU_ERR_FATAL;
       snprintf(res->cause, sizeof res->cause, "out of memory");
       goto done;
     }
-    size_t failed_doc, nuse;
-    rtu_metrics_add(RTU_C_STRATEGY_DOCUMENTS, NULL, n);
-    int64_t t0 = rtu_now_mono_us();
-    rc = rtu_script_identify(b->script, projection, docs, rerun, n, find_cb, b->store, &ids,
-                             &nids, &failed_doc, err, sizeof err);
-    rtu_metrics_observe(RTU_H_STRATEGY, (double)(rtu_now_mono_us() - t0) / 1e6);
-    nuse = nids;
-    if (rc == RTU_ERR_SCRIPT) {
-      if (failed_doc >= n) failed_doc = 0; /* cannot happen: the earliest, then */
-      uint32_t fail_msg = since[failed_doc];
-      strategy_failed(p, docs[failed_doc], &msgs[fail_msg], err, res);
-      /* The single views came from the reruns, in the order of since: those of
-       * earlier messages lead, each naming the earliest message that found it,
-       * as applying the messages one by one up to the failing one would. */
-      nuse = 0;
-      while (nuse < nids && since[ids[nuse].origin] < fail_msg) nuse++;
-      memcpy(origin, since, n * sizeof *origin);
-      rc = RTU_OK;
-    }
-    if (rc != RTU_OK) {
-      snprintf(res->cause, sizeof res->cause, "%s", err);
-      goto done;
-    }
-    pcs = calloc(nuse ? nuse : 1, sizeof *pcs);
-    if (!pcs) {
-      rc = RTU_ERR_FATAL;
-      goto done;
-    }
-    for (size_t i = 0; i < nuse; i++)
-      pcs[i] = (rtu_pc_t){ids[i].type, &ids[i].identifier, &msgs[origin[ids[i].origin]]};
-    rc = rtu_store_write_pcs(b->store, pcs, nuse, err, sizeof err);
-    if (rc != RTU_OK) {
-      snprintf(res->cause, sizeof res->cause, "%s", err);
-      if (rc == RTU_ERR_DATA) rc = RTU_ERR_TRANSIENT; /* e.g. an upsert race: retry the run */
-      goto done;
-    }
-    res->changes = nuse;
-    for (size_t i = 0; i < nuse; i++) rtu_metrics_add(RTU_C_PROJECTION_CHANGES, ids[i].type, 1);
-    if (b->emit && b->cfg->gen_kafka_pc) {
-      rc = emit_pc_messages(b, p, ids, nuse, msgs, origin, &produced, err, sizeof err);
-      if (rc != RTU_OK) goto emit_failed;
+    if (defer) {
+      /* The documents outlive this run's buffers: copies go to the stage. */
+      for (size_t k = 0; k < n; k++)
+        run.docs[k] = rtu_script_strategy_copy(b->script, projection, run.docs[k]);
+      run.owned = true;
+      *defer = run;
+      memset(&run, 0, sizeof run);
+    } else {
+      rtu_batch_strategies(b, projection, (rtu_deferred_t *[]){&run}, 1);
+      if (run.err != RTU_OK) {
+        rc = run.err;
+        goto done;
+      }
     }
   }
   if (pr_updates) {
     rc = emit_pr_updates(b, p, msgs, ngroups, images, has_image, now, res, &produced, err,
                          sizeof err);
-    if (rc != RTU_OK) goto emit_failed;
+    if (rc == RTU_OK && produced) rc = rtu_emit_flush(b->emit, 10000, err, sizeof err);
+    if (rc != RTU_OK) {
+      snprintf(res->cause, sizeof res->cause, "%s", err);
+      res->kafka_unavailable = rc == RTU_ERR_TRANSIENT;
+    }
   }
-  if (produced) {
-    rc = rtu_emit_flush(b->emit, 10000, err, sizeof err);
-    if (rc != RTU_OK) goto emit_failed;
-  }
-  goto done;
-emit_failed:
-  snprintf(res->cause, sizeof res->cause, "%s", err);
-  res->kafka_unavailable = rc == RTU_ERR_TRANSIENT;
 done:
   for (size_t g = 0; g < ngroups; g++)
     if (has_image && has_image[g]) bson_destroy(&images[g]);
   free(images);
   free(has_image);
-  free(docs);
-  free(origin);
-  free(since);
-  free(rerun);
-  free(pcs);
-  rtu_identified_free(ids, nids);
+  rtu_deferred_free(&run);
   return rc;
 }
 
@@ -808,11 +922,12 @@ done:
 
 
 rtu_err_t rtu_batch_run(rtu_batch_t *b, size_t projection, const rtu_msg_t *msgs, size_t n,
-                        rtu_run_result_t *res) {
+                        rtu_deferred_t *defer, rtu_run_result_t *res) {
   const rtu_projection_t *p = &b->cfg->projections[projection];
   char err[RTU_ERRSTR_SIZE];
   int64_t t0 = rtu_now_mono_us(), t1;
   memset(res, 0, sizeof *res);
+  if (defer) memset(defer, 0, sizeof *defer);
   res->messages = n;
   if (n == 0) return RTU_OK;
   res->next_offset = msgs[n - 1].offset + 1;
@@ -964,13 +1079,23 @@ rtu_err_t rtu_batch_run(rtu_batch_t *b, size_t projection, const rtu_msg_t *msgs
   t0 = t1;
   if (res->failed) res->next_offset = res->fail_offset;
   if (strategies || pr_updates) {
-    rc = after_writes(b, projection, msgs, ngroups, now, strategies, pr_updates, res);
+    rc = after_writes(b, projection, msgs, n, ngroups, now, strategies, pr_updates, defer, res);
     rtu_metrics_observe(RTU_H_PRODUCER, (double)(rtu_now_mono_us() - t0) / 1e6);
     if (rc != RTU_OK) goto done;
   }
   for (uint32_t i = 0; i < n && msgs[i].offset < res->next_offset; i++)
     if (!b->mapped[i].skip) res->applied++;
   if (res->applied >= res->stale) res->applied -= res->stale;
+  if (defer && defer->n > 0) {
+    /* the stage may move the run's end back: applied is counted again then */
+    defer->skipped = malloc(n);
+    if (!defer->skipped) {
+      rc = RTU_ERR_FATAL;
+      snprintf(res->cause, sizeof res->cause, "out of memory");
+      goto done;
+    }
+    for (uint32_t i = 0; i < n; i++) defer->skipped[i] = b->mapped[i].skip;
+  }
 done:
   for (size_t g = 0; g < ngroups; g++)
     if (b->groups[g].s0) {

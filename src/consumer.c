@@ -51,6 +51,8 @@ struct rtu_consumer_s {
   rtu_msg_t *views;
   rtu_job_t *jobs;
   rd_kafka_message_t **job_first; /* the first message of each job */
+  rtu_job_t *sjobs;               /* strategies jobs: at most one per projection */
+  rtu_deferred_t **sruns;         /* their runs, grouped per projection */
   size_t msgs_cap;
   int64_t outage_retry_at; /* monotonic ms; 0 when no partition waits on an outage */
   int outage_backoff_ms;
@@ -354,7 +356,9 @@ rtu_consumer_t *rtu_consumer_new(const rtu_config_t *cfg, char *errstr, size_t e
   c->views = calloc(c->msgs_cap, sizeof *c->views);
   c->jobs = calloc(c->msgs_cap, sizeof *c->jobs);
   c->job_first = calloc(c->msgs_cap, sizeof *c->job_first);
-  if (!c->msgs || !c->views || !c->jobs || !c->job_first) goto fail;
+  c->sjobs = calloc(cfg->nprojections ? cfg->nprojections : 1, sizeof *c->sjobs);
+  c->sruns = calloc(c->msgs_cap, sizeof *c->sruns);
+  if (!c->msgs || !c->views || !c->jobs || !c->job_first || !c->sjobs || !c->sruns) goto fail;
   return c;
 fail:
   if (!errstr[0]) snprintf(errstr, errstr_size, "out of memory");
@@ -374,6 +378,8 @@ void rtu_consumer_free(rtu_consumer_t *c) {
   free(c->views);
   free(c->jobs);
   free(c->job_first);
+  free(c->sjobs);
+  free(c->sruns);
   free(c);
 }
 
@@ -548,6 +554,23 @@ static size_t build_jobs(rtu_consumer_t *c, size_t n) {
   return njobs;
 }
 
+/* The strategies jobs of a poll, after its runs: one per projection whose runs
+ * deferred documents, the projections in parallel on the workers, each run in
+ * job order (by topic, then partition). */
+static size_t build_strategies_jobs(rtu_consumer_t *c, size_t njobs) {
+  size_t nsjobs = 0, nruns = 0;
+  for (size_t proj = 0; proj < c->cfg->nprojections; proj++) {
+    size_t start = nruns;
+    for (size_t k = 0; k < njobs; k++)
+      if (c->jobs[k].projection == proj && c->jobs[k].err == RTU_OK && c->jobs[k].deferred.n > 0)
+        c->sruns[nruns++] = &c->jobs[k].deferred;
+    if (nruns > start)
+      c->sjobs[nsjobs++] =
+          (rtu_job_t){.projection = proj, .runs = &c->sruns[start], .nruns = nruns - start};
+  }
+  return nsjobs;
+}
+
 /* What became of one job. Returns false on a fatal error (errstr set). */
 static bool settle(rtu_consumer_t *c, rtu_job_t *job, rd_kafka_message_t *first, bool *stored,
                    char *errstr, size_t errstr_size) {
@@ -631,7 +654,12 @@ rtu_err_t rtu_consumer_run(rtu_consumer_t *c, rtu_pool_t *pool, const rtu_consum
     int64_t t0 = rtu_now_mono_us();
     qsort(c->msgs, (size_t)n, sizeof *c->msgs, msg_cmp);
     size_t njobs = build_jobs(c, (size_t)n);
+    { static FILE *df; if (!df) df = fopen("/tmp/cg/polls.log", "w"); if (df) { fprintf(df, "%zd %zu\n", n, njobs); fflush(df); } }
     rtu_pool_run(pool, c->jobs, njobs);
+    size_t nsjobs = build_strategies_jobs(c, njobs);
+    rtu_pool_run(pool, c->sjobs, nsjobs);
+    for (size_t k = 0; k < njobs; k++)
+      if (c->jobs[k].err == RTU_OK) c->jobs[k].err = c->jobs[k].deferred.err;
     bool stored = false;
     for (size_t k = 0; k < njobs; k++) {
       if (!settle(c, &c->jobs[k], c->job_first[k], &stored, errstr, errstr_size)) {
@@ -640,6 +668,7 @@ rtu_err_t rtu_consumer_run(rtu_consumer_t *c, rtu_pool_t *pool, const rtu_consum
       }
       log_counts(&c->jobs[k]);
     }
+    for (size_t k = 0; k < njobs; k++) rtu_deferred_free(&c->jobs[k].deferred);
     for (ssize_t k = 0; k < n; k++) rd_kafka_message_destroy(c->msgs[k]);
     if (rc != RTU_OK) break;
     if (stored) commit_async(c);

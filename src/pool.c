@@ -118,8 +118,13 @@ void rtu_generation_free(rtu_generation_t *gen) {
 /* ---- workers ------------------------------------------------------------ */
 
 static void run_job(worker_t *w, rtu_job_t *job) {
+  if (job->runs) {
+    rtu_batch_strategies(w->batch, job->projection, job->runs, job->nruns);
+    return;
+  }
   int64_t t0 = rtu_now_mono_us();
-  job->err = rtu_batch_run(w->batch, job->projection, job->msgs, job->n, &job->res);
+  job->err = rtu_batch_run(w->batch, job->projection, job->msgs, job->n, &job->deferred,
+                           &job->res);
   rtu_metrics_observe(RTU_H_PARTITION, (double)(rtu_now_mono_us() - t0) / 1e6);
 }
 

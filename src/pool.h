@@ -19,13 +19,17 @@
 
 typedef struct rtu_pool_s rtu_pool_t;
 
-/* One partition run to apply, and what became of it. */
+/* One partition run to apply, and what became of it; or (runs != NULL) the
+ * strategies stage of one projection over the documents its runs deferred. */
 typedef struct {
   size_t projection;
   const rtu_msg_t *msgs;
   size_t n;
   rtu_err_t err; /* of rtu_batch_run */
   rtu_run_result_t res;
+  rtu_deferred_t deferred;      /* its strategies' documents; free once settled */
+  rtu_deferred_t *const *runs;  /* a strategies job: rtu_batch_strategies over these */
+  size_t nruns;
 } rtu_job_t;
 
 /* A script generation: a configuration and one Lua state per worker. */
@@ -60,7 +64,7 @@ rtu_store_t *rtu_pool_store(rtu_pool_t *p);
 const rtu_generation_t *rtu_pool_generation(const rtu_pool_t *p);
 
 /* Applies jobs[0..n) across the workers; returns when every one is done. Jobs
- * must be of distinct partitions. */
+ * must be of distinct partitions (strategies jobs: of distinct projections). */
 void rtu_pool_run(rtu_pool_t *p, rtu_job_t *jobs, size_t n);
 
 /* Swaps in a generation between runs (no job in flight): takes gen, frees the

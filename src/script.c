@@ -1055,6 +1055,24 @@ bool rtu_script_same_input(const rtu_script_t *s, size_t projection, const bson_
                                s->read_fields[projection].n);
 }
 
+bson_t *rtu_script_strategy_copy(const rtu_script_t *s, size_t projection, const bson_t *doc) {
+  if (!s->read_fields || !s->read_fields[projection].names) return bson_copy(doc);
+  const rtu_projection_t *p = &s->cfg->projections[projection];
+  char *const *names = s->read_fields[projection].names;
+  size_t n = s->read_fields[projection].n;
+  bson_t *out = bson_new();
+  bson_iter_t it;
+  if (!bson_iter_init(&it, doc)) return out;
+  while (bson_iter_next(&it)) {
+    const char *k = bson_iter_key(&it);
+    bool keep = false;
+    for (size_t i = 0; i < n && !keep; i++) keep = !strcmp(k, names[i]);
+    for (size_t i = 0; i < p->npk && !keep; i++) keep = !strcmp(k, p->pk_dst[i]);
+    if (keep) bson_append_iter(out, k, (int)bson_iter_key_len(&it), &it);
+  }
+  return out;
+}
+
 void rtu_identified_free(rtu_identified_t *ids, size_t n) {
   for (size_t i = 0; i < n; i++) {
     free(ids[i].type);

@@ -74,6 +74,11 @@ bool rtu_script_has_strategies(const rtu_script_t *s, size_t projection);
 bool rtu_script_same_input(const rtu_script_t *s, size_t projection, const bson_t *a,
                            const bson_t *b);
 
+/* A copy of doc with what the strategies of this projection read of it and its
+ * primary key (which names it in a failure): the whole document when a custom
+ * function takes it. For documents kept past their run (free with bson_destroy). */
+bson_t *rtu_script_strategy_copy(const rtu_script_t *s, size_t projection, const bson_t *doc);
+
 /*
  * Runs the strategies of the projection for docs[0..n) (the documents as stored
  * after the run, and before it where they changed), all at once so lookups of

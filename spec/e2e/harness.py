@@ -740,6 +740,52 @@ def by_key(coll, field="id"):
 
 # -- the "rows" tables of the error and operation tests --------------------------
 
+# Low-code strategies over two projections: a row (collection lcrows: ID, NAME,
+# REF) links its ref (lcrefs: ID) by row.REF = ref.ID; the single view sv_refs is
+# identified from the refs reached, by a function refusing the ref "bad".
+REFS_MAP = {
+    "pr_rows": {"destination": "lcrows", "fieldsInKey": ["ID"], "conversion": {
+        "ID": {"fieldName": "ID", "cast": "__fromFile__[defaultIdentity]"},
+        "NAME": {"fieldName": "NAME", "cast": "__fromFile__[defaultCastToString]"},
+        "REF": {"fieldName": "REF", "cast": "__fromFile__[defaultCastToString]"}}},
+    "pr_refs": {"destination": "lcrefs", "fieldsInKey": ["ID"], "conversion": {
+        "ID": {"fieldName": "ID", "cast": "__fromFile__[defaultCastToString]"}}},
+}
+REFS_ER = {"version": "1.0.0", "config": {
+    "pr_rows": {"outgoing": {"pr_refs": {"conditions": {
+        "row_to_ref": {"condition": {"ID": "REF"}}}}}},
+    "pr_refs": {"outgoing": {"pr_rows": {"conditions": {
+        "ref_to_rows": {"condition": {"REF": "ID"}, "oneToMany": True}}}}}}}
+REFS_PC = {"version": "1.0.0", "config": {"sv_refs": {"paths": [
+    {"path": ["pr_rows", "pr_refs"], "identifier": "__fromFile__[pickyRef]"}]}}}
+PICKY_REF = r'''
+return function(ref, db, log)
+  if ref.ID == "bad" then error("pickyRef refuses ref " .. ref.ID) end
+  return { { ID = ref.ID } }
+end
+'''
+
+
+def refs_scenario(c, name, topic_map, env=None):
+    """The low-code "refs" configuration above (projection changes in `pc`)."""
+    sc = c.scenario(name, topic_map, REFS_MAP,
+                    files={"er/erSchema.json": json.dumps(REFS_ER),
+                           "pcs/projectionChangesSchema.json": json.dumps(REFS_PC),
+                           "pcs/pickyRef.lua": PICKY_REF},
+                    env=dict({"PROJECTIONS_CHANGES_ENABLED": "true",
+                              "PROJECTIONS_CHANGES_COLLECTION_NAME": "pc",
+                              "USE_AUTOMATIC_STRATEGIES": "true"}, **(env or {})))
+    sc.env["ER_SCHEMA_FOLDER"] = os.path.join(sc.dir, "er")
+    sc.env["PROJECTION_CHANGES_SCHEMA_FOLDER"] = os.path.join(sc.dir, "pcs")
+    return sc
+
+
+def ref_row(topic, part, id_, name, ref, ts):
+    """A message of refs_scenario()'s pr_rows."""
+    return {"topic": topic, "partition": part, "key": {"ID": id_},
+            "value": {"ID": id_, "NAME": name, "REF": ref}, "timestamp": ts}
+
+
 def rows_map_table(name_cast="defaultCastToString", changes=None):
     """mapTable.json of the small "rows" tests: topic records pr_rows go to the
     collection `rows`; ID -> id (defaultIdentity, the key), NAME -> name through

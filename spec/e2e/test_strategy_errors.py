@@ -6,7 +6,6 @@ are, the other partition goes on, and the log line names topic, partition, offse
 the record and the cause. A restart stops at the same message. A second strategy
 that never ends on one record stops at that record's message the same way."""
 
-import json
 import os
 import sys
 import time
@@ -42,37 +41,9 @@ SLOW = [row("sverr.slow", 0, i, T + i) for i in (12, 13, 14, 15)]
 
 S, R = {}, {}
 
-# Low-code: a row links its ref (row.REF = ref.ID); sv_refs is identified from the
-# refs reached, by a function refusing the ref "bad". The walk reads only REF of a
-# row, so an update of NAME alone runs the strategies once for the record (the
-# stored document before the run and the new one are the same to them): when
-# they fail, the partition still stops at the record's first message of the run.
-LC_MAP = {
-    "pr_rows": {"destination": "lcrows", "fieldsInKey": ["ID"], "conversion": {
-        "ID": {"fieldName": "ID", "cast": "__fromFile__[defaultIdentity]"},
-        "NAME": {"fieldName": "NAME", "cast": "__fromFile__[defaultCastToString]"},
-        "REF": {"fieldName": "REF", "cast": "__fromFile__[defaultCastToString]"}}},
-    "pr_refs": {"destination": "lcrefs", "fieldsInKey": ["ID"], "conversion": {
-        "ID": {"fieldName": "ID", "cast": "__fromFile__[defaultCastToString]"}}},
-}
-LC_ER = {"version": "1.0.0", "config": {
-    "pr_rows": {"outgoing": {"pr_refs": {"conditions": {
-        "row_to_ref": {"condition": {"ID": "REF"}}}}}},
-    "pr_refs": {"outgoing": {"pr_rows": {"conditions": {
-        "ref_to_rows": {"condition": {"REF": "ID"}, "oneToMany": True}}}}}}}
-LC_PC = {"version": "1.0.0", "config": {"sv_refs": {"paths": [
-    {"path": ["pr_rows", "pr_refs"], "identifier": "__fromFile__[pickyRef]"}]}}}
-PICKY_REF = r'''
-return function(ref, db, log)
-  if ref.ID == "bad" then error("pickyRef refuses ref " .. ref.ID) end
-  return { { ID = ref.ID } }
-end
-'''
-
 
 def lc_row(id_, name, ref, ts):
-    return {"topic": "sverr.lc", "partition": 0, "key": {"ID": id_},
-            "value": {"ID": id_, "NAME": name, "REF": ref}, "timestamp": ts}
+    return harness.ref_row("sverr.lc", 0, id_, name, ref, ts)
 
 
 # offsets 0..3 create rows 1..4 (no ref exists yet, so no single view); then the
@@ -104,16 +75,12 @@ def setUpModule():
     c = harness.start_module(TOPICS)
     S["rows"] = scenario(c, "rows", "sverr.rows")
     S["slow"] = scenario(c, "slow", "sverr.slow")
-    S["lc"] = c.scenario("lc", {"sverr.lc": "pr_rows", "sverr.lcref": "pr_refs"}, LC_MAP,
-                         files={"er/erSchema.json": json.dumps(LC_ER),
-                                "pcs/projectionChangesSchema.json": json.dumps(LC_PC),
-                                "pcs/pickyRef.lua": PICKY_REF},
-                         env={"PROJECTIONS_CHANGES_ENABLED": "true",
-                              "PROJECTIONS_CHANGES_COLLECTION_NAME": "pc",
-                              "USE_AUTOMATIC_STRATEGIES": "true",
-                              "KAFKA_SESSION_TIMEOUT_MS": "3000"})
-    S["lc"].env["ER_SCHEMA_FOLDER"] = os.path.join(S["lc"].dir, "er")
-    S["lc"].env["PROJECTION_CHANGES_SCHEMA_FOLDER"] = os.path.join(S["lc"].dir, "pcs")
+    # the walk reads only REF of a row, so an update of NAME alone runs the
+    # strategies once for the record (the stored document before the run and the
+    # new one are the same to them): when they fail, the partition still stops at
+    # the record's first message of the run
+    S["lc"] = harness.refs_scenario(c, "lc", {"sverr.lc": "pr_rows", "sverr.lcref": "pr_refs"},
+                                    {"KAFKA_SESSION_TIMEOUT_MS": "3000"})
     # Everything is produced before rtu starts, so a partition's messages come in one run.
     c.produce(ROWS + SLOW + LC_CREATE)
     for k in ("rows", "slow", "lc"):

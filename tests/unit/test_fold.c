@@ -360,7 +360,7 @@ static void close_side(side_t *s) {
 static bool one_by_one(side_t *s, gen_msg_t *g, size_t n, size_t *stale, char *why, size_t wsz) {
   for (size_t i = 0; i < n; i++) {
     rtu_run_result_t res;
-    rtu_err_t rc = rtu_batch_run(s->batch, 0, &g[i].msg, 1, &res);
+    rtu_err_t rc = rtu_batch_run(s->batch, 0, &g[i].msg, 1, NULL, &res);
     if (rc != RTU_OK || res.failed) {
       snprintf(why, wsz, "message %zu: %s %s", i, rtu_err_name(rc != RTU_OK ? rc : res.err),
                res.cause);
@@ -406,7 +406,7 @@ static void run_case(const char *label, mode_t_ *m, gen_msg_t *g, size_t npre, s
   memset(&res, 0, sizeof res);
   rtu_msg_t run[MAX_MSGS];
   for (size_t i = 0; i < n; i++) run[i] = g[npre + i].msg;
-  rtu_err_t rc = rtu_batch_run(b.batch, 0, run, n, &res);
+  rtu_err_t rc = rtu_batch_run(b.batch, 0, run, n, NULL, &res);
   CHECK(rc == RTU_OK && !res.failed, "%s: folded run: %s %s", label, rtu_err_name(rc), res.cause);
   if (rc == RTU_OK && !res.failed) {
     CHECK_EQ(res.next_offset, g[npre + n - 1].msg.offset + 1);
@@ -570,7 +570,7 @@ static void run_inserts(side_t *side, const int *ids, size_t n, rtu_run_result_t
                           .key_len = strlen(g[i].key), .value = g[i].value,
                           .value_len = strlen(g[i].value)};
   }
-  *rc = rtu_batch_run(side->batch, 0, msgs, n, res);
+  *rc = rtu_batch_run(side->batch, 0, msgs, n, NULL, res);
 }
 
 static void test_strategy_failure(void) {

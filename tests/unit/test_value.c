@@ -900,9 +900,17 @@ static void test_decode_direct(void) {
  * top-level members named, which the direct path does not build; a text either
  * decodes both ways or neither. */
 static void test_decode_leave_out(void) {
-  expect_same_decode("0", 1); /* defines SAME */
-  lua_pop(L, lua_gettop(L));
+  /* a table made without a member lays its keys out otherwise: pairs() order
+   * is not compared here */
   eval("local json = require('rtu.json')\n"
+       "local function same(a, b)\n"
+       "  if type(a) ~= type(b) or math.type(a) ~= math.type(b) then return false end\n"
+       "  if type(a) ~= 'table' then return a == b end\n"
+       "  if getmetatable(a) ~= getmetatable(b) then return false end\n"
+       "  for k, v in pairs(a) do if not same(v, b[k]) then return false end end\n"
+       "  for k in pairs(b) do if a[k] == nil then return false end end\n"
+       "  return true\n"
+       "end\n"
        "local LEAVE = { source = true }\n"
        "local texts = {\n"
        "  -- { text, the source is gone (direct path) }\n"
@@ -930,7 +938,7 @@ static void test_decode_leave_out(void) {
        "  if ok1 and type(full) == 'table' then\n"
        "    if t[2] and part.source ~= nil then return 'text ' .. i .. ': source built' end\n"
        "    full.source, part.source = nil, nil\n"
-       "    if not SAME(full, part) then return 'text ' .. i .. ': the other members differ' end\n"
+       "    if not same(full, part) then return 'text ' .. i .. ': the other members differ' end\n"
        "  end\n"
        "end\n"
        "if pcall(json.decode, '{}', 5) then return 'a number as leave_out was taken' end\n"
