@@ -1044,6 +1044,9 @@ done:
 
 /* ---- strategies --------------------------------------------------------- */
 
+/* Past this much Lua memory after an identify call, its garbage is collected at once. */
+#define IDENTIFY_GC_BYTES (4u << 20)
+
 bool rtu_script_has_strategies(const rtu_script_t *s, size_t projection) {
   return s->identify_ref != LUA_NOREF && s->involved && s->involved[projection];
 }
@@ -1236,6 +1239,10 @@ done:
   s->find = NULL;
   s->find_ctx = NULL;
   lua_settop(L, top);
+  /* A merged call over a batch's documents leaves megabytes of lookup answers
+   * behind, which the generational collector keeps until its next major cycle:
+   * collected now, each worker's heap stays near one call's, not several. */
+  if (s->mem_used > IDENTIFY_GC_BYTES) lua_gc(L, LUA_GCCOLLECT);
   if (err == RTU_OK || err == RTU_ERR_SCRIPT) {
     *out = ids;
     *nout = nids;

@@ -250,6 +250,11 @@ class Rtu:
     def find_logs(self, pred):
         return [l for l in self.log_lines() if pred(l)]
 
+    def wait_error(self, partition, timeout=20, what="an error line"):
+        """wait_log for an error line (level 50 or more) of that partition."""
+        return self.wait_log(lambda l: l.get("level", 0) >= 50 and l.get("partition") == partition,
+                             timeout, what)
+
     def wait_log(self, pred, timeout=20, what="a log line"):
         return wait_for(lambda: self.find_logs(pred), timeout, what, self)
 

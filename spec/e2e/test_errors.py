@@ -124,10 +124,8 @@ class Malformed(E2ETestCase):
     def setUpClass(cls):
         rtu = R["bad"]
         coll = S["bad"].coll("rows")
-        rtu.wait_log(lambda l: l.get("level", 0) >= 50 and l.get("partition") == 0, 30,
-                     "the error of partition 0")
-        rtu.wait_log(lambda l: l.get("level", 0) >= 50 and l.get("partition") == 3, 30,
-                     "the error of partition 3")
+        rtu.wait_error(0, 30, "the error of partition 0")
+        rtu.wait_error(3, 30, "the error of partition 3")
         wait_for(lambda: coll.find_one({"id": 14}) and coll.find_one({"id": 24}), 30,
                  "partitions 1 and 2", rtu)
         cls.first_ids = ids("bad")
@@ -140,8 +138,7 @@ class Malformed(E2ETestCase):
         rtu.stop()
         # Restart in the same group: it resumes at the committed offsets.
         cls.restart = S["bad"].start()
-        cls.restart.wait_log(lambda l: l.get("level", 0) >= 50 and l.get("partition") == 0, 30,
-                             "the error of partition 0 after the restart")
+        cls.restart.wait_error(0, 30, "the error of partition 0 after the restart")
         harness.cluster().produce([row("err.bad", 1, 16, T + 16), row("err.bad", 0, 6, T + 7)])
         wait_for(lambda: coll.find_one({"id": 16}), 30, "id 16 after the restart", cls.restart)
         time.sleep(0.5)
@@ -191,8 +188,7 @@ class LuaError(E2ETestCase):
     def setUpClass(cls):
         rtu = R["lua"]
         coll = S["lua"].coll("rows")
-        rtu.wait_log(lambda l: l.get("level", 0) >= 50 and l.get("partition") == 0, 30,
-                     "the error of partition 0")
+        rtu.wait_error(0, 30, "the error of partition 0")
         wait_for(lambda: coll.find_one({"id": 11}), 30, "partition 1", rtu)
         time.sleep(0.3)
         cls.ids = ids("lua")
@@ -214,10 +210,8 @@ class RefusedWrite(E2ETestCase):
     def setUpClass(cls):
         rtu = R["refused"]
         coll = S["refused"].coll("rows")
-        rtu.wait_log(lambda l: l.get("level", 0) >= 50 and l.get("partition") == 0, 30,
-                     "the error of partition 0")
-        rtu.wait_log(lambda l: l.get("level", 0) >= 50 and l.get("partition") == 2, 30,
-                     "the error of partition 2")
+        rtu.wait_error(0, 30, "the error of partition 0")
+        rtu.wait_error(2, 30, "the error of partition 2")
         wait_for(lambda: coll.find_one({"id": 10}), 30, "partition 1", rtu)
         time.sleep(0.3)
         cls.docs = {d["id"]: d for d in coll.find({})}
@@ -251,8 +245,7 @@ class PauseTopic(E2ETestCase):
     @classmethod
     def setUpClass(cls):
         rtu = R["pause"]
-        cls.line = rtu.wait_log(lambda l: l.get("level", 0) >= 50 and l.get("partition") == 1,
-                                30, "the error of partition 1")
+        cls.line = rtu.wait_error(1, 30, "the error of partition 1")
         harness.cluster().produce([row("err.pause", 0, 5, T + 5)])
         time.sleep(1.5)  # several polls: partition 0 would have been applied by now
         cls.ids = ids("pause")

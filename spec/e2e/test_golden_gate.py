@@ -235,10 +235,8 @@ class NoUpsert(E2ETestCase):
     @classmethod
     def setUpClass(cls):
         rtu = R["strict"]
-        cls.p0 = rtu.wait_log(lambda l: l.get("level", 0) >= 50 and l.get("partition") == 0,
-                              30, "the error of partition 0")
-        cls.p1 = rtu.wait_log(lambda l: l.get("level", 0) >= 50 and l.get("partition") == 1,
-                              30, "the error of partition 1")
+        cls.p0 = rtu.wait_error(0, 30, "the error of partition 0")
+        cls.p1 = rtu.wait_error(1, 30, "the error of partition 1")
         coll = users("strict")
         # partition 2 ends with its marker, or (wrongly) with an error
         wait_for(lambda: coll.find_one({"userId": 56}) or stop_log(rtu, "gg.strict", 2), 30,

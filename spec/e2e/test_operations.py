@@ -197,8 +197,7 @@ class SighupResumesStoppedPartition(E2ETestCase):
     @classmethod
     def setUpClass(cls):
         s, r = S["hup"], R["hup"]
-        r.wait_log(lambda l: l.get("level", 0) >= 50 and l.get("partition") == 0, 30,
-                   "the cast error")
+        r.wait_error(0, 30, "the cast error")
         time.sleep(0.5)
         cls.before = ids("hup")
         with open(os.path.join(s.dir, "casts", "picky.lua"), "w") as f:
@@ -229,8 +228,7 @@ class SighupResumesPausedTopic(E2ETestCase):
     @classmethod
     def setUpClass(cls):
         s, r, c = S["ptopic"], R["ptopic"], harness.cluster()
-        r.wait_log(lambda l: l.get("level", 0) >= 50 and l.get("partition") == 0, 30,
-                   "the cast error")
+        r.wait_error(0, 30, "the cast error")
         c.produce([row("ops.ptopic", 1, 10 + i, T + 10 + i) for i in range(4)])
         time.sleep(2)
         cls.while_paused = ids("ptopic")

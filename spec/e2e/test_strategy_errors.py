@@ -105,8 +105,7 @@ class StrategyError(E2ETestCase):
     @classmethod
     def setUpClass(cls):
         rtu = R["rows"]
-        rtu.wait_log(lambda l: l.get("level", 0) >= 50 and l.get("partition") == 0, 60,
-                     "the error of partition 0")
+        rtu.wait_error(0, 60, "the error of partition 0")
         wait_for(lambda: set(pc_ids("rows")) >= {10, 11}, 30, "partition 1's changes", rtu)
         time.sleep(0.5)
         cls.first_pcs = pc_ids("rows")
@@ -114,8 +113,7 @@ class StrategyError(E2ETestCase):
         cls.first_run = rtu
         rtu.stop()
         cls.restart = S["rows"].start()
-        cls.restart.wait_log(lambda l: l.get("level", 0) >= 50 and l.get("partition") == 0, 60,
-                             "the error of partition 0 after the restart")
+        cls.restart.wait_error(0, 60, "the error of partition 0 after the restart")
         time.sleep(0.5)
         cls.second_pcs = pc_ids("rows")
         cls.restart.stop()
@@ -152,8 +150,7 @@ class StrategyTimeout(E2ETestCase):
     @classmethod
     def setUpClass(cls):
         rtu = R["slow"]
-        cls.line = rtu.wait_log(lambda l: l.get("level", 0) >= 50 and l.get("partition") == 0,
-                                60, "the timeout of partition 0")
+        cls.line = rtu.wait_error(0, 60, "the timeout of partition 0")
         time.sleep(0.3)
         cls.pcs = pc_ids("slow")
         cls.metrics = rtu.metrics()
@@ -185,8 +182,7 @@ class LowCodeUpdateSameInput(E2ETestCase):
             sc.coll("lcrefs").insert_one({"ID": ref, "__STATE__": "PUBLIC"})
         harness.cluster().produce(LC_UPDATE)
         cls.rtu = sc.start()  # the four updates come in one run
-        cls.rtu.wait_log(lambda l: l.get("level", 0) >= 50 and l.get("partition") == 0, 60,
-                         "the strategy error of sverr.lc[0]")
+        cls.rtu.wait_error(0, 60, "the strategy error of sverr.lc[0]")
         time.sleep(0.3)
         cls.metrics = cls.rtu.metrics()
         cls.pcs = sorted(d["identifier"]["ID"] for d in sc.coll("pc").find({"type": "sv_refs"}))

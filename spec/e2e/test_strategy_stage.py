@@ -80,8 +80,7 @@ class FailureStopsOnlyItsPartition(E2ETestCase):
     @classmethod
     def setUpClass(cls):
         rtu = R["fail"]
-        rtu.wait_log(lambda l: l.get("level", 0) >= 50 and l.get("partition") == 2, 60,
-                     "the strategy error of stage.f[2]")
+        rtu.wait_error(2, 60, "the strategy error of stage.f[2]")
         wait_for(lambda: set(harness.committed_offsets(S["fail"].group, "stage.f")) == {2}, 30,
                  "partitions 0 and 1 committed", rtu)
         time.sleep(0.3)
