@@ -11,6 +11,11 @@
  * counter so a concurrent writer (another instance during a rebalance) is never
  * overwritten by an older change.
  *
+ * It also owns the batch's strategies stage: the documents a run's strategies
+ * need wait for the other runs of the batch, and each projection's go through
+ * one identify call, so a hop's lookup and a single view found from several
+ * partitions are paid once per batch, not once per partition run.
+ *
  * It knows nothing of Lua (script.c maps) or of the MongoDB API (store.c writes).
  */
 #include "batch.h"

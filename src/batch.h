@@ -2,7 +2,8 @@
  * batch.h: a partition run. The messages of one partition, in offset order, are
  * mapped (script.c), folded per record with the counter guard decided in order,
  * and written with one bulk (store.c). The result says up to which offset
- * everything was applied, so the consumer commits exactly that.
+ * everything was applied, so the consumer commits exactly that. The runs of a
+ * batch then hand their strategies' documents to one stage per projection.
  */
 #ifndef RTU_BATCH_H
 #define RTU_BATCH_H
