@@ -680,7 +680,7 @@ static void strategy_failed(const rtu_projection_t *p, const bson_t *doc, const 
 /* A call of the stage reads at most this many documents at once (whole runs, so
  * a run alone may exceed it): the Lua heap of a merged identify call and its
  * lookups' answers grow with it, a poll's documents do not reach it whole. */
-#define STAGE_MAX_DOCS 1024
+#define STAGE_MAX_DOCS 512
 
 void rtu_deferred_free(rtu_deferred_t *d) {
   if (d->owned)
