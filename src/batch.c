@@ -810,7 +810,7 @@ done:
   free(run_of);
   free(pcs);
   rtu_identified_free(ids, nids);
-  return handled ? handled : 1;
+  return handled; /* at least 1: all runs, or up to the failing one */
 }
 
 void rtu_batch_strategies(rtu_batch_t *b, size_t projection, rtu_deferred_t *const *runs,

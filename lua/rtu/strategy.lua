@@ -418,10 +418,6 @@ end
 
 local NONE = {}
 
--- Ascending positions of the results that may match f (a superset of those that
--- do), picked with index_of (see result_index), or nil when f pins no field so
--- every result is a candidate. Of several pinned fields the one with the fewest
--- candidates is used: a field every result shares (__STATE__) would pick them all.
 -- The positions found in any of `lists`, ascending, each once.
 local function union(lists)
   local set, out = {}, {}
@@ -437,6 +433,10 @@ local function union(lists)
   return out
 end
 
+-- Ascending positions of the results that may match f (a superset of those that
+-- do), picked with index_of (see result_index), or nil when f pins no field so
+-- every result is a candidate. Of several pinned fields the one with the fewest
+-- candidates is used: a field every result shares (__STATE__) would pick them all.
 local function candidates(f, index_of)
   local best
   for k, v in pairs(f) do
