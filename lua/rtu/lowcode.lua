@@ -25,6 +25,8 @@ plan = {
   stats  = { queries = 0, custom_calls = 0 }   counters, added to by rtu.strategy
 }
 hop    = { from, to, collection, conditions = { {name, node, one_to_many, simple} } }
+         simple = {field, src, rest}: the condition is {field: <source field src>} and
+         the constant condition AST rest (nil: nothing else); nil for other forms
 idspec = { kind = "fields", fields = { {key, field} } } | { kind = "custom", name, fn }
 node   = { projection, hop (nil at a root), children = {node...}, terminals =
            { {view, identifier = idspec} }, views = {name = true} }
@@ -258,14 +260,42 @@ function compile_query(ctx, q, at)
   return { k = "and", list = items }
 end
 
--- {field = "<source field>"}: the form looked up with one $in for a whole batch.
-local function simple_form(node)
-  if node.k ~= "and" or #node.list ~= 1 then return nil end
-  local f = node.list[1]
-  if f.k ~= "field" or #f.ops ~= 1 or f.ops[1].op ~= "$eq" or not f.ops[1].arg.src then
-    return nil
+-- Whether a condition AST reads no field of the source document.
+local function constant_node(node)
+  if node.k ~= "field" then
+    for _, sub in ipairs(node.list) do
+      if not constant_node(sub) then return false end
+    end
+    return true
   end
-  return { field = f.field, src = f.ops[1].arg.src }
+  for _, o in ipairs(node.ops) do
+    for _, ref in ipairs(o.list or { o.arg or o.spread }) do
+      if ref.src then return false end
+    end
+  end
+  return true
+end
+
+-- {field = "<source field>"} and constants, the form looked up with one $in for
+-- a whole batch: {field, src, rest}, rest the AST of the constant part (nil when
+-- there is none), the same for every source document. A foreign key with a status
+-- or type constant beside it is the common relation; built per document instead,
+-- its filters were a third of the walk.
+local function simple_form(node)
+  if node.k ~= "and" then return nil end
+  local join, rest = nil, {}
+  for _, f in ipairs(node.list) do
+    if not join and f.k == "field" and #f.ops == 1 and f.ops[1].op == "$eq" and f.ops[1].arg.src then
+      join = f
+    elseif constant_node(f) then
+      rest[#rest + 1] = f
+    else
+      return nil
+    end
+  end
+  if not join then return nil end
+  return { field = join.field, src = join.ops[1].arg.src,
+           rest = #rest > 0 and { k = "and", list = rest } or nil }
 end
 
 local function expect_only(ctx, obj, at, allowed)

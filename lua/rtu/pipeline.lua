@@ -26,9 +26,20 @@ local value = require("rtu.value")
 local null = value.null
 local M = {}
 
+-- Built-in casts that give back a value of some type unchanged are not called
+-- for it (a call per field was a third of the mapping): keep[cast] is that type,
+-- or true for any value. A CAST_FUNCTIONS_FOLDER file of the same name is another
+-- function, so it is always called.
+local builtin = require("rtu.casts")
+local keep = {
+  [builtin.defaultIdentity] = true,
+  [builtin.defaultCastToString] = "string",
+}
+
 local function compile_projection(p, casts, problems)
   local fields = {}
-  local by_src = {}
+  local by_src, dsts = {}, {}
+  local shared = false
   for i, f in ipairs(p.fields) do
     local cast = casts[f.cast]
     if cast == nil then
@@ -36,8 +47,12 @@ local function compile_projection(p, casts, problems)
         "mapTable.json: %s.conversion.%s.cast: unknown cast function '%s' (not a built-in, "
           .. "and no %s.lua in CAST_FUNCTIONS_FOLDER)", p.name, f.src, f.cast, f.cast)
     end
-    fields[i] = { src = f.src, dst = f.dst, cast = cast }
+    local k = cast ~= nil and keep[cast] or nil
+    if k == true then cast, k = nil, nil end
+    fields[i] = { src = f.src, dst = f.dst, cast = cast, keep = k }
     by_src[f.src] = fields[i]
+    shared = shared or dsts[f.dst] ~= nil
+    dsts[f.dst] = true
   end
   local pk = {}
   for i, src in ipairs(p.pk_src) do
@@ -45,7 +60,7 @@ local function compile_projection(p, casts, problems)
   end
   -- the tables reused by every change of this projection
   local change = { op = nil, key = nil, fields = nil, old_key = nil, position = nil }
-  return { name = p.name, fields = fields, pk = pk, pk_src = p.pk_src,
+  return { name = p.name, fields = fields, pk = pk, pk_src = p.pk_src, shared_dst = shared,
            change = change, key = {}, out = {} }
 end
 
@@ -75,22 +90,28 @@ local function map_key(proj, record, what, log, key)
 end
 
 -- Called for every field of every message: the cast call is written out here.
--- The projection's reused table is emptied first (two sources may share a
--- destination: a later absent one must not erase an earlier value).
+-- Every destination is written (nil included), so the reused table holds nothing
+-- of the previous message; when two sources share a destination, it is emptied
+-- first instead, so that a later absent one does not erase an earlier value.
 local function map_fields(proj, record, log)
   local out = proj.out
   local fields = proj.fields
-  for i = 1, #fields do out[fields[i].dst] = nil end
+  local shared = proj.shared_dst
+  if shared then
+    for i = 1, #fields do out[fields[i].dst] = nil end
+  end
   for i = 1, #fields do
     local f = fields[i]
     local v = record[f.src]
     if v ~= nil then
       local cast = f.cast
-      if cast ~= nil then
+      if cast ~= nil and type(v) ~= f.keep then
         v = cast(v, f.dst, log)
         if v == nil then v = null end
       end
       out[f.dst] = v
+    elseif not shared then
+      out[f.dst] = nil
     end
   end
   return out
@@ -193,8 +214,8 @@ function M.build(spec)
 
     -- A primary-key change: the before image names another record, which goes away.
     local before, after = r.before, r.after
-    if type(before) == "table" and type(after) == "table" and has_key(proj, before)
-        and has_key(proj, after) and not same_raw_key(proj, before, after) then
+    if type(before) == "table" and type(after) == "table" and not same_raw_key(proj, before, after)
+        and has_key(proj, before) and has_key(proj, after) then
       local old_key = map_key(proj, before, "the before image", log)
       local new_key = map_key(proj, after, "the after image", log)
       if not same_key(proj, old_key, new_key) then

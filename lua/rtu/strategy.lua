@@ -22,6 +22,7 @@ asking only the fields the walk reads from B's documents (the condition's B fiel
 B's identifier fields, the next hops' source fields; all of them when B's documents
 go to a custom identifier function):
   - a named condition {B_f: A_f}       -> {B_f: {$in: [distinct non-null A_f values]}}
+    (constants beside it, as {B_f: A_f, B_g: {$ne: "X"}}, stay beside the $in)
   - any other condition                -> one filter per document, de-duplicated,
   - several parts (conditions or docs) -> {$or: [parts...]}
 then each returned document is attributed back to the documents whose own filter it
@@ -484,8 +485,31 @@ local function copy(t)
   return out
 end
 
+local rests = setmetatable({}, { __mode = "k" }) -- simple form -> filter | false | {}
+
+-- The filter of a simple form's constant part: {} when there is none, false when
+-- it matches nothing; the same for every document, so made once.
+local function rest_filter(simple)
+  local f = rests[simple]
+  if f == nil then
+    f = simple.rest and instantiate(simple.rest, {}) or {}
+    rests[simple] = f
+  end
+  return f
+end
+
+-- {field: {$in: vals}} with the constant part's fields beside it, or both under
+-- $and when the constant part names the field too.
+local function simple_part(simple, vals, rest)
+  local part = { [simple.field] = { ["$in"] = value.array(vals) } }
+  if next(rest) == nil then return part end
+  if rest[simple.field] ~= nil then return { ["$and"] = value.array({ part, rest }) } end
+  for k, v in pairs(rest) do part[k] = v end
+  return part
+end
+
 -- The lookup filter of a hop for items, and what each item asks per condition:
--- simple[ci][i] the vkey of its A_f value for a named condition {B_f: A_f},
+-- simple[ci][i] the vkey of its A_f value for a condition in simple form,
 -- per_item[i][ci] its own filter for any other; nil when it asks nothing.
 local function build_filter(hop, items)
   local parts, seen = {}, {}
@@ -501,7 +525,8 @@ local function build_filter(hop, items)
     end
   end
   for ci, c in ipairs(hop.conditions) do
-    if c.simple then
+    local rest = c.simple and rest_filter(c.simple)
+    if rest then
       local vals, vseen, keys = {}, {}, {}
       simple[ci] = keys
       for i, it in ipairs(items) do
@@ -515,8 +540,10 @@ local function build_filter(hop, items)
           end
         end
       end
-      if #vals > 0 then add({ [c.simple.field] = { ["$in"] = value.array(vals) } }) end
-    else
+      -- not encoded to be de-duplicated (its $in lists every value of the batch):
+      -- two conditions alike would only ask the same twice
+      if #vals > 0 then parts[#parts + 1] = simple_part(c.simple, vals, rest) end
+    elseif not c.simple then
       for i, it in ipairs(items) do
         local f = instantiate(c.node, it.doc)
         if f then
@@ -652,9 +679,21 @@ local function run_hop(node, items, db, stats)
           -- {B_f: v}, v not null, matches exactly the results the index files under
           -- vkey(v) (B_f equal to v or, an array, holding it: eq_match compares by
           -- canonical encoding, which vkey follows), so no matcher runs for the
-          -- most common condition.
+          -- most common condition; only the constant part, if any, is matched.
           positions = index_of(c.simple.field)[key] or NONE
-          if #positions > limit then positions = { positions[1] } end
+          local rest = rest_filter(c.simple)
+          if next(rest) ~= nil then
+            local kept = {}
+            for _, p in ipairs(positions) do
+              if matches(results[p], rest) then
+                kept[#kept + 1] = p
+                if #kept >= limit then break end
+              end
+            end
+            positions = kept
+          elseif #positions > limit then
+            positions = { positions[1] }
+          end
         else
           positions = attribute(results, index_of, f, limit)
         end

@@ -118,6 +118,21 @@ describe("rtu.lowcode.compile", function()
     assert.are.same({ field = "ID_C", src = "ID_C_B" }, plan.hops.pr_b.pr_c.conditions[1].simple)
   end)
 
+  it("recognises a foreign key with constants beside it, and nothing with two source fields", function()
+    local plan, problems = compile([[{"pr_a": {"outgoing": {
+      "pr_b": {"conditions": {"c": {"condition": {"FK": "ID", "S": {"$ne": "__string__[X]"},
+        "$or": [{"T": 1}, {"T": 2}]}}}},
+      "pr_c": {"conditions": {"c": {"condition": {"FK": "ID", "S": {"$ne": "X2"}}}}},
+      "pr_d": {"conditions": {"c": {"condition": {"FK": "ID", "S": {"$eq": "ID"}}}}}}}}]], '{}')
+    assert.are.same({}, problems)
+    local simple = plan.hops.pr_a.pr_b.conditions[1].simple
+    assert.are.equal("FK", simple.field)
+    assert.are.equal("ID", simple.src)
+    assert.are.equal(2, #simple.rest.list) -- S and the $or
+    assert.is_nil(plan.hops.pr_a.pr_c.conditions[1].simple) -- "X2" is a source field
+    assert.is_nil(plan.hops.pr_a.pr_d.conditions[1].simple)
+  end)
+
   it("keeps every named condition of a pair, sorted by name", function()
     local plan, problems = compile([[{"pr_a": {"outgoing": {"pr_b": {"conditions": {
       "z_second": {"condition": {"ID_SUB": "ID"}},

@@ -431,14 +431,57 @@ describe("rtu.strategy.run", function()
       id_set(res))
   end)
 
+  it("looks a foreign key with constants beside it up with one $in, the constants matched per result", function()
+    local p = plan_of([[{"pr_a": {"outgoing": {"pr_b": {"conditions": {
+      "many": {"condition": {"A": "ID", "STATUS": {"$ne": "__string__[REJECTED]"}}, "oneToMany": true},
+      "first": {"condition": {"A2": "ID", "KIND": "__string__[main]"}}}}}}}]],
+      [[{"sv": {"paths": [{"path": ["pr_a", "pr_b"], "identifier": {"ID": "ID"}}]}}]])
+    local db = fake_db({ pr_b = public({
+      { ID = 1, A = "x", STATUS = "OK" }, { ID = 2, A = "x", STATUS = "REJECTED" },
+      { ID = 3, A = "x" }, { ID = 4, A = "y", STATUS = "REJECTED" },
+      { ID = 5, A2 = "x", KIND = "side" }, { ID = 6, A2 = "x", KIND = "main" },
+      { ID = 7, A2 = "x", KIND = "main" }, { ID = 8, A2 = "y", KIND = "main" },
+      -- found through "first" (a second main one for y, so not kept) and holding A = x:
+      -- only its STATUS keeps it from "many"
+      { ID = 9, A = "x", STATUS = "REJECTED", A2 = "y", KIND = "main" },
+    }) })
+    local docs = { { ID = "x" }, { ID = "y" }, { ID = "z" }, { NO_ID = true } }
+    local res = strategy.run(p, "pr_a", docs_of(docs), db)
+    assert.are.equal(1, #db.calls)
+    assert.are.same({ ["$or"] = { -- conditions in name order
+      { A2 = { ["$in"] = { "x", "y", "z" } }, KIND = "main" },
+      { A = { ["$in"] = { "x", "y", "z" } }, STATUS = { ["$ne"] = "REJECTED" } } },
+      __STATE__ = "PUBLIC" },
+      db.calls[1].filter)
+    -- x: 1 and 3 (2 rejected), 6 (the first main one; 5 is side, 7 a second match
+    -- of a one-to-one condition); y: 8 (4 rejected)
+    assert.are.same({ "sv {s2:ID=n1}", "sv {s2:ID=n3}", "sv {s2:ID=n6}", "sv {s2:ID=n8}" }, id_set(res))
+    -- the same as one document at a time
+    local one = {}
+    for i, d in ipairs(docs) do
+      for _, r in ipairs(strategy.run(p, "pr_a", { { doc = d, origin = i } }, fake_db(db.collections))) do
+        one[#one + 1] = r
+      end
+    end
+    assert.are.same(id_set(one), id_set(res))
+  end)
+
+  it("finds nothing through a foreign key whose constants can match nothing", function()
+    local p = plan_of([[{"pr_a": {"outgoing": {"pr_b": {"conditions": {"c": {"condition":
+      {"A": "ID", "STATUS": {"$in": ["__string__[OK]"], "$nin": ["__string__[OK]"]}}, "oneToMany": true}}}}}}]],
+      [[{"sv": {"paths": [{"path": ["pr_a", "pr_b"], "identifier": {"ID": "ID"}}]}}]])
+    local db = fake_db({ pr_b = public({ { ID = 1, A = "x", STATUS = "OK" } }) })
+    assert.are.same({}, (strategy.run(p, "pr_a", docs_of({ { ID = "x" } }), db)))
+  end)
+
   it("keeps __STATE__: PUBLIC when a condition names __STATE__ itself", function()
     local p = plan_of([[{"pr_a": {"outgoing": {"pr_b": {"conditions": {"c":
       {"condition": {"ID": "ID", "__STATE__": "__string__[DELETED]"}, "oneToMany": true}}}}}}]],
       [[{"sv": {"paths": [{"path": ["pr_a", "pr_b"], "identifier": {"ID": "ID"}}]}}]])
     local db = fake_db({ pr_b = public({ { ID = 1, __STATE__ = "DELETED" } }) })
     assert.are.same({}, (strategy.run(p, "pr_a", docs_of({ { ID = 1 } }), db)))
-    assert.are.same({ ["$and"] = { { ID = 1, __STATE__ = "DELETED" }, { __STATE__ = "PUBLIC" } } },
-      db.calls[1].filter)
+    assert.are.same({ ["$and"] = { { ID = { ["$in"] = { 1 } }, __STATE__ = "DELETED" },
+      { __STATE__ = "PUBLIC" } } }, db.calls[1].filter)
   end)
 
   it("calls a custom identifier function once per base document reached", function()
@@ -620,7 +663,8 @@ describe("rtu.strategy.run", function()
       local res = strategy.run(p, "pr_dishes", docs_of(changed), db)
       assert.are.equal(3, #db.calls)
       assert.is_truthy(db.calls[1].filter["$or"])
-      assert.are.equal("PUBLIC", db.calls[3].filter.__STATE__)
+      -- the constant part names __STATE__ too: both under $and
+      assert.are.equal("PUBLIC", db.calls[3].filter["$and"][2].__STATE__)
       local expected, seen, single = {}, {}, fake_db(w)
       for i, d in ipairs(changed) do
         for _, r in ipairs(strategy.run(p, "pr_dishes", { { doc = d, origin = i } }, single)) do

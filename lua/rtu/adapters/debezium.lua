@@ -34,7 +34,8 @@ local LEAVE_OUT = { source = true }
 -- {"schema": ..., "payload": ...}; a record of ours never has both fields at the
 -- top level (its fields sit under before/after).
 local function unwrap(v)
-  if is_object(v) and v.schema ~= nil and v.payload ~= nil and v.op == nil then
+  if type(v) == "table" and v.payload ~= nil and v.schema ~= nil and v.op == nil
+      and is_object(v) then
     return v.payload
   end
   return v
