@@ -654,7 +654,6 @@ rtu_err_t rtu_consumer_run(rtu_consumer_t *c, rtu_pool_t *pool, const rtu_consum
     int64_t t0 = rtu_now_mono_us();
     qsort(c->msgs, (size_t)n, sizeof *c->msgs, msg_cmp);
     size_t njobs = build_jobs(c, (size_t)n);
-    { static FILE *df; if (!df) df = fopen("/tmp/cg/polls.log", "w"); if (df) { fprintf(df, "%zd %zu\n", n, njobs); fflush(df); } }
     rtu_pool_run(pool, c->jobs, njobs);
     size_t nsjobs = build_strategies_jobs(c, njobs);
     rtu_pool_run(pool, c->sjobs, nsjobs);
