@@ -932,7 +932,7 @@ static bool fast_json(const char *text, size_t len, bool as_doc, bson_t *out) {
 typedef struct {
   lua_State *L;
   const char *p, *end;
-  int skip; /* stack index of the set of top-level names to leave out, 0: none */
+  int skip; /* stack index of the caller's leave_out (see l_json_decode), 0: none */
 } jl_t;
 
 static void jl_ws(jl_t *j) { j->p = json_ws(j->p, j->end); }
@@ -1082,51 +1082,121 @@ static bool jl_skip(jl_t *j, int depth) {
   return json_number(&j->p, j->end, &integral, &v, &d);
 }
 
-/* Pushes the value at j->p. */
-static bool jl_value(jl_t *j, int depth) {
+static bool jl_value(jl_t *j, int depth);
+
+/* At most this many names in a set of members to keep are matched in C; a
+ * larger set is looked up in its table, name by name. */
+#define JL_KEEP_MAX 8
+
+typedef struct {
+  const char *s;
+  size_t n;
+} jl_name_t;
+
+/* For a member of an object that keeps only some (names[0..nnames)): when its
+ * name is plain and not one of them, reads the member as jl_skip would without
+ * making its name a Lua string (most of what a before image holds is left out),
+ * and returns 1; 0 when the caller must read the member; -1 on what jl_value
+ * gives up on. */
+static int jl_skip_unnamed(jl_t *j, int depth, const jl_name_t *names, int nnames) {
+  bool high = false;
+  const char *start = j->p + 1, *q = json_plain(start, j->end, &high);
+  if (!q || q >= j->end || *q != '"') return 0; /* escapes: read as usual */
+  size_t n = (size_t)(q - start);
+  if (n > 0 && *start == '$') return -1;
+  if (high && !bson_utf8_validate(start, n, false)) return -1;
+  for (int i = 0; i < nnames; i++)
+    if (names[i].n == n && !memcmp(names[i].s, start, n)) return 0;
+  j->p = q + 1;
+  if (!json_colon(&j->p, j->end) || !jl_skip(j, depth + 1)) return -1;
+  return 1;
+}
+
+/* Pushes the object at j->p. keep: 0, or the stack index of the set of names of
+ * the members to build (the others are read with jl_skip). At depth 0 the
+ * members named in j->skip are left out, or, for a set given as their value,
+ * built with only the members it names when they are objects. */
+static bool jl_object(jl_t *j, int depth, int keep) {
+  /* Members wait on the stack so that the table is made at its size: built by
+   * lua_rawset from empty, a record of ten fields was rehashed four times, a
+   * fifth of its decoding. push_children sizes its tables the same way, so
+   * both paths lay a table out alike (the same pairs() order), unless members
+   * are left out. */
   lua_State *L = j->L;
-  if (j->p >= j->end) return false;
-  switch (*j->p) {
-  case '{': {
-    /* Members wait on the stack so that the table is made at its size: built by
-     * lua_rawset from empty, a record of ten fields was rehashed four times, a
-     * fifth of its decoding. push_children sizes its tables the same way, so
-     * both paths lay a table out alike (the same pairs() order). */
-    if (depth >= JP_MAX_DEPTH || !lua_checkstack(L, 2 * JL_CHUNK + 4)) return false;
-    int slot = lua_gettop(L) + 1, held = 0;
-    lua_pushnil(L); /* the table's slot */
-    j->p++;
-    jl_ws(j);
-    if (j->p < j->end && *j->p == '}') j->p++;
-    else
-      for (;;) {
-        /* past what the stack can hold, the BSON path decides */
-        if (held % JL_CHUNK == JL_CHUNK - 1 && !lua_checkstack(L, 2 * JL_CHUNK + 4)) return false;
-        if (j->p >= j->end || *j->p != '"' || !jl_string(j)) return false;
+  if (depth >= JP_MAX_DEPTH || !lua_checkstack(L, 2 * JL_CHUNK + 4)) return false;
+  jl_name_t names[JL_KEEP_MAX];
+  int nnames = 0;
+  if (keep) {
+    /* the strings stay alive as keys of the set, which is on the stack */
+    lua_pushnil(L);
+    while (lua_next(L, keep)) {
+      lua_pop(L, 1);
+      if (lua_type(L, -1) != LUA_TSTRING) continue; /* never a JSON name */
+      if (nnames == JL_KEEP_MAX) {
+        lua_pop(L, 1);
+        nnames = -1;
+        break;
+      }
+      names[nnames].s = lua_tolstring(L, -1, &names[nnames].n);
+      nnames++;
+    }
+  }
+  int slot = lua_gettop(L) + 1, held = 0;
+  lua_pushnil(L); /* the table's slot */
+  j->p++;
+  jl_ws(j);
+  if (j->p < j->end && *j->p == '}') j->p++;
+  else
+    for (;;) {
+      /* past what the stack can hold, the BSON path decides */
+      if (held % JL_CHUNK == JL_CHUNK - 1 && !lua_checkstack(L, 2 * JL_CHUNK + 4)) return false;
+      if (j->p >= j->end || *j->p != '"') return false;
+      int skipped = keep && nnames >= 0 ? jl_skip_unnamed(j, depth, names, nnames) : 0;
+      if (skipped < 0) return false;
+      if (!skipped) {
+        if (!jl_string(j)) return false;
         size_t kn;
         const char *k = lua_tolstring(L, -1, &kn);
         if (kn > 0 && k[0] == '$') return false; /* extended JSON, or an operator: libbson's */
         if (!json_colon(&j->p, j->end)) return false;
-        bool keep = true;
-        if (depth == 0 && j->skip) {
-          lua_pushvalue(L, -1);
-          keep = lua_rawget(L, j->skip) == LUA_TNIL;
-          lua_pop(L, 1);
-        }
+        bool build = true;
+        int sub = 0; /* stack index of the set to build this member with */
         if (keep) {
-          if (!jl_value(j, depth + 1)) return false;
+          lua_pushvalue(L, -1);
+          build = lua_rawget(L, keep) != LUA_TNIL;
+          lua_pop(L, 1);
+        } else if (depth == 0 && j->skip) {
+          lua_pushvalue(L, -1);
+          int t = lua_rawget(L, j->skip);
+          /* a member that is not an object is built whole: its reader says
+           * what is wrong with it */
+          if (t == LUA_TTABLE && j->p < j->end && *j->p == '{') sub = lua_gettop(L);
+          else lua_pop(L, 1);
+          build = t == LUA_TNIL || t == LUA_TTABLE;
+        }
+        if (build) {
+          if (!(sub ? jl_object(j, depth + 1, sub) : jl_value(j, depth + 1))) return false;
+          if (sub) lua_remove(L, sub);
           held++;
         } else {
           lua_pop(L, 1);
           if (!jl_skip(j, depth + 1)) return false;
         }
-        int next = json_next(&j->p, j->end, '}');
-        if (next < 0) return false;
-        if (next == 0) break;
       }
-    jl_fill(L, slot, held, false);
-    return true;
-  }
+      int next = json_next(&j->p, j->end, '}');
+      if (next < 0) return false;
+      if (next == 0) break;
+    }
+  jl_fill(L, slot, held, false);
+  return true;
+}
+
+/* Pushes the value at j->p. */
+static bool jl_value(jl_t *j, int depth) {
+  lua_State *L = j->L;
+  if (j->p >= j->end) return false;
+  switch (*j->p) {
+  case '{': return jl_object(j, depth, 0);
   case '[': {
     if (depth >= JP_MAX_DEPTH || !lua_checkstack(L, JL_CHUNK + 4)) return false;
     int slot = lua_gettop(L) + 1, held = 0;
@@ -1416,9 +1486,13 @@ void rtu_value_doc_to_json(const bson_t *doc, bool as_array, bson_string_t *out)
   bson_string_append_c(out, as_array ? ']' : '}');
 }
 
-/* json.decode(text [, leave_out]): leave_out is a set of top-level member names
- * the caller does not want ({source = true}); they may still be there when the
- * text is outside the direct path's subset. */
+/* json.decode(text [, leave_out]): leave_out maps top-level member names the
+ * caller does not want whole to a set of the names it reads in them, or to any
+ * other value for none: {source = true, before = {ID = true}} builds no source
+ * and a before object with at most its ID (a before that is not an object is
+ * built as is, so that the caller can tell). What is left out may still be there
+ * when the text is outside the direct path's subset: the decoder only spares the
+ * work, and a text decodes with leave_out exactly when it does without. */
 static int l_json_decode(lua_State *L) {
   size_t len;
   const char *s = luaL_checklstring(L, 1, &len);

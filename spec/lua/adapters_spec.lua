@@ -147,7 +147,7 @@ describe("golden-gate adapter", function()
     assert.are.equal("U", r.operation)
     assert.are.same({ USER_ID = 123 }, r.keyObject)
     assert.are.same({ USER_ID = 123, COINS = 2 }, r.value)
-    assert.are.same({ USER_ID = 123, COINS = 1 }, r.before)
+    assert.are.same({ USER_ID = 123 }, r.before) -- only the primary key is built
     assert.are.equal(12, r.operationPosition)
   end)
 
@@ -158,7 +158,7 @@ describe("golden-gate adapter", function()
     assert.are.same({ USER_ID = 123 }, r.keyObject)
     assert.is_nil(r.value)
     assert.is_nil(r.after)
-    assert.are.same({ USER_ID = 123, COINS = 300000000 }, r.before)
+    assert.are.same({ USER_ID = 123 }, r.before)
     assert.are.equal(13, r.operationPosition)
   end)
 
@@ -263,7 +263,7 @@ describe("debezium adapter", function()
     assert.is_nil(r.value)
     assert.is_nil(r.after)
     assert.are.same({ USER_ID = 123, TAX_CODE = "ABC" }, r.keyObject)
-    assert.are.equal(300000000, r.before.COINS)
+    assert.are.same({ USER_ID = 123, TAX_CODE = "ABC" }, r.before) -- only the primary key
   end)
 
   it("unwraps the Connect schema envelope of key and value", function()
@@ -273,7 +273,7 @@ describe("debezium adapter", function()
     assert.are.equal("U", r.operation)
     assert.are.same({ USER_ID = 123, TAX_CODE = "ABC" }, r.keyObject)
     assert.are.equal(1, r.value.COINS)
-    assert.are.equal(300000000, r.before.COINS)
+    assert.are.equal(123, r.before.USER_ID)
   end)
 
   it("takes the primary key from after when there is no key", function()
@@ -297,8 +297,41 @@ describe("debezium adapter", function()
     local r = dbz(msg('{"USER_ID":2}', [[{"op":"u","before":{"USER_ID":1,"N":"a"},
       "after":{"USER_ID":2,"N":"a"}}]]), { "USER_ID" })
     assert.are.same({ USER_ID = 2 }, r.keyObject)
-    assert.are.equal(1, r.before.USER_ID)
-    assert.are.equal(2, r.after.USER_ID)
+    assert.are.same({ USER_ID = 1 }, r.before)
+    assert.are.same({ USER_ID = 2, N = "a" }, r.after)
+  end)
+
+  it("builds of before only the primary-key fields, and nothing of source", function()
+    local json = require("rtu.json")
+    local decode, seen = json.decode, {}
+    json.decode = function(s, leave_out)
+      seen[#seen + 1] = leave_out
+      return decode(s, leave_out)
+    end
+    local ok, err = pcall(function()
+      local r = dbz(msg(nil, [[{"op":"u","before":{"USER_ID":1,"TAX_CODE":"A","N":{"x":[1]}},
+        "after":{"USER_ID":2,"TAX_CODE":"A","N":{"x":[2]}},"source":{"db":"x"}}]]), PK)
+      assert.are.same({ USER_ID = 1, TAX_CODE = "A" }, r.before)
+      assert.are.same({ USER_ID = 2, TAX_CODE = "A" }, r.keyObject)
+      dbz(msg(nil, '{"op":"d","before":{"USER_ID":1,"TAX_CODE":"A"}}'), PK)
+      dbz(msg(nil, '{"op":"d","before":{"USER_ID":1,"TAX_CODE":"A"}}'), { "TAX_CODE" })
+      r = dbz(msg(nil, '{"op":"d","before":{"USER_ID":1,"N":2},"source":{}}'), {})
+      assert.are.same({ USER_ID = 1, N = 2 }, r.before) -- no primary key: whole
+    end)
+    json.decode = decode
+    assert(ok, err)
+    assert.are.same({ source = true, before = { USER_ID = true, TAX_CODE = true } }, seen[1])
+    assert.are.equal(seen[1], seen[2]) -- made once for the projection's primaryKeys
+    assert.are.same({ source = true, before = { TAX_CODE = true } }, seen[3])
+    assert.are.same({ source = true }, seen[4])
+  end)
+
+  it("raises on a before image that is not an object, as before", function()
+    assert.has_error(function()
+      dbz(msg(KEY, '{"op":"d","before":[{"USER_ID":123,"TAX_CODE":"ABC"}]}'), PK)
+    end, "debezium 'before' is not an object")
+    assert.has_error(function() dbz(msg(KEY, '{"op":"u","before":5,"after":' .. AFTER .. '}'), PK) end,
+      "debezium 'before' is not an object")
   end)
 
   for _, v in ipairs({ { "nil", nil }, { "empty", "" }, { "null", "null" },

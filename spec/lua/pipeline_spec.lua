@@ -47,3 +47,68 @@ describe("rtu.pipeline primary keys", function()
     assert.are.equal(4, #calls)
   end)
 end)
+
+-- The built-in adapters build of `before` only the primary-key fields: what the
+-- pipeline reads of it (a delete's key, a primary-key update) must be among them.
+describe("rtu.pipeline with the debezium and golden-gate adapters", function()
+  local adapters = require("rtu.adapters")
+
+  local function build_with(adapter)
+    local spec = {
+      projections = { { name = "p", fields = { { src = "ID", dst = "id", cast = "same" },
+                                               { src = "K2", dst = "k2", cast = "same" },
+                                               { src = "NAME", dst = "name", cast = "same" } },
+                        pk_src = { "ID", "K2" }, pk_dst = { "id", "k2" } } },
+      adapter = adapter,
+      casts = { same = function(v) return v end },
+      use_upsert = false, use_position = false,
+    }
+    return assert(pipeline.build(spec))
+  end
+
+  local function copy(t)
+    local c = {}
+    for k, v in pairs(t) do c[k] = type(v) == "table" and copy(v) or v end
+    return c
+  end
+
+  it("moves a debezium record whose primary key changed", function()
+    local process = build_with(adapters.debezium)
+    local change = process(1, { key = '{"ID":2,"K2":"b"}', value = [[{"op":"u",
+      "before":{"ID":1,"K2":"a","NAME":"x"},"after":{"ID":2,"K2":"b","NAME":"x"},
+      "source":{"db":"d"}}]] }, nil)
+    assert.are.equal("insert", change.op)
+    assert.are.same({ id = 1, k2 = "a" }, copy(change.old_key))
+    assert.are.same({ id = 2, k2 = "b" }, copy(change.key))
+    assert.are.same({ id = 2, k2 = "b", name = "x" }, copy(change.fields))
+  end)
+
+  it("keeps a debezium record whose other fields changed", function()
+    local process = build_with(adapters.debezium)
+    local change = process(1, { value = [[{"op":"u",
+      "before":{"ID":1,"K2":"a","NAME":"x"},"after":{"ID":1,"K2":"a","NAME":"y"}}]] }, nil)
+    assert.are.equal("update", change.op)
+    assert.is_nil(change.old_key)
+    assert.are.same({ id = 1, k2 = "a" }, copy(change.key))
+  end)
+
+  it("deletes a debezium record by its before image, without key", function()
+    local process = build_with(adapters.debezium)
+    local change = process(1, { value = [[{"op":"d",
+      "before":{"ID":1,"K2":"a","NAME":"x"},"after":null}]] }, nil)
+    assert.are.equal("delete", change.op)
+    assert.are.same({ id = 1, k2 = "a" }, copy(change.key))
+  end)
+
+  it("moves and deletes golden-gate records by their before image", function()
+    local process = build_with(adapters["golden-gate"])
+    local change = process(1, { value = [[{"op_type":"U","pos":"1",
+      "before":{"ID":1,"K2":"a","NAME":"x"},"after":{"ID":2,"K2":"a","NAME":"x"}}]] }, nil)
+    assert.are.same({ id = 1, k2 = "a" }, copy(change.old_key))
+    assert.are.same({ id = 2, k2 = "a" }, copy(change.key))
+    change = process(1, { value = [[{"op_type":"D","pos":"2",
+      "before":{"ID":1,"K2":"a","NAME":"x"}}]] }, nil)
+    assert.are.equal("delete", change.op)
+    assert.are.same({ id = 1, k2 = "a" }, copy(change.key))
+  end)
+end)

@@ -947,6 +947,87 @@ static void test_decode_leave_out(void) {
   lua_pop(L, 1);
 }
 
+/* json.decode(text, {before = {names}}): before, when an object, holds only the
+ * members named (the others are read, not built); anything else, and every other
+ * member, is as without; a text decodes with it exactly when it does without.
+ * Where the direct path gives up, the BSON path builds before whole. */
+static void test_decode_leave_out_keep(void) {
+  eval("local json = require('rtu.json')\n"
+       "local function same(a, b)\n"
+       "  if type(a) ~= type(b) or math.type(a) ~= math.type(b) then return false end\n"
+       "  if type(a) ~= 'table' then return a == b end\n"
+       "  if getmetatable(a) ~= getmetatable(b) then return false end\n"
+       "  for k, v in pairs(a) do if not same(v, b[k]) then return false end end\n"
+       "  for k in pairs(b) do if a[k] == nil then return false end end\n"
+       "  return true\n"
+       "end\n"
+       "local KEEP = { source = true, before = { ID = true, K2 = true } }\n"
+       "local NONE = { before = {} }\n"
+       "local MANY = { before = { ID = true, a = 1, b = 1, c = 1, d = 1, e = 1, f = 1, g = 1, h = 1, i = 1, [1] = 'x' } }\n"
+       "local W, F = 'whole', 'fallback'\n"
+       "local texts = {\n"
+       "  -- { text, leave_out, before as built: a table, W (as without), nil (fails)\n"
+       "  --   or F (W when the BSON path takes it) }\n"
+       "  { [[{\"op\":\"u\",\"before\":{\"ID\":1,\"NAME\":\"x\",\"K2\":\"k\",\"N\":2.5},\"after\":{\"ID\":1,\"NAME\":\"y\"}}]], KEEP, { ID = 1, K2 = 'k' } },\n"
+       "  { [[{\"before\":{\"S\":\"a\\\"b\\u00e9\\n\\\\\",\"O\":{\"p\":{\"q\":[{}, [], {\"r\":null}]}},\"L\":[1,-2.5e3,true,false,null,\"\\t\"],\"ID\":7},\"a\":1}]], KEEP, { ID = 7 } },\n"
+       "  { [[{\"before\":{\"I\\u0044\":3,\"N\\u0041ME\":\"x\",\"K2\":{\"x\":[1]}},\"a\":1}]], KEEP, { ID = 3, K2 = { x = json.decode('[1]') } } },\n"
+       "  { [[{\"before\":{\"ID\":1,\"ID\":2,\"X\":1,\"X\":2}}]], KEEP, { ID = 2 } },\n"
+       "  { [[{\"before\":{\"caf\xc3\xa9\":1,\"ID\":1}}]], KEEP, { ID = 1 } },\n"
+       "  { [[{\"before\":{},\"after\":{}}]], KEEP, {} },\n"
+       "  { [[{\"before\":{ \"X\" : 1 , \"ID\" : 1 } ,\"a\":1}]], KEEP, { ID = 1 } },\n"
+       "  { [[{\"before\":{\"ID\":1,\"X\":2}}]], NONE, {} },\n"
+       "  { [[{\"before\":{\"ID\":1,\"X\":2,\"e\":3,\"Y\":4}}]], MANY, { ID = 1, e = 3 } },\n"
+       "  -- not an object: built whole\n"
+       "  { [[{\"before\":[{\"ID\":1,\"X\":2}],\"a\":1}]], KEEP, W },\n"
+       "  { [[{\"before\":\"text\",\"a\":1}]], KEEP, W },\n"
+       "  { [[{\"before\":12,\"a\":1}]], KEEP, W },\n"
+       "  { [[{\"before\":null,\"a\":1}]], KEEP, W },\n"
+       "  { [[{\"before\":true,\"a\":1}]], KEEP, W },\n"
+       "  -- absent, or not at the top level\n"
+       "  { [[{\"after\":{\"ID\":1,\"X\":2}}]], KEEP, W },\n"
+       "  { [[{\"payload\":{\"before\":{\"ID\":1,\"X\":2}},\"schema\":{}}]], KEEP, W },\n"
+       "  { [=[[{\"before\":{\"ID\":1,\"X\":2}}]]=], KEEP, W },\n"
+       "  -- the direct path gives up: the BSON path decides, and builds it whole\n"
+       "  { [[{\"before\":{\"X\":{\"$date\":0},\"ID\":1},\"a\":2}]], KEEP, F },\n"
+       "  { [[{\"before\":{\"$x\":1,\"ID\":1},\"a\":2}]], KEEP, F },\n"
+       "  { [[{\"before\":{\"X\":{\"$or\":[{\"a\":{\"$ne\":1}}]},\"ID\":1},\"a\":2}]], KEEP, F },\n"
+       "  { [[{\"before\":{\"X\":1,\"ID\":1},\"a\":2} ]] .. '\\n', KEEP, { ID = 1 } },\n"
+       "  { [[{\"before\":{\"X\":99999999999999999999,\"ID\":1},\"a\":2}]], KEEP, F },\n"
+       "  -- invalid inside a member left out\n"
+       "  { [[{\"before\":{\"X\":tru,\"ID\":1},\"a\":2}]], KEEP, nil },\n"
+       "  { '{\"before\":{\"X\":\"\x01\",\"ID\":1},\"a\":2}', KEEP, nil },\n"
+       "  { '{\"before\":{\"X\":\"\xff\",\"ID\":1},\"a\":2}', KEEP, nil },\n"
+       "  { '{\"before\":{\"\xff\":1,\"ID\":1},\"a\":2}', KEEP, nil },\n"
+       "  { [[{\"before\":{\"X\":\"x\\q\",\"ID\":1},\"a\":2}]], KEEP, nil },\n"
+       "  { [[{\"before\":{\"X\":[1,],\"ID\":1},\"a\":2}]], KEEP, nil },\n"
+       "  { [[{\"before\":{\"X\":{\"a\" 1},\"ID\":1},\"a\":2}]], KEEP, nil },\n"
+       "  { [[{\"before\":{\"X\":1,\"ID\":1,},\"a\":2}]], KEEP, nil },\n"
+       "  { [[{\"before\":{\"X\":1 \"ID\":1},\"a\":2}]], KEEP, nil },\n"
+       "  { [[{\"before\":{\"X\":1,\"ID\":1}]], KEEP, nil },\n"
+       "  { [[{\"before\":{\"X\":NaN,\"ID\":1},\"a\":2}]], KEEP, nil },\n"
+       "}\n"
+       "local fallbacks = 0\n"
+       "for i, t in ipairs(texts) do\n"
+       "  local ok1, full = pcall(json.decode, t[1])\n"
+       "  local ok2, part = pcall(json.decode, t[1], t[2])\n"
+       "  if ok1 ~= ok2 then return 'text ' .. i .. ': decoded ' .. tostring(ok1) .. ' without, ' .. tostring(ok2) .. ' with leave_out' end\n"
+       "  if t[3] ~= F and ok1 ~= (t[3] ~= nil) then return 'text ' .. i .. ': decoded ' .. tostring(ok1) end\n"
+       "  if ok1 and t[3] == F then fallbacks = fallbacks + 1 end\n"
+       "  if ok1 and type(full) == 'table' then\n"
+       "    local whole = t[3] == W or t[3] == F\n"
+       "    if not whole and not same(part.before, t[3]) then return 'text ' .. i .. ': before is not as kept' end\n"
+       "    if whole and not same(part.before, full.before) then return 'text ' .. i .. ': before is not whole' end\n"
+       "    full.before, part.before, full.source = nil, nil, nil\n"
+       "    if not same(full, part) then return 'text ' .. i .. ': the other members differ' end\n"
+       "  end\n"
+       "end\n"
+       "if fallbacks == 0 then return 'no text took the BSON path' end\n"
+       "if pcall(json.decode, '{}', { before = 5 }) ~= true then return 'a number in leave_out was refused' end\n"
+       "return 'ok'");
+  CHECK_STR(lua_tostring(L, -1), "ok");
+  lua_pop(L, 1);
+}
+
 /* The original Kafka key, as projections and projection changes both record it. */
 static void test_original_key(void) {
   static const struct {
@@ -985,6 +1066,7 @@ int main(void) {
   test_fast_path();
   test_decode_direct();
   test_decode_leave_out();
+  test_decode_leave_out_keep();
   test_original_key();
   test_json_to_bson();
   test_roundtrip();

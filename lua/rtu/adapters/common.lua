@@ -3,8 +3,16 @@ rtu.adapters.common: what the built-in adapters read the same way.
 
   decode(raw, what [, leave_out])
                          JSON text -> Lua value; raises "<what> is not valid JSON: ...";
-                         leave_out: a set of top-level names not to build (they
-                         may still be there: the decoder only spares the work)
+                         leave_out: top-level names not to build (name = true),
+                         or to build with only some members when they are objects
+                         (name = {member = true, ...}); what is left out may still
+                         be there: the decoder only spares the work
+  keys_only_before(leave)
+                         a function(primaryKeys) -> leave_out for decode: leave
+                         (a table or nil) plus a before built with only the
+                         primary-key fields; the same table for the same
+                         primaryKeys (the projection's own, never changed), leave
+                         itself when there are none
   is_empty(raw)          a raw payload that means "nothing": nil, "" or "null"
   is_object(v)           a decoded JSON object (not an array, not a date)
   images(record, operation, adapter)
@@ -30,6 +38,24 @@ function M.decode(raw, what, leave_out)
   local ok, v = pcall(json.decode, raw, leave_out)
   if not ok then error(what .. " is not valid JSON: " .. tostring(v), 0) end
   return v
+end
+
+-- The before image is about as large as after, and the pipeline reads no more
+-- of it than the primary key (a delete's key, a primary-key update).
+function M.keys_only_before(leave)
+  local made = setmetatable({}, { __mode = "k" })
+  return function(primaryKeys)
+    if primaryKeys == nil or primaryKeys[1] == nil then return leave end
+    local l = made[primaryKeys]
+    if not l then
+      local keep = {}
+      for _, pk in ipairs(primaryKeys) do keep[pk] = true end
+      l = { before = keep }
+      for k, v in pairs(leave or {}) do l[k] = v end
+      made[primaryKeys] = l
+    end
+    return l
+  end
 end
 
 function M.is_empty(raw)

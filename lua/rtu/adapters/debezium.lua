@@ -12,7 +12,10 @@ function(message, primaryKeys, log) ->
   keyObject  each primary-key field from the key when the key has it, else from
              `after` (I, U) or `before` (D), else from the other image.
   value      `after` for I and U, nil for D.
-  before, after passed through (nil when absent or null), for primary-key updates.
+  after      passed through (nil when absent or null).
+  before     nil when absent or null, else only its primary-key fields (the rest
+             is not built from the text; it may still be there): enough for the
+             keyObject of a D and for a primary-key update.
   nil, "debezium tombstone"                  value absent, empty, null, or an
                                              envelope whose payload is null
   nil, "debezium truncate is not supported"  op "t"
@@ -27,8 +30,9 @@ local common = require("rtu.adapters.common")
 local decode, is_empty, is_object = common.decode, common.is_empty, common.is_object
 
 local OPERATIONS = { c = "I", r = "I", u = "U", d = "D" }
--- Nothing here reads the connector's source block: not built from the text.
-local LEAVE_OUT = { source = true }
+-- Nothing here or in the pipeline reads the connector's source block, nor more
+-- of the before image than its primary-key fields: not built from the text.
+local leave_out = common.keys_only_before({ source = true })
 
 -- The Connect JsonConverter with schemas.enable=true wraps the data as
 -- {"schema": ..., "payload": ...}; a record of ours never has both fields at the
@@ -43,7 +47,7 @@ end
 
 return function(message, primaryKeys, log)
   if is_empty(message.value) then return nil, "debezium tombstone" end
-  local record = unwrap(decode(message.value, "value", LEAVE_OUT))
+  local record = unwrap(decode(message.value, "value", leave_out(primaryKeys)))
   if record == nil or record == value.null then return nil, "debezium tombstone" end
   if not is_object(record) then error("value is not a JSON object", 0) end
 

@@ -12,8 +12,11 @@ function(message, primaryKeys, log) ->
                      missing there is taken from the other image (GoldenGate may
                      send compressed images holding only changed columns).
   value              `after` for I and U, nil for D.
-  before, after      the images as sent (nil when absent or null), so that the core
-                     can see a primary-key update (U whose images differ on the key).
+  after              the image as sent (nil when absent or null).
+  before             nil when absent or null, else only its primary-key fields
+                     (the rest is not built from the text; it may still be
+                     there): enough for the keyObject of a D and for the core to
+                     see a primary-key update (U whose images differ on the key).
   operationPosition  `pos` as an integer (a zero-padded digit string or a number),
                      nil when the message has none; the core decides whether it is
                      the counter (USE_POS_AS_COUNTER).
@@ -30,6 +33,9 @@ local decode, is_empty, is_object = common.decode, common.is_empty, common.is_ob
 
 local OPERATIONS = { I = "I", U = "U", D = "D" }
 local INT64_MAX = "9223372036854775807"
+-- Nothing here or in the pipeline reads more of the before image than its
+-- primary-key fields: the rest is not built from the text.
+local leave_out = common.keys_only_before(nil)
 
 local function position(pos)
   if pos == nil or pos == value.null then return nil end
@@ -55,7 +61,7 @@ return function(message, primaryKeys, log)
   if is_empty(message.value) then
     error("golden-gate message has an empty value", 0)
   end
-  local record = decode(message.value, "value")
+  local record = decode(message.value, "value", leave_out(primaryKeys))
   if not is_object(record) then error("value is not a JSON object", 0) end
 
   local op = record.op_type
