@@ -367,8 +367,7 @@ static bool keys_within(const bson_t *a, const bson_t *b) {
  * one of the messages has an empty field name. */
 static bool append_merged_fields(rtu_batch_t *b, const group_t *g, uint32_t from, int64_t last,
                                  bson_t *out) {
-  /* Newest first; a field already written is skipped. Records have few fields,
-   * so a linear look-up in the output beats a hash set. */
+  /* Newest first; a field already written is skipped. */
   bool first = true, empty = false;
   const bson_t *newest = NULL;
   for (int64_t e = last; e >= (int64_t)from && e >= (int64_t)g->first; e--) {
@@ -383,10 +382,7 @@ static bool append_merged_fields(rtu_batch_t *b, const group_t *g, uint32_t from
       continue;
     }
     if (keys_within(&m->fields, newest)) continue;
-    bson_iter_t it, seen;
-    if (!bson_iter_init(&it, &m->fields)) continue;
-    while (bson_iter_next(&it))
-      if (!bson_iter_init_find(&seen, out, bson_iter_key(&it))) bson_append_iter(out, NULL, 0, &it);
+    rtu_value_append_missing(out, &m->fields);
   }
   return empty;
 }
@@ -464,9 +460,7 @@ static void build_image(rtu_batch_t *b, const group_t *g, const outcome_t *o,
   append_metadata(img, &b->mapped[last->msg], &msgs[last->msg], o->state, o->counter, now);
   bson_iter_t it, seen;
   if (g->s0 && !o->recreated) {
-    if (bson_iter_init(&it, g->s0))
-      while (bson_iter_next(&it))
-        if (!bson_iter_init_find(&seen, img, bson_iter_key(&it))) bson_append_iter(img, NULL, 0, &it);
+    rtu_value_append_missing(img, g->s0);
   } else {
     BSON_APPEND_DATE_TIME(img, "createdAt", now);
     if (g->s0 && bson_iter_init_find(&it, g->s0, "_id")) bson_append_iter(img, "_id", 3, &it);

@@ -187,6 +187,59 @@ bool rtu_value_same_fields(const bson_t *a, const bson_t *b, char *const *names,
   return true;
 }
 
+/* A field name in out's data, by offset: appending may move the data. */
+typedef struct {
+  uint32_t at, len;
+} key_ref_t;
+
+static void key_push(key_ref_t **keys, size_t *n, size_t *cap, key_ref_t *local, uint32_t at,
+                     uint32_t len) {
+  if (*n == *cap) {
+    key_ref_t *grown = bson_malloc(2 * *cap * sizeof *grown);
+    memcpy(grown, *keys, *n * sizeof *grown);
+    if (*keys != local) bson_free(*keys);
+    *keys = grown;
+    *cap *= 2;
+  }
+  (*keys)[(*n)++] = (key_ref_t){at, len};
+}
+
+void rtu_value_append_missing(bson_t *out, const bson_t *src) {
+  bson_iter_t it, o;
+  if (bson_empty(src) || !bson_iter_init(&it, src)) return;
+  key_ref_t local[64], *keys = local;
+  size_t n = 0, cap = sizeof local / sizeof local[0];
+  const uint8_t *base = bson_get_data(out);
+  if (bson_iter_init(&o, out))
+    while (bson_iter_next(&o))
+      key_push(&keys, &n, &cap, local, (uint32_t)((const uint8_t *)bson_iter_key(&o) - base),
+               bson_iter_key_len(&o));
+  /* The look-up starts after the last name found: the documents merged here
+   * usually hold their common names in the same order, one step each. */
+  size_t hint = 0;
+  while (bson_iter_next(&it)) {
+    const char *k = bson_iter_key(&it);
+    uint32_t kl = bson_iter_key_len(&it);
+    base = bson_get_data(out);
+    size_t found = n;
+    for (size_t step = 0; step < n; step++) {
+      size_t j = hint + step < n ? hint + step : hint + step - n;
+      if (keys[j].len == kl && !memcmp(base + keys[j].at, k, kl)) {
+        found = j;
+        break;
+      }
+    }
+    if (found < n) {
+      hint = found + 1;
+      continue;
+    }
+    /* the element replaces out's terminating byte: its name starts at the old length */
+    uint32_t at = out->len;
+    if (bson_append_iter(out, NULL, 0, &it)) key_push(&keys, &n, &cap, local, at, kl);
+  }
+  if (keys != local) bson_free(keys);
+}
+
 /* ---- raw BSON ------------------------------------------------------------- */
 
 void rtu_raw_init(rtu_raw_t *r) {

@@ -589,6 +589,102 @@ static void test_raw_append(void) {
   lua_settop(L, t - 1);
 }
 
+/* ---- merging fields ----------------------------------------------------- */
+
+/* The look-up rtu_value_append_missing replaced: a linear search per field. */
+static void append_missing_ref(bson_t *out, const bson_t *src) {
+  bson_iter_t it, seen;
+  if (!bson_iter_init(&it, src)) return;
+  while (bson_iter_next(&it))
+    if (!bson_iter_init_find(&seen, out, bson_iter_key(&it))) bson_append_iter(out, NULL, 0, &it);
+}
+
+/* A document of fields named by the characters of names ('a' -> "ka"), or by
+ * the numbers in nums[0..n) when names is NULL; the value is the position. */
+static void merge_doc(bson_t *doc, const char *names, const int *nums, size_t n) {
+  bson_init(doc);
+  for (size_t i = 0; i < n; i++) {
+    char key[16];
+    if (names) snprintf(key, sizeof key, "k%c", names[i]);
+    else snprintf(key, sizeof key, "f%d", nums[i]);
+    BSON_APPEND_INT32(doc, key, (int32_t)i);
+  }
+}
+
+static void expect_merge(const char *what, const bson_t *out0, const bson_t *src) {
+  bson_t want, got, parent, child;
+  bson_copy_to(out0, &want);
+  append_missing_ref(&want, src);
+  bson_copy_to(out0, &got);
+  rtu_value_append_missing(&got, src);
+  char *g = bson_as_canonical_extended_json(&got, NULL), *w = bson_as_canonical_extended_json(&want, NULL);
+  CHECK(got.len == want.len && !memcmp(bson_get_data(&got), bson_get_data(&want), got.len),
+        "%s:\n    got  %s\n    want %s", what, g, w);
+  bson_free(g);
+  /* the same into a document being written inside another (a $set) */
+  bson_init(&parent);
+  BSON_APPEND_INT32(&parent, "before", 1);
+  BSON_APPEND_DOCUMENT_BEGIN(&parent, "$set", &child);
+  bson_concat(&child, out0);
+  rtu_value_append_missing(&child, src);
+  bson_append_document_end(&parent, &child);
+  bson_iter_t it;
+  uint32_t len = 0;
+  const uint8_t *data = NULL;
+  if (bson_iter_init_find(&it, &parent, "$set")) bson_iter_document(&it, &len, &data);
+  CHECK(len == want.len && data && !memcmp(data, bson_get_data(&want), len), "%s, as a child", what);
+  bson_free(w);
+  bson_destroy(&parent);
+  bson_destroy(&got);
+  bson_destroy(&want);
+}
+
+static void test_append_missing(void) {
+  const struct {
+    const char *out, *src;
+  } cases[] = {
+      {"", ""},           {"", "abc"},         {"abc", ""},          {"abc", "abc"},
+      {"abc", "cba"},     {"abcdef", "bdf"},   {"bdf", "abcdef"},    {"abc", "xyz"},
+      {"abc", "axbycz"},  {"abc", "aabbxxyx"}, {"aab", "bax"},       {"abcdefgh", "hgfedcbaz"},
+      {"abcdef", "defabcg"},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    bson_t out, src;
+    merge_doc(&out, cases[i].out, NULL, strlen(cases[i].out));
+    merge_doc(&src, cases[i].src, NULL, strlen(cases[i].src));
+    char what[64];
+    snprintf(what, sizeof what, "'%s' + '%s'", cases[i].out, cases[i].src);
+    expect_merge(what, &out, &src);
+    bson_destroy(&out);
+    bson_destroy(&src);
+  }
+  /* More names than the look-up holds on the stack, on either side, and
+   * shuffled: the heap copy and the wrap-around of the hint. */
+  int a[300], b[300];
+  unsigned seed = 7;
+  for (int round = 0; round < 20; round++) {
+    size_t na = (size_t)(round * 13 % 150), nb = (size_t)(round * 29 % 300);
+    for (size_t i = 0; i < na; i++) a[i] = (int)(i * 2);
+    for (size_t i = 0; i < nb; i++) b[i] = (int)i;
+    for (size_t i = nb; i > 1; i--) {
+      seed = seed * 1103515245u + 12345u;
+      size_t j = (seed >> 8) % i;
+      int t = b[i - 1];
+      b[i - 1] = b[j];
+      b[j] = t;
+    }
+    if (nb > 4) b[nb - 1] = b[1]; /* a repeated name: its first one wins */
+    bson_t out, src;
+    merge_doc(&out, NULL, a, na);
+    merge_doc(&src, NULL, b, nb);
+    char what[64];
+    snprintf(what, sizeof what, "%zu names + %zu shuffled", na, nb);
+    expect_merge(what, &out, &src);
+    bson_destroy(&out);
+    bson_destroy(&src);
+  }
+}
+
 /* ---- BSON -> JSON text -------------------------------------------------- */
 
 static void expect_json(const char *what, const bson_t *doc, bool as_array, const char *want) {
@@ -992,6 +1088,7 @@ int main(void) {
   test_doc_to_json();
   test_push_doc_fields();
   test_same_fields();
+  test_append_missing();
   test_raw_append();
   lua_close(L);
   return CHECK_DONE();
