@@ -1269,28 +1269,62 @@ bool rtu_value_json_to_bson(const char *text, size_t len, bson_t *out, char *err
   return true;
 }
 
-/* Appends n bytes: bson_string_append wants a NUL-terminated string (a strlen
- * per piece) and has no length form in libbson 1.23. */
-static void sb_put(bson_string_t *out, const char *s, size_t n) {
-  if (n == 0) return;
+/* Room for n more bytes and the terminating NUL; the bytes go at the returned
+ * pointer and count once sb_done moves the length past them. bson_string_append
+ * wants a NUL-terminated string (a strlen per piece) and has no length form in
+ * libbson 1.23, and bson_string_append_c is a call per character. */
+static char *sb_room(bson_string_t *out, size_t n) {
   if ((size_t)out->alloc - out->len - 1 < n) {
     size_t want = (size_t)out->len + n + 1, alloc = out->alloc ? out->alloc : 16;
     while (alloc < want) alloc *= 2;
     out->str = bson_realloc(out->str, alloc);
     out->alloc = (uint32_t)alloc;
   }
-  memcpy(out->str + out->len, s, n);
-  out->len += (uint32_t)n;
+  return out->str + out->len;
+}
+
+static void sb_done(bson_string_t *out, const char *end) {
+  out->len = (uint32_t)(end - out->str);
   out->str[out->len] = '\0';
 }
 
+static void sb_put(bson_string_t *out, const char *s, size_t n) {
+  char *d = sb_room(out, n);
+  memcpy(d, s, n);
+  sb_done(out, d + n);
+}
+
+static void sb_c(bson_string_t *out, char c) {
+  char *d = sb_room(out, 1);
+  *d = c;
+  sb_done(out, d + 1);
+}
+
 /* The bytes of one UTF-8 sequence starting at s (its lead byte >= 0x80), or 0
- * when it is not one. */
+ * when it is not one: what bson_utf8_validate accepts (no overlong form, no
+ * surrogate, nothing above U+10FFFF), without a call per character. */
 static size_t utf8_seq(const unsigned char *s, size_t left) {
-  size_t n = s[0] >= 0xf0 ? 4 : s[0] >= 0xe0 ? 3 : s[0] >= 0xc2 ? 2 : 0;
-  if (n == 0 || n > left || !bson_utf8_validate((const char *)s, n, false)) return 0;
+  unsigned c = s[0];
+  size_t n = c >= 0xf8 ? 0 : c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc2 ? 2 : 0;
+  if (n == 0 || n > left) return 0;
+  uint32_t cp = c & (n == 2 ? 0x1f : n == 3 ? 0x0f : 0x07);
+  for (size_t k = 1; k < n; k++) {
+    if ((s[k] & 0xc0) != 0x80) return 0;
+    cp = cp << 6 | (s[k] & 0x3f);
+  }
+  if (n == 3 && (cp < 0x800 || (cp & 0xfffff800) == 0xd800)) return 0;
+  if (n == 4 && (cp < 0x10000 || cp > 0x10ffff)) return 0;
   return n;
 }
+
+/* 1 for the bytes a JSON string holds as they are (ASCII, not a control
+ * character, quote or backslash); the others go the slow way. */
+static const unsigned char json_plain_byte[256] = {
+#define P8 1, 1, 1, 1, 1, 1, 1, 1
+    [0x20] = 1, 1, 0 /* " */, 1, 1, 1, 1, 1, P8, P8, P8, P8, P8, P8, /* to 0x57 */
+    1, 1, 1, 1, 0 /* \ */, 1, 1, 1, P8, P8, P8, P8, /* to 0x7f */
+#undef P8
+};
 
 /* A JSON string as JSON.stringify writes it: quote, backslash and control
  * characters escaped, other characters as they are. libbson's
@@ -1300,67 +1334,129 @@ static size_t utf8_seq(const unsigned char *s, size_t left) {
 void rtu_value_json_string(bson_string_t *out, const char *s, size_t len) {
   static const char hex[] = "0123456789abcdef";
   const unsigned char *u = (const unsigned char *)s;
-  size_t from = 0, i = 0;
-  bson_string_append_c(out, '"');
+  /* Room for the quotes and every byte as it is; an escape asks for more. */
+  char *d = sb_room(out, len + 2);
+  *d++ = '"';
+  size_t i = 0;
   while (i < len) {
     unsigned char c = u[i];
-    if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') {
+    if (json_plain_byte[c]) {
+      *d++ = (char)c;
       i++;
       continue;
     }
     size_t seq = c >= 0x80 ? utf8_seq(u + i, len - i) : 0;
     if (seq) {
+      memcpy(d, u + i, seq);
+      d += seq;
       i += seq;
       continue;
     }
-    sb_put(out, s + from, i - from);
-    char esc[6] = {'\\', 0, 0, 0, 0, 0};
-    size_t n = 2;
+    /* an escape is at most 6 bytes for the 1 counted */
+    sb_done(out, d);
+    d = sb_room(out, len - i + 1 + 5);
+    *d++ = '\\';
     switch (c) {
-    case '"': esc[1] = '"'; break;
-    case '\\': esc[1] = '\\'; break;
-    case '\b': esc[1] = 'b'; break;
-    case '\f': esc[1] = 'f'; break;
-    case '\n': esc[1] = 'n'; break;
-    case '\r': esc[1] = 'r'; break;
-    case '\t': esc[1] = 't'; break;
+    case '"': *d++ = '"'; break;
+    case '\\': *d++ = '\\'; break;
+    case '\b': *d++ = 'b'; break;
+    case '\f': *d++ = 'f'; break;
+    case '\n': *d++ = 'n'; break;
+    case '\r': *d++ = 'r'; break;
+    case '\t': *d++ = 't'; break;
     default:
       if (c >= 0x80) {
-        sb_put(out, "\\ufffd", 6);
-        n = 0;
-        break;
+        memcpy(d, "ufffd", 5);
+      } else {
+        d[0] = 'u';
+        d[1] = '0';
+        d[2] = '0';
+        d[3] = hex[c >> 4];
+        d[4] = hex[c & 15];
       }
-      esc[1] = 'u';
-      esc[2] = '0';
-      esc[3] = '0';
-      esc[4] = hex[c >> 4];
-      esc[5] = hex[c & 15];
-      n = 6;
+      d += 5;
     }
-    sb_put(out, esc, n);
-    from = ++i;
+    i++;
   }
-  sb_put(out, s + from, len - from);
-  bson_string_append_c(out, '"');
+  *d++ = '"';
+  sb_done(out, d);
 }
 
 void rtu_value_json_int(bson_string_t *out, int64_t v) {
-  char buf[24];
-  sb_put(out, buf, rtu_int_text(v, buf));
+  char *d = sb_room(out, 24);
+  sb_done(out, d + rtu_int_text(v, d));
+}
+
+/* The digits of d when it has at most 15 significant ones, none of them past
+ * the 9th decimal, and is at least 1e-4: what %.15g writes then (no exponent),
+ * without snprintf and strtod. m / 10^k is the double nearest m * 10^-k (both
+ * exact, one rounding), so it equals d exactly when strtod of the digits would;
+ * and with at most DBL_DIG digits, digits that come back as d are the ones %.15g
+ * gives. 0 when d is not such a number. */
+static size_t short_double(double d, char buf[40]) {
+  static const double pow10[] = {1, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9};
+  double a = fabs(d);
+  if (!(a >= 1e-4 && a < 1e15)) return 0;
+  for (int k = 0; k < 10; k++) {
+    double m = nearbyint(a * pow10[k]);
+    if (m >= 1e15) return 0;
+    if (m / pow10[k] != a) continue;
+    uint64_t v = (uint64_t)m, unit = (uint64_t)pow10[k];
+    char *p = buf;
+    if (d < 0) *p++ = '-';
+    p += rtu_int_text((int64_t)(v / unit), p);
+    uint64_t frac = v % unit;
+    int w = k;
+    while (w > 0 && frac % 10 == 0) { /* %g drops trailing zeros */
+      frac /= 10;
+      w--;
+    }
+    if (w) {
+      *p++ = '.';
+      for (int j = w - 1; j >= 0; j--) {
+        p[j] = (char)('0' + frac % 10);
+        frac /= 10;
+      }
+      p += w;
+    }
+    return (size_t)(p - buf);
+  }
+  return 0;
 }
 
 static void json_double(bson_string_t *out, double d) {
   if (!isfinite(d)) {
-    bson_string_append(out, "null"); /* as JSON.stringify */
+    sb_put(out, "null", 4); /* as JSON.stringify */
     return;
   }
   char buf[40];
-  for (int prec = 15; prec <= 17; prec++) {
-    snprintf(buf, sizeof buf, "%.*g", prec, d);
-    if (strtod(buf, NULL) == d) break;
+  size_t n;
+  if (d == 0) {
+    n = signbit(d) ? 2 : 1;
+    memcpy(buf, signbit(d) ? "-0" : "0", n);
+  } else {
+    n = short_double(d, buf);
   }
-  bson_string_append(out, buf);
+  if (n == 0) {
+    for (int prec = 15; prec <= 17; prec++) {
+      snprintf(buf, sizeof buf, "%.*g", prec, d);
+      if (strtod(buf, NULL) == d) break;
+    }
+    n = strlen(buf);
+  }
+  sb_put(out, buf, n);
 }
+
+/* Text that needs no escape, quoted. */
+static void json_quoted(bson_string_t *out, const char *s, size_t n) {
+  char *d = sb_room(out, n + 2);
+  *d = '"';
+  memcpy(d + 1, s, n);
+  d[n + 1] = '"';
+  sb_done(out, d + n + 2);
+}
+
+static void json_members(const bson_iter_t *parent, bool array, bson_string_t *out);
 
 void rtu_value_iter_to_json(const bson_iter_t *it, bson_string_t *out) {
   switch (bson_iter_type(it)) {
@@ -1375,33 +1471,25 @@ void rtu_value_iter_to_json(const bson_iter_t *it, bson_string_t *out) {
   case BSON_TYPE_ARRAY: {
     bool array = BSON_ITER_HOLDS_ARRAY(it);
     bson_iter_t child;
-    bson_string_append_c(out, array ? '[' : '{');
-    if (bson_iter_recurse(it, &child)) {
-      bool first = true;
-      while (bson_iter_next(&child)) {
-        if (!first) bson_string_append_c(out, ',');
-        first = false;
-        if (!array) {
-          rtu_value_json_string(out, bson_iter_key(&child), bson_iter_key_len(&child));
-          bson_string_append_c(out, ':');
-        }
-        rtu_value_iter_to_json(&child, out);
-      }
-    }
-    bson_string_append_c(out, array ? ']' : '}');
+    sb_c(out, array ? '[' : '{');
+    if (bson_iter_recurse(it, &child)) json_members(&child, array, out);
+    sb_c(out, array ? ']' : '}');
     break;
   }
   case BSON_TYPE_OID: {
     char hex[25];
     bson_oid_to_string(bson_iter_oid(it), hex);
-    rtu_value_json_string(out, hex, 24);
+    json_quoted(out, hex, 24);
     break;
   }
-  case BSON_TYPE_BOOL: bson_string_append(out, bson_iter_bool(it) ? "true" : "false"); break;
+  case BSON_TYPE_BOOL:
+    if (bson_iter_bool(it)) sb_put(out, "true", 4);
+    else sb_put(out, "false", 5);
+    break;
   case BSON_TYPE_DATE_TIME: {
     char iso[40];
     rtu_iso8601(bson_iter_date_time(it), iso, sizeof iso);
-    rtu_value_json_string(out, iso, strlen(iso));
+    json_quoted(out, iso, strlen(iso));
     break;
   }
   case BSON_TYPE_INT32: rtu_value_json_int(out, bson_iter_int32(it)); break;
@@ -1411,10 +1499,25 @@ void rtu_value_iter_to_json(const bson_iter_t *it, bson_string_t *out) {
     char s[BSON_DECIMAL128_STRING];
     bson_iter_decimal128(it, &d);
     bson_decimal128_to_string(&d, s);
-    bson_string_append(out, s);
+    sb_put(out, s, strlen(s));
     break;
   }
-  default: bson_string_append(out, "null"); break;
+  default: sb_put(out, "null", 4); break;
+  }
+}
+
+/* The members of an iterator not yet advanced, without the brackets. */
+static void json_members(const bson_iter_t *parent, bool array, bson_string_t *out) {
+  bson_iter_t it = *parent;
+  bool first = true;
+  while (bson_iter_next(&it)) {
+    if (!first) sb_c(out, ',');
+    first = false;
+    if (!array) {
+      rtu_value_json_string(out, bson_iter_key(&it), bson_iter_key_len(&it));
+      sb_c(out, ':');
+    }
+    rtu_value_iter_to_json(&it, out);
   }
 }
 
@@ -1453,20 +1556,9 @@ bool rtu_value_append_original_key(bson_t *out, const char *field, const char *k
 
 void rtu_value_doc_to_json(const bson_t *doc, bool as_array, bson_string_t *out) {
   bson_iter_t it;
-  bson_string_append_c(out, as_array ? '[' : '{');
-  bool first = true;
-  if (bson_iter_init(&it, doc)) {
-    while (bson_iter_next(&it)) {
-      if (!first) bson_string_append_c(out, ',');
-      first = false;
-      if (!as_array) {
-        rtu_value_json_string(out, bson_iter_key(&it), bson_iter_key_len(&it));
-        bson_string_append_c(out, ':');
-      }
-      rtu_value_iter_to_json(&it, out);
-    }
-  }
-  bson_string_append_c(out, as_array ? ']' : '}');
+  sb_c(out, as_array ? '[' : '{');
+  if (bson_iter_init(&it, doc)) json_members(&it, as_array, out);
+  sb_c(out, as_array ? ']' : '}');
 }
 
 /* json.decode(text [, leave_out]): leave_out is a set of top-level member names

@@ -694,6 +694,143 @@ static void expect_json(const char *what, const bson_t *doc, bool as_array, cons
   bson_string_free(s, true);
 }
 
+/* The JSON string and number writers as they were (a byte, a call, and
+ * bson_utf8_validate per sequence; snprintf for every double): the new ones
+ * must write the same bytes. */
+static void json_string_ref(bson_string_t *out, const unsigned char *u, size_t len) {
+  bson_string_append_c(out, '"');
+  for (size_t i = 0; i < len; i++) {
+    unsigned char c = u[i];
+    if (c >= 0x20 && c < 0x80 && c != '"' && c != '\\') {
+      bson_string_append_c(out, (char)c);
+      continue;
+    }
+    size_t n = c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc2 ? 2 : 0;
+    if (n && n <= len - i && bson_utf8_validate((const char *)u + i, n, false)) {
+      for (size_t k = 0; k < n; k++) bson_string_append_c(out, (char)u[i + k]);
+      i += n - 1;
+      continue;
+    }
+    char esc[8];
+    switch (c) {
+    case '"': strcpy(esc, "\\\""); break;
+    case '\\': strcpy(esc, "\\\\"); break;
+    case '\b': strcpy(esc, "\\b"); break;
+    case '\f': strcpy(esc, "\\f"); break;
+    case '\n': strcpy(esc, "\\n"); break;
+    case '\r': strcpy(esc, "\\r"); break;
+    case '\t': strcpy(esc, "\\t"); break;
+    default:
+      if (c >= 0x80) strcpy(esc, "\\ufffd");
+      else snprintf(esc, sizeof esc, "\\u%04x", c);
+    }
+    bson_string_append(out, esc);
+  }
+  bson_string_append_c(out, '"');
+}
+
+static void expect_json_string(const char *what, const unsigned char *u, size_t len) {
+  bson_string_t *got = bson_string_new(NULL), *want = bson_string_new(NULL);
+  bson_string_append(got, "x"); /* after other text, as in a document */
+  bson_string_append(want, "x");
+  rtu_value_json_string(got, (const char *)u, len);
+  json_string_ref(want, u, len);
+  CHECK(got->len == want->len && !memcmp(got->str, want->str, got->len) &&
+            strlen(got->str) == got->len,
+        "%s (%zu bytes):\n    got  %s\n    want %s", what, len, got->str, want->str);
+  bson_string_free(got, true);
+  bson_string_free(want, true);
+}
+
+static void test_json_string(void) {
+  unsigned char b[64];
+  /* every byte alone, and inside runs of plain text on both sides */
+  for (int c = 0; c < 256; c++) {
+    b[0] = (unsigned char)c;
+    expect_json_string("one byte", b, 1);
+    memcpy(b, "abc", 3);
+    b[3] = (unsigned char)c;
+    memcpy(b + 4, "defg", 4);
+    expect_json_string("a byte in a run", b, 8);
+  }
+  expect_json_string("empty", b, 0);
+  /* UTF-8 at the edges bson_utf8_validate draws: overlong forms, surrogates,
+   * above U+10FFFF, lead bytes past 0xf4, cut sequences, stray continuations */
+  static const char *const seqs[] = {
+      "\xc2\x80", "\xdf\xbf", "\xc0\xaf", "\xc1\xbf", "\xe0\x80\x80", "\xe0\x9f\xbf",
+      "\xe0\xa0\x80", "\xed\x9f\xbf", "\xed\xa0\x80", "\xed\xbf\xbf", "\xee\x80\x80",
+      "\xef\xbf\xbf", "\xf0\x8f\xbf\xbf", "\xf0\x90\x80\x80", "\xf4\x8f\xbf\xbf",
+      "\xf4\x90\x80\x80", "\xf5\x80\x80\x80", "\xf7\xbf\xbf\xbf", "\xf8\x88\x80\x80\x80",
+      "\xfc\x84\x80\x80\x80\x80", "\xe2\x82", "\xf0\x9f\x98", "\x80\x80", "\xc3\xa9\xa9",
+      "\xe2\x28\xa1", "\xc3\x28", "\xf0\x28\x8c\xbc", "a\"\\\x01\x1f\x7f\xc3\xa9\"\"",
+  };
+  for (size_t i = 0; i < sizeof seqs / sizeof seqs[0]; i++) {
+    size_t n = strlen(seqs[i]);
+    expect_json_string("utf-8", (const unsigned char *)seqs[i], n);
+    memcpy(b, "ab", 2);
+    memcpy(b + 2, seqs[i], n);
+    memcpy(b + 2 + n, "cd", 2);
+    expect_json_string("utf-8 in a run", b, n + 4);
+  }
+  /* random bytes, mostly high ones and escapes */
+  static const unsigned char pick[] = {'a', 'Z', ' ', '"', '\\', '\n', 0, 0x1f, 0x7f,
+                                       0x80, 0xbf, 0xc2, 0xc3, 0xdf, 0xe0, 0xe2, 0xed,
+                                       0xef, 0xf0, 0xf4, 0xf5, 0xff, 0x90, 0xa0};
+  unsigned seed = 11;
+  for (int round = 0; round < 20000; round++) {
+    size_t n = (size_t)(round % 17);
+    for (size_t i = 0; i < n; i++) {
+      seed = seed * 1103515245u + 12345u;
+      b[i] = (seed >> 20) % 4 == 0 ? (unsigned char)(seed >> 8) : pick[(seed >> 8) % sizeof pick];
+    }
+    expect_json_string("random", b, n);
+  }
+}
+
+static void expect_json_double(double d) {
+  char want[48];
+  for (int prec = 15; prec <= 17; prec++) {
+    snprintf(want, sizeof want, "%.*g", prec, d);
+    if (strtod(want, NULL) == d) break;
+  }
+  if (!isfinite(d)) strcpy(want, "null");
+  bson_t doc = BSON_INITIALIZER;
+  BSON_APPEND_DOUBLE(&doc, "0", d);
+  bson_string_t *s = bson_string_new(NULL);
+  rtu_value_doc_to_json(&doc, true, s);
+  size_t n = strlen(want);
+  CHECK(s->len == n + 2 && !memcmp(s->str + 1, want, n), "%.17g: got %s, want [%s]", d, s->str,
+        want);
+  bson_string_free(s, true);
+  bson_destroy(&doc);
+}
+
+static void test_json_double(void) {
+  static const double fixed[] = {0.0, -0.0, 1, -1, 0.5, 0.1, 0.2, 0.3, 0.1 + 0.2, 1.0 / 3, 9.99,
+                                 12.5, -7.25, 1e-4, 1.5e-4, 9.9999e-5, 1e-5, 0.00012345,
+                                 123456789.123456789, 999999999999999, 1e15, 1e15 - 0.5,
+                                 99999999999999.9, 0.123456789, 0.1234567891, 1e21, 5e-324,
+                                 2.2250738585072014e-308, 1.7976931348623157e308, 4.35,
+                                 2.675, 1.005, 100.0, 1234.5000, 0.30000000000000004};
+  for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++) {
+    expect_json_double(fixed[i]);
+    expect_json_double(-fixed[i]);
+  }
+  /* prices, amounts and plain random doubles */
+  unsigned long long seed = 5;
+  for (int round = 0; round < 30000; round++) {
+    seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+    int64_t m = (int64_t)(seed >> 11) % (round % 3 == 0 ? 100000 : round % 3 == 1 ? 1000000000000000LL : 1000);
+    int k = (int)((seed >> 5) % 13);
+    double d = (double)m;
+    for (int j = 0; j < k; j++) d /= 10;
+    expect_json_double(d);
+    double r;
+    memcpy(&r, &seed, sizeof r);
+    expect_json_double(r);
+  }
+}
+
 static void test_doc_to_json(void) {
   bson_t doc = BSON_INITIALIZER;
   BSON_APPEND_INT32(&doc, "i", -5);
@@ -1086,6 +1223,8 @@ int main(void) {
   test_roundtrip();
   test_refused();
   test_doc_to_json();
+  test_json_string();
+  test_json_double();
   test_push_doc_fields();
   test_same_fields();
   test_append_missing();
