@@ -1211,6 +1211,31 @@ static void test_original_key(void) {
     bson_destroy(want);
     bson_destroy(&got);
   }
+  /* The flag for a field name MongoDB refuses, at any depth, on both paths
+   * (the direct one, and libbson's when fast_json gives up: a '$' name here). */
+  static const struct {
+    const char *key;
+    bool empty;
+    const char *want;
+  } flags[] = {
+      {"{\"\": 1}", true, "{\"k\": {\"\": {\"$numberInt\": \"1\"}}}"},
+      {"{\"a\": {\"b\": [{\"\": null}]}}", true, "{\"k\": {\"a\": {\"b\": [{\"\": null}]}}}"},
+      {"{\"a\": \"\"}", false, "{\"k\": {\"a\": \"\"}}"},
+      {"{}", false, "{\"k\": {}}"},
+      {"{\"$in\": 1}", false, "{\"k\": {\"$in\": {\"$numberInt\": \"1\"}}}"},
+      {"{\"\": {\"$in\": 1}}", true, "{\"k\": {\"\": {\"$in\": {\"$numberInt\": \"1\"}}}}"},
+  };
+  for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++) {
+    bson_t got = BSON_INITIALIZER;
+    bool empty = rtu_value_append_original_key(&got, "k", flags[i].key, strlen(flags[i].key));
+    bson_t *want = json_doc(flags[i].want);
+    char *g = bson_canon(&got);
+    CHECK(empty == flags[i].empty && bson_equal(&got, want), "%s: %s, empty %d", flags[i].key, g,
+          empty);
+    bson_free(g);
+    bson_destroy(want);
+    bson_destroy(&got);
+  }
 }
 
 int main(void) {
