@@ -56,6 +56,12 @@ size_t rtu_int_text(int64_t v, char buf[24]) {
   return o;
 }
 
+static char *two_digits(char *p, unsigned v) {
+  p[0] = (char)('0' + v / 10);
+  p[1] = (char)('0' + v % 10);
+  return p + 2;
+}
+
 void rtu_iso8601(int64_t ms, char *buf, size_t size) {
   int64_t days = ms / 86400000, rem = ms % 86400000;
   if (rem < 0) {
@@ -73,19 +79,27 @@ void rtu_iso8601(int64_t ms, char *buf, size_t size) {
   int64_t m = mp < 10 ? mp + 3 : mp - 9;
   if (m <= 2) y += 1;
   if (y >= 0 && y <= 9999 && size >= 25) {
-    /* Written by hand: snprintf was most of the metadata's cost, once per message. */
-    int64_t f[7] = {y, m, d, rem / 3600000, rem / 60000 % 60, rem / 1000 % 60, rem % 1000};
-    static const char sep[7] = {'-', '-', 'T', ':', ':', '.', 'Z'};
-    static const int width[7] = {4, 2, 2, 2, 2, 2, 3};
+    /* Written by hand: snprintf was most of the metadata's cost, once per message;
+     * two digits at a time in 32 bits (a digit per 64-bit division was still
+     * ~500 instructions a date, and pr-update messages write several). */
+    unsigned r = (unsigned)rem, yy = (unsigned)y;
     char *p = buf;
-    for (int i = 0; i < 7; i++) {
-      for (int k = width[i] - 1; k >= 0; k--) {
-        p[k] = (char)('0' + f[i] % 10);
-        f[i] /= 10;
-      }
-      p += width[i];
-      *p++ = sep[i];
-    }
+    p = two_digits(p, yy / 100);
+    p = two_digits(p, yy % 100);
+    *p++ = '-';
+    p = two_digits(p, (unsigned)m);
+    *p++ = '-';
+    p = two_digits(p, (unsigned)d);
+    *p++ = 'T';
+    p = two_digits(p, r / 3600000);
+    *p++ = ':';
+    p = two_digits(p, r / 60000 % 60);
+    *p++ = ':';
+    p = two_digits(p, r / 1000 % 60);
+    *p++ = '.';
+    *p++ = (char)('0' + r % 1000 / 100);
+    p = two_digits(p, r % 100);
+    *p++ = 'Z';
     *p = '\0';
     return;
   }

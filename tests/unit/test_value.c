@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "check.h"
 #include "helpers.h"
@@ -831,6 +832,25 @@ static void test_json_double(void) {
   }
 }
 
+/* rtu_iso8601 against gmtime_r over years 0 to 9999, where it writes by hand. */
+static void test_iso8601(void) {
+  unsigned long long seed = 3;
+  for (int round = 0; round < 20000; round++) {
+    seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+    const int64_t lo = -62167219200000LL, span = 253402300799999LL - lo + 1;
+    int64_t ms = round < 2 ? (round ? lo : lo + span - 1) : lo + (int64_t)((seed >> 1) % (uint64_t)span);
+    int64_t secs = ms >= 0 ? ms / 1000 : -((-ms + 999) / 1000);
+    time_t t = (time_t)secs;
+    struct tm tm;
+    char want[96], got[40];
+    gmtime_r(&t, &tm);
+    snprintf(want, sizeof want, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+             tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, (int)(ms - secs * 1000));
+    rtu_iso8601(ms, got, sizeof got);
+    CHECK(!strcmp(got, want), "%lld: got %s, want %s", (long long)ms, got, want);
+  }
+}
+
 static void test_doc_to_json(void) {
   bson_t doc = BSON_INITIALIZER;
   BSON_APPEND_INT32(&doc, "i", -5);
@@ -1250,6 +1270,7 @@ int main(void) {
   test_doc_to_json();
   test_json_string();
   test_json_double();
+  test_iso8601();
   test_push_doc_fields();
   test_same_fields();
   test_append_missing();
