@@ -474,6 +474,13 @@ static rtu_err_t find_cb(void *ctx, const char *collection, const bson_t *filter
   return rtu_store_find(ctx, collection, filter, opts, each, each_ctx, errstr, sz);
 }
 
+/* Empties s for the next message and keeps its buffer: the producer copies what
+ * it is given, and a new string a message grew from nothing by reallocations. */
+static void sb_clear(bson_string_t *s) {
+  s->len = 0;
+  s->str[0] = '\0';
+}
+
 /* Runs the strategies on the records the run changed, before and after, and
  * upserts the projection changes. Only messages below res->next_offset count. */
 /* The original key and Kafka coordinates, as pr-update and PC messages carry them. */
@@ -510,25 +517,27 @@ static rtu_err_t emit_pc_messages(rtu_batch_t *b, const rtu_projection_t *p,
                                   const rtu_identified_t *ids, size_t nids,
                                   const rtu_msg_t *const *named, bool *produced, char *err,
                                   size_t sz) {
-  for (size_t i = 0; i < nids; i++) {
+  bson_string_t *key = bson_string_new(NULL), *val = bson_string_new(NULL);
+  rtu_err_t rc = RTU_OK;
+  for (size_t i = 0; i < nids && rc == RTU_OK; i++) {
     const char *topic = NULL;
     for (size_t t = 0; t < p->npc_topics; t++)
       if (!strcmp(p->pc_topics[t].single_view, ids[i].type)) topic = p->pc_topics[t].strategy;
     if (!topic) continue;
-    bson_string_t *key = bson_string_new(NULL), *val = bson_string_new(NULL);
+    sb_clear(key);
+    sb_clear(val);
     rtu_value_doc_to_json(&ids[i].identifier, false, key);
     bson_string_append(val, "{\"identifier\":");
     bson_string_append(val, key->str);
     bson_string_append(val, ",\"__internal__kafkaInfo\":");
     append_kafka_info_json(val, named[ids[i].origin], true);
     bson_string_append(val, "}");
-    rtu_err_t rc = rtu_emit_produce(b->emit, topic, key->str, key->len, val->str, val->len, err, sz);
-    bson_string_free(key, true);
-    bson_string_free(val, true);
-    if (rc != RTU_OK) return rc;
-    *produced = true;
+    rc = rtu_emit_produce(b->emit, topic, key->str, key->len, val->str, val->len, err, sz);
+    if (rc == RTU_OK) *produced = true;
   }
-  return RTU_OK;
+  bson_string_free(key, true);
+  bson_string_free(val, true);
+  return rc;
 }
 
 /* pr-update v1: one message per record written, key = its primary key. */
@@ -540,7 +549,9 @@ static rtu_err_t emit_pr_updates(rtu_batch_t *b, const rtu_projection_t *p, cons
   bool db2 = !strcmp(cfg->adapter, "basic") || !strcmp(cfg->adapter, "db2");
   char iso[40];
   rtu_iso8601(now, iso, sizeof iso);
-  for (size_t g = 0; g < ngroups; g++) {
+  bson_string_t *key = bson_string_new(NULL), *val = bson_string_new(NULL);
+  rtu_err_t rc = RTU_OK;
+  for (size_t g = 0; g < ngroups && rc == RTU_OK; g++) {
     const outcome_t *o = &b->outcomes[g];
     const group_t *gr = &b->groups[g];
     if (o->last_event < 0) continue;
@@ -557,7 +568,8 @@ static rtu_err_t emit_pr_updates(rtu_batch_t *b, const rtu_projection_t *p, cons
       bson_oid_to_string(bson_iter_oid(&it), id);
     else if (gr->s0 && bson_iter_init_find(&it, gr->s0, "_id") && BSON_ITER_HOLDS_OID(&it))
       bson_oid_to_string(bson_iter_oid(&it), id);
-    bson_string_t *key = bson_string_new(NULL), *val = bson_string_new(NULL);
+    sb_clear(key);
+    sb_clear(val);
     rtu_value_doc_to_json(last->key, false, key);
     /* By hand: printf and libbson's escape were a tenth of a food message. */
     bson_string_append(val, "{\"operationType\":\"");
@@ -591,14 +603,13 @@ static rtu_err_t emit_pr_updates(rtu_batch_t *b, const rtu_projection_t *p, cons
     bson_string_append(val, ",\"__internal__kafkaInfo\":");
     append_kafka_info_json(val, &msgs[last->msg], false);
     bson_string_append(val, "}");
-    rtu_err_t rc = rtu_emit_produce(b->emit, p->pr_update_topic, key->str, key->len, val->str,
-                                    val->len, err, sz);
-    bson_string_free(key, true);
-    bson_string_free(val, true);
-    if (rc != RTU_OK) return rc;
-    *produced = true;
+    rc = rtu_emit_produce(b->emit, p->pr_update_topic, key->str, key->len, val->str, val->len, err,
+                          sz);
+    if (rc == RTU_OK) *produced = true;
   }
-  return RTU_OK;
+  bson_string_free(key, true);
+  bson_string_free(val, true);
+  return rc;
 }
 
 /* The documents handed to strategies, in the order of the messages their
