@@ -1326,6 +1326,15 @@ static const unsigned char json_plain_byte[256] = {
 #undef P8
 };
 
+/* Non-zero when one of the 8 bytes in x is not json_plain_byte: below 0x20,
+ * from 0x80, a quote or a backslash (the classic "has a byte less than" and "has
+ * a zero byte" tests; exact for the whole word, not per byte). */
+static uint64_t json_look8(uint64_t x) {
+  const uint64_t ones = 0x0101010101010101ULL, highs = 0x8080808080808080ULL;
+  uint64_t q = x ^ (ones * '"'), b = x ^ (ones * '\\');
+  return (((x - ones * 0x20) & ~x) | ((q - ones) & ~q) | ((b - ones) & ~b) | x) & highs;
+}
+
 /* A JSON string as JSON.stringify writes it: quote, backslash and control
  * characters escaped, other characters as they are. libbson's
  * bson_utf8_escape_for_json appends one code point at a time (it was 15 % of
@@ -1337,8 +1346,21 @@ void rtu_value_json_string(bson_string_t *out, const char *s, size_t len) {
   /* Room for the quotes and every byte as it is; an escape asks for more. */
   char *d = sb_room(out, len + 2);
   *d++ = '"';
-  size_t i = 0;
+  size_t i = 0, stop = 0;
   while (i < len) {
+    /* Eight bytes at a time while none needs a look (most text is plain
+     * ASCII); past one that does, byte by byte to the end of those eight. */
+    if (i >= stop && len - i >= 8) {
+      uint64_t x;
+      memcpy(&x, u + i, 8);
+      if (!json_look8(x)) {
+        memcpy(d, &x, 8);
+        d += 8;
+        i += 8;
+        continue;
+      }
+      stop = i + 8;
+    }
     unsigned char c = u[i];
     if (json_plain_byte[c]) {
       *d++ = (char)c;

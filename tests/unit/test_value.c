@@ -755,6 +755,13 @@ static void test_json_string(void) {
     expect_json_string("a byte in a run", b, 8);
   }
   expect_json_string("empty", b, 0);
+  /* every byte at every place of a longer run: the 8-byte steps see it */
+  for (int c = 0; c < 256; c++)
+    for (size_t at = 0; at < 20; at++) {
+      memcpy(b, "The quick brown fox.", 20);
+      b[at] = (unsigned char)c;
+      expect_json_string("a byte in a long run", b, 20);
+    }
   /* UTF-8 at the edges bson_utf8_validate draws: overlong forms, surrogates,
    * above U+10FFFF, lead bytes past 0xf4, cut sequences, stray continuations */
   static const char *const seqs[] = {
