@@ -1478,7 +1478,7 @@ static void json_quoted(bson_string_t *out, const char *s, size_t n) {
   sb_done(out, d + n + 2);
 }
 
-static void json_members(const bson_iter_t *parent, bool array, bson_string_t *out);
+static void json_raw_members(const uint8_t *data, uint32_t len, bool array, bson_string_t *out);
 
 void rtu_value_iter_to_json(const bson_iter_t *it, bson_string_t *out) {
   switch (bson_iter_type(it)) {
@@ -1492,9 +1492,12 @@ void rtu_value_iter_to_json(const bson_iter_t *it, bson_string_t *out) {
   case BSON_TYPE_DOCUMENT:
   case BSON_TYPE_ARRAY: {
     bool array = BSON_ITER_HOLDS_ARRAY(it);
-    bson_iter_t child;
+    uint32_t len = 0;
+    const uint8_t *data = NULL;
+    if (array) bson_iter_array(it, &len, &data);
+    else bson_iter_document(it, &len, &data);
     sb_c(out, array ? '[' : '{');
-    if (bson_iter_recurse(it, &child)) json_members(&child, array, out);
+    if (data) json_raw_members(data, len, array, out);
     sb_c(out, array ? ']' : '}');
     break;
   }
@@ -1528,18 +1531,157 @@ void rtu_value_iter_to_json(const bson_iter_t *it, bson_string_t *out) {
   }
 }
 
-/* The members of an iterator not yet advanced, without the brackets. */
-static void json_members(const bson_iter_t *parent, bool array, bson_string_t *out) {
-  bson_iter_t it = *parent;
+static uint32_t le32(const uint8_t *p) {
+  uint32_t v;
+  memcpy(&v, p, 4);
+  return BSON_UINT32_FROM_LE(v);
+}
+
+static uint64_t le64(const uint8_t *p) {
+  uint64_t v;
+  memcpy(&v, p, 8);
+  return BSON_UINT64_FROM_LE(v);
+}
+
+/* Where the element at off ends in a document of len bytes (its value starts at
+ * o), 0 where bson_iter_next would stop: the same bounds, so a damaged document
+ * is written as far as libbson's iterator would have gone. */
+static uint32_t raw_next(const uint8_t *data, uint32_t len, uint8_t type, uint32_t o) {
+  uint32_t l, next;
+  switch (type) {
+  case BSON_TYPE_DATE_TIME:
+  case BSON_TYPE_DOUBLE:
+  case BSON_TYPE_INT64:
+  case BSON_TYPE_TIMESTAMP: next = o + 8; break;
+  case BSON_TYPE_CODE:
+  case BSON_TYPE_SYMBOL:
+  case BSON_TYPE_UTF8:
+    if (o + 4 >= len) return 0;
+    l = le32(data + o);
+    if (l > len - (o + 4)) return 0;
+    next = o + 4 + l;
+    if (l == 0 || next >= len || data[o + 4 + l - 1] != '\0') return 0;
+    break;
+  case BSON_TYPE_BINARY:
+    if (o >= len - 4) return 0;
+    l = le32(data + o);
+    if (l >= len - o - 4) return 0;
+    if (data[o + 4] == BSON_SUBTYPE_BINARY_DEPRECATED && (l < 4 || le32(data + o + 5) + 4 != l))
+      return 0;
+    next = o + 5 + l;
+    break;
+  case BSON_TYPE_ARRAY:
+  case BSON_TYPE_DOCUMENT:
+    if (o >= len - 4) return 0;
+    l = le32(data + o);
+    if (l > len - o) return 0;
+    next = o + l;
+    break;
+  case BSON_TYPE_OID: next = o + 12; break;
+  case BSON_TYPE_BOOL:
+    if (o >= len || data[o] > 1) return 0;
+    next = o + 1;
+    break;
+  case BSON_TYPE_REGEX: {
+    const uint8_t *z = o < len ? memchr(data + o, 0, len - o) : NULL;
+    if (z) z = memchr(z + 1, 0, len - (uint32_t)(z + 1 - data));
+    if (!z) return 0;
+    next = (uint32_t)(z - data) + 1;
+    break;
+  }
+  case BSON_TYPE_DBPOINTER:
+    if (o >= len - 4) return 0;
+    l = le32(data + o);
+    if (l == 0 || l > len - o - 4 || data[o + l + 3]) return 0;
+    next = o + 4 + l + 12;
+    break;
+  case BSON_TYPE_CODEWSCOPE: {
+    if (len < 19 || o >= len - 14) return 0;
+    l = le32(data + o);
+    if (l < 14 || l >= len - o) return 0;
+    next = o + l;
+    uint32_t code = le32(data + o + 4);
+    if (code == 0 || code >= len - o - 8 || o + 8 + code + 4 >= next || o + 8 + code + le32(data + o + 8 + code) != next)
+      return 0;
+    break;
+  }
+  case BSON_TYPE_INT32: next = o + 4; break;
+  case BSON_TYPE_DECIMAL128: next = o + 16; break;
+  case BSON_TYPE_MAXKEY:
+  case BSON_TYPE_MINKEY:
+  case BSON_TYPE_NULL:
+  case BSON_TYPE_UNDEFINED: next = o; break;
+  default: return 0;
+  }
+  return next < len ? next : 0;
+}
+
+/* The members of a document's len bytes, without the brackets, read in place:
+ * bson_iter_next and an accessor call per value were half of writing a
+ * pr-update message. Checked as bson_iter_recurse (len from the element, within
+ * its parent) and bson_iter_next check. */
+static void json_raw_members(const uint8_t *data, uint32_t len, bool array, bson_string_t *out) {
+  if (len < 5) return;
+  uint32_t off = 4;
   bool first = true;
-  while (bson_iter_next(&it)) {
+  while (data[off] != BSON_TYPE_EOD) {
+    uint8_t type = data[off];
+    const uint8_t *key = data + off + 1, *z = memchr(key, 0, len - (off + 1));
+    if (!z) return;
+    uint32_t o = (uint32_t)(z - data) + 1, next = raw_next(data, len, type, o);
+    if (!next) return;
     if (!first) sb_c(out, ',');
     first = false;
     if (!array) {
-      rtu_value_json_string(out, bson_iter_key(&it), bson_iter_key_len(&it));
+      rtu_value_json_string(out, (const char *)key, (size_t)(z - key));
       sb_c(out, ':');
     }
-    rtu_value_iter_to_json(&it, out);
+    const uint8_t *v = data + o;
+    switch (type) {
+    case BSON_TYPE_DOUBLE: {
+      uint64_t bits = le64(v);
+      double d;
+      memcpy(&d, &bits, sizeof d);
+      json_double(out, d);
+      break;
+    }
+    case BSON_TYPE_UTF8: rtu_value_json_string(out, (const char *)v + 4, le32(v) - 1); break;
+    case BSON_TYPE_DOCUMENT:
+    case BSON_TYPE_ARRAY:
+      sb_c(out, type == BSON_TYPE_ARRAY ? '[' : '{');
+      json_raw_members(v, le32(v), type == BSON_TYPE_ARRAY, out);
+      sb_c(out, type == BSON_TYPE_ARRAY ? ']' : '}');
+      break;
+    case BSON_TYPE_OID: {
+      char hex[25];
+      bson_oid_t oid;
+      memcpy(oid.bytes, v, 12);
+      bson_oid_to_string(&oid, hex);
+      json_quoted(out, hex, 24);
+      break;
+    }
+    case BSON_TYPE_BOOL:
+      if (*v) sb_put(out, "true", 4);
+      else sb_put(out, "false", 5);
+      break;
+    case BSON_TYPE_DATE_TIME: {
+      char iso[40];
+      rtu_iso8601((int64_t)le64(v), iso, sizeof iso);
+      json_quoted(out, iso, strlen(iso));
+      break;
+    }
+    case BSON_TYPE_INT32: rtu_value_json_int(out, (int32_t)le32(v)); break;
+    case BSON_TYPE_INT64: rtu_value_json_int(out, (int64_t)le64(v)); break;
+    case BSON_TYPE_DECIMAL128: {
+      bson_decimal128_t d = {.low = le64(v), .high = le64(v + 8)};
+      char s[BSON_DECIMAL128_STRING];
+      bson_decimal128_to_string(&d, s);
+      sb_put(out, s, strlen(s));
+      break;
+    }
+    default: sb_put(out, "null", 4); break;
+    }
+    off = next;
   }
 }
 
@@ -1585,9 +1727,8 @@ bool rtu_value_append_original_key(bson_t *out, const char *field, const char *k
 }
 
 void rtu_value_doc_to_json(const bson_t *doc, bool as_array, bson_string_t *out) {
-  bson_iter_t it;
   sb_c(out, as_array ? '[' : '{');
-  if (bson_iter_init(&it, doc)) json_members(&it, as_array, out);
+  json_raw_members(bson_get_data(doc), doc->len, as_array, out);
   sb_c(out, as_array ? ']' : '}');
 }
 

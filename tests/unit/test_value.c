@@ -858,6 +858,106 @@ static void test_iso8601(void) {
   }
 }
 
+/* The document writer as it was, on libbson's iterator (scalars go through
+ * rtu_value_iter_to_json, which still reads them with the accessors). */
+static void json_members_ref(bson_iter_t *it, bool array, bson_string_t *out) {
+  bool first = true;
+  while (bson_iter_next(it)) {
+    if (!first) bson_string_append_c(out, ',');
+    first = false;
+    if (!array) {
+      rtu_value_json_string(out, bson_iter_key(it), bson_iter_key_len(it));
+      bson_string_append_c(out, ':');
+    }
+    if (BSON_ITER_HOLDS_DOCUMENT(it) || BSON_ITER_HOLDS_ARRAY(it)) {
+      bool arr = BSON_ITER_HOLDS_ARRAY(it);
+      bson_iter_t child;
+      bson_string_append_c(out, arr ? '[' : '{');
+      if (bson_iter_recurse(it, &child)) json_members_ref(&child, arr, out);
+      bson_string_append_c(out, arr ? ']' : '}');
+    } else {
+      rtu_value_iter_to_json(it, out);
+    }
+  }
+}
+
+static bool expect_doc_json(const char *what, const bson_t *doc) {
+  bson_string_t *got = bson_string_new(NULL), *want = bson_string_new(NULL);
+  bson_iter_t it;
+  rtu_value_doc_to_json(doc, false, got);
+  bson_string_append_c(want, '{');
+  if (bson_iter_init(&it, doc)) json_members_ref(&it, false, want);
+  bson_string_append_c(want, '}');
+  bool same = got->len == want->len && !memcmp(got->str, want->str, got->len);
+  CHECK(same, "%s:\n    got  %s\n    want %s", what, got->str, want->str);
+  bson_string_free(got, true);
+  bson_string_free(want, true);
+  return same;
+}
+
+/* Every BSON type, then the same bytes damaged one at a time: the in-place
+ * reader stops where libbson's iterator stopped. */
+static void test_doc_json_raw(void) {
+  bson_t doc = BSON_INITIALIZER, sub, scope = BSON_INITIALIZER;
+  bson_oid_t oid;
+  bson_decimal128_t dec;
+  bson_oid_init_from_string(&oid, "5f1d7a2b9c8e4d3f2a1b0c9d");
+  bson_decimal128_from_string("-12.345E+6", &dec);
+  BSON_APPEND_DOUBLE(&doc, "d", 9.75);
+  BSON_APPEND_UTF8(&doc, "s", "t\xc3\xa9xt \"q\"");
+  BSON_APPEND_DOCUMENT_BEGIN(&doc, "doc", &sub);
+  BSON_APPEND_INT32(&sub, "x", 1);
+  BSON_APPEND_UTF8(&sub, "", "empty name");
+  bson_append_document_end(&doc, &sub);
+  BSON_APPEND_ARRAY_BEGIN(&doc, "arr", &sub);
+  BSON_APPEND_INT64(&sub, "0", -3);
+  BSON_APPEND_NULL(&sub, "1");
+  bson_append_array_end(&doc, &sub);
+  BSON_APPEND_BINARY(&doc, "bin", BSON_SUBTYPE_BINARY, (const uint8_t *)"abc", 3);
+  BSON_APPEND_BINARY(&doc, "old", BSON_SUBTYPE_BINARY_DEPRECATED, (const uint8_t *)"abcd", 4);
+  BSON_APPEND_UNDEFINED(&doc, "u");
+  BSON_APPEND_OID(&doc, "oid", &oid);
+  BSON_APPEND_BOOL(&doc, "t", true);
+  BSON_APPEND_BOOL(&doc, "f", false);
+  BSON_APPEND_DATE_TIME(&doc, "date", 1700000000123LL);
+  BSON_APPEND_NULL(&doc, "n");
+  BSON_APPEND_REGEX(&doc, "re", "^a.*b$", "i");
+  BSON_APPEND_DBPOINTER(&doc, "ptr", "coll", &oid);
+  BSON_APPEND_CODE(&doc, "code", "return 1;");
+  BSON_APPEND_SYMBOL(&doc, "sym", "symbol");
+  BSON_APPEND_INT32(&scope, "a", 1);
+  BSON_APPEND_CODE_WITH_SCOPE(&doc, "cws", "return a;", &scope);
+  BSON_APPEND_INT32(&doc, "i", -2147483647 - 1);
+  BSON_APPEND_TIMESTAMP(&doc, "ts", 5, 6);
+  BSON_APPEND_INT64(&doc, "l", INT64_MIN);
+  BSON_APPEND_DECIMAL128(&doc, "dec", &dec);
+  BSON_APPEND_MAXKEY(&doc, "max");
+  BSON_APPEND_MINKEY(&doc, "min");
+  BSON_APPEND_DOUBLE(&doc, "last", -0.0);
+  expect_doc_json("every type", &doc);
+
+  uint8_t *bytes = bson_malloc(doc.len);
+  static const uint8_t values[] = {0x00, 0x01, 0x02, 0x05, 0x0b, 0x10, 0x7f, 0x80, 0xff};
+  int damaged = 0;
+  bool same = true;
+  for (uint32_t at = 4; same && at + 1 < doc.len; at++)
+    for (size_t v = 0; same && v < sizeof values; v++) {
+      memcpy(bytes, bson_get_data(&doc), doc.len);
+      if (bytes[at] == values[v]) continue;
+      bytes[at] = values[v];
+      bson_t bad;
+      if (!bson_init_static(&bad, bytes, doc.len)) continue;
+      char what[64];
+      snprintf(what, sizeof what, "byte %u set to 0x%02x", at, values[v]);
+      same = expect_doc_json(what, &bad); /* one report is enough */
+      damaged++;
+    }
+  CHECK(damaged > 1000, "%d damaged documents", damaged);
+  bson_free(bytes);
+  bson_destroy(&scope);
+  bson_destroy(&doc);
+}
+
 static void test_doc_to_json(void) {
   bson_t doc = BSON_INITIALIZER;
   BSON_APPEND_INT32(&doc, "i", -5);
@@ -1278,6 +1378,7 @@ int main(void) {
   test_json_string();
   test_json_double();
   test_iso8601();
+  test_doc_json_raw();
   test_push_doc_fields();
   test_same_fields();
   test_append_missing();
