@@ -187,12 +187,16 @@ bool rtu_value_same_fields(const bson_t *a, const bson_t *b, char *const *names,
   return true;
 }
 
-/* A field name in out's data, by offset: appending may move the data. */
+static uint32_t raw_next(const uint8_t *data, uint32_t len, uint8_t type, uint32_t o);
+
+/* A field name: out and src do not change until the missing fields are
+ * appended at the end, so the names can be pointed at. */
 typedef struct {
-  uint32_t at, len;
+  const uint8_t *p;
+  uint32_t len;
 } key_ref_t;
 
-static void key_push(key_ref_t **keys, size_t *n, size_t *cap, key_ref_t *local, uint32_t at,
+static void key_push(key_ref_t **keys, size_t *n, size_t *cap, key_ref_t *local, const uint8_t *p,
                      uint32_t len) {
   if (*n == *cap) {
     key_ref_t *grown = bson_malloc(2 * *cap * sizeof *grown);
@@ -201,30 +205,43 @@ static void key_push(key_ref_t **keys, size_t *n, size_t *cap, key_ref_t *local,
     *keys = grown;
     *cap *= 2;
   }
-  (*keys)[(*n)++] = (key_ref_t){at, len};
+  (*keys)[(*n)++] = (key_ref_t){p, len};
+}
+
+/* The elements of a document's bytes in place, with the bounds of bson_iter_next
+ * (which was most of this function's cost): the element at *off, its name and
+ * where it ends; false at the end or where the iterator would stop. */
+static bool raw_element(const uint8_t *data, uint32_t len, uint32_t *off, const uint8_t **key,
+                        uint32_t *key_len, uint32_t *next) {
+  if (len < 5 || *off >= len - 1 || data[*off] == BSON_TYPE_EOD) return false;
+  const uint8_t *k = data + *off + 1, *z = memchr(k, 0, len - (*off + 1));
+  if (!z) return false;
+  *next = raw_next(data, len, data[*off], (uint32_t)(z - data) + 1);
+  *key = k;
+  *key_len = (uint32_t)(z - k);
+  return *next != 0;
 }
 
 void rtu_value_append_missing(bson_t *out, const bson_t *src) {
-  bson_iter_t it, o;
-  if (bson_empty(src) || !bson_iter_init(&it, src)) return;
+  const uint8_t *od = bson_get_data(out), *sd = bson_get_data(src), *k;
+  uint32_t off = 4, next, kl;
   key_ref_t local[64], *keys = local;
   size_t n = 0, cap = sizeof local / sizeof local[0];
-  const uint8_t *base = bson_get_data(out);
-  if (bson_iter_init(&o, out))
-    while (bson_iter_next(&o))
-      key_push(&keys, &n, &cap, local, (uint32_t)((const uint8_t *)bson_iter_key(&o) - base),
-               bson_iter_key_len(&o));
+  while (raw_element(od, out->len, &off, &k, &kl, &next)) {
+    key_push(&keys, &n, &cap, local, k, kl);
+    off = next;
+  }
+  rtu_raw_t add;
+  rtu_raw_init(&add);
+  bool adding = false;
   /* The look-up starts after the last name found: the documents merged here
    * usually hold their common names in the same order, one step each. */
   size_t hint = 0;
-  while (bson_iter_next(&it)) {
-    const char *k = bson_iter_key(&it);
-    uint32_t kl = bson_iter_key_len(&it);
-    base = bson_get_data(out);
+  for (off = 4; raw_element(sd, src->len, &off, &k, &kl, &next); off = next) {
     size_t found = n;
     for (size_t step = 0; step < n; step++) {
       size_t j = hint + step < n ? hint + step : hint + step - n;
-      if (keys[j].len == kl && !memcmp(base + keys[j].at, k, kl)) {
+      if (keys[j].len == kl && !memcmp(keys[j].p, k, kl)) {
         found = j;
         break;
       }
@@ -233,10 +250,11 @@ void rtu_value_append_missing(bson_t *out, const bson_t *src) {
       hint = found + 1;
       continue;
     }
-    /* the element replaces out's terminating byte: its name starts at the old length */
-    uint32_t at = out->len;
-    if (bson_append_iter(out, NULL, 0, &it)) key_push(&keys, &n, &cap, local, at, kl);
+    key_push(&keys, &n, &cap, local, k, kl); /* a name repeated in src: its first wins */
+    rtu_raw_bytes(&add, sd + off, next - off);
+    adding = true;
   }
+  if (adding) rtu_raw_concat(&add, out);
   if (keys != local) bson_free(keys);
 }
 

@@ -608,7 +608,21 @@ static void merge_doc(bson_t *doc, const char *names, const int *nums, size_t n)
     char key[16];
     if (names) snprintf(key, sizeof key, "k%c", names[i]);
     else snprintf(key, sizeof key, "f%d", nums[i]);
-    BSON_APPEND_INT32(doc, key, (int32_t)i);
+    /* values of several sizes: the elements are copied as they are */
+    switch (i % 6) {
+    case 0: BSON_APPEND_INT32(doc, key, (int32_t)i); break;
+    case 1: BSON_APPEND_UTF8(doc, key, i % 4 ? "text" : ""); break;
+    case 2: BSON_APPEND_DOUBLE(doc, key, (double)i / 4); break;
+    case 3: {
+      bson_t sub;
+      BSON_APPEND_DOCUMENT_BEGIN(doc, key, &sub);
+      BSON_APPEND_BOOL(&sub, "b", true);
+      bson_append_document_end(doc, &sub);
+      break;
+    }
+    case 4: BSON_APPEND_NULL(doc, key); break;
+    default: BSON_APPEND_DATE_TIME(doc, key, (int64_t)i * 1000); break;
+    }
   }
 }
 
