@@ -463,9 +463,9 @@ static void build_image(rtu_batch_t *b, const group_t *g, const outcome_t *o,
     rtu_value_append_missing(img, g->s0);
   } else {
     BSON_APPEND_DATE_TIME(img, "createdAt", now);
-    if (g->s0 && bson_iter_init_find(&it, g->s0, "_id")) bson_append_iter(img, "_id", 3, &it);
+    if (g->s0 && rtu_value_find(&it, g->s0, "_id")) bson_append_iter(img, "_id", 3, &it);
   }
-  if (!bson_iter_init_find(&seen, img, "_id")) BSON_APPEND_OID(img, "_id", &o->oid);
+  if (!rtu_value_find(&seen, img, "_id")) BSON_APPEND_OID(img, "_id", &o->oid);
 }
 
 static rtu_err_t find_cb(void *ctx, const char *collection, const bson_t *filter, const bson_t *opts,
@@ -564,9 +564,9 @@ static rtu_err_t emit_pr_updates(rtu_batch_t *b, const rtu_projection_t *p, cons
     char id[25] = "";
     bson_iter_t it;
     const bson_t *after = has_image[g] ? &images[g] : NULL;
-    if (after && bson_iter_init_find(&it, after, "_id") && BSON_ITER_HOLDS_OID(&it))
+    if (after && rtu_value_find(&it, after, "_id") && BSON_ITER_HOLDS_OID(&it))
       bson_oid_to_string(bson_iter_oid(&it), id);
-    else if (gr->s0 && bson_iter_init_find(&it, gr->s0, "_id") && BSON_ITER_HOLDS_OID(&it))
+    else if (gr->s0 && rtu_value_find(&it, gr->s0, "_id") && BSON_ITER_HOLDS_OID(&it))
       bson_oid_to_string(bson_iter_oid(&it), id);
     sb_clear(key);
     sb_clear(val);

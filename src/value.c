@@ -222,6 +222,16 @@ static bool raw_element(const uint8_t *data, uint32_t len, uint32_t *off, const 
   return *next != 0;
 }
 
+bool rtu_value_find(bson_iter_t *it, const bson_t *doc, const char *key) {
+  const uint8_t *data = bson_get_data(doc), *k;
+  uint32_t off = 4, next, kl;
+  size_t n = strlen(key);
+  for (; raw_element(data, doc->len, &off, &k, &kl, &next); off = next)
+    if (kl == n && !memcmp(k, key, n))
+      return bson_iter_init_from_data_at_offset(it, data, doc->len, off, kl);
+  return false;
+}
+
 void rtu_value_append_missing(bson_t *out, const bson_t *src) {
   const uint8_t *od = bson_get_data(out), *sd = bson_get_data(src), *k;
   uint32_t off = 4, next, kl;

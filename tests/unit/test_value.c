@@ -700,6 +700,40 @@ static void test_append_missing(void) {
   }
 }
 
+/* rtu_value_find gives the iterator bson_iter_init_find gives. */
+static void test_find(void) {
+  bson_t doc = BSON_INITIALIZER, sub;
+  BSON_APPEND_UTF8(&doc, "a", "x");
+  BSON_APPEND_INT32(&doc, "", 1);
+  BSON_APPEND_DOCUMENT_BEGIN(&doc, "_idx", &sub);
+  BSON_APPEND_INT32(&sub, "_id", 2);
+  bson_append_document_end(&doc, &sub);
+  BSON_APPEND_INT64(&doc, "_id", 3);
+  BSON_APPEND_DOUBLE(&doc, "_id", 4.5);
+  BSON_APPEND_NULL(&doc, "z");
+  const char *keys[] = {"a", "", "_id", "_idx", "_i", "z", "absent", "Z"};
+  for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
+    bson_iter_t want, got;
+    bool w = bson_iter_init_find(&want, &doc, keys[i]), g = rtu_value_find(&got, &doc, keys[i]);
+    CHECK(w == g, "'%s': found %d, want %d", keys[i], g, w);
+    if (w && g) {
+      CHECK(!strcmp(bson_iter_key(&got), bson_iter_key(&want)) &&
+                bson_iter_type(&got) == bson_iter_type(&want) &&
+                bson_iter_as_int64(&got) == bson_iter_as_int64(&want),
+            "'%s': another field", keys[i]);
+      /* and it goes on from there as the other does */
+      bool nw = bson_iter_next(&want), ng = bson_iter_next(&got);
+      CHECK(nw == ng && (!nw || !strcmp(bson_iter_key(&got), bson_iter_key(&want))),
+            "'%s': the next field differs", keys[i]);
+    }
+  }
+  bson_destroy(&doc);
+  bson_init(&doc);
+  bson_iter_t it;
+  CHECK(!rtu_value_find(&it, &doc, "_id"), "found in an empty document");
+  bson_destroy(&doc);
+}
+
 /* ---- BSON -> JSON text -------------------------------------------------- */
 
 static void expect_json(const char *what, const bson_t *doc, bool as_array, const char *want) {
@@ -1396,6 +1430,7 @@ int main(void) {
   test_push_doc_fields();
   test_same_fields();
   test_append_missing();
+  test_find();
   test_raw_append();
   lua_close(L);
   return CHECK_DONE();
