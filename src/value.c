@@ -187,7 +187,97 @@ bool rtu_value_same_fields(const bson_t *a, const bson_t *b, char *const *names,
   return true;
 }
 
-static uint32_t raw_next(const uint8_t *data, uint32_t len, uint8_t type, uint32_t o);
+/* ---- BSON read in place ------------------------------------------------- */
+
+/* bson_iter_next and an accessor call per field were most of the cost of the
+ * merges of batch.c and of writing pr-update messages; these read the bytes
+ * with the bounds libbson's iterator checks. */
+
+static uint32_t le32(const uint8_t *p) {
+  uint32_t v;
+  memcpy(&v, p, 4);
+  return BSON_UINT32_FROM_LE(v);
+}
+
+static uint64_t le64(const uint8_t *p) {
+  uint64_t v;
+  memcpy(&v, p, 8);
+  return BSON_UINT64_FROM_LE(v);
+}
+
+/* Where the element of the given type ends in a document of len bytes (its
+ * value starts at o), 0 where bson_iter_next would stop: a damaged document is
+ * read as far as libbson's iterator would have read it. */
+static uint32_t raw_next(const uint8_t *data, uint32_t len, uint8_t type, uint32_t o) {
+  uint32_t l, next;
+  switch (type) {
+  case BSON_TYPE_DATE_TIME:
+  case BSON_TYPE_DOUBLE:
+  case BSON_TYPE_INT64:
+  case BSON_TYPE_TIMESTAMP: next = o + 8; break;
+  case BSON_TYPE_CODE:
+  case BSON_TYPE_SYMBOL:
+  case BSON_TYPE_UTF8:
+    if (o + 4 >= len) return 0;
+    l = le32(data + o);
+    if (l > len - (o + 4)) return 0;
+    next = o + 4 + l;
+    if (l == 0 || next >= len || data[o + 4 + l - 1] != '\0') return 0;
+    break;
+  case BSON_TYPE_BINARY:
+    if (o >= len - 4) return 0;
+    l = le32(data + o);
+    if (l >= len - o - 4) return 0;
+    if (data[o + 4] == BSON_SUBTYPE_BINARY_DEPRECATED && (l < 4 || le32(data + o + 5) + 4 != l))
+      return 0;
+    next = o + 5 + l;
+    break;
+  case BSON_TYPE_ARRAY:
+  case BSON_TYPE_DOCUMENT:
+    if (o >= len - 4) return 0;
+    l = le32(data + o);
+    if (l > len - o) return 0;
+    next = o + l;
+    break;
+  case BSON_TYPE_OID: next = o + 12; break;
+  case BSON_TYPE_BOOL:
+    if (o >= len || data[o] > 1) return 0;
+    next = o + 1;
+    break;
+  case BSON_TYPE_REGEX: {
+    const uint8_t *z = o < len ? memchr(data + o, 0, len - o) : NULL;
+    if (z) z = memchr(z + 1, 0, len - (uint32_t)(z + 1 - data));
+    if (!z) return 0;
+    next = (uint32_t)(z - data) + 1;
+    break;
+  }
+  case BSON_TYPE_DBPOINTER:
+    if (o >= len - 4) return 0;
+    l = le32(data + o);
+    if (l == 0 || l > len - o - 4 || data[o + l + 3]) return 0;
+    next = o + 4 + l + 12;
+    break;
+  case BSON_TYPE_CODEWSCOPE: {
+    if (len < 19 || o >= len - 14) return 0;
+    l = le32(data + o);
+    if (l < 14 || l >= len - o) return 0;
+    next = o + l;
+    uint32_t code = le32(data + o + 4);
+    if (code == 0 || code >= len - o - 8 || o + 8 + code + 4 >= next ||
+        o + 8 + code + le32(data + o + 8 + code) != next)
+      return 0;
+    break;
+  }
+  case BSON_TYPE_INT32: next = o + 4; break;
+  case BSON_TYPE_DECIMAL128: next = o + 16; break;
+  case BSON_TYPE_MAXKEY:
+  case BSON_TYPE_MINKEY:
+  case BSON_TYPE_NULL:
+  case BSON_TYPE_UNDEFINED: next = o; break;
+  default: return 0;
+  }
+  return next < len ? next : 0;
+}
 
 /* A field name: out and src do not change until the missing fields are
  * appended at the end, so the names can be pointed at. */
@@ -208,9 +298,8 @@ static void key_push(key_ref_t **keys, size_t *n, size_t *cap, key_ref_t *local,
   (*keys)[(*n)++] = (key_ref_t){p, len};
 }
 
-/* The elements of a document's bytes in place, with the bounds of bson_iter_next
- * (which was most of this function's cost): the element at *off, its name and
- * where it ends; false at the end or where the iterator would stop. */
+/* The element at *off: its name and where it ends; false at the end or where
+ * the iterator would stop. */
 static bool raw_element(const uint8_t *data, uint32_t len, uint32_t *off, const uint8_t **key,
                         uint32_t *key_len, uint32_t *next) {
   if (len < 5 || *off >= len - 1 || data[*off] == BSON_TYPE_EOD) return false;
@@ -1559,112 +1648,21 @@ void rtu_value_iter_to_json(const bson_iter_t *it, bson_string_t *out) {
   }
 }
 
-static uint32_t le32(const uint8_t *p) {
-  uint32_t v;
-  memcpy(&v, p, 4);
-  return BSON_UINT32_FROM_LE(v);
-}
-
-static uint64_t le64(const uint8_t *p) {
-  uint64_t v;
-  memcpy(&v, p, 8);
-  return BSON_UINT64_FROM_LE(v);
-}
-
-/* Where the element at off ends in a document of len bytes (its value starts at
- * o), 0 where bson_iter_next would stop: the same bounds, so a damaged document
- * is written as far as libbson's iterator would have gone. */
-static uint32_t raw_next(const uint8_t *data, uint32_t len, uint8_t type, uint32_t o) {
-  uint32_t l, next;
-  switch (type) {
-  case BSON_TYPE_DATE_TIME:
-  case BSON_TYPE_DOUBLE:
-  case BSON_TYPE_INT64:
-  case BSON_TYPE_TIMESTAMP: next = o + 8; break;
-  case BSON_TYPE_CODE:
-  case BSON_TYPE_SYMBOL:
-  case BSON_TYPE_UTF8:
-    if (o + 4 >= len) return 0;
-    l = le32(data + o);
-    if (l > len - (o + 4)) return 0;
-    next = o + 4 + l;
-    if (l == 0 || next >= len || data[o + 4 + l - 1] != '\0') return 0;
-    break;
-  case BSON_TYPE_BINARY:
-    if (o >= len - 4) return 0;
-    l = le32(data + o);
-    if (l >= len - o - 4) return 0;
-    if (data[o + 4] == BSON_SUBTYPE_BINARY_DEPRECATED && (l < 4 || le32(data + o + 5) + 4 != l))
-      return 0;
-    next = o + 5 + l;
-    break;
-  case BSON_TYPE_ARRAY:
-  case BSON_TYPE_DOCUMENT:
-    if (o >= len - 4) return 0;
-    l = le32(data + o);
-    if (l > len - o) return 0;
-    next = o + l;
-    break;
-  case BSON_TYPE_OID: next = o + 12; break;
-  case BSON_TYPE_BOOL:
-    if (o >= len || data[o] > 1) return 0;
-    next = o + 1;
-    break;
-  case BSON_TYPE_REGEX: {
-    const uint8_t *z = o < len ? memchr(data + o, 0, len - o) : NULL;
-    if (z) z = memchr(z + 1, 0, len - (uint32_t)(z + 1 - data));
-    if (!z) return 0;
-    next = (uint32_t)(z - data) + 1;
-    break;
-  }
-  case BSON_TYPE_DBPOINTER:
-    if (o >= len - 4) return 0;
-    l = le32(data + o);
-    if (l == 0 || l > len - o - 4 || data[o + l + 3]) return 0;
-    next = o + 4 + l + 12;
-    break;
-  case BSON_TYPE_CODEWSCOPE: {
-    if (len < 19 || o >= len - 14) return 0;
-    l = le32(data + o);
-    if (l < 14 || l >= len - o) return 0;
-    next = o + l;
-    uint32_t code = le32(data + o + 4);
-    if (code == 0 || code >= len - o - 8 || o + 8 + code + 4 >= next || o + 8 + code + le32(data + o + 8 + code) != next)
-      return 0;
-    break;
-  }
-  case BSON_TYPE_INT32: next = o + 4; break;
-  case BSON_TYPE_DECIMAL128: next = o + 16; break;
-  case BSON_TYPE_MAXKEY:
-  case BSON_TYPE_MINKEY:
-  case BSON_TYPE_NULL:
-  case BSON_TYPE_UNDEFINED: next = o; break;
-  default: return 0;
-  }
-  return next < len ? next : 0;
-}
-
-/* The members of a document's len bytes, without the brackets, read in place:
- * bson_iter_next and an accessor call per value were half of writing a
- * pr-update message. Checked as bson_iter_recurse (len from the element, within
- * its parent) and bson_iter_next check. */
+/* The members of a document's len bytes, without the brackets, read in place
+ * (len from the element, within its parent, as bson_iter_recurse takes it). */
 static void json_raw_members(const uint8_t *data, uint32_t len, bool array, bson_string_t *out) {
-  if (len < 5) return;
-  uint32_t off = 4;
+  const uint8_t *key;
+  uint32_t off = 4, next, kl;
   bool first = true;
-  while (data[off] != BSON_TYPE_EOD) {
+  for (; raw_element(data, len, &off, &key, &kl, &next); off = next) {
     uint8_t type = data[off];
-    const uint8_t *key = data + off + 1, *z = memchr(key, 0, len - (off + 1));
-    if (!z) return;
-    uint32_t o = (uint32_t)(z - data) + 1, next = raw_next(data, len, type, o);
-    if (!next) return;
     if (!first) sb_c(out, ',');
     first = false;
     if (!array) {
-      rtu_value_json_string(out, (const char *)key, (size_t)(z - key));
+      rtu_value_json_string(out, (const char *)key, kl);
       sb_c(out, ':');
     }
-    const uint8_t *v = data + o;
+    const uint8_t *v = key + kl + 1;
     switch (type) {
     case BSON_TYPE_DOUBLE: {
       uint64_t bits = le64(v);
@@ -1709,7 +1707,6 @@ static void json_raw_members(const uint8_t *data, uint32_t len, bool array, bson
     }
     default: sb_put(out, "null", 4); break;
     }
-    off = next;
   }
 }
 

@@ -632,7 +632,8 @@ static void expect_merge(const char *what, const bson_t *out0, const bson_t *src
   append_missing_ref(&want, src);
   bson_copy_to(out0, &got);
   rtu_value_append_missing(&got, src);
-  char *g = bson_as_canonical_extended_json(&got, NULL), *w = bson_as_canonical_extended_json(&want, NULL);
+  char *g = bson_as_canonical_extended_json(&got, NULL),
+       *w = bson_as_canonical_extended_json(&want, NULL);
   CHECK(got.len == want.len && !memcmp(bson_get_data(&got), bson_get_data(&want), got.len),
         "%s:\n    got  %s\n    want %s", what, g, w);
   bson_free(g);
@@ -647,7 +648,8 @@ static void expect_merge(const char *what, const bson_t *out0, const bson_t *src
   uint32_t len = 0;
   const uint8_t *data = NULL;
   if (bson_iter_init_find(&it, &parent, "$set")) bson_iter_document(&it, &len, &data);
-  CHECK(len == want.len && data && !memcmp(data, bson_get_data(&want), len), "%s, as a child", what);
+  CHECK(len == want.len && data && !memcmp(data, bson_get_data(&want), len), "%s, as a child",
+        what);
   bson_free(w);
   bson_destroy(&parent);
   bson_destroy(&got);
@@ -876,7 +878,8 @@ static void test_json_double(void) {
   unsigned long long seed = 5;
   for (int round = 0; round < 30000; round++) {
     seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
-    int64_t m = (int64_t)(seed >> 11) % (round % 3 == 0 ? 100000 : round % 3 == 1 ? 1000000000000000LL : 1000);
+    int64_t range = round % 3 == 0 ? 100000 : round % 3 == 1 ? 1000000000000000LL : 1000;
+    int64_t m = (int64_t)(seed >> 11) % range;
     int k = (int)((seed >> 5) % 13);
     double d = (double)m;
     for (int j = 0; j < k; j++) d /= 10;
@@ -893,7 +896,8 @@ static void test_iso8601(void) {
   for (int round = 0; round < 20000; round++) {
     seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
     const int64_t lo = -62167219200000LL, span = 253402300799999LL - lo + 1;
-    int64_t ms = round < 2 ? (round ? lo : lo + span - 1) : lo + (int64_t)((seed >> 1) % (uint64_t)span);
+    int64_t ms = round < 2 ? (round ? lo : lo + span - 1)
+                           : lo + (int64_t)((seed >> 1) % (uint64_t)span);
     int64_t secs = ms >= 0 ? ms / 1000 : -((-ms + 999) / 1000);
     time_t t = (time_t)secs;
     struct tm tm;
