@@ -1477,6 +1477,17 @@ void rtu_value_json_string(bson_string_t *out, const char *s, size_t len) {
         continue;
       }
       stop = i + 8;
+    } else if (i >= stop && len >= 8) {
+      /* the last eight bytes, the first of them written already (plain bytes
+       * are written one for one, so they go at the same places again) */
+      uint64_t x;
+      memcpy(&x, u + len - 8, 8);
+      if (!json_look8(x)) {
+        memcpy(d - (i - (len - 8)), &x, 8);
+        d += len - i;
+        break;
+      }
+      stop = len;
     }
     unsigned char c = u[i];
     if (json_plain_byte[c]) {
