@@ -1010,6 +1010,21 @@ static void test_doc_json_raw(void) {
   bson_destroy(&doc);
 }
 
+/* rtu_int_text against printf, digits of every count and both signs. */
+static void test_int_text(void) {
+  unsigned long long seed = 9;
+  for (int round = 0; round < 20000; round++) {
+    seed = seed * 6364136223846793005ULL + 1442695040888963407ULL;
+    int64_t v = round == 0 ? INT64_MIN : round == 1 ? INT64_MAX : round == 2 ? 0
+                : (int64_t)(seed >> (round % 64));
+    if (round % 2) v = (int64_t)(0 - (uint64_t)v);
+    char got[24], want[32];
+    size_t n = rtu_int_text(v, got);
+    snprintf(want, sizeof want, "%lld", (long long)v);
+    CHECK(n == strlen(want) && !strcmp(got, want), "%s written as %s", want, got);
+  }
+}
+
 static void test_doc_to_json(void) {
   bson_t doc = BSON_INITIALIZER;
   BSON_APPEND_INT32(&doc, "i", -5);
@@ -1430,6 +1445,7 @@ int main(void) {
   test_json_string();
   test_json_double();
   test_iso8601();
+  test_int_text();
   test_doc_json_raw();
   test_push_doc_fields();
   test_same_fields();
