@@ -367,8 +367,7 @@ static bool keys_within(const bson_t *a, const bson_t *b) {
  * one of the messages has an empty field name. */
 static bool append_merged_fields(rtu_batch_t *b, const group_t *g, uint32_t from, int64_t last,
                                  bson_t *out) {
-  /* Newest first; a field already written is skipped. Records have few fields,
-   * so a linear look-up in the output beats a hash set. */
+  /* Newest first; a field already written is skipped. */
   bool first = true, empty = false;
   const bson_t *newest = NULL;
   for (int64_t e = last; e >= (int64_t)from && e >= (int64_t)g->first; e--) {
@@ -383,10 +382,7 @@ static bool append_merged_fields(rtu_batch_t *b, const group_t *g, uint32_t from
       continue;
     }
     if (keys_within(&m->fields, newest)) continue;
-    bson_iter_t it, seen;
-    if (!bson_iter_init(&it, &m->fields)) continue;
-    while (bson_iter_next(&it))
-      if (!bson_iter_init_find(&seen, out, bson_iter_key(&it))) bson_append_iter(out, NULL, 0, &it);
+    rtu_value_append_missing(out, &m->fields);
   }
   return empty;
 }
@@ -464,20 +460,25 @@ static void build_image(rtu_batch_t *b, const group_t *g, const outcome_t *o,
   append_metadata(img, &b->mapped[last->msg], &msgs[last->msg], o->state, o->counter, now);
   bson_iter_t it, seen;
   if (g->s0 && !o->recreated) {
-    if (bson_iter_init(&it, g->s0))
-      while (bson_iter_next(&it))
-        if (!bson_iter_init_find(&seen, img, bson_iter_key(&it))) bson_append_iter(img, NULL, 0, &it);
+    rtu_value_append_missing(img, g->s0);
   } else {
     BSON_APPEND_DATE_TIME(img, "createdAt", now);
-    if (g->s0 && bson_iter_init_find(&it, g->s0, "_id")) bson_append_iter(img, "_id", 3, &it);
+    if (g->s0 && rtu_value_find(&it, g->s0, "_id")) bson_append_iter(img, "_id", 3, &it);
   }
-  if (!bson_iter_init_find(&seen, img, "_id")) BSON_APPEND_OID(img, "_id", &o->oid);
+  if (!rtu_value_find(&seen, img, "_id")) BSON_APPEND_OID(img, "_id", &o->oid);
 }
 
 static rtu_err_t find_cb(void *ctx, const char *collection, const bson_t *filter, const bson_t *opts,
                          void (*each)(void *, const bson_t *), void *each_ctx, char *errstr,
                          size_t sz) {
   return rtu_store_find(ctx, collection, filter, opts, each, each_ctx, errstr, sz);
+}
+
+/* Empties s for the next message and keeps its buffer: the producer copies what
+ * it is given, and a new string a message grew from nothing by reallocations. */
+static void sb_clear(bson_string_t *s) {
+  s->len = 0;
+  s->str[0] = '\0';
 }
 
 /* Runs the strategies on the records the run changed, before and after, and
@@ -516,25 +517,27 @@ static rtu_err_t emit_pc_messages(rtu_batch_t *b, const rtu_projection_t *p,
                                   const rtu_identified_t *ids, size_t nids,
                                   const rtu_msg_t *const *named, bool *produced, char *err,
                                   size_t sz) {
-  for (size_t i = 0; i < nids; i++) {
+  bson_string_t *key = bson_string_new(NULL), *val = bson_string_new(NULL);
+  rtu_err_t rc = RTU_OK;
+  for (size_t i = 0; i < nids && rc == RTU_OK; i++) {
     const char *topic = NULL;
     for (size_t t = 0; t < p->npc_topics; t++)
       if (!strcmp(p->pc_topics[t].single_view, ids[i].type)) topic = p->pc_topics[t].strategy;
     if (!topic) continue;
-    bson_string_t *key = bson_string_new(NULL), *val = bson_string_new(NULL);
+    sb_clear(key);
+    sb_clear(val);
     rtu_value_doc_to_json(&ids[i].identifier, false, key);
     bson_string_append(val, "{\"identifier\":");
     bson_string_append(val, key->str);
     bson_string_append(val, ",\"__internal__kafkaInfo\":");
     append_kafka_info_json(val, named[ids[i].origin], true);
     bson_string_append(val, "}");
-    rtu_err_t rc = rtu_emit_produce(b->emit, topic, key->str, key->len, val->str, val->len, err, sz);
-    bson_string_free(key, true);
-    bson_string_free(val, true);
-    if (rc != RTU_OK) return rc;
-    *produced = true;
+    rc = rtu_emit_produce(b->emit, topic, key->str, key->len, val->str, val->len, err, sz);
+    if (rc == RTU_OK) *produced = true;
   }
-  return RTU_OK;
+  bson_string_free(key, true);
+  bson_string_free(val, true);
+  return rc;
 }
 
 /* pr-update v1: one message per record written, key = its primary key. */
@@ -546,7 +549,9 @@ static rtu_err_t emit_pr_updates(rtu_batch_t *b, const rtu_projection_t *p, cons
   bool db2 = !strcmp(cfg->adapter, "basic") || !strcmp(cfg->adapter, "db2");
   char iso[40];
   rtu_iso8601(now, iso, sizeof iso);
-  for (size_t g = 0; g < ngroups; g++) {
+  bson_string_t *key = bson_string_new(NULL), *val = bson_string_new(NULL);
+  rtu_err_t rc = RTU_OK;
+  for (size_t g = 0; g < ngroups && rc == RTU_OK; g++) {
     const outcome_t *o = &b->outcomes[g];
     const group_t *gr = &b->groups[g];
     if (o->last_event < 0) continue;
@@ -559,11 +564,12 @@ static rtu_err_t emit_pr_updates(rtu_batch_t *b, const rtu_projection_t *p, cons
     char id[25] = "";
     bson_iter_t it;
     const bson_t *after = has_image[g] ? &images[g] : NULL;
-    if (after && bson_iter_init_find(&it, after, "_id") && BSON_ITER_HOLDS_OID(&it))
+    if (after && rtu_value_find(&it, after, "_id") && BSON_ITER_HOLDS_OID(&it))
       bson_oid_to_string(bson_iter_oid(&it), id);
-    else if (gr->s0 && bson_iter_init_find(&it, gr->s0, "_id") && BSON_ITER_HOLDS_OID(&it))
+    else if (gr->s0 && rtu_value_find(&it, gr->s0, "_id") && BSON_ITER_HOLDS_OID(&it))
       bson_oid_to_string(bson_iter_oid(&it), id);
-    bson_string_t *key = bson_string_new(NULL), *val = bson_string_new(NULL);
+    sb_clear(key);
+    sb_clear(val);
     rtu_value_doc_to_json(last->key, false, key);
     /* By hand: printf and libbson's escape were a tenth of a food message. */
     bson_string_append(val, "{\"operationType\":\"");
@@ -597,14 +603,13 @@ static rtu_err_t emit_pr_updates(rtu_batch_t *b, const rtu_projection_t *p, cons
     bson_string_append(val, ",\"__internal__kafkaInfo\":");
     append_kafka_info_json(val, &msgs[last->msg], false);
     bson_string_append(val, "}");
-    rtu_err_t rc = rtu_emit_produce(b->emit, p->pr_update_topic, key->str, key->len, val->str,
-                                    val->len, err, sz);
-    bson_string_free(key, true);
-    bson_string_free(val, true);
-    if (rc != RTU_OK) return rc;
-    *produced = true;
+    rc = rtu_emit_produce(b->emit, p->pr_update_topic, key->str, key->len, val->str, val->len, err,
+                          sz);
+    if (rc == RTU_OK) *produced = true;
   }
-  return RTU_OK;
+  bson_string_free(key, true);
+  bson_string_free(val, true);
+  return rc;
 }
 
 /* The documents handed to strategies, in the order of the messages their

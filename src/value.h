@@ -28,6 +28,15 @@ void rtu_value_push_doc_fields(lua_State *L, const bson_t *doc, char *const *nam
 bool rtu_value_same_fields(const bson_t *a, const bson_t *b, char *const *names, size_t n);
 void rtu_value_push_iter(lua_State *L, const bson_iter_t *it);
 
+/* bson_iter_init_find (the first field named key, it on it) without an
+ * iterator call per field before it. */
+bool rtu_value_find(bson_iter_t *it, const bson_t *doc, const char *key);
+
+/* Appends to out the fields of src whose name is not in out yet, in src's order
+ * (of a name repeated in src, the first): the $set of an older message under a
+ * newer one. Linear when both hold their common names in the same order. */
+void rtu_value_append_missing(bson_t *out, const bson_t *src);
+
 /* Appends the Lua value at idx to out under key. Fails on functions, non-string
  * keys, invalid UTF-8, nesting deeper than 100 or more than 16 MiB written (a
  * table shared within the value counts once per reference). */
