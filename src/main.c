@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -218,6 +219,13 @@ done:
 }
 
 int main(int argc, char **argv) {
+  /* libmongoc's shared-memory counters (made by its constructor, before main)
+   * stay in /dev/shm/mongoc-<pid> after a killed process, and a later process
+   * given the same pid (PID 1 at every container restart) warns on stderr.
+   * Nothing reads them: the name goes now, the mapping lives on until exit. */
+  char shm[32];
+  snprintf(shm, sizeof shm, "/mongoc-%d", (int)getpid());
+  (void)shm_unlink(shm); /* absent when MONGOC_DISABLE_SHM is set: nothing to do */
   const char *cmd = argc > 1 ? argv[1] : "help";
   if (!strcmp(cmd, "run")) return cmd_run();
   if (!strcmp(cmd, "check")) return cmd_check();

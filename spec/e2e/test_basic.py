@@ -223,6 +223,13 @@ class SoftDelete(E2ETestCase):
         self.assertEqual(items("soft").count_documents({"id": 300}), 0)
         self.assertEqual(items("soft").count_documents({"id": None}), 0)
 
+    def test_no_shared_memory_left_behind(self):
+        # libmongoc's counters: a file per process, never removed after a kill,
+        # that made a later process of the same pid warn on stderr
+        pid = R["soft"].proc.pid
+        self.assertTrue(R["soft"].alive())
+        self.assertFalse(os.path.exists("/dev/shm/mongoc-%d" % pid))
+
     def test_no_duplicates(self):
         ids = [d["id"] for d in items("soft").find({})]
         self.assertEqual(sorted(ids, key=str), sorted(set(ids), key=str))
