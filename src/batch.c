@@ -481,8 +481,6 @@ static void sb_clear(bson_string_t *s) {
   s->str[0] = '\0';
 }
 
-/* Runs the strategies on the records the run changed, before and after, and
- * upserts the projection changes. Only messages below res->next_offset count. */
 /* The original key and Kafka coordinates, as pr-update and PC messages carry them. */
 static void append_kafka_info_json(bson_string_t *out, const rtu_msg_t *msg, bool ts_as_ms) {
   bson_t tmp = BSON_INITIALIZER;
