@@ -669,41 +669,64 @@ local function run_hop(node, items, db, stats)
 
   local index_of = result_index(results)
 
+  -- Condition by condition, so that what is the same for every item (its index,
+  -- its constant part, its limit) is looked up once; the order does not matter:
+  -- each result reached keeps the latest item that reaches it.
   local reached = {}
-  for i, it in ipairs(items) do
-    for ci, c in ipairs(hop.conditions) do
-      local key, f = simple[ci] and simple[ci][i], per_item[i][ci]
-      if key ~= nil or f then
-        local limit, positions = c.one_to_many and math.huge or 1
-        if key ~= nil then
-          -- {B_f: v}, v not null, matches exactly the results the index files under
-          -- vkey(v) (B_f equal to v or, an array, holding it: eq_match compares by
-          -- canonical encoding, which vkey follows), so no matcher runs for the
-          -- most common condition; only the constant part, if any, is matched.
-          positions = index_of(c.simple.field)[key] or NONE
-          local rest = rest_filter(c.simple)
-          if next(rest) ~= nil then
-            local kept = {}
-            for _, p in ipairs(positions) do
-              if matches(results[p], rest) then
-                kept[#kept + 1] = p
-                if #kept >= limit then break end
+  local function reach(p, last)
+    local r = reached[p]
+    if not r then
+      reached[p] = { doc = results[p], last = last }
+    elseif last > r.last then
+      r.last = last
+    end
+  end
+  for ci, c in ipairs(hop.conditions) do
+    local limit = c.one_to_many and math.huge or 1
+    local keys = simple[ci]
+    if keys then
+      -- {B_f: v}, v not null, matches exactly the results the index files under
+      -- vkey(v) (B_f equal to v or, an array, holding it: eq_match compares by
+      -- canonical encoding, which vkey follows), so no matcher runs for the most
+      -- common condition; only the constant part, if any, is matched.
+      local idx = index_of(c.simple.field)
+      local rest = rest_filter(c.simple)
+      local plain = next(rest) == nil
+      for i = 1, #items do
+        local positions = keys[i] ~= nil and idx[keys[i]]
+        if positions then
+          local last = items[i].last
+          if plain then
+            local n = #positions
+            if n > limit then n = limit end
+            for j = 1, n do
+              local p = positions[j]
+              local r = reached[p]
+              if not r then
+                reached[p] = { doc = results[p], last = last }
+              elseif last > r.last then
+                r.last = last
               end
             end
-            positions = kept
-          elseif #positions > limit then
-            positions = { positions[1] }
+          else
+            local kept = 0
+            for j = 1, #positions do
+              local p = positions[j]
+              if matches(results[p], rest) then
+                reach(p, last)
+                kept = kept + 1
+                if kept >= limit then break end
+              end
+            end
           end
-        else
-          positions = attribute(results, index_of, f, limit)
         end
-        for _, p in ipairs(positions) do
-          local r = reached[p]
-          if not r then
-            reached[p] = { doc = results[p], last = it.last }
-          elseif it.last > r.last then
-            r.last = it.last
-          end
+      end
+    else
+      for i = 1, #items do
+        local f = per_item[i][ci]
+        if f then
+          local last = items[i].last
+          for _, p in ipairs(attribute(results, index_of, f, limit)) do reach(p, last) end
         end
       end
     end
