@@ -699,15 +699,7 @@ local function run_hop(node, items, db, stats)
           if plain then
             local n = #positions
             if n > limit then n = limit end
-            for j = 1, n do
-              local p = positions[j]
-              local r = reached[p]
-              if not r then
-                reached[p] = { doc = results[p], last = last }
-              elseif last > r.last then
-                r.last = last
-              end
-            end
+            for j = 1, n do reach(positions[j], last) end
           else
             local kept = 0
             for j = 1, #positions do

@@ -1323,6 +1323,19 @@ static void test_decode_direct(void) {
   expect_same_decode(big, (size_t)n);
 }
 
+/* same(a, b) for the decoder checks: equal values, tables compared without
+ * relying on pairs() order (a table made without a member lays its keys out
+ * otherwise). */
+#define LUA_SAME \
+  "local function same(a, b)\n" \
+  "  if type(a) ~= type(b) or math.type(a) ~= math.type(b) then return false end\n" \
+  "  if type(a) ~= 'table' then return a == b end\n" \
+  "  if getmetatable(a) ~= getmetatable(b) then return false end\n" \
+  "  for k, v in pairs(a) do if not same(v, b[k]) then return false end end\n" \
+  "  for k in pairs(b) do if a[k] == nil then return false end end\n" \
+  "  return true\n" \
+  "end\n"
+
 /* json.decode(text, leave_out): the same answer as without, but for the
  * top-level members named, which the direct path does not build; a text either
  * decodes both ways or neither. */
@@ -1330,14 +1343,7 @@ static void test_decode_leave_out(void) {
   /* a table made without a member lays its keys out otherwise: pairs() order
    * is not compared here */
   eval("local json = require('rtu.json')\n"
-       "local function same(a, b)\n"
-       "  if type(a) ~= type(b) or math.type(a) ~= math.type(b) then return false end\n"
-       "  if type(a) ~= 'table' then return a == b end\n"
-       "  if getmetatable(a) ~= getmetatable(b) then return false end\n"
-       "  for k, v in pairs(a) do if not same(v, b[k]) then return false end end\n"
-       "  for k in pairs(b) do if a[k] == nil then return false end end\n"
-       "  return true\n"
-       "end\n"
+       LUA_SAME
        "local LEAVE = { source = true }\n"
        "local texts = {\n"
        "  -- { text, the source is gone (direct path) }\n"
@@ -1380,14 +1386,7 @@ static void test_decode_leave_out(void) {
  * Where the direct path gives up, the BSON path builds before whole. */
 static void test_decode_leave_out_keep(void) {
   eval("local json = require('rtu.json')\n"
-       "local function same(a, b)\n"
-       "  if type(a) ~= type(b) or math.type(a) ~= math.type(b) then return false end\n"
-       "  if type(a) ~= 'table' then return a == b end\n"
-       "  if getmetatable(a) ~= getmetatable(b) then return false end\n"
-       "  for k, v in pairs(a) do if not same(v, b[k]) then return false end end\n"
-       "  for k in pairs(b) do if a[k] == nil then return false end end\n"
-       "  return true\n"
-       "end\n"
+       LUA_SAME
        "local KEEP = { source = true, before = { ID = true, K2 = true } }\n"
        "local NONE = { before = {} }\n"
        "local MANY = { before = { ID = true, a = 1, b = 1, c = 1, d = 1, e = 1, f = 1, g = 1, h = 1, i = 1, [1] = 'x' } }\n"
