@@ -475,7 +475,8 @@ static rtu_err_t find_cb(void *ctx, const char *collection, const bson_t *filter
 }
 
 /* Empties s for the next message and keeps its buffer: the producer copies what
- * it is given, and a new string a message grew from nothing by reallocations. */
+ * it is given, and a new string a message grew from nothing by reallocations
+ * (bson_string_truncate would shrink the buffer to 16 bytes). */
 static void sb_clear(bson_string_t *s) {
   s->len = 0;
   s->str[0] = '\0';
@@ -483,8 +484,7 @@ static void sb_clear(bson_string_t *s) {
 
 /* The original key and Kafka coordinates, as pr-update and PC messages carry them. */
 static void append_kafka_info_json(bson_string_t *out, const rtu_msg_t *msg, bool ts_as_ms) {
-  bson_t tmp = BSON_INITIALIZER;
-  bson_iter_t it;
+  bson_t tmp = BSON_INITIALIZER; /* the key alone */
   rtu_value_append_original_key(&tmp, "key", msg->key, msg->key_len);
   bson_string_append(out, "{\"topic\":");
   rtu_value_json_string(out, msg->topic, strlen(msg->topic));
@@ -493,7 +493,7 @@ static void append_kafka_info_json(bson_string_t *out, const rtu_msg_t *msg, boo
   bson_string_append(out, ",\"offset\":");
   rtu_value_json_int(out, msg->offset);
   bson_string_append(out, ",\"key\":");
-  if (bson_iter_init_find(&it, &tmp, "key")) rtu_value_iter_to_json(&it, out);
+  rtu_value_first_to_json(&tmp, out);
   bson_string_append(out, ",\"timestamp\":");
   /* a string either way: the milliseconds' digits, or the ISO date */
   bson_string_append_c(out, '"');

@@ -156,9 +156,8 @@ static int l_log(lua_State *L) {
     bson_t doc = BSON_INITIALIZER;
     char err[RTU_ERRSTR_SIZE];
     if (rtu_value_append(L, base + 1, &doc, "f", 1, err, sizeof err) == RTU_OK) {
-      bson_iter_t it;
       bson_string_t *out = bson_string_new(NULL);
-      if (bson_iter_init(&it, &doc) && bson_iter_next(&it)) rtu_value_iter_to_json(&it, out);
+      rtu_value_first_to_json(&doc, out);
       rtu_log(level, msg, "source", "script", "#fields", out->str, NULL);
       bson_string_free(out, true);
     } else {

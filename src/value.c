@@ -1678,49 +1678,47 @@ static void json_quoted(bson_string_t *out, const char *s, size_t n) {
 
 static void json_raw_members(const uint8_t *data, uint32_t len, bool array, bson_string_t *out);
 
-void rtu_value_iter_to_json(const bson_iter_t *it, bson_string_t *out) {
-  switch (bson_iter_type(it)) {
-  case BSON_TYPE_DOUBLE: json_double(out, bson_iter_double(it)); break;
-  case BSON_TYPE_UTF8: {
-    uint32_t len;
-    const char *s = bson_iter_utf8(it, &len);
-    rtu_value_json_string(out, s, len);
+/* The value of the given type whose bytes start at v, read in place (within the
+ * bounds raw_element checked). */
+static void json_raw_value(uint8_t type, const uint8_t *v, bson_string_t *out) {
+  switch (type) {
+  case BSON_TYPE_DOUBLE: {
+    uint64_t bits = le64(v);
+    double d;
+    memcpy(&d, &bits, sizeof d);
+    json_double(out, d);
     break;
   }
+  case BSON_TYPE_UTF8: rtu_value_json_string(out, (const char *)v + 4, le32(v) - 1); break;
   case BSON_TYPE_DOCUMENT:
-  case BSON_TYPE_ARRAY: {
-    bool array = BSON_ITER_HOLDS_ARRAY(it);
-    uint32_t len = 0;
-    const uint8_t *data = NULL;
-    if (array) bson_iter_array(it, &len, &data);
-    else bson_iter_document(it, &len, &data);
-    sb_c(out, array ? '[' : '{');
-    if (data) json_raw_members(data, len, array, out);
-    sb_c(out, array ? ']' : '}');
+  case BSON_TYPE_ARRAY:
+    sb_c(out, type == BSON_TYPE_ARRAY ? '[' : '{');
+    json_raw_members(v, le32(v), type == BSON_TYPE_ARRAY, out);
+    sb_c(out, type == BSON_TYPE_ARRAY ? ']' : '}');
     break;
-  }
   case BSON_TYPE_OID: {
     char hex[25];
-    bson_oid_to_string(bson_iter_oid(it), hex);
+    bson_oid_t oid;
+    memcpy(oid.bytes, v, 12);
+    bson_oid_to_string(&oid, hex);
     json_quoted(out, hex, 24);
     break;
   }
   case BSON_TYPE_BOOL:
-    if (bson_iter_bool(it)) sb_put(out, "true", 4);
+    if (*v) sb_put(out, "true", 4);
     else sb_put(out, "false", 5);
     break;
   case BSON_TYPE_DATE_TIME: {
     char iso[40];
-    rtu_iso8601(bson_iter_date_time(it), iso, sizeof iso);
+    rtu_iso8601((int64_t)le64(v), iso, sizeof iso);
     json_quoted(out, iso, strlen(iso));
     break;
   }
-  case BSON_TYPE_INT32: rtu_value_json_int(out, bson_iter_int32(it)); break;
-  case BSON_TYPE_INT64: rtu_value_json_int(out, bson_iter_int64(it)); break;
+  case BSON_TYPE_INT32: rtu_value_json_int(out, (int32_t)le32(v)); break;
+  case BSON_TYPE_INT64: rtu_value_json_int(out, (int64_t)le64(v)); break;
   case BSON_TYPE_DECIMAL128: {
-    bson_decimal128_t d;
+    bson_decimal128_t d = {.low = le64(v), .high = le64(v + 8)};
     char s[BSON_DECIMAL128_STRING];
-    bson_iter_decimal128(it, &d);
     bson_decimal128_to_string(&d, s);
     sb_put(out, s, strlen(s));
     break;
@@ -1736,59 +1734,20 @@ static void json_raw_members(const uint8_t *data, uint32_t len, bool array, bson
   uint32_t off = 4, next, kl;
   bool first = true;
   for (; raw_element(data, len, &off, &key, &kl, &next); off = next) {
-    uint8_t type = data[off];
     if (!first) sb_c(out, ',');
     first = false;
     if (!array) {
       rtu_value_json_string(out, (const char *)key, kl);
       sb_c(out, ':');
     }
-    const uint8_t *v = key + kl + 1;
-    switch (type) {
-    case BSON_TYPE_DOUBLE: {
-      uint64_t bits = le64(v);
-      double d;
-      memcpy(&d, &bits, sizeof d);
-      json_double(out, d);
-      break;
-    }
-    case BSON_TYPE_UTF8: rtu_value_json_string(out, (const char *)v + 4, le32(v) - 1); break;
-    case BSON_TYPE_DOCUMENT:
-    case BSON_TYPE_ARRAY:
-      sb_c(out, type == BSON_TYPE_ARRAY ? '[' : '{');
-      json_raw_members(v, le32(v), type == BSON_TYPE_ARRAY, out);
-      sb_c(out, type == BSON_TYPE_ARRAY ? ']' : '}');
-      break;
-    case BSON_TYPE_OID: {
-      char hex[25];
-      bson_oid_t oid;
-      memcpy(oid.bytes, v, 12);
-      bson_oid_to_string(&oid, hex);
-      json_quoted(out, hex, 24);
-      break;
-    }
-    case BSON_TYPE_BOOL:
-      if (*v) sb_put(out, "true", 4);
-      else sb_put(out, "false", 5);
-      break;
-    case BSON_TYPE_DATE_TIME: {
-      char iso[40];
-      rtu_iso8601((int64_t)le64(v), iso, sizeof iso);
-      json_quoted(out, iso, strlen(iso));
-      break;
-    }
-    case BSON_TYPE_INT32: rtu_value_json_int(out, (int32_t)le32(v)); break;
-    case BSON_TYPE_INT64: rtu_value_json_int(out, (int64_t)le64(v)); break;
-    case BSON_TYPE_DECIMAL128: {
-      bson_decimal128_t d = {.low = le64(v), .high = le64(v + 8)};
-      char s[BSON_DECIMAL128_STRING];
-      bson_decimal128_to_string(&d, s);
-      sb_put(out, s, strlen(s));
-      break;
-    }
-    default: sb_put(out, "null", 4); break;
-    }
+    json_raw_value(data[off], key + kl + 1, out);
   }
+}
+
+void rtu_value_first_to_json(const bson_t *doc, bson_string_t *out) {
+  const uint8_t *data = bson_get_data(doc), *key;
+  uint32_t off = 4, next, kl;
+  if (raw_element(data, doc->len, &off, &key, &kl, &next)) json_raw_value(data[off], key + kl + 1, out);
 }
 
 bool rtu_value_append_original_key(bson_t *out, const char *field, const char *key,
@@ -1869,9 +1828,8 @@ static int l_json_encode(lua_State *L) {
     bson_destroy(&doc);
     return luaL_error(L, "cannot encode: %s", err);
   }
-  bson_iter_t it;
   bson_string_t *out = bson_string_new(NULL);
-  if (bson_iter_init(&it, &doc) && bson_iter_next(&it)) rtu_value_iter_to_json(&it, out);
+  rtu_value_first_to_json(&doc, out);
   lua_pushlstring(L, out->str, out->len);
   bson_string_free(out, true);
   bson_destroy(&doc);

@@ -93,9 +93,10 @@ rtu_err_t rtu_value_raw_append_marked(lua_State *L, int idx, rtu_raw_t *r, const
 void rtu_value_json_string(bson_string_t *out, const char *s, size_t len);
 void rtu_value_json_int(bson_string_t *out, int64_t v);
 
-/* Appends the JSON text of a BSON value/document to out: integers exact, dates as
- * ISO-8601 strings, ObjectIds as hex strings (the shapes of Fast Data's messages). */
-void rtu_value_iter_to_json(const bson_iter_t *it, bson_string_t *out);
+/* Appends the JSON text of doc's first value / of doc to out: integers exact, dates
+ * as ISO-8601 strings, ObjectIds as hex strings (the shapes of Fast Data's
+ * messages); nothing for an empty doc. */
+void rtu_value_first_to_json(const bson_t *doc, bson_string_t *out);
 void rtu_value_doc_to_json(const bson_t *doc, bool as_array, bson_string_t *out);
 
 /* luaopen-style loader of the `rtu.json` module: decode, encode, null. */

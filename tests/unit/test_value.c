@@ -910,8 +910,55 @@ static void test_iso8601(void) {
   }
 }
 
-/* The document writer as it was, on libbson's iterator (scalars go through
- * rtu_value_iter_to_json, which still reads them with the accessors). */
+/* A scalar as the writer did on libbson's accessors, before it read in place. */
+static void scalar_json_ref(const bson_iter_t *it, bson_string_t *out) {
+  char buf[64];
+  switch (bson_iter_type(it)) {
+  case BSON_TYPE_DOUBLE: {
+    double d = bson_iter_double(it);
+    if (!isfinite(d)) {
+      bson_string_append(out, "null");
+      break;
+    }
+    for (int prec = 15; prec <= 17; prec++) {
+      snprintf(buf, sizeof buf, "%.*g", prec, d);
+      if (strtod(buf, NULL) == d) break;
+    }
+    bson_string_append(out, buf);
+    break;
+  }
+  case BSON_TYPE_UTF8: {
+    uint32_t len;
+    const char *str = bson_iter_utf8(it, &len);
+    rtu_value_json_string(out, str, len);
+    break;
+  }
+  case BSON_TYPE_OID:
+    bson_oid_to_string(bson_iter_oid(it), buf);
+    bson_string_append_printf(out, "\"%s\"", buf);
+    break;
+  case BSON_TYPE_BOOL: bson_string_append(out, bson_iter_bool(it) ? "true" : "false"); break;
+  case BSON_TYPE_DATE_TIME:
+    rtu_iso8601(bson_iter_date_time(it), buf, sizeof buf);
+    bson_string_append_printf(out, "\"%s\"", buf);
+    break;
+  case BSON_TYPE_INT32: bson_string_append_printf(out, "%d", bson_iter_int32(it)); break;
+  case BSON_TYPE_INT64:
+    bson_string_append_printf(out, "%lld", (long long)bson_iter_int64(it));
+    break;
+  case BSON_TYPE_DECIMAL128: {
+    bson_decimal128_t d;
+    char str[BSON_DECIMAL128_STRING];
+    bson_iter_decimal128(it, &d);
+    bson_decimal128_to_string(&d, str);
+    bson_string_append(out, str);
+    break;
+  }
+  default: bson_string_append(out, "null"); break;
+  }
+}
+
+/* The document writer as it was, on libbson's iterator. */
 static void json_members_ref(bson_iter_t *it, bool array, bson_string_t *out) {
   bool first = true;
   while (bson_iter_next(it)) {
@@ -928,9 +975,24 @@ static void json_members_ref(bson_iter_t *it, bool array, bson_string_t *out) {
       if (bson_iter_recurse(it, &child)) json_members_ref(&child, arr, out);
       bson_string_append_c(out, arr ? ']' : '}');
     } else {
-      rtu_value_iter_to_json(it, out);
+      scalar_json_ref(it, out);
     }
   }
+}
+
+/* The first value alone (json.encode, log fields, kafkaInfo's key); nothing for
+ * an empty document. */
+static void test_first_to_json(void) {
+  bson_t doc = BSON_INITIALIZER;
+  bson_string_t *out = bson_string_new(NULL);
+  rtu_value_first_to_json(&doc, out);
+  CHECK_STR(out->str, "");
+  BSON_APPEND_UTF8(&doc, "key", "a\"b");
+  BSON_APPEND_INT32(&doc, "second", 2);
+  rtu_value_first_to_json(&doc, out);
+  CHECK_STR(out->str, "\"a\\\"b\"");
+  bson_string_free(out, true);
+  bson_destroy(&doc);
 }
 
 static bool expect_doc_json(const char *what, const bson_t *doc) {
@@ -1528,6 +1590,7 @@ int main(void) {
   test_iso8601();
   test_int_text();
   test_doc_json_raw();
+  test_first_to_json();
   test_push_doc_fields();
   test_same_fields();
   test_append_missing();
