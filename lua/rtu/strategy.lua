@@ -492,7 +492,8 @@ local rests = setmetatable({}, { __mode = "k" }) -- simple form -> filter | fals
 local function rest_filter(simple)
   local f = rests[simple]
   if f == nil then
-    f = simple.rest and instantiate(simple.rest, {}) or {}
+    f = {}
+    if simple.rest then f = instantiate(simple.rest, {}) end
     rests[simple] = f
   end
   return f
@@ -695,20 +696,13 @@ local function run_hop(node, items, db, stats)
       for i = 1, #items do
         local positions = keys[i] ~= nil and idx[keys[i]]
         if positions then
-          local last = items[i].last
-          if plain then
-            local n = #positions
-            if n > limit then n = limit end
-            for j = 1, n do reach(positions[j], last) end
-          else
-            local kept = 0
-            for j = 1, #positions do
-              local p = positions[j]
-              if matches(results[p], rest) then
-                reach(p, last)
-                kept = kept + 1
-                if kept >= limit then break end
-              end
+          local last, kept = items[i].last, 0
+          for j = 1, #positions do
+            local p = positions[j]
+            if plain or matches(results[p], rest) then
+              reach(p, last)
+              kept = kept + 1
+              if kept >= limit then break end
             end
           end
         end
