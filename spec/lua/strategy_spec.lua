@@ -466,7 +466,7 @@ describe("rtu.strategy.run", function()
     assert.are.same(id_set(one), id_set(res))
   end)
 
-  it("finds nothing through a foreign key whose constants can match nothing", function()
+  it("sends the constants with the $in: a foreign key whose constants match no document finds nothing", function()
     local p = plan_of([[{"pr_a": {"outgoing": {"pr_b": {"conditions": {"c": {"condition":
       {"A": "ID", "STATUS": {"$in": ["__string__[OK]"], "$nin": ["__string__[OK]"]}}, "oneToMany": true}}}}}}]],
       [[{"sv": {"paths": [{"path": ["pr_a", "pr_b"], "identifier": {"ID": "ID"}}]}}]])
