@@ -56,6 +56,7 @@ typedef struct {
   bson_oid_t oid; /* _id of the record if this run creates it */
   int64_t fail_msg; /* message index that cannot be applied, -1 when none */
   const char *fail_cause;
+  int32_t write; /* index of its write in the run's writes, -1 when none */
 } outcome_t;
 
 struct rtu_batch_s {
@@ -228,6 +229,7 @@ static void simulate(rtu_batch_t *b, const group_t *g, const rtu_msg_t *msgs, ui
   o->last_event = -1;
   o->guard = INT64_MIN;
   o->fail_msg = -1;
+  o->write = -1;
   bool has_counter = g->s0_has_counter;
   int64_t counter = g->s0_counter;
   o->fields_from = g->first;
@@ -452,17 +454,32 @@ static void fail_at(rtu_run_result_t *res, rtu_err_t err, const rtu_msg_t *msg,
 
 /* ---- strategies --------------------------------------------------------- */
 
-/* The record as stored after the run: what the writes made of the stored one. */
+/* The record as stored after the run: what the writes made of the stored one.
+ * Its fields and metadata are those its write sets, taken from the write when
+ * there is one rather than merged and formatted a second time. */
 static void build_image(rtu_batch_t *b, const group_t *g, const outcome_t *o,
                         const rtu_msg_t *msgs, int64_t now, bson_t *img) {
   const event_t *last = &b->events[o->last_event];
-  append_merged_fields(b, g, o->fields_from, o->last_event, img);
-  append_metadata(img, &b->mapped[last->msg], &msgs[last->msg], o->state, o->counter, now);
   bson_iter_t it, seen;
+  const rtu_write_t *w = o->write >= 0 ? &b->writes[o->write] : NULL;
+  if (w && w->kind == RTU_WRITE_REPLACE) {
+    bson_concat(img, &w->update); /* fields, metadata and createdAt */
+  } else if (w && w->kind == RTU_WRITE_UPDATE && bson_iter_init_find(&it, &w->update, "$set") &&
+             BSON_ITER_HOLDS_DOCUMENT(&it)) {
+    const uint8_t *data;
+    uint32_t len;
+    bson_t set;
+    bson_iter_document(&it, &len, &data);
+    if (bson_init_static(&set, data, len)) bson_concat(img, &set);
+  } else {
+    append_merged_fields(b, g, o->fields_from, o->last_event, img);
+    append_metadata(img, &b->mapped[last->msg], &msgs[last->msg], o->state, o->counter, now);
+    if (o->recreated) BSON_APPEND_DATE_TIME(img, "createdAt", now);
+  }
   if (g->s0 && !o->recreated) {
     rtu_value_append_missing(img, g->s0);
   } else {
-    BSON_APPEND_DATE_TIME(img, "createdAt", now);
+    if (!o->recreated) BSON_APPEND_DATE_TIME(img, "createdAt", now);
     if (g->s0 && rtu_value_find(&it, g->s0, "_id")) bson_append_iter(img, "_id", 3, &it);
   }
   if (!rtu_value_find(&seen, img, "_id")) BSON_APPEND_OID(img, "_id", &o->oid);
@@ -1039,7 +1056,9 @@ rtu_err_t rtu_batch_run(rtu_batch_t *b, size_t projection, const rtu_msg_t *msgs
       if (o.last_event < 0) continue;
       bool emit;
       build_write(b, &b->groups[g], &o, msgs, &b->writes[nwrites], now, &emit);
-      if (emit) b->write_group[nwrites++] = (int32_t)g;
+      if (!emit) continue;
+      outcomes[g].write = (int32_t)nwrites;
+      b->write_group[nwrites++] = (int32_t)g;
     }
     res->writes = nwrites;
     rc = rtu_store_write(b->store, p, b->writes, nwrites, err, sizeof err);

@@ -1,7 +1,9 @@
 """End-to-end: the debezium adapter: c/r/u/d with and without the Kafka Connect
 schema envelope, tombstones and truncates skipped, a primary-key change, soft and
-hard delete."""
+hard delete, and a record hard-deleted and created again within one run (its
+pr-update carries the new record, under the stored _id)."""
 
+import json
 import os
 import sys
 
@@ -9,7 +11,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 from harness import E2ETestCase, wait_for, error_logs  # noqa: E402
 
-TOPICS = {"dbz.plain": 2, "dbz.env": 1, "dbz.hard": 1}
+TOPICS = {"dbz.plain": 2, "dbz.env": 1, "dbz.hard": 1, "dbz.again": 1, "dbz.again.pr": 1}
 T = 1_700_000_000_000
 
 MAP_TABLE = {
@@ -33,6 +35,7 @@ VALUE_SCHEMA = {"type": "struct", "optional": False, "name": "srv.inventory.acco
 SOURCE = {"connector": "postgresql", "name": "srv", "db": "inventory", "table": "accounts"}
 
 S, R = {}, {}
+CLUSTER = []
 
 
 def a(i, name, coins):
@@ -86,17 +89,37 @@ HARD = [
 ]
 
 
+# Stored first; the second stretch, produced at once (one run), deletes 1 and
+# creates it again: a replacement whose image is the new record.
+AGAIN_1 = [
+    dbz("dbz.again", 0, 1, "c", None, a(1, "first", 1), T + 1),
+    dbz("dbz.again", 0, 998, "c", None, a(998, "marker", 0), T + 2),
+]
+AGAIN_2 = [
+    dbz("dbz.again", 0, 1, "d", a(1, "first", 1), None, T + 3),
+    dbz("dbz.again", 0, 1, "c", None, a(1, "again", 5), T + 4),
+    dbz("dbz.again", 0, 999, "c", None, a(999, "marker", 0), T + 5),
+]
+
+
 @harness.report_on_error
 def setUpModule():
     c = harness.start_module(TOPICS)
+    CLUSTER.append(c)
     S["plain"] = c.scenario("plain", {"dbz.plain": "pr_acc"}, MAP_TABLE, adapter_name="debezium")
     S["env"] = c.scenario("env", {"dbz.env": "pr_acc"}, MAP_TABLE, adapter_name="debezium")
     S["hard"] = c.scenario("hard", {"dbz.hard": "pr_acc"}, MAP_TABLE, adapter_name="debezium",
                            env={"DELETE_MECHANISM": "hard"})
+    S["again"] = c.scenario(
+        "again", {"dbz.again": "pr_acc"}, MAP_TABLE, adapter_name="debezium",
+        env={"DELETE_MECHANISM": "hard", "GENERATE_KAFKA_PROJECTION_UPDATES": "true"},
+        files={"prUpdates/kafkaProjectionUpdates.json":
+               json.dumps({"pr_acc": {"updatesTopic": "dbz.again.pr"}})})
+    S["again"].env["KAFKA_PROJECTION_UPDATES_FOLDER"] = os.path.join(S["again"].dir, "prUpdates")
     plain = stream("dbz.plain", False)
     # p1 of dbz.plain: another record, on its own partition
     plain.append(dbz("dbz.plain", 1, 7, "c", None, a(7, "seven", 7), T + 1))
-    c.produce(plain + stream("dbz.env", True) + HARD)
+    c.produce(plain + stream("dbz.env", True) + HARD + AGAIN_1)
     for k, sc in S.items():
         R[k] = sc.start()
 
@@ -187,6 +210,33 @@ class HardDelete(E2ETestCase):
         self.assertEqual(sorted(d), [20, 999])
         self.assertEqual(d[20][0]["name"], "b20")
         self.assertEqual(error_logs(R["hard"]), [])
+
+
+class DeletedAndCreatedAgain(E2ETestCase):
+    @classmethod
+    def tearDownClass(cls):
+        R["again"].stop()
+
+    def test_pr_update_of_the_record_created_again(self):
+        coll = S["again"].coll("accounts")
+        wait_for(lambda: coll.find_one({"accountId": 998}), 30, "the first marker", R["again"])
+        stored_id = coll.find_one({"accountId": 1})["_id"]
+        CLUSTER[0].produce(AGAIN_2)
+        wait_for(lambda: coll.find_one({"accountId": 999}), 30, "the second marker", R["again"])
+        d = coll.find_one({"accountId": 1})
+        self.assertEqual((d["name"], d["coins"], d["_id"]), ("again", 5, stored_id))
+        updates = [json.loads(m["value"]) for m in CLUSTER[0].read_topic("dbz.again.pr")
+                   if json.loads(m["key"]) == {"accountId": 1}]
+        self.assertEqual([u["operationType"] for u in updates], ["INSERT", "UPDATE"])
+        last = updates[-1]
+        self.assertEqual(last["documentId"], str(stored_id))
+        self.assertEqual(last["before"]["name"], "first")
+        after = last["after"]
+        self.assertEqual((after["name"], after["coins"], after["accountId"]), ("again", 5, 1))
+        self.assertEqual(after["__STATE__"], "PUBLIC")
+        self.assertEqual(after["__internal__kafkaInfo"]["offset"], "3")
+        self.assertIn("createdAt", after)
+        self.assertEqual(error_logs(R["again"]), [])
 
 
 if __name__ == "__main__":
