@@ -105,9 +105,12 @@ local function map_fields(proj, record, log)
     local v = record[f.src]
     if v ~= nil then
       local cast = f.cast
-      if cast ~= nil and type(v) ~= f.keep then
-        v = cast(v, f.dst, log)
-        if v == nil then v = null end
+      if cast ~= nil then
+        local k = f.keep
+        if k == nil or type(v) ~= k then
+          v = cast(v, f.dst, log)
+          if v == nil then v = null end
+        end
       end
       out[f.dst] = v
     elseif not shared then

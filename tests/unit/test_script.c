@@ -246,6 +246,15 @@ static const char *CAST_PROBE_FMT =
     "  load_text = function() local f = load('return 40 + 2') return tostring(f and f()) end,\n"
     "  load_text_env = function() local f = load('return io, require') return type(f()) end,\n"
     "  json = function() return json.encode({a = 1}) end,\n"
+    "  types = function()\n"
+    "    local co = coroutine.create(function() end)\n"
+    "    local out = { type(nil), type(true), type(1), type(1.5), type('s'), type({}),\n"
+    "      type(type), type(co), type(null), math.type(1), math.type(1.5),\n"
+    "      tostring(math.type('1')), tostring(math.type({})) }\n"
+    "    local _, e1 = pcall(type)\n"
+    "    local _, e2 = pcall(math.type)\n"
+    "    return table.concat(out, ',') .. '|' .. e1 .. '|' .. e2\n"
+    "  end,\n"
     "  deep_recursion = function()\n"
     "    local function f(n) return 1 + f(n + 1) end\n"
     "    local ok, e = pcall(f, 1)\n"
@@ -798,6 +807,11 @@ static void test_sandbox(rtu_script_t *s) {
   probe(s, "load_text", "42");
   probe(s, "load_text_env", "nil");
   probe(s, "json", "{\"a\":1}");
+  /* type() and math.type() are rtu's (script.c): what stock Lua 5.4 answers */
+  probe(s, "types",
+        "nil,boolean,number,number,string,table,function,thread,userdata,integer,float,nil,nil"
+        "|bad argument #1 to 'type' (value expected)"
+        "|bad argument #1 to 'math.type' (value expected)");
   probe(s, "c_stack", "overflow");
   probe(s, "string_mt_index", "X");
   probe(s, "G_escape", "truenilnilnil");
