@@ -106,9 +106,19 @@ local function object_keys(t)
   return keys
 end
 
+-- "s<length>:", the head of a string's encoding, by length: formatting the length
+-- (a call of snprintf) was most of encoding a string.
+local string_heads = {}
+for n = 0, 255 do string_heads[n] = "s" .. n .. ":" end
+
+local function string_head(s)
+  local n = #s
+  return string_heads[n] or ("s" .. n .. ":")
+end
+
 local function canonical(v)
   local t = type(v)
-  if t == "string" then return "s" .. #v .. ":" .. v end
+  if t == "string" then return string_head(v) .. v end
   if t == "number" then
     local i = math.tointeger(v)
     if i then return "n" .. i end
@@ -511,11 +521,11 @@ end
 
 -- The lookup filter of a hop for items, and what each item asks per condition:
 -- simple[ci][i] the vkey of its A_f value for a condition in simple form,
--- per_item[i][ci] its own filter for any other; nil when it asks nothing.
+-- per_item[i][ci] its own filter for any other; nil when it asks nothing
+-- (per_item[i] nil when it asks nothing of any).
 local function build_filter(hop, items)
   local parts, seen = {}, {}
   local per_item, simple = {}, {}
-  for i = 1, #items do per_item[i] = {} end
   local everything = false
   local function add(f)
     if next(f) == nil then everything = true; return end
@@ -548,7 +558,13 @@ local function build_filter(hop, items)
       for i, it in ipairs(items) do
         local f = instantiate(c.node, it.doc)
         if f then
-          per_item[i][ci] = f
+          -- made here only: a hop of simple conditions has no per-item filters
+          local own = per_item[i]
+          if not own then
+            own = {}
+            per_item[i] = own
+          end
+          own[ci] = f
           add(f)
         end
       end
@@ -709,7 +725,7 @@ local function run_hop(node, items, db, stats)
       end
     else
       for i = 1, #items do
-        local f = per_item[i][ci]
+        local f = per_item[i] and per_item[i][ci]
         if f then
           local last = items[i].last
           for _, p in ipairs(attribute(results, index_of, f, limit)) do reach(p, last) end
@@ -1042,18 +1058,22 @@ local function debug(log, msg, fields)
   if log and log.debug then log.debug(msg, fields) end
 end
 
-local function field_identifiers(id, doc, log)
-  local out = {}
+-- The identifier of doc for a fields identifier, nil (logged at debug) when doc
+-- lacks one of the fields.
+local function field_identifier(id, doc, log)
+  local out
   for _, f in ipairs(id.fields) do
     local v = get(doc, f.field)
     if v == nil or v == null then
       debug(log, "low-code identifier skipped: base document has no " .. f.field,
         { field = f.field })
-      return {}
+      return nil
     end
-    out[f.key] = v
+    -- made by a constructor, sized for its first key: growing an empty table
+    -- rehashes it
+    if out then out[f.key] = v else out = { [f.key] = v } end
   end
-  return { out }
+  return out
 end
 
 -- The custom function with its result checked inside the call, so that a bad
@@ -1077,13 +1097,9 @@ local function checked(id)
   end
 end
 
--- The identifier lists of the documents of items, one per item, in order.
-local function identifiers(id, items, db, log, stats)
-  local out = {}
-  if id.kind == "fields" then
-    for i, it in ipairs(items) do out[i] = field_identifiers(id, it.doc, log) end
-    return out
-  end
+-- The identifier lists of the documents of items for a custom identifier, one per
+-- item, in order.
+local function custom_identifiers(id, items, db, log, stats)
   if type(id.fn) ~= "function" then
     error("custom identifier function '" .. id.name .. "' is not loaded", 0)
   end
@@ -1115,7 +1131,12 @@ local function key_maker(t)
     local head = t.view .. "\0" .. heads[1]
     if #names == 1 then
       local k = names[1]
-      make = function(ident) return head .. canonical(ident[k]) .. "}" end
+      make = function(ident)
+        local v = ident[k]
+        -- a string (most keys) in one concatenation, not through its own encoding
+        if type(v) == "string" then return head .. string_head(v) .. v .. "}" end
+        return head .. canonical(v) .. "}"
+      end
     else
       make = function(ident)
         local out = { head, canonical(ident[names[1]]) }
@@ -1168,24 +1189,32 @@ function M.run(plan, projection, docs, db, log, view)
     for i, d in ipairs(docs) do
       if d.doc ~= nil then items[#items + 1] = { doc = d.doc, last = i } end
     end
+    local function add(t, key_of, ident, last)
+      local key = key_of(ident)
+      local r = by_key[key]
+      if not r then
+        r = { type = t.view, identifier = ident, last = last }
+        keys[#results + 1] = key
+        by_key[key] = r
+        results[#results + 1] = r
+      elseif last > r.last then
+        r.last = last
+      end
+    end
     local function walk(node, its)
       if #its == 0 then return end
       for _, t in ipairs(node.terminals) do
         if view == nil or t.view == view then
-          local lists = identifiers(t.identifier, its, db, log, stats)
-          local key_of = key_maker(t)
-          for i, it in ipairs(its) do
-            for _, ident in ipairs(lists[i]) do
-              local key = key_of(ident)
-              local r = by_key[key]
-              if not r then
-                r = { type = t.view, identifier = ident, last = it.last }
-                keys[#results + 1] = key
-                by_key[key] = r
-                results[#results + 1] = r
-              elseif it.last > r.last then
-                r.last = it.last
-              end
+          local id, key_of = t.identifier, key_maker(t)
+          if id.kind == "fields" then
+            for _, it in ipairs(its) do
+              local ident = field_identifier(id, it.doc, log)
+              if ident then add(t, key_of, ident, it.last) end
+            end
+          else
+            local lists = custom_identifiers(id, its, db, log, stats)
+            for i, it in ipairs(its) do
+              for _, ident in ipairs(lists[i]) do add(t, key_of, ident, it.last) end
             end
           end
         end

@@ -209,6 +209,13 @@ describe("rtu.strategy.canonical", function()
     assert.are_not.equal(c(value.array({ 1, 2 })), c(value.array({ 2, 1 })))
     assert.are.equal(c(math.maxinteger), "n" .. math.maxinteger)
   end)
+
+  it("heads a string with its length, however long", function()
+    for _, n in ipairs({ 0, 1, 9, 10, 255, 256, 1000 }) do
+      local s = string.rep("x", n)
+      assert.are.equal("s" .. n .. ":" .. s, strategy.canonical(s))
+    end
+  end)
 end)
 
 describe("rtu.strategy.run", function()
@@ -276,6 +283,20 @@ describe("rtu.strategy.run", function()
     assert.are.equal("o2", res2[1].origin) -- u1 reached from d1 (o1) and d2 (o2)
     assert.are.equal("o2", res2[2].origin) -- u2 only from d2
     assert.are.equal(3, #db.calls + 0 - 3) -- three hops per run
+  end)
+
+  it("returns as keys the canonical encodings of identifiers of any value and any fields", function()
+    local p = plan_of([[{}]], [[{"sv_one": {"paths": [{"path": ["pr_a"], "identifier": {"ID": "A"}}]},
+      "sv_two": {"paths": [{"path": ["pr_a"], "identifier": {"K2": "B", "K1": "A"}}]}}]])
+    local vals = { "", "x", string.rep("y", 255), string.rep("z", 256), "s1:", 7, 7.5, true,
+      value.date(5), value.array({ "a", 1 }), { k = "v" } }
+    local list = {}
+    for i, v in ipairs(vals) do list[i] = { A = v, B = vals[#vals + 1 - i] } end
+    local res, _, keys = strategy.run(p, "pr_a", docs_of(list), fake_db())
+    assert.are.equal(2 * #vals, #res)
+    for i, r in ipairs(res) do
+      assert.are.equal(r.type .. "\0" .. strategy.canonical(r.identifier), keys[i])
+    end
   end)
 
   it("lets the latest origin win even when it found the identifier after an earlier one", function()
