@@ -429,6 +429,13 @@ end
 
 local NONE = {}
 
+-- The positions an index (see result_index) files under key, as a list.
+local function positions_at(idx, key)
+  local list = idx[key]
+  if type(list) == "number" then return { list } end
+  return list or NONE
+end
+
 -- The positions found in any of `lists`, ascending, each once.
 local function union(lists)
   local set, out = {}, {}
@@ -457,10 +464,10 @@ local function candidates(f, index_of)
         local idx = index_of(k)
         local list
         if #vals == 1 then
-          list = idx[vkey(vals[1])] or NONE
+          list = positions_at(idx, vkey(vals[1]))
         else
           local lists = {}
-          for i, x in ipairs(vals) do lists[i] = idx[vkey(x)] or NONE end
+          for i, x in ipairs(vals) do lists[i] = positions_at(idx, vkey(x)) end
           list = union(lists)
         end
         if not best or #list < #best then best = list end
@@ -595,25 +602,44 @@ local function attribute(results, index_of, f, limit)
   return out
 end
 
--- index_of(field) -> {vkey(value) -> ascending positions of `results` whose field
--- equals it or, for an array field, holds it}; built on first use per field.
+-- index_of(field) -> {vkey(value) -> the ascending positions of `results` whose
+-- field equals it or, for an array field, holds it: one position as a number,
+-- several as a list}; built on first use per field. A table per result was most
+-- of building an index whose values are keys (each found once).
 local function result_index(results)
   local indexes = {}
   return function(field)
     local idx = indexes[field]
     if idx then return idx end
     idx = {}
-    local function put(key, p)
-      local list = idx[key]
-      if not list then idx[key] = { p }
-      elseif list[#list] ~= p then list[#list + 1] = p end
-    end
-    for p, r in ipairs(results) do
-      local v = get(r, field)
+    local plain = not field:find(".", 1, true)
+    for p = 1, #results do
+      local r = results[p]
+      local v
+      if plain and type(r) == "table" then v = r[field] else v = get(r, field) end
       if v ~= nil then
-        put(vkey(v), p)
+        local key = type(v) == "string" and v or vkey(v)
+        local at = idx[key]
+        if at == nil then
+          idx[key] = p
+        elseif type(at) == "number" then
+          idx[key] = { at, p }
+        else
+          at[#at + 1] = p
+        end
         if type(v) == "table" and is_list(v) then
-          for _, e in ipairs(v) do put(vkey(e), p) end
+          for _, e in ipairs(v) do
+            -- an element equal to the field or to an earlier element: p is filed
+            key = vkey(e)
+            at = idx[key]
+            if at == nil then
+              idx[key] = p
+            elseif type(at) == "number" then
+              if at ~= p then idx[key] = { at, p } end
+            elseif at[#at] ~= p then
+              at[#at + 1] = p
+            end
+          end
         end
       end
     end
@@ -688,16 +714,9 @@ local function run_hop(node, items, db, stats)
 
   -- Condition by condition, so that what is the same for every item (its index,
   -- its constant part, its limit) is looked up once; the order does not matter:
-  -- each result reached keeps the latest item that reaches it.
-  local reached = {}
-  local function reach(p, last)
-    local r = reached[p]
-    if not r then
-      reached[p] = { doc = results[p], last = last }
-    elseif last > r.last then
-      r.last = last
-    end
-  end
+  -- each result reached keeps the latest item that reaches it (lasts[p]).
+  local lasts = {}
+  local one = {} -- a single position of the index, as a list without a table each
   for ci, c in ipairs(hop.conditions) do
     local limit = c.one_to_many and math.huge or 1
     local keys = simple[ci]
@@ -710,13 +729,19 @@ local function run_hop(node, items, db, stats)
       local rest = rest_filter(c.simple)
       local plain = next(rest) == nil
       for i = 1, #items do
-        local positions = keys[i] ~= nil and idx[keys[i]]
+        local key = keys[i]
+        local positions = key ~= nil and idx[key]
         if positions then
+          if type(positions) == "number" then
+            one[1] = positions
+            positions = one
+          end
           local last, kept = items[i].last, 0
           for j = 1, #positions do
             local p = positions[j]
             if plain or matches(results[p], rest) then
-              reach(p, last)
+              local l = lasts[p]
+              if not l or last > l then lasts[p] = last end
               kept = kept + 1
               if kept >= limit then break end
             end
@@ -728,14 +753,18 @@ local function run_hop(node, items, db, stats)
         local f = per_item[i] and per_item[i][ci]
         if f then
           local last = items[i].last
-          for _, p in ipairs(attribute(results, index_of, f, limit)) do reach(p, last) end
+          for _, p in ipairs(attribute(results, index_of, f, limit)) do
+            local l = lasts[p]
+            if not l or last > l then lasts[p] = last end
+          end
         end
       end
     end
   end
   local next_items = {}
   for p = 1, #results do
-    if reached[p] then next_items[#next_items + 1] = reached[p] end
+    local last = lasts[p]
+    if last then next_items[#next_items + 1] = { doc = results[p], last = last } end
   end
   stats.documents = stats.documents + #next_items
   return next_items

@@ -139,6 +139,20 @@ describe("rtu.strategy.call_batched", function()
     assert.are.same({ { 1, 5 }, { 1, 2 }, {}, { 5 } }, res)
   end)
 
+  it("gives a document once to a filter naming an element its array field holds twice", function()
+    local db = fake_db({ tags = {
+      { ID = 1, TAGS = value.array({ "a", "a" }) }, { ID = 2, TAGS = value.array({ "b", "a", "b" }) },
+      { ID = 3, TAGS = "a" }, { ID = 4, TAGS = value.array({ "a", "a" }) },
+    } })
+    local res = strategy.call_batched(function(doc, bdb)
+      local ids = {}
+      for _, o in ipairs(bdb:find("tags", { TAGS = doc.tag })) do ids[#ids + 1] = o.ID end
+      return ids
+    end, { { tag = "a" }, { tag = "b" } }, db)
+    assert.are.equal(1, #db.calls)
+    assert.are.same({ { 1, 2, 3, 4 }, { 2 } }, res)
+  end)
+
   it("asks duplicate filters once and gives each caller its own copy", function()
     local res, db = both(function(doc, db)
       local o = db:findOne("orders", { ID_ORDER = 1 })

@@ -299,6 +299,22 @@ describe("rtu.strategy.run", function()
     end
   end)
 
+  it("attributes the results of a condition on a dotted target field through embedded objects", function()
+    local p = plan_of([[{"pr_a": {"outgoing": {"pr_b": {"conditions": {"c":
+      {"condition": {"REF.ID": "A_ID"}, "oneToMany": true}}}}}}]],
+      [[{"sv": {"paths": [{"path": ["pr_a", "pr_b"], "identifier": {"ID": "ID"}}]}}]])
+    -- what the server finds for {REF.ID: {$in: ["x", "y"]}}
+    local db = { find = function()
+      return { { ID = 1, REF = { ID = "x" } }, { ID = 2, REF = { ID = "y" } }, { ID = 4, REF = { ID = "x" } } }
+    end }
+    local res = strategy.run(p, "pr_a", docs_of({ { A_ID = "x" }, { A_ID = "y" } }), db)
+    assert.are.same({
+      { type = "sv", identifier = { ID = 1 }, origin = "o1" },
+      { type = "sv", identifier = { ID = 2 }, origin = "o2" },
+      { type = "sv", identifier = { ID = 4 }, origin = "o1" },
+    }, res)
+  end)
+
   it("lets the latest origin win even when it found the identifier after an earlier one", function()
     local p = plan_of([[{"pr_orders": {"outgoing": {"pr_registry": {"conditions": {"c":
       {"condition": {"ID_USER": "ID_USER_ORDER"}}}}}}}]], [[{"sv_customers": {"paths": [
