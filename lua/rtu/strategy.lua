@@ -526,11 +526,11 @@ local function simple_part(simple, vals, rest)
   return part
 end
 
--- The lookup filter of a hop for items, and what each item asks per condition:
--- simple[ci][i] the vkey of its A_f value for a condition in simple form,
--- per_item[i][ci] its own filter for any other; nil when it asks nothing
+-- The lookup filter of a hop for the documents docs, and what each asks per
+-- condition: simple[ci][i] the vkey of its A_f value for a condition in simple
+-- form, per_item[i][ci] its own filter for any other; nil when it asks nothing
 -- (per_item[i] nil when it asks nothing of any).
-local function build_filter(hop, items)
+local function build_filter(hop, docs)
   local parts, seen = {}, {}
   local per_item, simple = {}, {}
   local everything = false
@@ -547,10 +547,11 @@ local function build_filter(hop, items)
     if rest then
       local vals, vseen, keys = {}, {}, {}
       simple[ci] = keys
-      for i, it in ipairs(items) do
-        local v = get(it.doc, c.simple.src)
+      local src = c.simple.src
+      for i = 1, #docs do
+        local v = get(docs[i], src)
         if v ~= nil and v ~= null then
-          local key = vkey(v)
+          local key = type(v) == "string" and v or vkey(v)
           keys[i] = key
           if not vseen[key] then
             vseen[key] = true
@@ -562,8 +563,8 @@ local function build_filter(hop, items)
       -- two conditions alike would only ask the same twice
       if #vals > 0 then parts[#parts + 1] = simple_part(c.simple, vals, rest) end
     elseif not c.simple then
-      for i, it in ipairs(items) do
-        local f = instantiate(c.node, it.doc)
+      for i = 1, #docs do
+        local f = instantiate(c.node, docs[i])
         if f then
           -- made here only: a hop of simple conditions has no per-item filters
           local own = per_item[i]
@@ -702,10 +703,12 @@ local function projection_of(node)
   return proj
 end
 
-local function run_hop(node, items, db, stats)
+-- The documents one hop reaches from docs, each with the latest of the lasts of
+-- the documents that reach it: next_docs, next_lasts (in the db's order).
+local function run_hop(node, docs, lasts, db, stats)
   local hop = node.hop
-  local filter, per_item, simple = build_filter(hop, items)
-  if not filter then return {} end
+  local filter, per_item, simple = build_filter(hop, docs)
+  if not filter then return {}, {} end
   stats.queries = stats.queries + 1
   local proj = projection_of(node)
   local results = db:find(hop.collection, filter, proj and { projection = proj } or nil) or {}
@@ -714,8 +717,8 @@ local function run_hop(node, items, db, stats)
 
   -- Condition by condition, so that what is the same for every item (its index,
   -- its constant part, its limit) is looked up once; the order does not matter:
-  -- each result reached keeps the latest item that reaches it (lasts[p]).
-  local lasts = {}
+  -- each result reached keeps the latest item that reaches it (reached[p]).
+  local reached = {}
   local one = {} -- a single position of the index, as a list without a table each
   for ci, c in ipairs(hop.conditions) do
     local limit = c.one_to_many and math.huge or 1
@@ -728,7 +731,7 @@ local function run_hop(node, items, db, stats)
       local idx = index_of(c.simple.field)
       local rest = rest_filter(c.simple)
       local plain = next(rest) == nil
-      for i = 1, #items do
+      for i = 1, #docs do
         local key = keys[i]
         local positions = key ~= nil and idx[key]
         if positions then
@@ -736,12 +739,12 @@ local function run_hop(node, items, db, stats)
             one[1] = positions
             positions = one
           end
-          local last, kept = items[i].last, 0
+          local last, kept = lasts[i], 0
           for j = 1, #positions do
             local p = positions[j]
             if plain or matches(results[p], rest) then
-              local l = lasts[p]
-              if not l or last > l then lasts[p] = last end
+              local l = reached[p]
+              if not l or last > l then reached[p] = last end
               kept = kept + 1
               if kept >= limit then break end
             end
@@ -749,25 +752,29 @@ local function run_hop(node, items, db, stats)
         end
       end
     else
-      for i = 1, #items do
+      for i = 1, #docs do
         local f = per_item[i] and per_item[i][ci]
         if f then
-          local last = items[i].last
+          local last = lasts[i]
           for _, p in ipairs(attribute(results, index_of, f, limit)) do
-            local l = lasts[p]
-            if not l or last > l then lasts[p] = last end
+            local l = reached[p]
+            if not l or last > l then reached[p] = last end
           end
         end
       end
     end
   end
-  local next_items = {}
+  local next_docs, next_lasts, n = {}, {}, 0
   for p = 1, #results do
-    local last = lasts[p]
-    if last then next_items[#next_items + 1] = { doc = results[p], last = last } end
+    local last = reached[p]
+    if last then
+      n = n + 1
+      next_docs[n] = results[p]
+      next_lasts[n] = last
+    end
   end
-  stats.documents = stats.documents + #next_items
-  return next_items
+  stats.documents = stats.documents + n
+  return next_docs, next_lasts
 end
 
 ---------------------------------------------------------------------------------
@@ -1126,15 +1133,12 @@ local function checked(id)
   end
 end
 
--- The identifier lists of the documents of items for a custom identifier, one per
--- item, in order.
-local function custom_identifiers(id, items, db, log, stats)
+-- The identifier lists of docs for a custom identifier, one per document, in order.
+local function custom_identifiers(id, docs, db, log, stats)
   if type(id.fn) ~= "function" then
     error("custom identifier function '" .. id.name .. "' is not loaded", 0)
   end
-  stats.custom_calls = stats.custom_calls + #items
-  local docs = {}
-  for i, it in ipairs(items) do docs[i] = it.doc end
+  stats.custom_calls = stats.custom_calls + #docs
   return M.call_batched(checked(id), docs, db, log, stats)
 end
 
@@ -1214,9 +1218,14 @@ function M.run(plan, projection, docs, db, log, view)
   local results, by_key, keys = {}, {}, {}
   local root = plan.routes[projection]
   if root and (view == nil or root.views[view]) then
-    local items = {}
+    -- the walk's documents, each with the position in docs of the latest changed
+    -- document that leads to it (last): two arrays, not a table a document
+    local root_docs, root_lasts = {}, {}
     for i, d in ipairs(docs) do
-      if d.doc ~= nil then items[#items + 1] = { doc = d.doc, last = i } end
+      if d.doc ~= nil then
+        root_docs[#root_docs + 1] = d.doc
+        root_lasts[#root_lasts + 1] = i
+      end
     end
     local function add(t, key_of, ident, last)
       local key = key_of(ident)
@@ -1230,31 +1239,31 @@ function M.run(plan, projection, docs, db, log, view)
         r.last = last
       end
     end
-    local function walk(node, its)
-      if #its == 0 then return end
+    local function walk(node, ds, ls)
+      if #ds == 0 then return end
       for _, t in ipairs(node.terminals) do
         if view == nil or t.view == view then
           local id, key_of = t.identifier, key_maker(t)
           if id.kind == "fields" then
-            for _, it in ipairs(its) do
-              local ident = field_identifier(id, it.doc, log)
-              if ident then add(t, key_of, ident, it.last) end
+            for i = 1, #ds do
+              local ident = field_identifier(id, ds[i], log)
+              if ident then add(t, key_of, ident, ls[i]) end
             end
           else
-            local lists = custom_identifiers(id, its, db, log, stats)
-            for i, it in ipairs(its) do
-              for _, ident in ipairs(lists[i]) do add(t, key_of, ident, it.last) end
+            local lists = custom_identifiers(id, ds, db, log, stats)
+            for i = 1, #ds do
+              for _, ident in ipairs(lists[i]) do add(t, key_of, ident, ls[i]) end
             end
           end
         end
       end
       for _, child in ipairs(node.children) do
         if view == nil or child.views[view] then
-          walk(child, run_hop(child, its, db, stats))
+          walk(child, run_hop(child, ds, ls, db, stats))
         end
       end
     end
-    walk(root, items)
+    walk(root, root_docs, root_lasts)
   end
   -- In discovery order; the origin is the latest document: applying them one by
   -- one, the last that leads to a single view is the one its change ends up naming.
