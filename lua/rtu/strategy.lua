@@ -1094,6 +1094,10 @@ local function debug(log, msg, fields)
   if log and log.debug then log.debug(msg, fields) end
 end
 
+local function skipped(log, field)
+  debug(log, "low-code identifier skipped: base document has no " .. field, { field = field })
+end
+
 -- The identifier of doc for a fields identifier, nil (logged at debug) when doc
 -- lacks one of the fields.
 local function field_identifier(id, doc, log)
@@ -1101,8 +1105,7 @@ local function field_identifier(id, doc, log)
   for _, f in ipairs(id.fields) do
     local v = get(doc, f.field)
     if v == nil or v == null then
-      debug(log, "low-code identifier skipped: base document has no " .. f.field,
-        { field = f.field })
+      skipped(log, f.field)
       return nil
     end
     -- made by a constructor, sized for its first key: growing an empty table
@@ -1148,7 +1151,7 @@ local key_makers = setmetatable({}, { __mode = "k" }) -- terminal -> function
 -- the terminal's identifiers. For a fields identifier the keys are known, so the
 -- encoding of each key (in canonical()'s order) is built once per terminal and only
 -- the values are encoded per identifier: encoding whole identifiers was the first
--- cost of the walk.
+-- cost of the walk. (A one-field identifier does not come here: see run.)
 local function key_maker(t)
   local make = key_makers[t]
   if make then return make end
@@ -1162,24 +1165,14 @@ local function key_maker(t)
     local heads = {}
     for i, k in ipairs(names) do heads[i] = (i == 1 and "{" or ",") .. canonical(k) .. "=" end
     local head = t.view .. "\0" .. heads[1]
-    if #names == 1 then
-      local k = names[1]
-      make = function(ident)
-        local v = ident[k]
-        -- a string (most keys) in one concatenation, not through its own encoding
-        if type(v) == "string" then return head .. string_head(v) .. v .. "}" end
-        return head .. canonical(v) .. "}"
+    make = function(ident)
+      local out = { head, canonical(ident[names[1]]) }
+      for i = 2, #names do
+        out[#out + 1] = heads[i]
+        out[#out + 1] = canonical(ident[names[i]])
       end
-    else
-      make = function(ident)
-        local out = { head, canonical(ident[names[1]]) }
-        for i = 2, #names do
-          out[#out + 1] = heads[i]
-          out[#out + 1] = canonical(ident[names[i]])
-        end
-        out[#out + 1] = "}"
-        return table.concat(out)
-      end
+      out[#out + 1] = "}"
+      return table.concat(out)
     end
   end
   key_makers[t] = make
@@ -1227,8 +1220,7 @@ function M.run(plan, projection, docs, db, log, view)
         root_lasts[#root_lasts + 1] = i
       end
     end
-    local function add(t, key_of, ident, last)
-      local key = key_of(ident)
+    local function add(t, key, ident, last)
       local r = by_key[key]
       if not r then
         r = { type = t.view, identifier = ident, last = last }
@@ -1239,20 +1231,51 @@ function M.run(plan, projection, docs, db, log, view)
         r.last = last
       end
     end
+    -- A one-field identifier (the common one): its key is made from the value
+    -- (a string in one concatenation), and the identifier only for a new key.
+    local function add_one_field(t, ds, ls)
+      local f = t.identifier.fields[1]
+      local field, name = f.field, f.key
+      local head = t.view .. "\0{" .. canonical(name) .. "=" -- canonical({[name] = v})'s
+      for i = 1, #ds do
+        local v = get(ds[i], field)
+        if v == nil or v == null then
+          skipped(log, field)
+        else
+          local key
+          if type(v) == "string" then
+            key = head .. (string_heads[#v] or string_head(v)) .. v .. "}"
+          else
+            key = head .. canonical(v) .. "}"
+          end
+          local last = ls[i]
+          local r = by_key[key]
+          if not r then
+            add(t, key, { [name] = v }, last)
+          elseif last > r.last then
+            r.last = last
+          end
+        end
+      end
+    end
     local function walk(node, ds, ls)
       if #ds == 0 then return end
       for _, t in ipairs(node.terminals) do
         if view == nil or t.view == view then
-          local id, key_of = t.identifier, key_maker(t)
-          if id.kind == "fields" then
+          local id = t.identifier
+          if id.kind == "fields" and #id.fields == 1 then
+            add_one_field(t, ds, ls)
+          elseif id.kind == "fields" then
+            local key_of = key_maker(t)
             for i = 1, #ds do
               local ident = field_identifier(id, ds[i], log)
-              if ident then add(t, key_of, ident, ls[i]) end
+              if ident then add(t, key_of(ident), ident, ls[i]) end
             end
           else
+            local key_of = key_maker(t)
             local lists = custom_identifiers(id, ds, db, log, stats)
             for i = 1, #ds do
-              for _, ident in ipairs(lists[i]) do add(t, key_of, ident, ls[i]) end
+              for _, ident in ipairs(lists[i]) do add(t, key_of(ident), ident, ls[i]) end
             end
           end
         end
