@@ -263,6 +263,8 @@ end
 
 local function field_match(doc, field, cond)
   local dv = get(doc, field)
+  -- eq_match's first answer for a scalar found equal, the most common case
+  if dv == cond and type(cond) ~= "table" then return true end
   if not is_opobj(cond) then return eq_match(dv, cond) end
   for op, arg in pairs(cond) do
     local ok
@@ -456,26 +458,37 @@ end
 -- every result is a candidate. Of several pinned fields the one with the fewest
 -- candidates is used: a field every result shares (__STATE__) would pick them all.
 local function candidates(f, index_of)
-  local best
+  local best, best_n -- as the index files them (a position or a list), and how many
   for k, v in pairs(f) do
     if type(k) == "string" and k:sub(1, 1) ~= "$" then
-      local vals = pinned(v)
-      if vals then
-        local idx = index_of(k)
-        local list
-        if #vals == 1 then
-          list = positions_at(idx, vkey(vals[1]))
-        else
-          local lists = {}
-          for i, x in ipairs(vals) do lists[i] = positions_at(idx, vkey(x)) end
-          list = union(lists)
+      local list
+      if type(v) ~= "table" then
+        -- what pinned() gives a scalar, without its list: the most common filter
+        if v ~= null then list = index_of(k)[vkey(v)] or NONE end
+      else
+        local vals = pinned(v)
+        if vals then
+          local idx = index_of(k)
+          if #vals == 1 then
+            list = positions_at(idx, vkey(vals[1]))
+          else
+            local lists = {}
+            for i, x in ipairs(vals) do lists[i] = positions_at(idx, vkey(x)) end
+            list = union(lists)
+          end
         end
-        if not best or #list < #best then best = list end
-        if #best == 0 then return best end
+      end
+      if list then
+        local n = type(list) == "number" and 1 or #list
+        if not best or n < best_n then best, best_n = list, n end
+        if best_n == 0 then return best end
       end
     end
   end
-  if best then return best end
+  if best then
+    if type(best) == "number" then return { best } end
+    return best
+  end
   if f["$and"] then
     for _, sub in ipairs(f["$and"]) do
       local c = candidates(sub, index_of)

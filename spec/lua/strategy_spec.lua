@@ -199,6 +199,15 @@ describe("rtu.strategy.matches", function()
   end)
 end)
 
+describe("rtu.strategy.matches, a document holding the filter's own operator object", function()
+  it("judges it by the operators, not by identity", function()
+    local op = { ["$exists"] = false }
+    assert.is_false(strategy.matches({ V = op }, { V = op }))
+    assert.is_true(strategy.matches({ V = null }, { V = null }))
+    assert.is_true(strategy.matches({}, { V = null }))
+  end)
+end)
+
 describe("rtu.strategy.canonical", function()
   it("is equal for values MongoDB finds equal and different otherwise", function()
     local c = strategy.canonical
