@@ -365,6 +365,8 @@ local function instantiate_field(node, doc)
 end
 
 local function instantiate_and(node, doc)
+  -- one condition (every branch of a JSON $or is one): its filter as it is
+  if #node.list == 1 then return instantiate(node.list[1], doc) end
   local parts = {}
   for _, sub in ipairs(node.list) do
     local f = instantiate(sub, doc)
@@ -383,17 +385,40 @@ local function instantiate_and(node, doc)
   return merged
 end
 
+local distinct_ors = setmetatable({}, { __mode = "k" }) -- or node -> bool
+
+-- Whether the branches of an or node are single fields, each its own: their
+-- filters ({field: ...}) can never be equal, so need no de-duplication.
+local function distinct_branches(node)
+  local d = distinct_ors[node]
+  if d ~= nil then return d end
+  d = true
+  local fields = {}
+  for _, sub in ipairs(node.list) do
+    while sub.k == "and" and #sub.list == 1 do sub = sub.list[1] end
+    if sub.k ~= "field" or fields[sub.field] then
+      d = false
+      break
+    end
+    fields[sub.field] = true
+  end
+  distinct_ors[node] = d
+  return d
+end
+
 local function instantiate_or(node, doc)
-  local parts, seen = {}, {}
+  local parts = {}
+  -- encoding each branch's filter to compare them was most of a filter's cost
+  local seen = not distinct_branches(node) and {}
   for _, sub in ipairs(node.list) do
     local f = instantiate(sub, doc)
     if f ~= false then
       if next(f) == nil then return {} end
-      local key = canonical(f)
-      if not seen[key] then
-        seen[key] = true
-        parts[#parts + 1] = f
+      if seen then
+        local key = canonical(f)
+        if seen[key] then f = false else seen[key] = true end
       end
+      if f then parts[#parts + 1] = f end
     end
   end
   if #parts == 0 then return false end

@@ -324,6 +324,24 @@ describe("rtu.strategy.run", function()
     }, res)
   end)
 
+  it("asks each distinct branch of an $or once, however the branches are made", function()
+    local function node_of(cond)
+      local p = plan_of([[{"pr_a": {"outgoing": {"pr_b": {"conditions": {"c": {"condition": ]] .. cond
+        .. [[}}}}}}]], [[{"sv": {"paths": [{"path": ["pr_a", "pr_b"], "identifier": {"ID": "ID"}}]}}]])
+      return p.hops.pr_a.pr_b.conditions[1].node
+    end
+    local same = node_of([[{"$or": [{"ID": "A"}, {"ID": "B"}]}]])
+    assert.are.same({ ID = 1 }, strategy.instantiate(same, { A = 1, B = 1.0 }))
+    assert.are.same({ ["$or"] = { { ID = 1 }, { ID = 2 } } }, strategy.instantiate(same, { A = 1, B = 2 }))
+    local pairs_of = node_of([[{"$or": [{"ID": "A", "K": "B"}, {"K": "B", "ID": "A"}, {"ID": "B"}]}]])
+    assert.are.same({ ["$or"] = { { ID = 1, K = 2 }, { ID = 2 } } },
+      strategy.instantiate(pairs_of, { A = 1, B = 2 }))
+    local apart = node_of([[{"$or": [{"ID": "A"}, {"ID2": "A"}, {"ID": "B"}]}]])
+    assert.are.same({ ["$or"] = { { ID = 1 }, { ID2 = 1 } } }, strategy.instantiate(apart, { A = 1, B = 1 }))
+    assert.are.same({ ["$or"] = { { ID = "x" }, { ID2 = "x" } } }, strategy.instantiate(node_of(
+      [[{"$or": [{"ID": "A"}, {"ID2": "A"}]}]]), { A = "x" }))
+  end)
+
   it("lets the latest origin win even when it found the identifier after an earlier one", function()
     local p = plan_of([[{"pr_orders": {"outgoing": {"pr_registry": {"conditions": {"c":
       {"condition": {"ID_USER": "ID_USER_ORDER"}}}}}}}]], [[{"sv_customers": {"paths": [
