@@ -641,10 +641,23 @@ local function attribute(results, index_of, f, limit)
   return out
 end
 
+-- Files position p under key in idx (see result_index), once: p is the latest
+-- position filed, if any, when an array holds an element twice.
+local function file_at(idx, key, p)
+  local at = idx[key]
+  if at == nil then
+    idx[key] = p
+  elseif type(at) == "number" then
+    if at ~= p then idx[key] = { at, p } end
+  elseif at[#at] ~= p then
+    at[#at + 1] = p
+  end
+end
+
 -- index_of(field) -> {vkey(value) -> the ascending positions of `results` whose
 -- field equals it or, for an array field, holds it: one position as a number,
--- several as a list}; built on first use per field. A table per result was most
--- of building an index whose values are keys (each found once).
+-- several as a list}; built on first use per field. A one-element list a value
+-- was most of building an index of keys, most of them found once.
 local function result_index(results)
   local indexes = {}
   return function(field)
@@ -657,28 +670,9 @@ local function result_index(results)
       local v
       if plain and type(r) == "table" then v = r[field] else v = get(r, field) end
       if v ~= nil then
-        local key = type(v) == "string" and v or vkey(v)
-        local at = idx[key]
-        if at == nil then
-          idx[key] = p
-        elseif type(at) == "number" then
-          idx[key] = { at, p }
-        else
-          at[#at + 1] = p
-        end
+        file_at(idx, type(v) == "string" and v or vkey(v), p)
         if type(v) == "table" and is_list(v) then
-          for _, e in ipairs(v) do
-            -- an element equal to the field or to an earlier element: p is filed
-            key = vkey(e)
-            at = idx[key]
-            if at == nil then
-              idx[key] = p
-            elseif type(at) == "number" then
-              if at ~= p then idx[key] = { at, p } end
-            elseif at[#at] ~= p then
-              at[#at + 1] = p
-            end
-          end
+          for _, e in ipairs(v) do file_at(idx, vkey(e), p) end
         end
       end
     end
@@ -1258,13 +1252,16 @@ function M.run(plan, projection, docs, db, log, view)
         root_lasts[#root_lasts + 1] = i
       end
     end
+    local function new_result(t, key, ident, last)
+      local r = { type = t.view, identifier = ident, last = last }
+      keys[#results + 1] = key
+      by_key[key] = r
+      results[#results + 1] = r
+    end
     local function add(t, key, ident, last)
       local r = by_key[key]
       if not r then
-        r = { type = t.view, identifier = ident, last = last }
-        keys[#results + 1] = key
-        by_key[key] = r
-        results[#results + 1] = r
+        new_result(t, key, ident, last)
       elseif last > r.last then
         r.last = last
       end
@@ -1289,7 +1286,7 @@ function M.run(plan, projection, docs, db, log, view)
           local last = ls[i]
           local r = by_key[key]
           if not r then
-            add(t, key, { [name] = v }, last)
+            new_result(t, key, { [name] = v }, last)
           elseif last > r.last then
             r.last = last
           end
