@@ -42,18 +42,31 @@ local function check_identifiers(ids, what)
 end
 
 -- The results not in seen (which they are added to), in order; a result found
--- again later in the same call takes the later origin. keys[i], when given, is
--- results[i]'s key (rtu.strategy's canonical encoding, computed there anyway:
--- encoding every identifier again was a tenth of the low-code walk's time).
-local function keep_new(results, seen, keys)
+-- again later in the same call takes the later origin.
+local function keep_new(results, seen)
   local out, here = {}, {}
-  for i, r in ipairs(results) do
-    local k = keys and keys[i] or (r.type .. "\0" .. jsonenc.encode(r.identifier))
+  for _, r in ipairs(results) do
+    local k = r.type .. "\0" .. jsonenc.encode(r.identifier)
     if here[k] then
       here[k].origin = r.origin
     elseif not seen[k] then
       seen[k] = true
       here[k] = r
+      out[#out + 1] = r
+    end
+  end
+  return out
+end
+
+-- keep_new for results already distinct (rtu.strategy.run's), keys[i] the key of
+-- results[i] (its canonical encoding, computed there anyway: encoding every
+-- identifier again was a tenth of the low-code walk's time).
+local function keep_new_distinct(results, seen, keys)
+  local out = {}
+  for i, r in ipairs(results) do
+    local k = keys[i]
+    if not seen[k] then
+      seen[k] = true
       out[#out + 1] = r
     end
   end
@@ -98,7 +111,7 @@ local function build_automatic(spec)
   end
   local function identify(projection, docs, db, log, seen)
     local results, _, keys = strategy.run(plan, projection, docs, db, log)
-    return keep_new(results, seen or {}, keys)
+    return keep_new_distinct(results, seen or {}, keys)
   end
   return identify, involved
 end

@@ -106,9 +106,19 @@ local function object_keys(t)
   return keys
 end
 
+-- "s<length>:", the head of a string's encoding, by length: formatting the length
+-- (a call of snprintf) was most of encoding a string.
+local string_heads = {}
+for n = 0, 255 do string_heads[n] = "s" .. n .. ":" end
+
+local function string_head(s)
+  local n = #s
+  return string_heads[n] or ("s" .. n .. ":")
+end
+
 local function canonical(v)
   local t = type(v)
-  if t == "string" then return "s" .. #v .. ":" .. v end
+  if t == "string" then return string_head(v) .. v end
   if t == "number" then
     local i = math.tointeger(v)
     if i then return "n" .. i end
@@ -253,6 +263,8 @@ end
 
 local function field_match(doc, field, cond)
   local dv = get(doc, field)
+  -- eq_match's first answer for a scalar found equal, the most common case
+  if dv == cond and type(cond) ~= "table" then return true end
   if not is_opobj(cond) then return eq_match(dv, cond) end
   for op, arg in pairs(cond) do
     local ok
@@ -353,6 +365,8 @@ local function instantiate_field(node, doc)
 end
 
 local function instantiate_and(node, doc)
+  -- one condition (every branch of a JSON $or is one): its filter as it is
+  if #node.list == 1 then return instantiate(node.list[1], doc) end
   local parts = {}
   for _, sub in ipairs(node.list) do
     local f = instantiate(sub, doc)
@@ -371,17 +385,40 @@ local function instantiate_and(node, doc)
   return merged
 end
 
+local distinct_ors = setmetatable({}, { __mode = "k" }) -- or node -> bool
+
+-- Whether the branches of an or node are single fields, each its own: their
+-- filters ({field: ...}) can never be equal, so need no de-duplication.
+local function distinct_branches(node)
+  local d = distinct_ors[node]
+  if d ~= nil then return d end
+  d = true
+  local fields = {}
+  for _, sub in ipairs(node.list) do
+    while sub.k == "and" and #sub.list == 1 do sub = sub.list[1] end
+    if sub.k ~= "field" or fields[sub.field] then
+      d = false
+      break
+    end
+    fields[sub.field] = true
+  end
+  distinct_ors[node] = d
+  return d
+end
+
 local function instantiate_or(node, doc)
-  local parts, seen = {}, {}
+  local parts = {}
+  -- encoding each branch's filter to compare them was most of a filter's cost
+  local seen = not distinct_branches(node) and {}
   for _, sub in ipairs(node.list) do
     local f = instantiate(sub, doc)
     if f ~= false then
       if next(f) == nil then return {} end
-      local key = canonical(f)
-      if not seen[key] then
-        seen[key] = true
-        parts[#parts + 1] = f
+      if seen then
+        local key = canonical(f)
+        if seen[key] then f = false else seen[key] = true end
       end
+      if f then parts[#parts + 1] = f end
     end
   end
   if #parts == 0 then return false end
@@ -419,6 +456,13 @@ end
 
 local NONE = {}
 
+-- The positions an index (see result_index) files under key, as a list.
+local function positions_at(idx, key)
+  local list = idx[key]
+  if type(list) == "number" then return { list } end
+  return list or NONE
+end
+
 -- The positions found in any of `lists`, ascending, each once.
 local function union(lists)
   local set, out = {}, {}
@@ -439,26 +483,37 @@ end
 -- every result is a candidate. Of several pinned fields the one with the fewest
 -- candidates is used: a field every result shares (__STATE__) would pick them all.
 local function candidates(f, index_of)
-  local best
+  local best, best_n -- as the index files them (a position or a list), and how many
   for k, v in pairs(f) do
     if type(k) == "string" and k:sub(1, 1) ~= "$" then
-      local vals = pinned(v)
-      if vals then
-        local idx = index_of(k)
-        local list
-        if #vals == 1 then
-          list = idx[vkey(vals[1])] or NONE
-        else
-          local lists = {}
-          for i, x in ipairs(vals) do lists[i] = idx[vkey(x)] or NONE end
-          list = union(lists)
+      local list
+      if type(v) ~= "table" then
+        -- what pinned() gives a scalar, without its list: the most common filter
+        if v ~= null then list = index_of(k)[vkey(v)] or NONE end
+      else
+        local vals = pinned(v)
+        if vals then
+          local idx = index_of(k)
+          if #vals == 1 then
+            list = positions_at(idx, vkey(vals[1]))
+          else
+            local lists = {}
+            for i, x in ipairs(vals) do lists[i] = positions_at(idx, vkey(x)) end
+            list = union(lists)
+          end
         end
-        if not best or #list < #best then best = list end
-        if #best == 0 then return best end
+      end
+      if list then
+        local n = type(list) == "number" and 1 or #list
+        if not best or n < best_n then best, best_n = list, n end
+        if best_n == 0 then return best end
       end
     end
   end
-  if best then return best end
+  if best then
+    if type(best) == "number" then return { best } end
+    return best
+  end
   if f["$and"] then
     for _, sub in ipairs(f["$and"]) do
       local c = candidates(sub, index_of)
@@ -509,13 +564,13 @@ local function simple_part(simple, vals, rest)
   return part
 end
 
--- The lookup filter of a hop for items, and what each item asks per condition:
--- simple[ci][i] the vkey of its A_f value for a condition in simple form,
--- per_item[i][ci] its own filter for any other; nil when it asks nothing.
-local function build_filter(hop, items)
+-- The lookup filter of a hop for the documents docs, and what each asks per
+-- condition: simple[ci][i] the vkey of its A_f value for a condition in simple
+-- form, per_item[i][ci] its own filter for any other; nil when it asks nothing
+-- (per_item[i] nil when it asks nothing of any).
+local function build_filter(hop, docs)
   local parts, seen = {}, {}
   local per_item, simple = {}, {}
-  for i = 1, #items do per_item[i] = {} end
   local everything = false
   local function add(f)
     if next(f) == nil then everything = true; return end
@@ -530,10 +585,11 @@ local function build_filter(hop, items)
     if rest then
       local vals, vseen, keys = {}, {}, {}
       simple[ci] = keys
-      for i, it in ipairs(items) do
-        local v = get(it.doc, c.simple.src)
+      local src = c.simple.src
+      for i = 1, #docs do
+        local v = get(docs[i], src)
         if v ~= nil and v ~= null then
-          local key = vkey(v)
+          local key = type(v) == "string" and v or vkey(v)
           keys[i] = key
           if not vseen[key] then
             vseen[key] = true
@@ -545,10 +601,16 @@ local function build_filter(hop, items)
       -- two conditions alike would only ask the same twice
       if #vals > 0 then parts[#parts + 1] = simple_part(c.simple, vals, rest) end
     elseif not c.simple then
-      for i, it in ipairs(items) do
-        local f = instantiate(c.node, it.doc)
+      for i = 1, #docs do
+        local f = instantiate(c.node, docs[i])
         if f then
-          per_item[i][ci] = f
+          -- made here only: a hop of simple conditions has no per-item filters
+          local own = per_item[i]
+          if not own then
+            own = {}
+            per_item[i] = own
+          end
+          own[ci] = f
           add(f)
         end
       end
@@ -579,25 +641,38 @@ local function attribute(results, index_of, f, limit)
   return out
 end
 
--- index_of(field) -> {vkey(value) -> ascending positions of `results` whose field
--- equals it or, for an array field, holds it}; built on first use per field.
+-- Files position p under key in idx (see result_index), once: p is the latest
+-- position filed, if any, when an array holds an element twice.
+local function file_at(idx, key, p)
+  local at = idx[key]
+  if at == nil then
+    idx[key] = p
+  elseif type(at) == "number" then
+    if at ~= p then idx[key] = { at, p } end
+  elseif at[#at] ~= p then
+    at[#at + 1] = p
+  end
+end
+
+-- index_of(field) -> {vkey(value) -> the ascending positions of `results` whose
+-- field equals it or, for an array field, holds it: one position as a number,
+-- several as a list}; built on first use per field. A one-element list a value
+-- was most of building an index of keys, most of them found once.
 local function result_index(results)
   local indexes = {}
   return function(field)
     local idx = indexes[field]
     if idx then return idx end
     idx = {}
-    local function put(key, p)
-      local list = idx[key]
-      if not list then idx[key] = { p }
-      elseif list[#list] ~= p then list[#list + 1] = p end
-    end
-    for p, r in ipairs(results) do
-      local v = get(r, field)
+    local plain = not field:find(".", 1, true)
+    for p = 1, #results do
+      local r = results[p]
+      local v
+      if plain and type(r) == "table" then v = r[field] else v = get(r, field) end
       if v ~= nil then
-        put(vkey(v), p)
+        file_at(idx, type(v) == "string" and v or vkey(v), p)
         if type(v) == "table" and is_list(v) then
-          for _, e in ipairs(v) do put(vkey(e), p) end
+          for _, e in ipairs(v) do file_at(idx, vkey(e), p) end
         end
       end
     end
@@ -660,10 +735,12 @@ local function projection_of(node)
   return proj
 end
 
-local function run_hop(node, items, db, stats)
+-- The documents one hop reaches from docs, each with the latest of the lasts of
+-- the documents that reach it: next_docs, next_lasts (in the db's order).
+local function run_hop(node, docs, lasts, db, stats)
   local hop = node.hop
-  local filter, per_item, simple = build_filter(hop, items)
-  if not filter then return {} end
+  local filter, per_item, simple = build_filter(hop, docs)
+  if not filter then return {}, {} end
   stats.queries = stats.queries + 1
   local proj = projection_of(node)
   local results = db:find(hop.collection, filter, proj and { projection = proj } or nil) or {}
@@ -672,16 +749,9 @@ local function run_hop(node, items, db, stats)
 
   -- Condition by condition, so that what is the same for every item (its index,
   -- its constant part, its limit) is looked up once; the order does not matter:
-  -- each result reached keeps the latest item that reaches it.
+  -- each result reached keeps the latest item that reaches it (reached[p]).
   local reached = {}
-  local function reach(p, last)
-    local r = reached[p]
-    if not r then
-      reached[p] = { doc = results[p], last = last }
-    elseif last > r.last then
-      r.last = last
-    end
-  end
+  local one = {} -- a single position of the index, as a list without a table each
   for ci, c in ipairs(hop.conditions) do
     local limit = c.one_to_many and math.huge or 1
     local keys = simple[ci]
@@ -693,14 +763,20 @@ local function run_hop(node, items, db, stats)
       local idx = index_of(c.simple.field)
       local rest = rest_filter(c.simple)
       local plain = next(rest) == nil
-      for i = 1, #items do
-        local positions = keys[i] ~= nil and idx[keys[i]]
+      for i = 1, #docs do
+        local key = keys[i]
+        local positions = key ~= nil and idx[key]
         if positions then
-          local last, kept = items[i].last, 0
+          if type(positions) == "number" then
+            one[1] = positions
+            positions = one
+          end
+          local last, kept = lasts[i], 0
           for j = 1, #positions do
             local p = positions[j]
             if plain or matches(results[p], rest) then
-              reach(p, last)
+              local l = reached[p]
+              if not l or last > l then reached[p] = last end
               kept = kept + 1
               if kept >= limit then break end
             end
@@ -708,21 +784,29 @@ local function run_hop(node, items, db, stats)
         end
       end
     else
-      for i = 1, #items do
-        local f = per_item[i][ci]
+      for i = 1, #docs do
+        local f = per_item[i] and per_item[i][ci]
         if f then
-          local last = items[i].last
-          for _, p in ipairs(attribute(results, index_of, f, limit)) do reach(p, last) end
+          local last = lasts[i]
+          for _, p in ipairs(attribute(results, index_of, f, limit)) do
+            local l = reached[p]
+            if not l or last > l then reached[p] = last end
+          end
         end
       end
     end
   end
-  local next_items = {}
+  local next_docs, next_lasts, n = {}, {}, 0
   for p = 1, #results do
-    if reached[p] then next_items[#next_items + 1] = reached[p] end
+    local last = reached[p]
+    if last then
+      n = n + 1
+      next_docs[n] = results[p]
+      next_lasts[n] = last
+    end
   end
-  stats.documents = stats.documents + #next_items
-  return next_items
+  stats.documents = stats.documents + n
+  return next_docs, next_lasts
 end
 
 ---------------------------------------------------------------------------------
@@ -1042,18 +1126,25 @@ local function debug(log, msg, fields)
   if log and log.debug then log.debug(msg, fields) end
 end
 
-local function field_identifiers(id, doc, log)
-  local out = {}
+local function skipped(log, field)
+  debug(log, "low-code identifier skipped: base document has no " .. field, { field = field })
+end
+
+-- The identifier of doc for a fields identifier, nil (logged at debug) when doc
+-- lacks one of the fields.
+local function field_identifier(id, doc, log)
+  local out
   for _, f in ipairs(id.fields) do
     local v = get(doc, f.field)
     if v == nil or v == null then
-      debug(log, "low-code identifier skipped: base document has no " .. f.field,
-        { field = f.field })
-      return {}
+      skipped(log, f.field)
+      return nil
     end
-    out[f.key] = v
+    -- made by a constructor, sized for its first key: growing an empty table
+    -- rehashes it
+    if out then out[f.key] = v else out = { [f.key] = v } end
   end
-  return { out }
+  return out
 end
 
 -- The custom function with its result checked inside the call, so that a bad
@@ -1077,19 +1168,12 @@ local function checked(id)
   end
 end
 
--- The identifier lists of the documents of items, one per item, in order.
-local function identifiers(id, items, db, log, stats)
-  local out = {}
-  if id.kind == "fields" then
-    for i, it in ipairs(items) do out[i] = field_identifiers(id, it.doc, log) end
-    return out
-  end
+-- The identifier lists of docs for a custom identifier, one per document, in order.
+local function custom_identifiers(id, docs, db, log, stats)
   if type(id.fn) ~= "function" then
     error("custom identifier function '" .. id.name .. "' is not loaded", 0)
   end
-  stats.custom_calls = stats.custom_calls + #items
-  local docs = {}
-  for i, it in ipairs(items) do docs[i] = it.doc end
+  stats.custom_calls = stats.custom_calls + #docs
   return M.call_batched(checked(id), docs, db, log, stats)
 end
 
@@ -1099,7 +1183,7 @@ local key_makers = setmetatable({}, { __mode = "k" }) -- terminal -> function
 -- the terminal's identifiers. For a fields identifier the keys are known, so the
 -- encoding of each key (in canonical()'s order) is built once per terminal and only
 -- the values are encoded per identifier: encoding whole identifiers was the first
--- cost of the walk.
+-- cost of the walk. (A one-field identifier does not come here: see run.)
 local function key_maker(t)
   local make = key_makers[t]
   if make then return make end
@@ -1113,19 +1197,14 @@ local function key_maker(t)
     local heads = {}
     for i, k in ipairs(names) do heads[i] = (i == 1 and "{" or ",") .. canonical(k) .. "=" end
     local head = t.view .. "\0" .. heads[1]
-    if #names == 1 then
-      local k = names[1]
-      make = function(ident) return head .. canonical(ident[k]) .. "}" end
-    else
-      make = function(ident)
-        local out = { head, canonical(ident[names[1]]) }
-        for i = 2, #names do
-          out[#out + 1] = heads[i]
-          out[#out + 1] = canonical(ident[names[i]])
-        end
-        out[#out + 1] = "}"
-        return table.concat(out)
+    make = function(ident)
+      local out = { head, canonical(ident[names[1]]) }
+      for i = 2, #names do
+        out[#out + 1] = heads[i]
+        out[#out + 1] = canonical(ident[names[i]])
       end
+      out[#out + 1] = "}"
+      return table.concat(out)
     end
   end
   key_makers[t] = make
@@ -1164,39 +1243,85 @@ function M.run(plan, projection, docs, db, log, view)
   local results, by_key, keys = {}, {}, {}
   local root = plan.routes[projection]
   if root and (view == nil or root.views[view]) then
-    local items = {}
+    -- the walk's documents, each with the position in docs of the latest changed
+    -- document that leads to it (last): two arrays, not a table a document
+    local root_docs, root_lasts = {}, {}
     for i, d in ipairs(docs) do
-      if d.doc ~= nil then items[#items + 1] = { doc = d.doc, last = i } end
+      if d.doc ~= nil then
+        root_docs[#root_docs + 1] = d.doc
+        root_lasts[#root_lasts + 1] = i
+      end
     end
-    local function walk(node, its)
-      if #its == 0 then return end
+    local function new_result(t, key, ident, last)
+      local r = { type = t.view, identifier = ident, last = last }
+      keys[#results + 1] = key
+      by_key[key] = r
+      results[#results + 1] = r
+    end
+    local function add(t, key, ident, last)
+      local r = by_key[key]
+      if not r then
+        new_result(t, key, ident, last)
+      elseif last > r.last then
+        r.last = last
+      end
+    end
+    -- A one-field identifier (the common one): its key is made from the value
+    -- (a string in one concatenation), and the identifier only for a new key.
+    local function add_one_field(t, ds, ls)
+      local f = t.identifier.fields[1]
+      local field, name = f.field, f.key
+      local head = t.view .. "\0{" .. canonical(name) .. "=" -- canonical({[name] = v})'s
+      for i = 1, #ds do
+        local v = get(ds[i], field)
+        if v == nil or v == null then
+          skipped(log, field)
+        else
+          local key
+          if type(v) == "string" then
+            key = head .. (string_heads[#v] or string_head(v)) .. v .. "}"
+          else
+            key = head .. canonical(v) .. "}"
+          end
+          local last = ls[i]
+          local r = by_key[key]
+          if not r then
+            new_result(t, key, { [name] = v }, last)
+          elseif last > r.last then
+            r.last = last
+          end
+        end
+      end
+    end
+    local function walk(node, ds, ls)
+      if #ds == 0 then return end
       for _, t in ipairs(node.terminals) do
         if view == nil or t.view == view then
-          local lists = identifiers(t.identifier, its, db, log, stats)
-          local key_of = key_maker(t)
-          for i, it in ipairs(its) do
-            for _, ident in ipairs(lists[i]) do
-              local key = key_of(ident)
-              local r = by_key[key]
-              if not r then
-                r = { type = t.view, identifier = ident, last = it.last }
-                keys[#results + 1] = key
-                by_key[key] = r
-                results[#results + 1] = r
-              elseif it.last > r.last then
-                r.last = it.last
-              end
+          local id = t.identifier
+          if id.kind == "fields" and #id.fields == 1 then
+            add_one_field(t, ds, ls)
+          elseif id.kind == "fields" then
+            local key_of = key_maker(t)
+            for i = 1, #ds do
+              local ident = field_identifier(id, ds[i], log)
+              if ident then add(t, key_of(ident), ident, ls[i]) end
+            end
+          else
+            local key_of = key_maker(t)
+            local lists = custom_identifiers(id, ds, db, log, stats)
+            for i = 1, #ds do
+              for _, ident in ipairs(lists[i]) do add(t, key_of(ident), ident, ls[i]) end
             end
           end
         end
       end
       for _, child in ipairs(node.children) do
         if view == nil or child.views[view] then
-          walk(child, run_hop(child, its, db, stats))
+          walk(child, run_hop(child, ds, ls, db, stats))
         end
       end
     end
-    walk(root, items)
+    walk(root, root_docs, root_lasts)
   end
   -- In discovery order; the origin is the latest document: applying them one by
   -- one, the last that leads to a single view is the one its change ends up naming.

@@ -139,6 +139,42 @@ describe("rtu.strategy.call_batched", function()
     assert.are.same({ { 1, 5 }, { 1, 2 }, {}, { 5 } }, res)
   end)
 
+  it("gives a document once to a filter naming an element its array field holds twice", function()
+    local db = fake_db({ tags = {
+      { ID = 1, TAGS = value.array({ "a", "a" }) }, { ID = 2, TAGS = value.array({ "b", "a", "b" }) },
+      { ID = 3, TAGS = "a" }, { ID = 4, TAGS = value.array({ "a", "a" }) },
+    } })
+    local res = strategy.call_batched(function(doc, bdb)
+      local ids = {}
+      for _, o in ipairs(bdb:find("tags", { TAGS = doc.tag })) do ids[#ids + 1] = o.ID end
+      return ids
+    end, { { tag = "a" }, { tag = "b" } }, db)
+    assert.are.equal(1, #db.calls)
+    assert.are.same({ { 1, 2, 3, 4 }, { 2 } }, res)
+  end)
+
+  it("gives each merged filter the documents its values pick, of any kind, null as MongoDB", function()
+    local things = {
+      { ID = 1, V = "a", W = 1 }, { ID = 2, V = 1, W = 1 }, { ID = 3, V = 1.0, W = 2 },
+      { ID = 4, V = true, W = 1 }, { ID = 5, V = value.date(5), W = 1 },
+      { ID = 6, V = value.array({ "a", 1 }), W = 1 }, { ID = 7, V = null, W = 1 }, { ID = 8, W = 1 },
+      { ID = 9, V = "1", W = 1 }, { ID = 10, V = 1, W = 2 },
+    }
+    local function fn(doc, bdb)
+      local ids = {}
+      for _, o in ipairs(bdb:find("things", { V = doc.v, W = doc.w })) do ids[#ids + 1] = o.ID end
+      return ids
+    end
+    local docs = { { v = "a", w = 1 }, { v = 1, w = 2 }, { v = 1.0, w = 1 }, { v = true, w = 1 },
+      { v = value.date(5), w = 1 }, { v = "1", w = 1 }, { v = null, w = 1 }, { v = false, w = 1 } }
+    local alone, alone_db = {}, fake_db({ things = things })
+    for i, d in ipairs(docs) do alone[i] = fn(d, alone_db) end
+    local db = fake_db({ things = things })
+    assert.are.same(alone, strategy.call_batched(fn, docs, db))
+    assert.are.equal(1, #db.calls)
+    assert.are.same({ 7, 8 }, alone[7])
+  end)
+
   it("asks duplicate filters once and gives each caller its own copy", function()
     local res, db = both(function(doc, db)
       local o = db:findOne("orders", { ID_ORDER = 1 })

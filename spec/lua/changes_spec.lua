@@ -97,3 +97,25 @@ describe("rtu.changes manual identify", function()
       "strategy picky returned a string instead of an array of identifiers")
   end)
 end)
+
+describe("rtu.changes low-code identify", function()
+  local json = require("rtu.json")
+  local identify = assert(changes.build({
+    automatic = true,
+    er = json.decode('{"version": "1.0.0", "config": {}}'),
+    pc = json.decode('{"version": "1.0.0", "config": {"sv_rows": {"paths": '
+      .. '[{"path": ["rows"], "identifier": {"ID": "group"}}]}}}'),
+    projections = { rows = true }, collections = { rows = "rows" },
+  }))
+
+  it("gives each single view once, with the origin of its last document, across calls that share seen", function()
+    local seen = {}
+    local a = identify("rows", { { doc = { group = 7 }, origin = 0 }, { doc = { group = 8 }, origin = 1 },
+      { doc = { group = 7 }, origin = 2 } }, nil, nil, seen)
+    local b = identify("rows", { { doc = { group = 8 }, origin = 3 }, { doc = { group = 9 }, origin = 4 } },
+      nil, nil, seen)
+    assert.are.same({ { type = "sv_rows", identifier = { ID = 7 }, origin = 2 },
+                      { type = "sv_rows", identifier = { ID = 8 }, origin = 1 } }, a)
+    assert.are.same({ { type = "sv_rows", identifier = { ID = 9 }, origin = 4 } }, b)
+  end)
+end)

@@ -199,6 +199,15 @@ describe("rtu.strategy.matches", function()
   end)
 end)
 
+describe("rtu.strategy.matches, a document holding the filter's own operator object", function()
+  it("judges it by the operators, not by identity", function()
+    local op = { ["$exists"] = false }
+    assert.is_false(strategy.matches({ V = op }, { V = op }))
+    assert.is_true(strategy.matches({ V = null }, { V = null }))
+    assert.is_true(strategy.matches({}, { V = null }))
+  end)
+end)
+
 describe("rtu.strategy.canonical", function()
   it("is equal for values MongoDB finds equal and different otherwise", function()
     local c = strategy.canonical
@@ -208,6 +217,13 @@ describe("rtu.strategy.canonical", function()
     assert.are.equal(c(value.date(5)), c(value.date(5)))
     assert.are_not.equal(c(value.array({ 1, 2 })), c(value.array({ 2, 1 })))
     assert.are.equal(c(math.maxinteger), "n" .. math.maxinteger)
+  end)
+
+  it("heads a string with its length, however long", function()
+    for _, n in ipairs({ 0, 1, 9, 10, 255, 256, 1000 }) do
+      local s = string.rep("x", n)
+      assert.are.equal("s" .. n .. ":" .. s, strategy.canonical(s))
+    end
   end)
 end)
 
@@ -276,6 +292,54 @@ describe("rtu.strategy.run", function()
     assert.are.equal("o2", res2[1].origin) -- u1 reached from d1 (o1) and d2 (o2)
     assert.are.equal("o2", res2[2].origin) -- u2 only from d2
     assert.are.equal(3, #db.calls + 0 - 3) -- three hops per run
+  end)
+
+  it("returns as keys the canonical encodings of identifiers of any value and any fields", function()
+    local p = plan_of([[{}]], [[{"sv_one": {"paths": [{"path": ["pr_a"], "identifier": {"ID": "A"}}]},
+      "sv_two": {"paths": [{"path": ["pr_a"], "identifier": {"K2": "B", "K1": "A"}}]}}]])
+    local vals = { "", "x", string.rep("y", 255), string.rep("z", 256), "s1:", 7, 7.5, true,
+      value.date(5), value.array({ "a", 1 }), { k = "v" } }
+    local list = {}
+    for i, v in ipairs(vals) do list[i] = { A = v, B = vals[#vals + 1 - i] } end
+    local res, _, keys = strategy.run(p, "pr_a", docs_of(list), fake_db())
+    assert.are.equal(2 * #vals, #res)
+    for i, r in ipairs(res) do
+      assert.are.equal(r.type .. "\0" .. strategy.canonical(r.identifier), keys[i])
+    end
+  end)
+
+  it("attributes the results of a condition on a dotted target field through embedded objects", function()
+    local p = plan_of([[{"pr_a": {"outgoing": {"pr_b": {"conditions": {"c":
+      {"condition": {"REF.ID": "A_ID"}, "oneToMany": true}}}}}}]],
+      [[{"sv": {"paths": [{"path": ["pr_a", "pr_b"], "identifier": {"ID": "ID"}}]}}]])
+    -- what the server finds for {REF.ID: {$in: ["x", "y"]}}
+    local db = { find = function()
+      return { { ID = 1, REF = { ID = "x" } }, { ID = 2, REF = { ID = "y" } }, { ID = 4, REF = { ID = "x" } } }
+    end }
+    local res = strategy.run(p, "pr_a", docs_of({ { A_ID = "x" }, { A_ID = "y" } }), db)
+    assert.are.same({
+      { type = "sv", identifier = { ID = 1 }, origin = "o1" },
+      { type = "sv", identifier = { ID = 2 }, origin = "o2" },
+      { type = "sv", identifier = { ID = 4 }, origin = "o1" },
+    }, res)
+  end)
+
+  it("asks each distinct branch of an $or once, however the branches are made", function()
+    local function node_of(cond)
+      local p = plan_of([[{"pr_a": {"outgoing": {"pr_b": {"conditions": {"c": {"condition": ]] .. cond
+        .. [[}}}}}}]], [[{"sv": {"paths": [{"path": ["pr_a", "pr_b"], "identifier": {"ID": "ID"}}]}}]])
+      return p.hops.pr_a.pr_b.conditions[1].node
+    end
+    local same = node_of([[{"$or": [{"ID": "A"}, {"ID": "B"}]}]])
+    assert.are.same({ ID = 1 }, strategy.instantiate(same, { A = 1, B = 1.0 }))
+    assert.are.same({ ["$or"] = { { ID = 1 }, { ID = 2 } } }, strategy.instantiate(same, { A = 1, B = 2 }))
+    local pairs_of = node_of([[{"$or": [{"ID": "A", "K": "B"}, {"K": "B", "ID": "A"}, {"ID": "B"}]}]])
+    assert.are.same({ ["$or"] = { { ID = 1, K = 2 }, { ID = 2 } } },
+      strategy.instantiate(pairs_of, { A = 1, B = 2 }))
+    local apart = node_of([[{"$or": [{"ID": "A"}, {"ID2": "A"}, {"ID": "B"}]}]])
+    assert.are.same({ ["$or"] = { { ID = 1 }, { ID2 = 1 } } }, strategy.instantiate(apart, { A = 1, B = 1 }))
+    assert.are.same({ ["$or"] = { { ID = "x" }, { ID2 = "x" } } }, strategy.instantiate(node_of(
+      [[{"$or": [{"ID": "A"}, {"ID2": "A"}]}]]), { A = "x" }))
   end)
 
   it("lets the latest origin win even when it found the identifier after an earlier one", function()
