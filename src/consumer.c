@@ -401,8 +401,12 @@ static int msg_cmp(const void *pa, const void *pb) {
   const rd_kafka_message_t *a = *(rd_kafka_message_t *const *)pa;
   const rd_kafka_message_t *b = *(rd_kafka_message_t *const *)pb;
   if (a->err || b->err) return (a->err != 0) - (b->err != 0);
-  int c = strcmp(rd_kafka_topic_name(a->rkt), rd_kafka_topic_name(b->rkt));
-  if (c) return c;
+  /* One handle per topic (build_jobs groups by it): names are compared only
+   * across topics, not for most of a poll's comparisons. */
+  if (a->rkt != b->rkt) {
+    int c = strcmp(rd_kafka_topic_name(a->rkt), rd_kafka_topic_name(b->rkt));
+    if (c) return c;
+  }
   if (a->partition != b->partition) return a->partition < b->partition ? -1 : 1;
   return a->offset < b->offset ? -1 : a->offset > b->offset;
 }

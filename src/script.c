@@ -39,6 +39,7 @@ struct rtu_script_s {
   int process_ref; /* pipeline process function */
   int log_ref;     /* the log table handed to scripts */
   int message_ref; /* the message table reused when only the runtime maps (see push_message) */
+  int names_ref;   /* the names the core reads and writes, as Lua strings (see N_*) */
   int identify_ref; /* rtu.changes identify function, LUA_NOREF when strategies are off */
   int db_ref;       /* the read-only db object handed to strategies */
   bool *involved;   /* per projection: can trigger a single view */
@@ -793,6 +794,38 @@ done:
   return ok;
 }
 
+/* The names the core reads from and writes to the pipeline's tables, made Lua
+ * strings once: lua_getfield and lua_setfield find a C string in Lua's string
+ * cache by strcmp on every call, about twenty per message (1 % of a basic
+ * message's time in strcmp alone). names[N_*] are the fixed ones, names[N_COUNT
+ * + j] projection j's field destinations then its primary-key destinations. The
+ * pipeline's tables have no metatables, so raw access reads what a get would. */
+enum { N_KEY = 1, N_VALUE, N_TIMESTAMP, N_OFFSET, N_TOPIC, N_PARTITION, N_HEADERS, N_OP,
+       N_OLD_KEY, N_POSITION, N_FIELDS, N_COUNT = N_FIELDS };
+
+static void push_names(lua_State *L, const rtu_config_t *cfg) {
+  static const char *fixed[] = {"key",     "value", "timestamp", "offset",   "topic", "partition",
+                                "headers", "op",    "old_key",   "position", "fields"};
+  lua_createtable(L, N_COUNT + (int)cfg->nprojections, 0);
+  for (int i = 0; i < N_COUNT; i++) {
+    lua_pushstring(L, fixed[i]);
+    lua_rawseti(L, -2, i + 1);
+  }
+  for (size_t j = 0; j < cfg->nprojections; j++) {
+    const rtu_projection_t *p = &cfg->projections[j];
+    lua_createtable(L, (int)(p->nfields + p->npk), 0);
+    for (size_t i = 0; i < p->nfields; i++) {
+      lua_pushstring(L, p->fields[i].dst);
+      lua_rawseti(L, -2, (lua_Integer)i + 1);
+    }
+    for (size_t i = 0; i < p->npk; i++) {
+      lua_pushstring(L, p->pk_dst[i]);
+      lua_rawseti(L, -2, (lua_Integer)(p->nfields + i) + 1);
+    }
+    lua_rawseti(L, -2, N_COUNT + (lua_Integer)j + 1);
+  }
+}
+
 rtu_script_t *rtu_script_new(const rtu_config_t *cfg, rtu_problems_t *problems) {
   size_t before = problems->n;
   rtu_script_t *s = calloc(1, sizeof *s);
@@ -801,6 +834,7 @@ rtu_script_t *rtu_script_new(const rtu_config_t *cfg, rtu_problems_t *problems) 
   s->mem_limit = MEMORY_LIMIT;
   s->limit_ms = cfg->strategies_max_exec_ms;
   s->process_ref = s->log_ref = s->identify_ref = s->db_ref = s->message_ref = LUA_NOREF;
+  s->names_ref = LUA_NOREF;
   s->L = lua_newstate(l_alloc, s);
   if (!s->L) goto oom;
   lua_State *L = s->L;
@@ -822,6 +856,8 @@ rtu_script_t *rtu_script_new(const rtu_config_t *cfg, rtu_problems_t *problems) 
   s->log_ref = luaL_ref(L, LUA_REGISTRYINDEX);
   lua_createtable(L, 0, 7);
   s->message_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  push_names(L, cfg);
+  s->names_ref = luaL_ref(L, LUA_REGISTRYINDEX);
 
   /* spec for pipeline.build */
   lua_getfield(L, LUA_REGISTRYINDEX, "rtu.pipeline");
@@ -914,27 +950,41 @@ void rtu_mapped_destroy(rtu_mapped_t *m) {
   bson_destroy(&m->old_key);
 }
 
+/* t[names[name]] = the value at the top (popped); t is an absolute index. */
+static void set_named(lua_State *L, int t, int names, int name) {
+  lua_rawgeti(L, names, name);
+  lua_insert(L, -2);
+  lua_rawset(L, t);
+}
+
+/* Pushes t[names[name]] and returns its type; t is an absolute index. */
+static int get_named(lua_State *L, int t, int names, lua_Integer name) {
+  lua_rawgeti(L, names, name);
+  return lua_rawget(L, t);
+}
+
 /* Pushes the message table. reuse_ref: a table refilled for every message
  * instead of a new one (a table and its seven fields per message are garbage
  * the collector pays for), only when the shipped runtime maps: its adapters read
  * the message and keep nothing of it, while user code might. */
-static void push_message(lua_State *L, const rtu_msg_t *msg, int reuse_ref) {
+static void push_message(lua_State *L, const rtu_msg_t *msg, int reuse_ref, int names) {
   if (reuse_ref != LUA_NOREF) lua_rawgeti(L, LUA_REGISTRYINDEX, reuse_ref);
   else lua_createtable(L, 0, 7);
+  int t = lua_gettop(L);
   if (msg->key) lua_pushlstring(L, msg->key, msg->key_len);
   else lua_pushnil(L);
-  lua_setfield(L, -2, "key");
+  set_named(L, t, names, N_KEY);
   if (msg->value) lua_pushlstring(L, msg->value, msg->value_len);
   else lua_pushnil(L);
-  lua_setfield(L, -2, "value");
+  set_named(L, t, names, N_VALUE);
   lua_pushinteger(L, msg->timestamp);
-  lua_setfield(L, -2, "timestamp");
+  set_named(L, t, names, N_TIMESTAMP);
   lua_pushinteger(L, msg->offset);
-  lua_setfield(L, -2, "offset");
+  set_named(L, t, names, N_OFFSET);
   lua_pushstring(L, msg->topic);
-  lua_setfield(L, -2, "topic");
+  set_named(L, t, names, N_TOPIC);
   lua_pushinteger(L, msg->partition);
-  lua_setfield(L, -2, "partition");
+  set_named(L, t, names, N_PARTITION);
   const rd_kafka_headers_t *hdrs = msg->headers;
   if (hdrs) {
     lua_newtable(L);
@@ -948,19 +998,20 @@ static void push_message(lua_State *L, const rtu_msg_t *msg, int reuse_ref) {
       else rtu_value_push_null(L);
       lua_setfield(L, -2, name);
     }
-    lua_setfield(L, -2, "headers");
+    set_named(L, t, names, N_HEADERS);
   } else if (reuse_ref != LUA_NOREF) {
     lua_pushnil(L); /* none of the previous message's */
-    lua_setfield(L, -2, "headers");
+    set_named(L, t, names, N_HEADERS);
   }
 }
 
 /* Key fields in fieldsInKey order: the key document must be byte-identical for
- * one record whatever order the script built its table in. */
-static rtu_err_t take_key(lua_State *L, int tbl, const rtu_projection_t *p, bson_t *out,
-                          char *errstr, size_t sz) {
+ * one record whatever order the script built its table in. pnames: the
+ * projection's names (push_names). */
+static rtu_err_t take_key(lua_State *L, int tbl, const rtu_projection_t *p, int pnames,
+                          bson_t *out, char *errstr, size_t sz) {
   for (size_t i = 0; i < p->npk; i++) {
-    lua_getfield(L, tbl, p->pk_dst[i]);
+    get_named(L, tbl, pnames, (lua_Integer)(p->nfields + i) + 1);
     rtu_err_t err = rtu_value_append(L, -1, out, p->pk_dst[i], -1, errstr, sz);
     lua_pop(L, 1);
     if (err != RTU_OK) return err;
@@ -1000,9 +1051,13 @@ rtu_err_t rtu_script_map(rtu_script_t *s, size_t projection, const rtu_msg_t *ms
   rtu_err_t err = RTU_OK;
 
   bool runtime_only = !map_runs_user_code(s, projection);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, s->names_ref);
+  int names = top + 1;
+  lua_rawgeti(L, names, N_COUNT + (lua_Integer)projection + 1);
+  int pnames = top + 2;
   lua_rawgeti(L, LUA_REGISTRYINDEX, s->process_ref);
   lua_pushinteger(L, (lua_Integer)projection + 1);
-  push_message(L, msg, runtime_only ? s->message_ref : LUA_NOREF);
+  push_message(L, msg, runtime_only ? s->message_ref : LUA_NOREF, names);
   lua_rawgeti(L, LUA_REGISTRYINDEX, s->log_ref);
   /* A count hook makes Lua 5.4 call into the debug machinery before every VM
    * instruction, whatever the count (about an eighth of a basic message's
@@ -1015,13 +1070,13 @@ rtu_err_t rtu_script_map(rtu_script_t *s, size_t projection, const rtu_msg_t *ms
     err = s->last_timed_out || s->last_out_of_memory ? RTU_ERR_SCRIPT : RTU_ERR_DATA;
     goto done;
   }
-  int chg = top + 1;
+  int chg = pnames + 1;
   if (lua_isnil(L, chg)) {
     out->skip = true;
     snprintf(errstr, errstr_size, "%s", lua_isstring(L, chg + 1) ? lua_tostring(L, chg + 1) : "");
     goto done;
   }
-  lua_getfield(L, chg, "op");
+  get_named(L, chg, names, N_OP);
   const char *op = lua_tostring(L, -1);
   if (!op) op = "";
   if (!strcmp(op, "upsert")) out->op = RTU_OP_UPSERT;
@@ -1035,31 +1090,31 @@ rtu_err_t rtu_script_map(rtu_script_t *s, size_t projection, const rtu_msg_t *ms
   }
   lua_pop(L, 1);
 
-  lua_getfield(L, chg, "key");
-  err = take_key(L, lua_gettop(L), p, &out->key, errstr, errstr_size);
+  get_named(L, chg, names, N_KEY);
+  err = take_key(L, lua_gettop(L), p, pnames, &out->key, errstr, errstr_size);
   lua_pop(L, 1);
   if (err) goto done;
 
-  if (lua_getfield(L, chg, "old_key") == LUA_TTABLE) {
+  if (get_named(L, chg, names, N_OLD_KEY) == LUA_TTABLE) {
     out->has_old_key = true;
-    err = take_key(L, lua_gettop(L), p, &out->old_key, errstr, errstr_size);
+    err = take_key(L, lua_gettop(L), p, pnames, &out->old_key, errstr, errstr_size);
   }
   lua_pop(L, 1);
   if (err) goto done;
 
-  if (lua_getfield(L, chg, "position") == LUA_TNUMBER) {
+  if (get_named(L, chg, names, N_POSITION) == LUA_TNUMBER) {
     out->has_position = true;
     out->position = lua_tointeger(L, -1);
   }
   lua_pop(L, 1);
 
   if (out->op != RTU_OP_DELETE) {
-    lua_getfield(L, chg, "fields");
+    get_named(L, chg, names, N_FIELDS);
     int fields = lua_gettop(L);
     rtu_raw_t raw;
     rtu_raw_init(&raw);
     for (size_t i = 0; i < p->nfields && err == RTU_OK; i++) {
-      if (lua_getfield(L, fields, p->fields[i].dst) != LUA_TNIL)
+      if (get_named(L, fields, pnames, (lua_Integer)i + 1) != LUA_TNIL)
         err = rtu_value_raw_append_marked(L, -1, &raw, p->fields[i].dst, &out->empty_key, errstr,
                                           errstr_size);
       lua_pop(L, 1);
