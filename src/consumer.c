@@ -541,12 +541,10 @@ static size_t build_jobs(rtu_consumer_t *c, size_t n) {
     while (k < j && p->next >= 0 && c->msgs[k]->offset < p->next) k++;
     for (size_t m = k; m < j; m++) {
       rd_kafka_message_t *km = c->msgs[m];
-      rd_kafka_headers_t *hdrs = NULL;
-      if (rd_kafka_message_headers(km, &hdrs) != RD_KAFKA_RESP_ERR_NO_ERROR) hdrs = NULL;
       c->views[m] = (rtu_msg_t){.topic = topic, .partition = km->partition, .offset = km->offset,
                                 .timestamp = rd_kafka_message_timestamp(km, NULL),
                                 .key = km->key, .key_len = km->key_len, .value = km->payload,
-                                .value_len = km->len, .headers = hdrs};
+                                .value_len = km->len, .source = km};
     }
     if (k < j) {
       c->jobs[njobs] = (rtu_job_t){.projection = p->projection, .msgs = &c->views[k], .n = j - k};

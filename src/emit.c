@@ -117,8 +117,8 @@ unsigned long rtu_emit_delivered(const rtu_emit_t *em) { return em ? em->deliver
 rtu_err_t rtu_emit_dead_letter(rtu_emit_t *em, const char *topic, const rtu_msg_t *msg,
                                rtu_err_t kind, const char *cause, char *errstr,
                                size_t errstr_size) {
-  rd_kafka_headers_t *hdrs = msg->headers ? rd_kafka_headers_copy(msg->headers)
-                                          : rd_kafka_headers_new(6);
+  const rd_kafka_headers_t *orig = rtu_msg_headers(msg);
+  rd_kafka_headers_t *hdrs = orig ? rd_kafka_headers_copy(orig) : rd_kafka_headers_new(6);
   char part[16], off[24];
   snprintf(part, sizeof part, "%d", msg->partition);
   snprintf(off, sizeof off, "%lld", (long long)msg->offset);

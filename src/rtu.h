@@ -25,6 +25,7 @@ typedef enum {
 #define RTU_ERRSTR_SIZE 512
 
 struct rd_kafka_headers_s;
+struct rd_kafka_message_s;
 
 /* One consumed message as the pipeline sees it: a view, owned by the consumer
  * (or a test), valid for the run it is part of. */
@@ -37,8 +38,14 @@ typedef struct {
   size_t key_len;
   const char *value; /* NULL for a tombstone */
   size_t value_len;
-  const struct rd_kafka_headers_s *headers; /* NULL when none */
+  const struct rd_kafka_headers_s *headers; /* given by a test; else see source */
+  /* The consumed message, whose headers are parsed only when asked for (the
+   * shipped adapters never read them): rtu_msg_headers. NULL in tests. */
+  struct rd_kafka_message_s *source;
 } rtu_msg_t;
+
+/* The message's headers, NULL when none. */
+const struct rd_kafka_headers_s *rtu_msg_headers(const rtu_msg_t *m);
 
 const char *rtu_err_name(rtu_err_t err);
 

@@ -985,7 +985,8 @@ static void push_message(lua_State *L, const rtu_msg_t *msg, int reuse_ref, int 
   set_named(L, t, names, N_TOPIC);
   lua_pushinteger(L, msg->partition);
   set_named(L, t, names, N_PARTITION);
-  const rd_kafka_headers_t *hdrs = msg->headers;
+  /* Only user code can read them: the shipped adapters never do. */
+  const rd_kafka_headers_t *hdrs = reuse_ref == LUA_NOREF ? rtu_msg_headers(msg) : NULL;
   if (hdrs) {
     lua_newtable(L);
     const char *name;

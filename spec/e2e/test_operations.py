@@ -82,9 +82,11 @@ def setUpModule():
                              casts={"picky": PICKY},
                              env={"PAUSE_TOPIC_CONSUMPTION_ON_ERROR": "true"})
 
-    # dlq: p0 has a message that is not JSON at offset 2, p1 is clean.
-    c.produce([row("ops.dlq", 0, 1, T + 1), row("ops.dlq", 0, 2, T + 2),
-               row("ops.dlq", 0, 99, T + 3, raw='{"ID": 99, "NAME": oops'),
+    # dlq: p0 has a message that is not JSON at offset 2 (with a header of its
+    # own), p1 is clean.
+    bad = row("ops.dlq", 0, 99, T + 3, raw='{"ID": 99, "NAME": oops')
+    bad["headers"] = {"origin": "crm"}
+    c.produce([row("ops.dlq", 0, 1, T + 1), row("ops.dlq", 0, 2, T + 2), bad,
                row("ops.dlq", 0, 3, T + 4), row("ops.dlq", 0, 4, T + 5)]
               + [row("ops.dlq", 1, 10 + i, T + 10 + i) for i in range(3)])
     # hup: offset 2 makes the cast fail.
@@ -126,6 +128,7 @@ class DeadLetter(E2ETestCase):
         self.assertEqual(h["rtu.source.offset"], "2")
         self.assertEqual(h["rtu.error.kind"], "data")
         self.assertIn("JSON", h["rtu.error.cause"])
+        self.assertEqual(h["origin"], "crm")  # its own headers, kept
 
     def test_periodic_commit_line(self):
         lines = wait_for(lambda: R["dlq"].find_logs(lambda l: l.get("msg") == "messages committed"),
