@@ -472,14 +472,14 @@ static void build_image(rtu_batch_t *b, const group_t *g, const outcome_t *o,
     bson_iter_document(&it, &len, &data);
     if (bson_init_static(&set, data, len)) bson_concat(img, &set);
   } else {
+    /* no write: a soft delete of a record never stored (never a replacement) */
     append_merged_fields(b, g, o->fields_from, o->last_event, img);
     append_metadata(img, &b->mapped[last->msg], &msgs[last->msg], o->state, o->counter, now);
-    if (o->recreated) BSON_APPEND_DATE_TIME(img, "createdAt", now);
   }
   if (g->s0 && !o->recreated) {
     rtu_value_append_missing(img, g->s0);
   } else {
-    if (!o->recreated) BSON_APPEND_DATE_TIME(img, "createdAt", now);
+    if (!o->recreated) BSON_APPEND_DATE_TIME(img, "createdAt", now); /* a replacement has it */
     if (g->s0 && rtu_value_find(&it, g->s0, "_id")) bson_append_iter(img, "_id", 3, &it);
   }
   if (!rtu_value_find(&seen, img, "_id")) BSON_APPEND_OID(img, "_id", &o->oid);
