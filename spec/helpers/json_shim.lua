@@ -73,6 +73,17 @@ function M.decode(s, leave_out)
   return v
 end
 
+-- The C decimal reads what this pattern takes, as tonumber does (test_value
+-- compares the two).
+function M.decimal(s)
+  if type(s) ~= "string" and type(s) ~= "number" then
+    error("bad argument #1 to 'decimal' (string expected, got " .. type(s) .. ")", 0)
+  end
+  s = tostring(s)
+  if s:find("^%-?%d+%.?%d*$") then return tonumber(s) end
+  return nil
+end
+
 function M.encode(v)
   return cjson.encode(v)
 end

@@ -1574,6 +1574,53 @@ static void test_original_key(void) {
   }
 }
 
+/* json.decimal is tonumber for the texts the Lua pattern below takes, nil for
+ * the others: the same type and the same bits (the sign of a zero included), on
+ * the edges of its fast paths (18 digits, 2^53, 22 decimals) and on random texts
+ * of digits, points and signs. */
+static void test_decimal(void) {
+  eval("local json = require('rtu.json')\n"
+       "local function want(s)\n"
+       "  if s:find('^%-?%d+%.?%d*$') then return tonumber(s) end\n"
+       "end\n"
+       "local function same(a, b)\n"
+       "  if a == nil or b == nil then return a == b end\n"
+       "  return math.type(a) == math.type(b) and string.format('%a', a) == string.format('%a', b)\n"
+       "    and (a ~= 0 or 1 / a == 1 / b)\n"
+       "end\n"
+       "local cases = { '0', '-0', '-0.0', '0.', '5.', '.5', '-', '', '-.', '1.2.3', '--1', '+1',\n"
+       "  ' 1', '1 ', '1e5', '0x10', '12.34', '-3.50', '007', '00.5', 'inf', 'nan', '1,5',\n"
+       "  '999999999999999999', '1000000000000000000', '9223372036854775807',\n"
+       "  '9223372036854775808', '-9223372036854775808', '-9223372036854775809',\n"
+       "  '99999999999999999999999', '9007199254740992', '9007199254740993',\n"
+       "  '900719925474099.3', '9007199254740.993', '900719925474099.31', '0.1', '0.3',\n"
+       "  '1.7976931348623157', '0.0000000000000000000001', '0.00000000000000000000001',\n"
+       "  '123456789012345.678901234567', '2.2250738585072014' }\n"
+       "local bad, first = 0, nil\n"
+       "local function try(s)\n"
+       "  local g, w = json.decimal(s), want(s)\n"
+       "  if not same(g, w) then\n"
+       "    bad = bad + 1\n"
+       "    first = first or string.format('%q: %s, want %s', s, tostring(g), tostring(w))\n"
+       "  end\n"
+       "end\n"
+       "for _, s in ipairs(cases) do try(s) end\n"
+       "math.randomseed(7)\n"
+       "local alphabet = { '0', '1', '5', '9', '.', '-', 'e', ' ' }\n"
+       "for _ = 1, 200000 do\n"
+       "  local t, len = {}, math.random(1, 26)\n"
+       "  for i = 1, len do\n"
+       "    local r = math.random(1, 20)\n"
+       "    t[i] = r <= 16 and tostring(math.random(0, 9)) or alphabet[r - 12]\n"
+       "  end\n"
+       "  try(table.concat(t))\n"
+       "end\n"
+       "return string.format('%d %s', bad, first or '')");
+  const char *r = lua_tostring(L, -1);
+  CHECK(r && strncmp(r, "0 ", 2) == 0, "json.decimal differs from tonumber: %s", r ? r : "?");
+  lua_pop(L, 1);
+}
+
 int main(void) {
   L = new_state();
   test_fast_path();
@@ -1581,6 +1628,7 @@ int main(void) {
   test_decode_leave_out();
   test_decode_leave_out_keep();
   test_original_key();
+  test_decimal();
   test_json_to_bson();
   test_roundtrip();
   test_refused();
