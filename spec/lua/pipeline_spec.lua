@@ -48,6 +48,79 @@ describe("rtu.pipeline primary keys", function()
   end)
 end)
 
+-- The field mapping is Lua source generated per projection (compile_map_fields):
+-- names that must be quoted in it, casts skipped for values of their type,
+-- destinations shared by two sources, and the reused output.
+describe("rtu.pipeline field mapping", function()
+  local builtin = require("rtu.casts")
+  local value = require("rtu.value")
+  local function build(fields, records)
+    local n = 0
+    local process = assert(pipeline.build({
+      projections = { { name = "p", fields = fields, pk_src = { "ID" }, pk_dst = { "id" } } },
+      adapter = function() n = n + 1; return { keyObject = { ID = 1 }, value = records[n] } end,
+      casts = builtin, use_upsert = true, use_position = false,
+    }))
+    return function()
+      local change = assert(process(1, {}, nil))
+      local copy = {}
+      for k, v in pairs(change.fields) do copy[k] = v end
+      return copy
+    end
+  end
+
+  it("reads and writes names that Lua source would have to quote", function()
+    local odd = { 'a"b', "x\ny", "back\\slash", "]]", "nul\0byte", "tab\tand\rcr", "ünï" }
+    local fields = { { src = "ID", dst = "id", cast = "defaultIdentity" } }
+    local record, want = { ID = 1 }, { id = 1 }
+    for i, name in ipairs(odd) do
+      fields[#fields + 1] = { src = name, dst = name .. "'", cast = "defaultCastToString" }
+      record[name] = i
+      want[name .. "'"] = tostring(i)
+    end
+    assert.are.same(want, build(fields, { record })())
+  end)
+
+  it("casts what is not already of its cast's type, and nulls what a cast refuses", function()
+    local fields = { { src = "ID", dst = "id", cast = "defaultIdentity" },
+                     { src = "S", dst = "s", cast = "defaultCastToString" },
+                     { src = "N", dst = "n", cast = "defaultCastToInteger" } }
+    local next_fields = build(fields, { { ID = 1, S = "kept", N = "12" }, { ID = 1, S = 5, N = "twelve" } })
+    assert.are.same({ id = 1, s = "kept", n = 12 }, next_fields())
+    assert.are.same({ id = 1, s = "5", n = value.null }, next_fields())
+  end)
+
+  it("leaves nothing of the previous message in the reused output", function()
+    local fields = { { src = "ID", dst = "id", cast = "defaultIdentity" },
+                     { src = "A", dst = "a", cast = "defaultCastToString" } }
+    local next_fields = build(fields, { { ID = 1, A = "x" }, { ID = 1 } })
+    assert.are.same({ id = 1, a = "x" }, next_fields())
+    assert.are.same({ id = 1 }, next_fields())
+  end)
+
+  it("does not let an absent source erase another written to the same destination", function()
+    local fields = { { src = "ID", dst = "id", cast = "defaultIdentity" },
+                     { src = "NEW", dst = "name", cast = "defaultIdentity" },
+                     { src = "OLD", dst = "name", cast = "defaultIdentity" } }
+    local next_fields = build(fields, { { ID = 1, NEW = "n" }, { ID = 1, OLD = "o" },
+                                        { ID = 1, NEW = "n", OLD = "o" }, { ID = 1 } })
+    assert.are.same({ id = 1, name = "n" }, next_fields())
+    assert.are.same({ id = 1, name = "o" }, next_fields())
+    assert.are.same({ id = 1, name = "o" }, next_fields()) -- the later source wins
+    assert.are.same({ id = 1 }, next_fields())
+  end)
+
+  it("maps projections of hundreds of fields", function()
+    local fields, record, want = { { src = "ID", dst = "id", cast = "defaultIdentity" } }, { ID = 1 }, { id = 1 }
+    for i = 1, 400 do
+      fields[#fields + 1] = { src = "F" .. i, dst = "f" .. i, cast = "defaultCastToInteger" }
+      record["F" .. i] = tostring(i)
+      want["f" .. i] = i
+    end
+    assert.are.same(want, build(fields, { record })())
+  end)
+end)
+
 -- The built-in adapters build of `before` only the primary-key fields: what the
 -- pipeline reads of it (a delete's key, a primary-key update) must be among them.
 describe("rtu.pipeline with the debezium and golden-gate adapters", function()

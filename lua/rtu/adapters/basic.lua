@@ -17,6 +17,7 @@ local value = require("rtu.value")
 local common = require("rtu.adapters.common")
 
 local decode, is_empty, is_object = common.decode, common.is_empty, common.is_object
+local key_object = common.key_object
 
 return function(message, primaryKeys, log)
   local key
@@ -36,23 +37,14 @@ return function(message, primaryKeys, log)
     end
   end
 
-  local keyObject = {}
-  local n = 0
-  for _, pk in ipairs(primaryKeys or {}) do
-    n = n + 1
-    local v = key and key[pk]
-    if v == nil and record then v = record[pk] end
-    if v == nil then
-      if record then
-        error("primary key field '" .. tostring(pk) .. "' is missing from both key and value", 0)
-      end
-      error("primary key field '" .. tostring(pk) .. "' is missing from the key of a delete", 0)
-    end
-    keyObject[pk] = v
-  end
-  if n == 0 and key then
+  local keyObject
+  if primaryKeys ~= nil and primaryKeys[1] ~= nil then
+    keyObject = key_object(primaryKeys, record and "both key and value" or "the key of a delete",
+      key, record)
+  else
     -- no primary key configured: the whole key object identifies the record
-    for k, v in pairs(key) do keyObject[k] = v end
+    keyObject = {}
+    if key then for k, v in pairs(key) do keyObject[k] = v end end
   end
 
   return { keyObject = keyObject, value = record }

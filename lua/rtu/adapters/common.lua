@@ -85,10 +85,13 @@ end
 
 -- Three named tables rather than varargs: select() made this a tenth of an
 -- adapter's time.
+-- The usual single key is made by a constructor, at its size: an empty table
+-- grown by its first field costs a second allocation.
 function M.key_object(primaryKeys, where, a, b, c)
-  local keyObject = {}
-  if primaryKeys == nil then return keyObject end
-  for i = 1, #primaryKeys do
+  if primaryKeys == nil then return {} end
+  local n = #primaryKeys
+  local keyObject = n ~= 1 and {} or nil
+  for i = 1, n do
     local pk = primaryKeys[i]
     local v
     if a then v = a[pk] end
@@ -97,6 +100,7 @@ function M.key_object(primaryKeys, where, a, b, c)
     if v == nil then
       error("primary key field '" .. tostring(pk) .. "' is missing from " .. where, 0)
     end
+    if n == 1 then return { [pk] = v } end
     keyObject[pk] = v
   end
   return keyObject
