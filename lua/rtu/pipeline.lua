@@ -72,6 +72,36 @@ local function compile_map_fields(proj)
   return chunk(casts, keeps, null, type)
 end
 
+-- The projection key of a record that has every primary key, written out as the
+-- mapping is: key_of(record, key, log) fills key and returns it, or returns nil,
+-- casting nothing, when a primary key is absent or null in record (the caller
+-- then looks elsewhere, or map_key names what is missing). nil for a key of more
+-- primary keys than a function has local variables: has_key and map_key do it.
+local function compile_key(proj)
+  local pk = proj.pk
+  if #proj.pk_src > 100 then return nil end
+  for i = 1, #proj.pk_src do
+    if pk[i] == nil then return nil end -- a primary key without its field: map_key says so
+  end
+  local casts = {}
+  local src = { "local C, null = ...\nreturn function(record, key, log)\n" }
+  local function add(fmt, ...) src[#src + 1] = string.format(fmt, ...) end
+  for i, f in ipairs(pk) do
+    add("  local v%d = record[%q]\n  if v%d == nil or v%d == null then return nil end\n", i, f.src, i, i)
+  end
+  for i, f in ipairs(pk) do
+    casts[i] = f.cast
+    if f.cast ~= nil then
+      add("  v%d = C[%d](v%d, %q, log)\n  if v%d == nil then v%d = null end\n", i, i, i, f.dst, i, i)
+    end
+    add("  key[%q] = v%d\n", f.dst, i)
+  end
+  add("  return key\nend\n")
+  local chunk, err = load(table.concat(src), "=key of " .. tostring(proj.name), "t", {})
+  if not chunk then error("cannot compile the key of " .. tostring(proj.name) .. ": " .. err) end
+  return chunk(casts, null)
+end
+
 local function compile_projection(p, casts, problems)
   local fields = {}
   local by_src, dsts = {}, {}
@@ -99,6 +129,7 @@ local function compile_projection(p, casts, problems)
   local proj = { name = p.name, fields = fields, pk = pk, pk_src = p.pk_src, shared_dst = shared,
                  change = change, key = {}, out = {} }
   proj.map_fields = compile_map_fields(proj)
+  proj.key_of = compile_key(proj)
   return proj
 end
 
@@ -158,6 +189,20 @@ local function has_key(proj, record)
   return true
 end
 
+-- The projection key, in the projection's reused key table: from the message's
+-- key object when it has every primary key, from other (the record, or a
+-- delete's before image) otherwise; what names other in an error.
+local function message_key(proj, key_object, other, what, log)
+  local key_of = proj.key_of
+  if key_of then
+    local key = key_of(key_object, proj.key, log)
+    if key then return key end
+  elseif has_key(proj, key_object) then
+    return map_key(proj, key_object, "the message key", log, proj.key)
+  end
+  return map_key(proj, other, what, log, proj.key)
+end
+
 function M.build(spec)
   local problems = {}
   local projections = {}
@@ -199,12 +244,8 @@ function M.build(spec)
 
     if op == "D" or record == nil then
       change.op = "delete"
-      if has_key(proj, key_object) then
-        change.key = map_key(proj, key_object, "the message key", log, proj.key)
-      else
-        change.key = map_key(proj, r.before or {}, "the message (key and before image)", log,
-          proj.key)
-      end
+      change.key = message_key(proj, key_object, r.before or {},
+        "the message (key and before image)", log)
       return change
     end
     if type(record) ~= "table" then
@@ -215,11 +256,7 @@ function M.build(spec)
     elseif op == "U" then change.op = use_upsert and "upsert" or "update"
     else change.op = "upsert" end
 
-    if has_key(proj, key_object) then
-      change.key = map_key(proj, key_object, "the message key", log, proj.key)
-    else
-      change.key = map_key(proj, record, "the record", log, proj.key)
-    end
+    change.key = message_key(proj, key_object, record, "the record", log)
     change.fields = proj.map_fields(record, proj.out, log)
 
     -- A primary-key change: the before image names another record, which goes away.

@@ -36,6 +36,36 @@ describe("rtu.pipeline primary keys", function()
     assert.are.same({ id = 8 }, change.key)
   end)
 
+  it("takes a compound key from the record when the message key lacks a part, casting that only", function()
+    local calls = {}
+    local spec = {
+      projections = { { name = "p", fields = { { src = "A", dst = "a", cast = "count" },
+                                               { src = "B", dst = "b", cast = "count" },
+                                               { src = 'we"ird', dst = "w\n", cast = "count" } },
+                        pk_src = { "A", "B" }, pk_dst = { "a", "b" } } },
+      adapter = function(m) return m end,
+      casts = { count = function(v) calls[#calls + 1] = v; return v .. "!" end },
+      use_upsert = true, use_position = false,
+    }
+    local process = assert(pipeline.build(spec))
+    local change = process(1, { keyObject = { A = "k1", B = "k2" }, value = { A = "r1", B = "r2" } })
+    assert.are.same({ a = "k1!", b = "k2!" }, change.key)
+    assert.are.same({ "k1", "k2", "r1", "r2" }, calls)
+    calls = {}
+    change = process(1, { keyObject = { A = "k1", B = require("rtu.value").null },
+                          value = { A = "r1", B = "r2", ['we"ird'] = "w" } })
+    assert.are.same({ a = "r1!", b = "r2!" }, change.key)
+    assert.are.same({ a = "r1!", b = "r2!", ["w\n"] = "w!" }, change.fields)
+    assert.are.same({ "r1", "r2", "r1", "r2", "w" }, calls)
+    calls = {}
+    change = process(1, { keyObject = { A = "k1" }, value = nil, before = { A = "b1", B = "b2" } })
+    assert.are.equal("delete", change.op)
+    assert.are.same({ a = "b1!", b = "b2!" }, change.key)
+    assert.are.same({ "b1", "b2" }, calls)
+    assert.has_error(function() process(1, { keyObject = { A = "k1" }, value = { A = "r1" } }) end,
+      "the record has no value for primary key field 'B'")
+  end)
+
   it("keys that are tables are compared after the cast", function()
     local calls = {}
     local k = { 1, 2 }
