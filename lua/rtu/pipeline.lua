@@ -2,7 +2,10 @@
 rtu.pipeline: from one Kafka message to one normalised change of one projection.
 It owns the adapter call, the primary-key and field mapping with casts, and the
 choice of operation; the C core owns everything after (folding, the counter guard,
-MongoDB). Pure: the adapter, the casts and the log are given to it.
+MongoDB). Pure: the adapter, the casts and the log are given to it. build writes
+each projection's field mapping and key as Lua source and loads it (text only, with
+an empty environment): per message they run with constant names, no loop over field
+descriptions.
 
 build(spec) -> process, problems
   spec = {
