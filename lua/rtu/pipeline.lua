@@ -41,8 +41,9 @@ local keep = {
 
 -- The field mapping of one projection, written out as Lua source and loaded
 -- once: a loop over the field descriptions read four of their members per field
--- and indexed the record and the output with names held in variables, which was
--- a third of what the pipeline costs a basic message. The generated function
+-- and indexed the record and the output with names held in variables: an eighth
+-- of the Lua a basic message runs (adapter, pipeline and casts: 35,000 to 30,800
+-- instructions, and 3,300 fewer for the whole rtu process). The generated function
 -- reads each source by a constant name, calls its cast (C[i], unless the value is
 -- already of type K[i]) and writes every destination, nil included, so the reused
 -- output holds nothing of the previous message. When two sources share a
