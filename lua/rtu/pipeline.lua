@@ -195,7 +195,8 @@ end
 
 -- The projection key, in the projection's reused key table: from the message's
 -- key object when it has every primary key, from other (the record, or a
--- delete's before image) otherwise; what names other in an error.
+-- delete's before image, nil when there is none) otherwise; what names other in
+-- an error.
 local function message_key(proj, key_object, other, what, log)
   local key_of = proj.key_of
   if key_of then
@@ -204,7 +205,7 @@ local function message_key(proj, key_object, other, what, log)
   elseif has_key(proj, key_object) then
     return map_key(proj, key_object, "the message key", log, proj.key)
   end
-  return map_key(proj, other, what, log, proj.key)
+  return map_key(proj, other or {}, what, log, proj.key)
 end
 
 function M.build(spec)
@@ -248,7 +249,7 @@ function M.build(spec)
 
     if op == "D" or record == nil then
       change.op = "delete"
-      change.key = message_key(proj, key_object, r.before or {},
+      change.key = message_key(proj, key_object, r.before,
         "the message (key and before image)", log)
       return change
     end

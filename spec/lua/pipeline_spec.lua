@@ -64,6 +64,8 @@ describe("rtu.pipeline primary keys", function()
     assert.are.same({ "b1", "b2" }, calls)
     assert.has_error(function() process(1, { keyObject = { A = "k1" }, value = { A = "r1" } }) end,
       "the record has no value for primary key field 'B'")
+    assert.has_error(function() process(1, { keyObject = { A = "k1" }, value = nil }) end,
+      "the message (key and before image) has no value for primary key field 'A'")
   end)
 
   it("keys that are tables are compared after the cast", function()
