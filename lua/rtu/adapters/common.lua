@@ -86,7 +86,7 @@ end
 -- Three named tables rather than varargs: select() made this a tenth of an
 -- adapter's time.
 -- The usual single key is made by a constructor, at its size: an empty table
--- grown by its first field costs a second allocation.
+-- given its first field is rehashed (its keys counted, its hash part resized).
 function M.key_object(primaryKeys, where, a, b, c)
   if primaryKeys == nil then return {} end
   local n = #primaryKeys
