@@ -265,8 +265,8 @@ static void compile_folder(lua_State *L, const char *folder, const char *var, bo
     if (len > 3 && !strcmp(e->d_name + len - 3, ".js")) {
       if (js_expected)
         rtu_problems_at(pr, RTU_PROBLEM_WARNING, NULL, path, 0, 0, NULL,
-                        "JavaScript file in %s: rtu runs Lua and ignores it; write %.*s.lua", var,
-                        (int)(len - 3), path);
+                        "JavaScript file in %s: rtu runs Lua and ignores it; write %s/%.*s.lua",
+                        var, folder, (int)(len - 3), e->d_name);
       continue;
     }
     if (len <= 4 || strcmp(e->d_name + len - 4, ".lua")) continue;

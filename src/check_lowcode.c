@@ -55,7 +55,7 @@ static bool known_projection(const rtu_config_t *cfg, rtu_problems_t *pr, const 
 /* A field of projection p: a fieldName of its conversion or a metadata field;
  * "a.b" is checked by its first part (a field inside an object). */
 static void check_field(const rtu_projection_t *p, rtu_problems_t *pr, const char *file,
-                        int line, int col, const char *path, const char *field) {
+                        int line, int col, const char *path, const char *field, const char *then) {
   if (!p) return;
   char first[512];
   snprintf(first, sizeof first, "%.*s", (int)strcspn(field, "."), field);
@@ -70,10 +70,11 @@ static void check_field(const rtu_projection_t *p, rtu_problems_t *pr, const cha
   char dym[300];
   did_you_mean(dym, sizeof dym, rtu_closest(first, names, n));
   rtu_problems_at(pr, RTU_PROBLEM_ERROR, NULL, file, line, col, path,
-                  "'%s' is not a field of %s%s: no document of %s has it, so the condition never "
-                  "matches",
-                  first, p->name, dym, p->name);
+                  "'%s' is not a field of %s%s: no document of %s has it, %s", first, p->name, dym,
+                  p->name, then);
 }
+
+#define COND "so the condition never matches"
 
 static bool is_constant(const char *s) {
   /* __string__[..], __integer__[..], __boolean__[..], __constant__[..]: the
@@ -90,7 +91,7 @@ typedef struct {
 
 static void check_ref(cond_ctx_t *c, const rtu_jnode_t *v, const char *path) {
   if (v->type == RTU_J_STRING && v->str[0] && !is_constant(v->str))
-    check_field(c->from, c->pr, c->file, v->line, v->col, path, v->str);
+    check_field(c->from, c->pr, c->file, v->line, v->col, path, v->str, COND);
   else if (v->type == RTU_J_ARRAY) {
     char sub[1024];
     for (size_t i = 0; i < v->n; i++) {
@@ -115,7 +116,7 @@ static void check_condition(cond_ctx_t *c, const rtu_jnode_t *q, const char *pat
       continue;
     }
     if (k->key[0] == '$') continue;
-    check_field(c->to, c->pr, c->file, k->key_line, k->key_col, sub, k->key);
+    check_field(c->to, c->pr, c->file, k->key_line, k->key_col, sub, k->key, COND);
     if (k->type == RTU_J_OBJECT) {
       for (size_t j = 0; j < k->n; j++) {
         if (k->kids[j].shadowed) continue;
@@ -234,7 +235,8 @@ void rtu_check_pc(const rtu_config_t *cfg, const char *file, const rtu_jnode_t *
         if (f->shadowed || f->type != RTU_J_STRING) continue;
         char fat[1200];
         rtu_config_join(fat, sizeof fat, sub, f->key);
-        check_field(base, pr, file, f->line, f->col, fat, f->str);
+        check_field(base, pr, file, f->line, f->col, fat, f->str,
+                    "so the identifier would always lack it");
       }
     }
   }

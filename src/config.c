@@ -299,6 +299,11 @@ static bool brokers_ok(const char *val, char *why, size_t size) {
   return true;
 }
 
+static void quiet_mongoc(mongoc_log_level_t level, const char *domain, const char *message,
+                         void *ud) {
+  (void)level, (void)domain, (void)message, (void)ud;
+}
+
 static void parse_var(const rtu_var_t *v, const char *val, rtu_config_t *cfg, rtu_problems_t *pr) {
   void *at = (char *)cfg + v->offset;
   char why[512];
@@ -338,7 +343,10 @@ static void parse_var(const rtu_var_t *v, const char *val, rtu_config_t *cfg, rt
   } else if (v->type == RTU_VAR_MONGODB_URL) {
     /* libmongoc's own parser: what it refuses at start is refused here. */
     bson_error_t err;
+    /* It also logs what it refuses, to stderr: the problem line says it. */
+    mongoc_log_set_handler(quiet_mongoc, NULL);
     mongoc_uri_t *uri = mongoc_uri_new_with_error(val, &err);
+    mongoc_log_set_handler(mongoc_log_default_handler, NULL);
     if (!uri)
       rtu_problems_at(pr, RTU_PROBLEM_ERROR, v->name, NULL, 0, 0, NULL,
                       "not a MongoDB connection string (mongodb://host[:port][/?options] or "

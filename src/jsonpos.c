@@ -191,10 +191,11 @@ static bool parse_number(reader_t *r, rtu_jnode_t *out) {
     fail(r, "expected a digit, got %s", seen(r, b));
     return false;
   }
-  if (*r->p == '0') advance(r);
+  bool zero = *r->p == '0';
+  if (zero) advance(r);
   else
     while (r->p < r->end && *r->p >= '0' && *r->p <= '9') advance(r);
-  if (r->p < r->end && *r->p == '0' && start[start[0] == '-'] == '0') {
+  if (zero && r->p < r->end && *r->p >= '0' && *r->p <= '9') {
     fail(r, "a number cannot start with 0 followed by digits");
     return false;
   }
