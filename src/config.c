@@ -4,7 +4,7 @@
  * included, rtu's additions, and those of the contract rtu does not honour),
  * their parsing and validation from that table, and the building of one
  * immutable rtu_config_t. The JSON files the variables name are read by
- * config_files.c; cross-file checks are check.c's. It never touches Kafka,
+ * config_files.c; cross-file checks are checker.c's. It never touches Kafka,
  * MongoDB connections or Lua.
  */
 #include "config.h"

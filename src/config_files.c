@@ -4,7 +4,7 @@
  * files, each problem at the line and column of the value it is about. Where a
  * key repeats, the last one is used, as JavaScript's JSON.parse does, and a
  * warning names the ignored one. The low-code files are compiled in Lua (and
- * cross-checked by check.c); nothing here touches Lua, Kafka or MongoDB.
+ * cross-checked by checker.c); nothing here touches Lua, Kafka or MongoDB.
  */
 #include "config_files.h"
 
@@ -262,7 +262,7 @@ static void load_changes(rtu_projection_t *p, const char *file, const rtu_jnode_
     const rtu_jnode_t *b = &ch->kids[i];
     if (b->shadowed) continue;
     rtu_config_join(sub, sizeof sub, at, b->key);
-    /* The Console writes __automatic__ for low-code: nothing to bind (check.c warns
+    /* The Console writes __automatic__ for low-code: nothing to bind (checker.c warns
      * when the mode is manual). */
     if (b->type == RTU_J_STRING && !strcmp(b->str, "__automatic__")) continue;
     char *strategy = b->type == RTU_J_STRING ? rtu_config_from_file_name(b->str) : NULL;

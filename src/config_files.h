@@ -2,7 +2,7 @@
  * config_files.h: the JSON files of the configuration (INVARIANT_TOPIC_MAP,
  * mapTable.json, kafkaProjectionUpdates.json, kafkaProjectionChanges.json) read
  * into an rtu_config_t with every problem at its line and column, and the helpers
- * check.c uses on the other JSON files.
+ * checker.c uses on the other JSON files.
  */
 #ifndef RTU_CONFIG_FILES_H
 #define RTU_CONFIG_FILES_H

@@ -1,7 +1,7 @@
 /*
  * jsonpos.c: owns the position-keeping JSON reader of configuration files. It
  * reads text into a tree and nothing else: no file I/O, no validation of what
- * the configuration means (config.c and check.c do that).
+ * the configuration means (config.c and checker.c do that).
  *
  * Why by hand: libbson's bson_init_from_json, lua-cjson and jansson give no
  * position per value, and libbson keeps both members of a repeated key (so a

@@ -16,7 +16,7 @@
 #include <lua.h>
 #include <mongoc/mongoc.h>
 
-#include "check.h"
+#include "checker.h"
 #include "config.h"
 #include "consumer.h"
 #include "health.h"

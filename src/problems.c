@@ -239,27 +239,27 @@ void rtu_problems_print(rtu_problems_t *p, FILE *f, bool json) {
             nw == 1 ? "" : "s");
 }
 
-/* Levenshtein distance, ignoring case (a difference of case alone counts 1). */
+/* Edit distance with transpositions (optimal string alignment), ignoring case
+ * (a difference of case alone counts 1): "upepr" is one edit from "upper". */
 static size_t distance(const char *a, const char *b) {
   size_t la = strlen(a), lb = strlen(b);
-  if (la > 256 || lb > 256) return (size_t)-1;
-  size_t row[257];
-  for (size_t j = 0; j <= lb; j++) row[j] = j;
+  if (la > 128 || lb > 128) return (size_t)-1;
+  static _Thread_local size_t d[129][129];
+  for (size_t i = 0; i <= la; i++) d[i][0] = i;
+  for (size_t j = 0; j <= lb; j++) d[0][j] = j;
   for (size_t i = 1; i <= la; i++) {
-    size_t diag = row[0];
-    row[0] = i;
     for (size_t j = 1; j <= lb; j++) {
-      size_t up = row[j];
-      size_t cost = tolower((unsigned char)a[i - 1]) != tolower((unsigned char)b[j - 1]);
-      size_t best = diag + cost;
-      if (up + 1 < best) best = up + 1;
-      if (row[j - 1] + 1 < best) best = row[j - 1] + 1;
-      row[j] = best;
-      diag = up;
+      int ca = tolower((unsigned char)a[i - 1]), cb = tolower((unsigned char)b[j - 1]);
+      size_t best = d[i - 1][j - 1] + (ca != cb);
+      if (d[i - 1][j] + 1 < best) best = d[i - 1][j] + 1;
+      if (d[i][j - 1] + 1 < best) best = d[i][j - 1] + 1;
+      if (i > 1 && j > 1 && ca == tolower((unsigned char)b[j - 2]) &&
+          tolower((unsigned char)a[i - 2]) == cb && d[i - 2][j - 2] + 1 < best)
+        best = d[i - 2][j - 2] + 1;
+      d[i][j] = best;
     }
   }
-  size_t d = row[lb];
-  return d == 0 && strcmp(a, b) ? 1 : d;
+  return d[la][lb] == 0 && strcmp(a, b) ? 1 : d[la][lb];
 }
 
 const char *rtu_closest(const char *name, const char *const *candidates, size_t n) {

@@ -1,7 +1,7 @@
 /*
  * problems.h: what loading and checking the configuration found wrong, each
  * problem with its place, and how they are printed. Shared by config.c,
- * check.c, script.c (which adds plain messages) and the commands.
+ * checker.c, script.c (which adds plain messages) and the commands.
  */
 #ifndef RTU_PROBLEMS_H
 #define RTU_PROBLEMS_H

@@ -22,7 +22,7 @@
 #include <sys/stat.h>
 #include <time.h>
 
-#include "check.h"
+#include "checker.h"
 #include "health.h"
 #include "log.h"
 #include "metrics.h"

@@ -1,10 +1,10 @@
 /*
- * check.h: the whole-configuration checker behind `rtu check`, the start of
+ * checker.h: the whole-configuration checker behind `rtu check`, the start of
  * `rtu run` and every reload: the environment, every JSON file and every Lua
  * file, each on its own and against the others, every problem at its place.
  */
-#ifndef RTU_CHECK_H
-#define RTU_CHECK_H
+#ifndef RTU_CHECKER_H
+#define RTU_CHECKER_H
 
 #include <stdbool.h>
 

@@ -1,14 +1,14 @@
 /*
- * check.c: owns the whole-configuration checker: it reads the configuration
+ * checker.c: owns the whole-configuration checker: it reads the configuration
  * (config.c), adds the checks that need several files or the libraries
  * (mapTable.json against the topics, the casts and strategies folders; SASL and
  * librdkafka's own view of the settings; the low-code files through
- * check_lowcode.c; every Lua file compiled), builds one Lua state of the
+ * checker_lowcode.c; every Lua file compiled), builds one Lua state of the
  * generation as `rtu run` would (script.c) for what only running the files
  * shows, and gives every problem its line. It never connects to MongoDB; with
  * kafka_client it builds a Kafka client and drops it at once.
  */
-#include "check.h"
+#include "checker.h"
 
 #include <dirent.h>
 #include <lauxlib.h>
@@ -20,7 +20,7 @@
 #include <strings.h>
 #include <sys/stat.h>
 
-#include "check_lowcode.h"
+#include "checker_lowcode.h"
 #include "config_files.h"
 #include "consumer.h"
 #include "script.h"

@@ -1,9 +1,9 @@
 /*
- * check_lowcode.h: cross-file checks of erSchema.json, projectionChangesSchema.json
- * and kafkaProjectionChanges.json against mapTable.json (part of check.c's run).
+ * checker_lowcode.h: cross-file checks of erSchema.json, projectionChangesSchema.json
+ * and kafkaProjectionChanges.json against mapTable.json (part of checker.c's run).
  */
-#ifndef RTU_CHECK_LOWCODE_H
-#define RTU_CHECK_LOWCODE_H
+#ifndef RTU_CHECKER_LOWCODE_H
+#define RTU_CHECKER_LOWCODE_H
 
 #include "config.h"
 #include "jsonpos.h"

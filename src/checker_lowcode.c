@@ -1,12 +1,12 @@
 /*
- * check_lowcode.c: owns the cross-file checks of the low-code files and the
+ * checker_lowcode.c: owns the cross-file checks of the low-code files and the
  * Kafka projection-changes file: every projection, relation, field and single
  * view they name against mapTable.json and each other, with the closest known
  * name. The grammar of the two files is checked by the Lua compiler
  * (lua/rtu/lowcode.lua) when a generation is built; this file adds what needs the
  * other files and the places. No Lua, Kafka or MongoDB here.
  */
-#include "check_lowcode.h"
+#include "checker_lowcode.h"
 
 #include <stdio.h>
 #include <stdlib.h>
