@@ -273,7 +273,8 @@ static void compile_folder(lua_State *L, const char *folder, const char *var, bo
     /* Text only, as the sandbox loads them: precompiled bytecode is refused. */
     if (luaL_loadfilex(L, path, "t") != LUA_OK) {
       const char *msg = lua_tostring(L, -1);
-      rtu_problems_add(pr, "%s", msg ? msg : "cannot load");
+      /* Lua cuts a long file name in the message: the place is path's. */
+      rtu_problems_add(pr, "%s: %s", path, msg ? msg : "cannot load");
     }
     lua_settop(L, 0);
   }

@@ -101,7 +101,10 @@ static int cmd_check(int argc, char **argv) {
   default_lua_dir(lua_dir, sizeof lua_dir);
   rtu_problems_t problems = {0};
   bool ok = rtu_check(env_get, lua_dir, true, &problems);
-  rtu_problems_print(&problems, stdout, json);
+  /* Problems on stderr and the summary on stdout, as compilers do; JSON lines
+   * all on stdout, for CI annotations. */
+  rtu_problems_print(&problems, json ? stdout : stderr, json);
+  if (!json) rtu_problems_summary(&problems, stdout);
   rtu_problems_free(&problems);
   mongoc_cleanup();
   return ok ? 0 : 2;

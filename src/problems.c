@@ -72,11 +72,14 @@ static bool ends_with(const char *s, size_t n, const char *suffix) {
   return n >= k && !memcmp(s + n - k, suffix, k);
 }
 
-/* "FILE.lua:N: rest" at s: the line, and *rest after it. */
-static int lua_line(const char *s, const char *file, size_t flen, const char **rest) {
-  if (strncmp(s, file, flen) || s[flen] != ':' || !isdigit((unsigned char)s[flen + 1])) return 0;
+/* "CHUNK.lua:N: rest" at s, where CHUNK is the file's name as Lua gives it
+ * (cut to "...tail" when long): the line, and *rest after it. */
+static int lua_line(const char *s, const char **rest) {
+  const char *c = s;
+  while (*c && *c != ' ' && !(c[0] == ':' && isdigit((unsigned char)c[1]))) c++;
+  if (*c != ':' || !ends_with(s, (size_t)(c - s), ".lua")) return 0;
   char *end;
-  long n = strtol(s + flen + 1, &end, 10);
+  long n = strtol(c + 1, &end, 10);
   if (*end != ':' || n <= 0 || n > 100000000) return 0;
   *rest = end[1] == ' ' ? end + 2 : end + 1;
   return (int)n;
@@ -104,10 +107,10 @@ void rtu_problems_add(rtu_problems_t *p, const char *fmt, ...) {
     char file[1024];
     snprintf(file, sizeof file, "%.*s", (int)flen, msg);
     const char *rest = NULL;
-    int line = lua ? lua_line(msg, file, flen, &rest) : 0;
+    int line = lua ? lua_line(msg, &rest) : 0;
     if (!line && c[1] == ' ') {
       rest = c + 2;
-      if (lua) line = lua_line(rest, file, flen, &rest); /* "F: F:3: msg" from Lua */
+      if (lua) line = lua_line(rest, &rest); /* "F: F:3: msg" from Lua */
       if (!line) rest = c + 2;
     }
     if (!rest) break;
@@ -233,10 +236,12 @@ void rtu_problems_print(rtu_problems_t *p, FILE *f, bool json) {
     json_string(f, pr->message);
     fputs("}\n", f);
   }
+}
+
+void rtu_problems_summary(const rtu_problems_t *p, FILE *f) {
   size_t nw = p->n - p->nerrors;
-  if (!json)
-    fprintf(f, "%zu error%s, %zu warning%s\n", p->nerrors, p->nerrors == 1 ? "" : "s", nw,
-            nw == 1 ? "" : "s");
+  fprintf(f, "%zu error%s, %zu warning%s\n", p->nerrors, p->nerrors == 1 ? "" : "s", nw,
+          nw == 1 ? "" : "s");
 }
 
 /* Edit distance with transpositions (optimal string alignment), ignoring case

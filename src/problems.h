@@ -56,8 +56,10 @@ void rtu_problems_free(rtu_problems_t *p);
  * close enough to be a likely typo). */
 const char *rtu_closest(const char *name, const char *const *candidates, size_t n);
 
-/* Prints the problems (sorted first), then `N errors, M warnings`; json: one
- * JSON object a line (file, line, column, severity, path, message) instead. */
+/* Prints the problems, sorted first, one a line; json: one JSON object a line
+ * (file, variable, line, column, severity, path, message). */
 void rtu_problems_print(rtu_problems_t *p, FILE *f, bool json);
+/* `N errors, M warnings`. */
+void rtu_problems_summary(const rtu_problems_t *p, FILE *f);
 
 #endif

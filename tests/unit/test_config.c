@@ -575,8 +575,10 @@ static void test_problems(void) {
   size_t len = 0;
   FILE *f = open_memstream(&out, &len);
   rtu_problems_print(&p, f, false);
+  rtu_problems_summary(&p, f);
   fclose(f);
-  CHECK(out && strstr(out, "\n6 errors, 1 warning\n"), "summary: %s", out);
+  CHECK(out && strstr(out, "\nrtu: error: Lua runtime: cannot load\n6 errors, 1 warning\n"),
+        "summary: %s", out);
   free(out);
   f = open_memstream(&out, &len);
   rtu_problems_print(&p, f, true);
