@@ -263,10 +263,15 @@ static void compile_folder(lua_State *L, const char *folder, const char *var, bo
     snprintf(path, sizeof path, "%s/%s", folder, e->d_name);
     if (e->d_name[0] == '.' || !is_file(path)) continue;
     if (len > 3 && !strcmp(e->d_name + len - 3, ".js")) {
-      if (js_expected)
+      char lua[4096];
+      snprintf(lua, sizeof lua, "%s/%.*s.lua", folder, (int)(len - 3), e->d_name);
+      if (js_expected && is_file(lua))
         rtu_problems_at(pr, RTU_PROBLEM_WARNING, NULL, path, 0, 0, NULL,
-                        "JavaScript file in %s: rtu runs Lua and ignores it; write %s/%.*s.lua",
-                        var, folder, (int)(len - 3), e->d_name);
+                        "JavaScript file in %s, left from the Fast Data service: rtu runs %s "
+                        "beside it and ignores this one", var, lua);
+      else if (js_expected)
+        rtu_problems_at(pr, RTU_PROBLEM_WARNING, NULL, path, 0, 0, NULL,
+                        "JavaScript file in %s: rtu runs Lua and ignores it; write %s", var, lua);
       continue;
     }
     if (len <= 4 || strcmp(e->d_name + len - 4, ".lua")) continue;

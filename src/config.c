@@ -114,21 +114,24 @@ const rtu_var_t rtu_config_vars[] = {
   {"PAUSE_TOPIC_CONSUMPTION_ON_ERROR", RTU_VAR_BOOL, OFF(pause_topic_on_error), "false", 0, 0, NULL, 0,
    NULL, "a failing message pauses its whole topic, not only its partition"},
   {"COMMIT_MESSAGE_LOGGING_INTERVAL", RTU_VAR_INT, OFF(commit_log_interval_ms), "3000", 0, 3600000, NULL,
-   0, NULL, "ms between `messages committed` info lines; `0`: none"},
+   0, NULL, "ms between `messages committed` info lines (counts since the last one); `0`: none"},
   /* Additions of ours */
   {"KAFKA_CONSUMER_MAX_BATCH_SIZE", RTU_VAR_INT, OFF(kafka_max_batch), "5000", 1, 100000, NULL,
    RTU_VAR_OURS, NULL, "most messages taken in one batch"},
   {"LUA_RUNTIME_FOLDER", RTU_VAR_FOLDER, OFF(lua_dir), "next to the binary", 0, 0, NULL, RTU_VAR_OURS,
    NULL, "where the shipped Lua runtime (`lua/`) is"},
   {"HTTP_HOST", RTU_VAR_ADDRESS, OFF(http_host), "0.0.0.0", 0, 0, NULL, RTU_VAR_OURS, NULL,
-   "address the HTTP routes bind (all interfaces, as the reference)"},
+   "address the HTTP routes bind (all interfaces, as the reference); tests and `tools/demo` use "
+   "`127.0.0.1`"},
   {"PARTITION_WORKERS", RTU_VAR_INT, OFF(workers), "online CPUs (at most 16)", 1, 64, NULL,
    RTU_VAR_OURS, NULL, "partition runs applied at once, each worker with its own Lua state, MongoDB "
    "client and producer"},
   {"DEAD_LETTER_TOPIC", RTU_VAR_STRING, OFF(dead_letter_topic), NULL, 0, 0, NULL, RTU_VAR_OURS, NULL,
-   "a message that cannot be applied is produced there and its partition goes on"},
+   "a message that cannot be applied is produced there (with `rtu.*` error headers) and its "
+   "partition goes on, instead of stopping"},
   {"SCRIPTS_HOT_RELOAD", RTU_VAR_BOOL, OFF(hot_reload), "false", 0, 0, NULL, RTU_VAR_OURS, NULL,
-   "load a new script generation when a configuration file changes (`SIGHUP` reloads in any case)"},
+   "watch the configuration folders and load a new script generation when a file changes "
+   "(`SIGHUP` reloads in any case)"},
   /* Of the contract, not honoured */
   {"LC39_HTTP_PORT", RTU_VAR_IGNORED, NOFF, NULL, 0, 0, NULL, 0, NULL,
    "the older name of `HTTP_PORT`: rtu reads `HTTP_PORT` only"},

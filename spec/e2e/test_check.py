@@ -131,7 +131,7 @@ class PlantedMistakes(E2ETestCase):
         # 14: JavaScript left from the service
         with open(f["js"], "w") as fh:
             fh.write("module.exports = async function () { return [] }\n")
-        want.append(("warning", f["js"], ["customersOfOrderDish.lua"]))
+        want.append(("warning", f["js"], ["customersOfOrderDish.lua beside it"]))
         # and what the example itself warns of: a mapTable binding the low-code mode ignores
         want.append(("warning", "%s:%d:%d" % ((f["map"],) + place(
             f["map"], '"__fromFile__[customersOfOrderDish]"')), ["ignored"]))
