@@ -165,6 +165,20 @@ static void test_duplicate_key(void) {
          "duplicate key", "line 2 wins");
 }
 
+/* In erSchema.json too the last of a repeated key is the one used: the Lua
+ * compiler of the generation (what `rtu run` loads) would refuse the first. */
+static void test_duplicate_key_lowcode(void) {
+  char *s = strdup(ER_SCHEMA);
+  char *at = strstr(s, "\"condition\": {\"aId\"");
+  char *t = NULL;
+  if (asprintf(&t, "%.*s\"condition\": 5, %s", (int)(at - s), s, at) < 0) t = NULL;
+  write_file(er, "erSchema.json", t);
+  EXPECT("duplicate in erSchema.json", true, "erSchema.json:5:7: warning:",
+         "config.a.outgoing.b.conditions.a_to_b.condition:", "duplicate key 'condition'");
+  free(t);
+  free(s);
+}
+
 static void test_unknown_keys(void) {
   write_file(updates, "kafkaProjectionUpdates.json",
              "{\"a\": {\"updateTopic\": \"a.pr-update\"}, \"b\": {}}");
@@ -294,6 +308,7 @@ int main(void) {
   test_er_projection();
   test_identifier_and_hops();
   test_duplicate_key();
+  test_duplicate_key_lowcode();
   test_unknown_keys();
   test_env();
   test_all_at_once();
