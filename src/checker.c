@@ -14,6 +14,7 @@
 #include <lauxlib.h>
 #include <librdkafka/rdkafka.h>
 #include <lua.h>
+#include <lualib.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -252,8 +253,67 @@ void rtu_check_config(const rtu_config_t *cfg, rtu_problems_t *problems) {
 
 /* ---- Lua files ------------------------------------------------------------ */
 
+/* The file's main chunk (at the top of L) run in a bare environment of the
+ * pure libraries, under an instruction and memory bound: what it returns must
+ * be a function taking at most the parameters rtu passes. An error at load is
+ * not reported here: the file may need what only the sandbox gives, and the
+ * sandbox reports it for the files a generation uses. */
+typedef struct {
+  size_t used, cap;
+} bound_t;
+
+static void *bounded_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
+  bound_t *b = ud;
+  if (nsize == 0) {
+    if (ptr) b->used -= osize;
+    free(ptr);
+    return NULL;
+  }
+  size_t old = ptr ? osize : 0;
+  if (nsize > old && b->used + (nsize - old) > b->cap) return NULL;
+  void *p = realloc(ptr, nsize);
+  if (p) b->used = b->used - old + nsize;
+  return p;
+}
+
+static void stop_hook(lua_State *L, lua_Debug *ar) {
+  (void)ar;
+  luaL_error(L, "the file runs too long at load");
+}
+
+static void check_shape(lua_State *L, const char *path, const char *shape, rtu_problems_t *pr) {
+  lua_newtable(L); /* _ENV */
+  static const char *libs[] = {"string", "table", "math", "utf8"};
+  for (size_t i = 0; i < 4; i++) {
+    lua_getglobal(L, libs[i]);
+    lua_setfield(L, -2, libs[i]);
+  }
+  static const char *base[] = {"assert", "error", "ipairs", "next", "pairs", "pcall", "select",
+                               "tonumber", "tostring", "type", "rawget", "rawset", "rawequal",
+                               "rawlen", "setmetatable", "getmetatable", "xpcall"};
+  for (size_t i = 0; i < sizeof base / sizeof base[0]; i++) {
+    lua_getglobal(L, base[i]);
+    lua_setfield(L, -2, base[i]);
+  }
+  if (!lua_setupvalue(L, -2, 1)) lua_pop(L, 1);
+  lua_sethook(L, stop_hook, LUA_MASKCOUNT, 1000000);
+  int rc = lua_pcall(L, 0, 1, 0);
+  lua_sethook(L, NULL, 0, 0);
+  if (rc != LUA_OK) return;
+  if (!lua_isfunction(L, -1)) {
+    rtu_problems_add(pr, "%s: must return a function, returned a %s", path, luaL_typename(L, -1));
+    return;
+  }
+  lua_Debug ar;
+  if (lua_iscfunction(L, -1) || !lua_getinfo(L, ">u", &ar)) return;
+  if (ar.nparams > 3 && !ar.isvararg)
+    rtu_problems_at(pr, RTU_PROBLEM_WARNING, NULL, path, 0, 0, NULL,
+                    "the function takes %d parameters, rtu passes 3 (%s): the others are always nil",
+                    ar.nparams, shape);
+}
+
 static void compile_folder(lua_State *L, const char *folder, const char *var, bool js_expected,
-                           rtu_problems_t *pr) {
+                           const char *shape, rtu_problems_t *pr) {
   DIR *d = folder ? opendir(folder) : NULL;
   if (!d) return;
   struct dirent *e;
@@ -280,6 +340,8 @@ static void compile_folder(lua_State *L, const char *folder, const char *var, bo
       const char *msg = lua_tostring(L, -1);
       /* Lua cuts a long file name in the message: the place is path's. */
       rtu_problems_add(pr, "%s: %s", path, msg ? msg : "cannot load");
+    } else {
+      check_shape(L, path, shape, pr);
     }
     lua_settop(L, 0);
   }
@@ -287,17 +349,22 @@ static void compile_folder(lua_State *L, const char *folder, const char *var, bo
 }
 
 void rtu_check_lua_folders(const rtu_config_t *cfg, rtu_problems_t *problems) {
-  lua_State *L = luaL_newstate();
+  bound_t bound = {0, 64u << 20};
+  lua_State *L = lua_newstate(bounded_alloc, &bound);
   if (!L) {
     rtu_problems_add(problems, "Lua: out of memory");
     return;
   }
-  compile_folder(L, cfg->cast_functions_folder, "CAST_FUNCTIONS_FOLDER", true, problems);
-  compile_folder(L, cfg->strategies_folder, "STRATEGIES_FOLDER", true, problems);
+  luaL_openlibs(L);
+  compile_folder(L, cfg->cast_functions_folder, "CAST_FUNCTIONS_FOLDER", true,
+                 "value, fieldName, log", problems);
+  compile_folder(L, cfg->strategies_folder, "STRATEGIES_FOLDER", true, "document, db, log", problems);
   if (cfg->use_automatic_strategies)
-    compile_folder(L, cfg->pc_schema_folder, "PROJECTION_CHANGES_SCHEMA_FOLDER", true, problems);
+    compile_folder(L, cfg->pc_schema_folder, "PROJECTION_CHANGES_SCHEMA_FOLDER", true,
+                   "document, db, log", problems);
   if (cfg->adapter && !strcmp(cfg->adapter, "custom"))
-    compile_folder(L, cfg->adapter_folder, "KAFKA_ADAPTER_FOLDER", true, problems);
+    compile_folder(L, cfg->adapter_folder, "KAFKA_ADAPTER_FOLDER", true,
+                   "message, primaryKeys, log", problems);
   lua_close(L);
 }
 

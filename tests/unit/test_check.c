@@ -239,6 +239,14 @@ static void test_lua_files(void) {
   write_file(casts, "unused.lua", "return function(v)\n  return v +\nend\n");
   EXPECT("unreferenced syntax error", false, "unused.lua:3:1: error:", "unexpected symbol");
   unlink_file(casts, "unused.lua");
+  write_file(casts, "unusedNotFn.lua", "local M = {}\nreturn M\n");
+  EXPECT("unreferenced, not a function", false, "unusedNotFn.lua: error:",
+         "must return a function, returned a table");
+  unlink_file(casts, "unusedNotFn.lua");
+  write_file(casts, "wide.lua", "local fmt = string.format\nreturn function(a, b, c, d) return a end\n");
+  EXPECT("four parameters", true, "wide.lua: warning:", "takes 4 parameters",
+         "value, fieldName, log");
+  unlink_file(casts, "wide.lua");
   write_file(casts, "upper.lua", "return 42\n");
   EXPECT("not a function", false, "upper.lua", "must return a function");
   unlink_file(casts, "upper.lua");
