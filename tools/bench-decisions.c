@@ -1,7 +1,7 @@
 /*
  * bench-decisions.c: the measurements behind docs/decisions.md, where rtu writes
  * by hand what a Debian library also does (the JSON reader and writer, ISO-8601
- * dates). It times rtu's code against the library on the same input in one
+ * dates, integers' text). It times rtu's code against the library on the same input in one
  * process, one after the other, and runs tools/bench-decisions.lua for the Lua
  * side (rtu.json against lua-cjson, jsonenc against cjson.encode).
  *
@@ -165,7 +165,7 @@ static int l_iso(lua_State *L) {
   bool rtu = strcmp(luaL_checkstring(L, 2), "rtu") == 0;
   char a[32], b[32];
   int64_t base = 1709290800193;
-  for (int64_t ms = base; ms < base + 100000000; ms += 999983) {
+  for (int64_t ms = base; ms < base + 100000000000; ms += 999983000) {
     rtu_iso8601(ms, a, sizeof a);
     iso_libc(ms, b, sizeof b);
     if (strcmp(a, b)) return luaL_error(L, "dates differ: %s %s", a, b);
@@ -180,6 +180,31 @@ static int l_iso(lua_State *L) {
   double ns = (cpu_ns() - t0) / (double)reps;
   lua_pushnumber(L, ns);
   lua_pushinteger(L, sum); /* so the loop is not optimised away */
+  return 2;
+}
+
+/* int_text(reps, which): ns an integer's decimal text by rtu_int_text or
+ * snprintf("%lld"), on millisecond timestamps; both must agree. */
+static int l_int_text(lua_State *L) {
+  lua_Integer reps = luaL_checkinteger(L, 1);
+  bool rtu = strcmp(luaL_checkstring(L, 2), "rtu") == 0;
+  char a[24], b[24];
+  for (int64_t v = -1000003; v < 1000003; v += 997) {
+    rtu_int_text(v * 1709290, a);
+    snprintf(b, sizeof b, "%lld", (long long)(v * 1709290));
+    if (strcmp(a, b)) return luaL_error(L, "texts differ: %s %s", a, b);
+  }
+  unsigned sum = 0;
+  int64_t base = 1709290800193;
+  double t0 = cpu_ns();
+  for (lua_Integer i = 0; i < reps; i++) {
+    if (rtu) rtu_int_text(base + i, a);
+    else snprintf(a, sizeof a, "%lld", (long long)(base + i));
+    sum += (unsigned char)a[12];
+  }
+  double ns = (cpu_ns() - t0) / (double)reps;
+  lua_pushnumber(L, ns);
+  lua_pushinteger(L, sum);
   return 2;
 }
 
@@ -208,7 +233,7 @@ int main(int argc, char **argv) {
   if (luaL_dostring(L, "return (require('rtu.value'))") != LUA_OK) goto fail;
   rtu_value_bind(L, -1);
   lua_pop(L, 1);
-  lua_createtable(L, 0, 5);
+  lua_createtable(L, 0, 6);
   lua_pushcfunction(L, l_c_to_bson);
   lua_setfield(L, -2, "to_bson");
   lua_pushcfunction(L, l_c_from_bson);
@@ -217,6 +242,8 @@ int main(int argc, char **argv) {
   lua_setfield(L, -2, "libbson_json");
   lua_pushcfunction(L, l_iso);
   lua_setfield(L, -2, "iso");
+  lua_pushcfunction(L, l_int_text);
+  lua_setfield(L, -2, "int_text");
   lua_pushcfunction(L, l_cpu_ns);
   lua_setfield(L, -2, "cpu_ns");
   lua_setglobal(L, "C");

@@ -139,6 +139,18 @@ runs["rtu_iso8601"], runs["gmtime_r + strftime + snprintf"] = runs.rtu, runs.lib
 show("an ISO-8601 date with milliseconds (CPU a date; both give the same text):", runs,
   { "rtu_iso8601", "gmtime_r + strftime + snprintf" }, true)
 
+-- 5b. An integer's text (offsets, timestamps, counters in every message written).
+runs = {}
+for _ = 1, 5 do
+  for _, w in ipairs({ "rtu", "libc" }) do
+    runs[w] = runs[w] or {}
+    table.insert(runs[w], (C.int_text(iso_reps, w)))
+  end
+end
+runs["rtu_int_text"], runs["snprintf %lld"] = runs.rtu, runs.libc
+show("a millisecond timestamp's decimal text (CPU a number; both give the same text):", runs,
+  { "rtu_int_text", "snprintf %lld" }, true)
+
 -- 6. What each gives back: integers, numbers' text, empty arrays, dates.
 local function show_value(v)
   if math.type(v) == "float" then return string.format("%.17g (float)", v) end
