@@ -104,6 +104,15 @@ static int cmd_check(int argc, char **argv) {
   /* Problems on stderr and the summary on stdout, as compilers do; JSON lines
    * all on stdout, for CI annotations. */
   rtu_problems_print(&problems, json ? stdout : stderr, json);
+  if (ok && !json) {
+    rtu_problems_t again = {0};
+    rtu_config_t *cfg = rtu_config_load(env_get, lua_dir, &again);
+    if (cfg)
+      printf("configuration is valid: %zu projection(s), %zu topic(s), adapter %s\n",
+             cfg->nprojections, cfg->ntopics, cfg->adapter);
+    rtu_config_free(cfg);
+    rtu_problems_free(&again);
+  }
   if (!json) rtu_problems_summary(&problems, stdout);
   rtu_problems_free(&problems);
   mongoc_cleanup();
