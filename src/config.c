@@ -40,6 +40,18 @@ const rtu_var_t rtu_config_vars[] = {
    NULL, "SASL password"},
   {"KAFKA_SASL_MECHANISM", RTU_VAR_ENUM, OFF(kafka_sasl_mechanism), "plain", 0, 0,
    "plain|scram-sha-256|scram-sha-512|oauthbearer", RTU_VAR_ANYCASE, NULL, "SASL mechanism"},
+  {"KAFKA_SASL_OAUTH_BASE_URL", RTU_VAR_STRING, OFF(kafka_oauth_base_url), NULL, 0, 0, NULL, 0,
+   "`KAFKA_SASL_MECHANISM` is oauthbearer with credentials", "token endpoint (`http://` or `https://`) of the oauthbearer mechanism"},
+  {"KAFKA_SASL_OAUTH_PATH", RTU_VAR_STRING, OFF(kafka_oauth_path), NULL, 0, 0, NULL, 0, NULL,
+   "path of the token endpoint, after the base URL"},
+  {"KAFKA_SASL_OAUTH_GRANT_TYPE", RTU_VAR_ENUM, OFF(kafka_oauth_grant_type), "password", 0, 0, "password",
+   0, NULL, "OAuth grant: the password grant, with the SASL username and password"},
+  {"KAFKA_SASL_OAUTH_CLIENT_ID", RTU_VAR_STRING, OFF(kafka_oauth_client_id), NULL, 0, 0, NULL, 0, NULL,
+   "OAuth client id"},
+  {"KAFKA_SASL_OAUTH_CLIENT_SECRET", RTU_VAR_STRING, OFF(kafka_oauth_client_secret), NULL, 0, 0, NULL,
+   RTU_VAR_SECRET, NULL, "OAuth client secret (with the id: HTTP basic authentication)"},
+  {"KAFKA_SASL_OAUTH_TOKEN_EXPIRATION_MARGIN_MS", RTU_VAR_INT, OFF(kafka_oauth_margin_ms), "60000", 0,
+   86400000, NULL, 0, NULL, "a token is refreshed this long before it expires (ms)"},
   {"CA_CERT_PATH", RTU_VAR_STRING, OFF(ca_cert_path), NULL, 0, 0, NULL, 0, NULL,
    "CA file: TLS to the brokers (SASL_SSL with credentials)"},
   {"KAFKA_USE_LATEST_DEQUEUE_STRATEGY", RTU_VAR_BOOL, OFF(kafka_latest), "false", 0, 0, NULL, 0, NULL,
@@ -384,6 +396,27 @@ static void read_env(const char *(*getenv_fn)(const char *), const char *default
   rtu_config_unhonoured(getenv_fn, problems);
 }
 
+/* The password grant needs the SASL username and password; the other grants of
+ * OAuth are not part of the contract. Without credentials SASL is off, whatever
+ * the mechanism (as in the reference). */
+static void oauth_settings(const rtu_config_t *cfg, rtu_problems_t *problems) {
+  if (!cfg->kafka_sasl_mechanism || strcasecmp(cfg->kafka_sasl_mechanism, "oauthbearer")) return;
+  const char *url = cfg->kafka_oauth_base_url;
+  if (!url && !cfg->kafka_sasl_username && !cfg->kafka_sasl_password) return;
+  if (!url)
+    rtu_problems_at(problems, RTU_PROBLEM_ERROR, "KAFKA_SASL_OAUTH_BASE_URL", NULL, 0, 0, NULL,
+                    "required when KAFKA_SASL_MECHANISM is oauthbearer");
+  else if (strncasecmp(url, "http://", 7) && strncasecmp(url, "https://", 8))
+    rtu_problems_at(problems, RTU_PROBLEM_ERROR, "KAFKA_SASL_OAUTH_BASE_URL", NULL, 0, 0, NULL,
+                    "expected an http:// or https:// URL, got '%s'", url);
+  if (!cfg->kafka_sasl_username || !cfg->kafka_sasl_password)
+    rtu_problems_at(problems, RTU_PROBLEM_ERROR,
+                    cfg->kafka_sasl_username ? "KAFKA_SASL_PASSWORD" : "KAFKA_SASL_USERNAME", NULL, 0,
+                    0, NULL,
+                    "KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD are required when "
+                    "KAFKA_SASL_MECHANISM is oauthbearer (the password grant)");
+}
+
 static bool required_now(const rtu_var_t *v, const rtu_config_t *cfg) {
   if (v->flags & RTU_VAR_REQUIRED) return true;
   if (!v->required_when) return false;
@@ -409,6 +442,7 @@ static void settle(const char *(*getenv_fn)(const char *), rtu_config_t *cfg, rt
       rtu_problems_at(problems, RTU_PROBLEM_ERROR, v->name, NULL, 0, 0, NULL,
                       "required when %s", v->required_when);
   }
+  oauth_settings(cfg, problems);
   /* The basic adapter carries no operation type: every value is an upsert. */
   if (cfg->adapter && (!strcmp(cfg->adapter, "basic") || !strcmp(cfg->adapter, "db2")))
     cfg->use_upsert = true;
