@@ -180,7 +180,8 @@ static void quiet_error(rd_kafka_t *rk, int err, const char *reason, void *opaqu
 /* SASL over plain text, and librdkafka's own view of the settings. */
 static void check_kafka(const rtu_config_t *cfg, bool client, rtu_problems_t *pr) {
   bool user = cfg->kafka_sasl_username != NULL, pass = cfg->kafka_sasl_password != NULL;
-  if (user != pass)
+  bool oauth = cfg->kafka_sasl_mechanism && !strcasecmp(cfg->kafka_sasl_mechanism, "oauthbearer");
+  if (user != pass && !oauth) /* with oauthbearer config.c makes it an error */
     rtu_problems_at(pr, RTU_PROBLEM_WARNING, user ? "KAFKA_SASL_PASSWORD" : "KAFKA_SASL_USERNAME",
                     NULL, 0, 0, NULL,
                     "not set while %s is: SASL is off (it needs both username and password)",
