@@ -21,7 +21,10 @@
 #include <sys/stat.h>
 
 #include "log.h"
-#include "value.h"
+#include "bson_lua.h"
+#include "bson_raw.h"
+#include "json_module.h"
+#include "json_write.h"
 
 #define HOOK_EVERY 10000                  /* instructions between clock checks */
 #define MEMORY_LIMIT (256u * 1024 * 1024) /* per state */
@@ -156,9 +159,9 @@ static int l_log(lua_State *L) {
   if (lua_istable(L, base + 1)) {
     bson_t doc = BSON_INITIALIZER;
     char err[RTU_ERRSTR_SIZE];
-    if (rtu_value_append(L, base + 1, &doc, "f", 1, err, sizeof err) == RTU_OK) {
+    if (rtu_bson_lua_append(L, base + 1, &doc, "f", 1, err, sizeof err) == RTU_OK) {
       bson_string_t *out = bson_string_new(NULL);
-      rtu_value_first_to_json(&doc, out);
+      rtu_json_write_first(&doc, out);
       rtu_log(level, msg, "source", "script", "#fields", out->str, NULL);
       bson_string_free(out, true);
     } else {
@@ -379,7 +382,7 @@ static void open_libs(lua_State *L) {
   lua_setglobal(L, "require");
   /* rtu.json and rtu.limits are C: preload them in the loaded table. */
   lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
-  rtu_value_open_json(L);
+  rtu_json_module_open(L);
   lua_setfield(L, -2, "rtu.json");
   lua_createtable(L, 0, 1);
   lua_pushcfunction(L, l_timed_out);
@@ -412,7 +415,7 @@ done:
 
 static void push_found(void *ctx, const bson_t *doc) {
   lua_State *L = ctx;
-  rtu_value_push_doc(L, doc);
+  rtu_bson_lua_push_doc(L, doc);
   lua_rawseti(L, -2, (lua_Integer)luaL_len(L, -2) + 1);
 }
 
@@ -440,7 +443,7 @@ static int db_find_impl(lua_State *L, bool one) {
         return luaL_error(L, "db:find: filter keys must be strings");
       }
       const char *k = lua_tolstring(L, -2, &klen);
-      if (rtu_value_append(L, -1, &filter, k, (int)klen, err, sizeof err) != RTU_OK) {
+      if (rtu_bson_lua_append(L, -1, &filter, k, (int)klen, err, sizeof err) != RTU_OK) {
         bson_destroy(&filter);
         bson_destroy(&opts);
         return luaL_error(L, "db:find: filter %s", err);
@@ -452,7 +455,7 @@ static int db_find_impl(lua_State *L, bool one) {
     static const char *allowed[] = {"projection", "sort", "limit", "skip"};
     for (size_t i = 0; i < 4; i++) {
       if (lua_getfield(L, 4, allowed[i]) != LUA_TNIL &&
-          rtu_value_append(L, -1, &opts, allowed[i], -1, err, sizeof err) != RTU_OK) {
+          rtu_bson_lua_append(L, -1, &opts, allowed[i], -1, err, sizeof err) != RTU_OK) {
         bson_destroy(&filter);
         bson_destroy(&opts);
         return luaL_error(L, "db:find: option %s: %s", allowed[i], err);
@@ -845,7 +848,7 @@ rtu_script_t *rtu_script_new(const rtu_config_t *cfg, rtu_problems_t *problems) 
 
   if (!require_into_registry(s, "rtu.value", problems)) goto done;
   lua_getfield(L, LUA_REGISTRYINDEX, "rtu.value");
-  rtu_value_bind(L, -1);
+  rtu_bson_lua_bind(L, -1);
   lua_pop(L, 1);
   if (!require_into_registry(s, "rtu.sandbox", problems) || !guard_string_methods(s, problems) ||
       !require_into_registry(s, "rtu.casts", problems) ||
@@ -997,7 +1000,7 @@ static void push_message(lua_State *L, const rtu_msg_t *msg, int reuse_ref, int 
                        RD_KAFKA_RESP_ERR_NO_ERROR;
          i++) {
       if (val) lua_pushlstring(L, val, size);
-      else rtu_value_push_null(L);
+      else rtu_bson_lua_push_null(L);
       lua_setfield(L, -2, name);
     }
     set_named(L, t, names, N_HEADERS);
@@ -1014,7 +1017,7 @@ static rtu_err_t take_key(lua_State *L, int tbl, const rtu_projection_t *p, int 
                           bson_t *out, char *errstr, size_t sz) {
   for (size_t i = 0; i < p->npk; i++) {
     get_named(L, tbl, pnames, (lua_Integer)(p->nfields + i) + 1);
-    rtu_err_t err = rtu_value_append(L, -1, out, p->pk_dst[i], -1, errstr, sz);
+    rtu_err_t err = rtu_bson_lua_append(L, -1, out, p->pk_dst[i], -1, errstr, sz);
     lua_pop(L, 1);
     if (err != RTU_OK) return err;
   }
@@ -1113,16 +1116,16 @@ rtu_err_t rtu_script_map(rtu_script_t *s, size_t projection, const rtu_msg_t *ms
   if (out->op != RTU_OP_DELETE) {
     get_named(L, chg, names, N_FIELDS);
     int fields = lua_gettop(L);
-    rtu_raw_t raw;
-    rtu_raw_init(&raw);
+    rtu_bson_raw_t raw;
+    rtu_bson_raw_init(&raw);
     for (size_t i = 0; i < p->nfields && err == RTU_OK; i++) {
       if (get_named(L, fields, pnames, (lua_Integer)i + 1) != LUA_TNIL)
-        err = rtu_value_raw_append_marked(L, -1, &raw, p->fields[i].dst, &out->empty_key, errstr,
+        err = rtu_bson_lua_raw_append_marked(L, -1, &raw, p->fields[i].dst, &out->empty_key, errstr,
                                           errstr_size);
       lua_pop(L, 1);
     }
     lua_pop(L, 1);
-    if (!rtu_raw_concat(&raw, &out->fields) && err == RTU_OK) {
+    if (!rtu_bson_raw_concat(&raw, &out->fields) && err == RTU_OK) {
       snprintf(errstr, errstr_size, "the mapped record is too large for a document");
       err = RTU_ERR_DATA;
     }
@@ -1145,7 +1148,7 @@ bool rtu_script_has_strategies(const rtu_script_t *s, size_t projection) {
 bool rtu_script_same_input(const rtu_script_t *s, size_t projection, const bson_t *a,
                            const bson_t *b) {
   if (!s->read_fields || !s->read_fields[projection].names) return false;
-  return rtu_value_same_fields(a, b, s->read_fields[projection].names,
+  return rtu_bson_raw_same_fields(a, b, s->read_fields[projection].names,
                                s->read_fields[projection].n);
 }
 
@@ -1220,7 +1223,7 @@ static rtu_err_t take_identified(lua_State *L, int res, size_t n, rtu_identified
     bson_init(&id->identifier);
     bson_t wrap = BSON_INITIALIZER;
     bson_iter_t it, child;
-    err = rtu_value_append(L, -2, &wrap, "i", 1, errstr, errstr_size);
+    err = rtu_bson_lua_append(L, -2, &wrap, "i", 1, errstr, errstr_size);
     if (err == RTU_OK && bson_iter_init_find(&it, &wrap, "i") && BSON_ITER_HOLDS_DOCUMENT(&it) &&
         bson_iter_recurse(&it, &child)) {
       while (bson_iter_next(&child)) bson_append_iter(&id->identifier, NULL, 0, &child);
@@ -1257,10 +1260,10 @@ static rtu_err_t identify_call(rtu_script_t *s, size_t projection, const bson_t 
   for (size_t i = from; i < to; i++) {
     lua_createtable(L, 0, 2);
     if (s->read_fields && s->read_fields[projection].names)
-      rtu_value_push_doc_fields(L, docs[i], s->read_fields[projection].names,
+      rtu_bson_lua_push_doc_fields(L, docs[i], s->read_fields[projection].names,
                                 s->read_fields[projection].n);
     else
-      rtu_value_push_doc(L, docs[i]);
+      rtu_bson_lua_push_doc(L, docs[i]);
     lua_setfield(L, -2, "doc");
     lua_pushinteger(L, (lua_Integer)i);
     lua_setfield(L, -2, "origin");

@@ -11,9 +11,9 @@
 #include <string.h>
 
 #include "health.h"
+#include "key_text.h"
 #include "log.h"
 #include "metrics.h"
-#include "value.h"
 
 #define MAX_PC_INDEXES 64
 
@@ -454,7 +454,7 @@ static bool append_change(bson_t *arr, const rtu_msg_t *msg) {
   BSON_APPEND_UTF8(&ch, "topic", msg->topic);
   BSON_APPEND_INT32(&ch, "partition", msg->partition);
   BSON_APPEND_UTF8(&ch, "offset", offset);
-  bool empty = rtu_value_append_original_key(&ch, "key", msg->key, msg->key_len);
+  bool empty = rtu_key_text_append(&ch, "key", msg->key, msg->key_len);
   BSON_APPEND_UTF8(&ch, "timestamp", iso);
   bson_append_document_end(arr, &ch);
   return empty;
