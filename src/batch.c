@@ -30,6 +30,8 @@
 #include "key_text.h"
 #include "log.h"
 #include "metrics.h"
+#include "script_map.h"
+#include "strategies.h"
 
 typedef struct {
   const bson_t *key;
@@ -634,7 +636,7 @@ static rtu_err_t emit_pr_updates(rtu_batch_t *b, const rtu_projection_t *p, cons
  * view several of them lead to names the latest. since is the earliest message a
  * document stands for: where the partition stops when its strategies fail. It is
  * the same message but for an image that also stands for the record before the
- * run (rtu_script_same_input): it answers for the run's first message of it. */
+ * run (rtu_strategies_same_input): it answers for the run's first message of it. */
 typedef struct {
   const bson_t *doc;
   uint32_t origin; /* index of the message */
@@ -776,8 +778,8 @@ static size_t stage_call(rtu_batch_t *b, size_t projection, rtu_deferred_t *cons
   size_t failed;
   rtu_metrics_add(RTU_C_STRATEGY_DOCUMENTS, NULL, n);
   int64_t t0 = rtu_now_mono_us();
-  rc = rtu_script_identify(b->script, projection, docs, rerun, n, find_cb, b->store, &ids, &nids,
-                           &failed, err, sizeof err);
+  rc = rtu_strategies_identify(b->script, projection, docs, rerun, n, find_cb, b->store, &ids,
+                               &nids, &failed, err, sizeof err);
   rtu_metrics_observe(RTU_H_STRATEGY, (double)(rtu_now_mono_us() - t0) / 1e6);
   nuse = nids;
   if (rc == RTU_ERR_SCRIPT) {
@@ -891,7 +893,7 @@ static rtu_err_t after_writes(rtu_batch_t *b, size_t projection, const rtu_msg_t
      * they are looked for too, unless the strategies would read the same of it
      * before and after (most updates touch no relation), which finds them twice. */
     bool same = strategies && gr->s0 && has_image[g] &&
-                rtu_script_same_input(b->script, projection, gr->s0, &images[g]);
+                rtu_strategies_same_input(b->script, projection, gr->s0, &images[g]);
     if (gr->s0 && !same) {
       run.docs[n] = gr->s0;
       run.origin[n] = run.since[n] = first_msg;
@@ -915,7 +917,7 @@ static rtu_err_t after_writes(rtu_batch_t *b, size_t projection, const rtu_msg_t
     if (defer) {
       /* The documents outlive this run's buffers: copies go to the stage. */
       for (size_t k = 0; k < n; k++)
-        run.docs[k] = rtu_script_strategy_copy(b->script, projection, run.docs[k]);
+        run.docs[k] = rtu_strategies_copy_input(b->script, projection, run.docs[k]);
       run.owned = true;
       *defer = run;
       memset(&run, 0, sizeof run);
@@ -1003,7 +1005,7 @@ rtu_err_t rtu_batch_run(rtu_batch_t *b, size_t projection, const rtu_msg_t *msgs
     return RTU_ERR_FATAL;
   }
 
-  bool strategies = b->cfg->pc_enabled && rtu_script_has_strategies(b->script, projection);
+  bool strategies = b->cfg->pc_enabled && rtu_strategies_involved(b->script, projection);
   bool pr_updates = b->emit && b->cfg->gen_kafka_pr_updates && p->pr_update_topic;
 
   t1 = rtu_now_mono_us();
