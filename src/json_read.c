@@ -86,7 +86,8 @@ static bool prescan_number(const char *s, size_t len, size_t *pi, char *errstr, 
     (void)strtoll(num, NULL, 10);
     if (errno != ERANGE) return true;
   }
-  snprintf(errstr, sz, "integer %.*s does not fit in 64 bits", (int)(n > 40 ? 40 : n), s + start);
+  snprintf(errstr, sz, "integer %.*s does not fit in 64 bits", (int)(n > 40 ? 40 : n),
+           s + start);
   return false;
 }
 

@@ -471,7 +471,7 @@ rtu_err_t rtu_store_write_pcs(rtu_store_t *st, const rtu_pc_t *pcs, size_t n, ch
   bson_error_t err;
   BSON_APPEND_BOOL(&opts, "ordered", false);
   BSON_APPEND_BOOL(&upsert, "upsert", true);
-  /* Every string here was checked for UTF-8 where it was built (value.c), as for
+  /* Every string here was checked for UTF-8 where it was built (bson_lua.c), as for
    * the projection writes: the driver's validation (a tenth of the changes'
    * cost) is kept only for an original key with an empty field name. */
   BSON_APPEND_BOOL(&trusted, "upsert", true);

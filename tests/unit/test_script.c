@@ -1,5 +1,6 @@
 /*
- * test_script.c: the Lua states of src/script.c: mapping a message with the
+ * test_script.c: the Lua states of src/script.c, sandbox.c, script_map.c and
+ * strategies.c: mapping a message with the
  * built-in adapters and the casts (key and fields BSON exactly as expected), a
  * failing cast, the wall-clock limit (which neither pcall, xpcall and its message
  * handler, coroutines nor __close can swallow), pattern calls too complex to run
@@ -809,7 +810,7 @@ static void test_sandbox(rtu_script_t *s) {
   probe(s, "load_text", "42");
   probe(s, "load_text_env", "nil");
   probe(s, "json", "{\"a\":1}");
-  /* type() and math.type() are rtu's (script.c): what stock Lua 5.4 answers */
+  /* type() and math.type() are rtu's (sandbox.c): what stock Lua 5.4 answers */
   probe(s, "types",
         "nil,boolean,number,number,string,table,function,thread,userdata,integer,float,nil,nil"
         "|bad argument #1 to 'type' (value expected)"

@@ -1,5 +1,6 @@
 /*
- * test_value.c: values between JSON, BSON and Lua (src/value.c): integers never
+ * test_value.c: values between JSON, BSON and Lua (src/bson_*.c, src/json_*.c,
+ * src/key_text.c): integers never
  * pass through doubles, every BSON type the core uses survives BSON -> Lua ->
  * BSON (an empty array stays an array, dates stay dates), what cannot be stored
  * is refused with the field named, and the JSON text written for Kafka has exact
