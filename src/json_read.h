@@ -17,25 +17,25 @@
 #include "rtu.h"
 
 /* Decodes JSON text (any value) into a BSON document {"v": value}.
- * RTU_ERR_DATA with the cause on invalid JSON (out is then not initialised). */
+ * RTU_ERR_DATA with the cause on invalid JSON (out then holds nothing to destroy). */
 rtu_err_t rtu_json_read_bson(const char *text, size_t len, bson_t *out, char *errstr,
                              size_t errstr_size);
 
 /* Decodes a JSON object text into out, the object itself as the document.
  * RTU_ERR_DATA with the cause on invalid JSON or a value that is not an object
- * (out is then not initialised). */
+ * (out then holds nothing to destroy). */
 rtu_err_t rtu_json_read_object(const char *text, size_t len, bson_t *out, char *errstr,
                                size_t errstr_size);
 
 /* The direct reader alone: strict JSON straight into BSON, {"v": value}, or
- * (as_doc) an object text as the document itself. False, out not initialised,
- * wherever libbson's reading could differ or it would refuse: then
- * rtu_json_read_libbson decides. */
+ * (as_doc) an object text as the document itself. False (out then holds
+ * nothing to destroy) wherever libbson's reading could differ or it would
+ * refuse: then rtu_json_read_libbson decides. */
 bool rtu_json_read_strict(const char *text, size_t len, bool as_doc, bson_t *out);
 
 /* The fallback alone: the checks libbson lacks, then libbson's reader, giving
  * {"v": value}. RTU_ERR_DATA with the cause (libbson's message for the
- * grammar) on invalid JSON (out is then not initialised). */
+ * grammar) on invalid JSON (out then holds nothing to destroy). */
 rtu_err_t rtu_json_read_libbson(const char *text, size_t len, bson_t *out, char *errstr,
                                 size_t errstr_size);
 

@@ -1554,7 +1554,8 @@ static void test_original_key(void) {
     bson_destroy(&got);
   }
   /* The flag for a field name MongoDB refuses, at any depth, on both paths
-   * (the direct one, and libbson's when fast_json gives up: a '$' name here). */
+   * (the direct one, and libbson's when the direct reader gives up: a '$' name
+   * here). */
   static const struct {
     const char *key;
     bool empty;
@@ -1577,6 +1578,51 @@ static void test_original_key(void) {
     bson_free(g);
     bson_destroy(want);
     bson_destroy(&got);
+  }
+}
+
+/* rtu_json_read_object: an object text as the document itself, the same bytes
+ * as the object under "v" of rtu_json_read_bson, through the direct reader or
+ * (a '$' name, a surrogate pair) libbson's; any other value or invalid text
+ * refused. */
+static void test_read_object(void) {
+  const char *objects[] = {"{\"a\":1,\"b\":[true,null,\"x\"]}", " {} ",
+                           "{\"a\":{\"$in\":[2]},\"c\":9007199254740993}",
+                           "{\"e\":\"\\ud83d\\ude00\"}"};
+  for (size_t i = 0; i < sizeof objects / sizeof objects[0]; i++) {
+    const char *text = objects[i];
+    bson_t got, wrap;
+    char err[RTU_ERRSTR_SIZE];
+    bool got_ok = rtu_json_read_object(text, strlen(text), &got, err, sizeof err) == RTU_OK;
+    CHECK(got_ok, "%s: refused: %s", text, err);
+    if (!got_ok) continue;
+    bson_iter_t it;
+    uint32_t len = 0;
+    const uint8_t *data = NULL;
+    if (rtu_json_read_bson(text, strlen(text), &wrap, err, sizeof err) == RTU_OK) {
+      if (bson_iter_init_find(&it, &wrap, "v") && BSON_ITER_HOLDS_DOCUMENT(&it))
+        bson_iter_document(&it, &len, &data);
+      CHECK(data && got.len == len && !memcmp(bson_get_data(&got), data, len),
+            "%s: not the document under v", text);
+      bson_destroy(&wrap);
+    } else {
+      CHECK(false, "%s: rtu_json_read_bson refused it: %s", text, err);
+    }
+    bson_destroy(&got);
+  }
+  static const struct {
+    const char *text, *cause;
+  } refused[] = {{"[1,2]", "not a JSON object"}, {"5", "not a JSON object"},
+                 {"\"{}\"", "not a JSON object"}, {"{\"a\":", ""}, {"{\"a\":1} x", ""}};
+  for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+    bson_t got;
+    char err[RTU_ERRSTR_SIZE] = "";
+    rtu_err_t rc = rtu_json_read_object(refused[i].text, strlen(refused[i].text), &got, err,
+                                        sizeof err);
+    CHECK(rc == RTU_ERR_DATA, "%s: gave %s", refused[i].text, rtu_err_name(rc));
+    if (rc == RTU_OK) bson_destroy(&got);
+    CHECK(err[0] != '\0', "%s: no cause given", refused[i].text);
+    CHECK_HAS(err, refused[i].cause);
   }
 }
 
@@ -1634,6 +1680,7 @@ int main(void) {
   test_decode_leave_out();
   test_decode_leave_out_keep();
   test_original_key();
+  test_read_object();
   test_decimal();
   test_json_to_bson();
   test_roundtrip();
