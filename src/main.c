@@ -113,6 +113,39 @@ static bool between_batches(void *ud) {
   return rtu_reload_apply(b->reload, b->pool);
 }
 
+static void install_signals(void) {
+  struct sigaction sa = {0};
+  sa.sa_handler = on_signal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGTERM, &sa, NULL);
+  sigaction(SIGINT, &sa, NULL);
+  sa.sa_handler = on_hup;
+  sigaction(SIGHUP, &sa, NULL);
+  signal(SIGPIPE, SIG_IGN);
+}
+
+/* Creates the projection indexes, waiting for MongoDB as long as it is out.
+ * False when it cannot, or when asked to stop meanwhile. */
+static bool ensure_indexes(rtu_pool_t *pool) {
+  char err[RTU_ERRSTR_SIZE];
+  int backoff = 200;
+  rtu_err_t e;
+  while ((e = rtu_store_ensure_indexes(rtu_pool_store(pool), err, sizeof err)) ==
+             RTU_ERR_TRANSIENT &&
+         !stop_flag) {
+    rtu_log(RTU_LOG_WARN, "MongoDB unavailable; retrying", "cause", err, NULL);
+    rtu_health_heartbeat(); /* waiting on MongoDB is not being stuck */
+    usleep((useconds_t)backoff * 1000);
+    backoff = backoff < 5000 ? backoff * 2 : 5000;
+  }
+  if (stop_flag) return false;
+  if (e != RTU_OK) {
+    rtu_log(RTU_LOG_FATAL, "cannot create the projection indexes", "cause", err, NULL);
+    return false;
+  }
+  return true;
+}
+
 static int cmd_run(void) {
   int rc = 1;
   char err[RTU_ERRSTR_SIZE];
@@ -141,14 +174,7 @@ static int cmd_run(void) {
   rtu_metrics_set(RTU_G_SCRIPT_GENERATION, gen->id);
   rtu_metrics_set(RTU_G_WORKERS, cfg->workers);
 
-  struct sigaction sa = {0};
-  sa.sa_handler = on_signal;
-  sigemptyset(&sa.sa_mask);
-  sigaction(SIGTERM, &sa, NULL);
-  sigaction(SIGINT, &sa, NULL);
-  sa.sa_handler = on_hup;
-  sigaction(SIGHUP, &sa, NULL);
-  signal(SIGPIPE, SIG_IGN);
+  install_signals();
 
   /* Before MongoDB: /-/healthz must answer while the indexes wait for it. */
   http = rtu_http_start(cfg, err, sizeof err);
@@ -163,22 +189,8 @@ static int cmd_run(void) {
     goto done;
   }
   /* Indexes first: without the unique key index, upserts could duplicate records. */
-  int backoff = 200;
-  rtu_err_t e;
-  while ((e = rtu_store_ensure_indexes(rtu_pool_store(pool), err, sizeof err)) ==
-             RTU_ERR_TRANSIENT &&
-         !stop_flag) {
-    rtu_log(RTU_LOG_WARN, "MongoDB unavailable; retrying", "cause", err, NULL);
-    rtu_health_heartbeat(); /* waiting on MongoDB is not being stuck */
-    usleep((useconds_t)backoff * 1000);
-    backoff = backoff < 5000 ? backoff * 2 : 5000;
-  }
-  if (stop_flag) {
-    rc = 0;
-    goto done;
-  }
-  if (e != RTU_OK) {
-    rtu_log(RTU_LOG_FATAL, "cannot create the projection indexes", "cause", err, NULL);
+  if (!ensure_indexes(pool)) {
+    rc = stop_flag ? 0 : 1;
     goto done;
   }
   consumer = rtu_consumer_new(cfg, err, sizeof err);
