@@ -1,7 +1,7 @@
 /*
  * rtu.h: what every subsystem shares: the status codes, the error-buffer
  * convention and the view of one consumed message. Nothing here allocates or
- * touches I/O (util.c defines the two functions).
+ * touches I/O.
  *
  * Convention (librdkafka's): a function that can fail returns rtu_err_t and writes
  * one human line into a caller buffer `char *errstr, size_t errstr_size`. The
