@@ -146,6 +146,14 @@ static bool ensure_indexes(rtu_pool_t *pool) {
   return true;
 }
 
+static void log_started(const rtu_config_t *cfg) {
+  char workers[16];
+  snprintf(workers, sizeof workers, "%d", cfg->workers);
+  rtu_log(RTU_LOG_INFO, "rtu started", "version", RTU_VERSION, "group", cfg->kafka_group_id,
+          "adapter", cfg->adapter, "#workers", workers, "hotReload",
+          cfg->hot_reload ? "on" : "off", NULL);
+}
+
 static int cmd_run(void) {
   int rc = 1;
   char err[RTU_ERRSTR_SIZE];
@@ -204,11 +212,7 @@ static int cmd_run(void) {
     rtu_log(RTU_LOG_FATAL, "cannot set up script reloads", "cause", err, NULL);
     goto done;
   }
-  char workers[16];
-  snprintf(workers, sizeof workers, "%d", cfg->workers);
-  rtu_log(RTU_LOG_INFO, "rtu started", "version", RTU_VERSION, "group", cfg->kafka_group_id,
-          "adapter", cfg->adapter, "#workers", workers, "hotReload",
-          cfg->hot_reload ? "on" : "off", NULL);
+  log_started(cfg);
   between_t between = {reload, pool};
   rtu_consumer_loop_t loop = {&stop_flag, between_batches, &between};
   if (rtu_consumer_run(consumer, pool, &loop, err, sizeof err) != RTU_OK) {

@@ -197,9 +197,9 @@ static bool call_gather(call_t *c, rtu_deferred_t *const *runs, size_t nruns) {
   return true;
 }
 
-static rtu_err_t find_cb(void *ctx, const char *collection, const bson_t *filter, const bson_t *opts,
-                         void (*each)(void *, const bson_t *), void *each_ctx, char *errstr,
-                         size_t sz) {
+static rtu_err_t find_cb(void *ctx, const char *collection, const bson_t *filter,
+                         const bson_t *opts, void (*each)(void *, const bson_t *), void *each_ctx,
+                         char *errstr, size_t sz) {
   return rtu_store_find(ctx, collection, filter, opts, each, each_ctx, errstr, sz);
 }
 

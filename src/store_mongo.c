@@ -197,11 +197,11 @@ static rtu_err_t mongo_ensure_indexes(rtu_store_t *handle, char *errstr, size_t 
     BSON_APPEND_INT32(&counter, "__internal__counter", 1);
     BSON_APPEND_INT32(&counter, "__internal__counterType", 1);
     BSON_APPEND_INT32(&type, "__internal__counterType", 1);
-    rtu_err_t err = create_index(st, p->destination, "mia_primary_key_index", &pk, true, NULL, errstr,
-                                 errstr_size);
+    rtu_err_t err = create_index(st, p->destination, "mia_primary_key_index", &pk, true, NULL,
+                                 errstr, errstr_size);
     if (!err)
-      err = create_index(st, p->destination, "mia_internal_counter_index", &counter, false,
-                         NULL, errstr, errstr_size);
+      err = create_index(st, p->destination, "mia_internal_counter_index", &counter, false, NULL,
+                         errstr, errstr_size);
     if (!err)
       err = create_index(st, p->destination, "mia_internal_counter_type_index", &type, false,
                          NULL, errstr, errstr_size);
@@ -213,9 +213,9 @@ static rtu_err_t mongo_ensure_indexes(rtu_store_t *handle, char *errstr, size_t 
   return RTU_OK;
 }
 
-static rtu_err_t mongo_find_keys(rtu_store_t *handle, const rtu_projection_t *p, bson_t *const *keys,
-                              size_t n, rtu_store_each_fn fn, void *ctx,
-                              char *errstr, size_t errstr_size) {
+static rtu_err_t mongo_find_keys(rtu_store_t *handle, const rtu_projection_t *p,
+                                 bson_t *const *keys, size_t n, rtu_store_each_fn fn, void *ctx,
+                                 char *errstr, size_t errstr_size) {
   mongo_t *st = (mongo_t *)handle;
   if (n == 0) return RTU_OK;
   bson_t filter = BSON_INITIALIZER, arr;
@@ -297,8 +297,8 @@ static size_t add_writes(mongoc_bulk_operation_t *bulk, rtu_write_t *writes, siz
       (*nupd)++;
       break;
     case RTU_WRITE_REPLACE:
-      ok = mongoc_bulk_operation_replace_one_with_opts(bulk, &w->filter, &w->update,
-                                                       w->upsert ? &upsert_opts : &plain_opts, &err);
+      ok = mongoc_bulk_operation_replace_one_with_opts(
+          bulk, &w->filter, &w->update, w->upsert ? &upsert_opts : &plain_opts, &err);
       (*nupd)++;
       break;
     case RTU_WRITE_DELETE:
@@ -417,8 +417,8 @@ done:
 }
 
 static rtu_err_t mongo_find(rtu_store_t *handle, const char *collection, const bson_t *filter,
-                         const bson_t *opts, rtu_store_each_fn fn, void *ctx,
-                         char *errstr, size_t errstr_size) {
+                            const bson_t *opts, rtu_store_each_fn fn, void *ctx, char *errstr,
+                            size_t errstr_size) {
   mongo_t *st = (mongo_t *)handle;
   mongoc_collection_t *coll = mongoc_database_get_collection(st->db, collection);
   /* The server's first batch is 101 documents by default: a lookup of a whole
@@ -451,7 +451,7 @@ static rtu_err_t mongo_find(rtu_store_t *handle, const char *collection, const b
 }
 
 static rtu_err_t ensure_pc_index(mongo_t *st, const char *type, const bson_t *identifier,
-                                    char *errstr, size_t errstr_size) {
+                                 char *errstr, size_t errstr_size) {
   /* One unique index per single view, partial on its type: the identifier keys of
    * one single view are absent (null) in the documents of another, so an index
    * over all types would see duplicates. */
@@ -501,7 +501,7 @@ static bool append_change(bson_t *arr, const rtu_msg_t *msg) {
 }
 
 static rtu_err_t mongo_write_pcs(rtu_store_t *handle, const rtu_pc_t *pcs, size_t n, char *errstr,
-                              size_t errstr_size) {
+                                 size_t errstr_size) {
   mongo_t *st = (mongo_t *)handle;
   if (n == 0) return RTU_OK;
   rtu_err_t rc = RTU_OK;
@@ -513,7 +513,8 @@ static rtu_err_t mongo_write_pcs(rtu_store_t *handle, const rtu_pc_t *pcs, size_
   BSON_APPEND_BOOL(&opts, "ordered", false);
   BSON_APPEND_BOOL(&upsert, "upsert", true);
   /* Every string here was checked for UTF-8 where it was built (value.c), as for
-   * the projection writes: the driver's validation (costly) is kept only for an original key with an empty field name. */
+   * the projection writes: the driver's validation (costly) is kept only for
+   * an original key with an empty field name. */
   BSON_APPEND_BOOL(&trusted, "upsert", true);
   BSON_APPEND_BOOL(&trusted, "validate", false);
   mongoc_collection_t *coll = mongoc_database_get_collection(st->db, st->cfg->pc_collection);
@@ -550,7 +551,8 @@ static rtu_err_t mongo_write_pcs(rtu_store_t *handle, const rtu_pc_t *pcs, size_
       goto done;
     }
   }
-  if (!mongoc_bulk_operation_execute(bulk, &reply, &err)) rc = fail(&err, "projection changes bulk", errstr, errstr_size);
+  if (!mongoc_bulk_operation_execute(bulk, &reply, &err))
+    rc = fail(&err, "projection changes bulk", errstr, errstr_size);
   st->stats.commands += 1 + n / 100000;
   bson_destroy(&reply);
 done:
