@@ -436,6 +436,32 @@ static void load_topic_map(rtu_config_t *cfg, const char *json, rtu_problems_t *
   if (n == 0) rtu_problems_add(problems, "INVARIANT_TOPIC_MAP: no topic is mapped");
 }
 
+/* The password grant needs the SASL username and password; the other grants of
+ * OAuth are not part of the contract. */
+static void load_oauth(env_t *e, rtu_config_t *cfg) {
+  cfg->kafka_oauth_base_url = env_str(e, "KAFKA_SASL_OAUTH_BASE_URL", NULL, false);
+  cfg->kafka_oauth_path = env_str(e, "KAFKA_SASL_OAUTH_PATH", NULL, false);
+  cfg->kafka_oauth_grant_type = env_str(e, "KAFKA_SASL_OAUTH_GRANT_TYPE", "password", false);
+  cfg->kafka_oauth_client_id = env_str(e, "KAFKA_SASL_OAUTH_CLIENT_ID", NULL, false);
+  cfg->kafka_oauth_client_secret = env_str(e, "KAFKA_SASL_OAUTH_CLIENT_SECRET", NULL, false);
+  cfg->kafka_oauth_margin_ms =
+      env_int(e, "KAFKA_SASL_OAUTH_TOKEN_EXPIRATION_MARGIN_MS", 60000, 0, 86400000, false);
+  if (!cfg->kafka_sasl_mechanism || strcasecmp(cfg->kafka_sasl_mechanism, "oauthbearer")) return;
+  const char *url = cfg->kafka_oauth_base_url;
+  if (!url)
+    rtu_problems_add(e->problems, "KAFKA_SASL_OAUTH_BASE_URL: required when KAFKA_SASL_MECHANISM "
+                                  "is oauthbearer");
+  else if (strncasecmp(url, "http://", 7) && strncasecmp(url, "https://", 8))
+    rtu_problems_add(e->problems, "KAFKA_SASL_OAUTH_BASE_URL: expected an http:// or https:// "
+                                  "URL, got '%s'", url);
+  if (cfg->kafka_oauth_grant_type && strcmp(cfg->kafka_oauth_grant_type, "password"))
+    rtu_problems_add(e->problems, "KAFKA_SASL_OAUTH_GRANT_TYPE: only password is supported, got "
+                                  "'%s'", cfg->kafka_oauth_grant_type);
+  if (!cfg->kafka_sasl_username || !cfg->kafka_sasl_password)
+    rtu_problems_add(e->problems, "KAFKA_SASL_USERNAME, KAFKA_SASL_PASSWORD: required when "
+                                  "KAFKA_SASL_MECHANISM is oauthbearer (the password grant)");
+}
+
 static void check_folder(rtu_problems_t *problems, const char *var, const char *path) {
   if (path && !is_dir(path))
     rtu_problems_add(problems, "%s: '%s' is not a readable folder", var, path);
@@ -481,6 +507,7 @@ rtu_config_t *rtu_config_load(const char *(*getenv_fn)(const char *),
                        "oauthbearer, got '%s'",
                        cfg->kafka_sasl_mechanism);
   }
+  load_oauth(&e, cfg);
 
   cfg->mongodb_url = env_str(&e, "MONGODB_URL", NULL, true);
   cfg->projections_db = env_str(&e, "PROJECTIONS_DATABASE_NAME", NULL, true);
@@ -625,7 +652,8 @@ void rtu_config_free(rtu_config_t *cfg) {
       &cfg->adapter_folder, &cfg->map_table_folder, &cfg->cast_functions_folder,
       &cfg->er_schema_folder, &cfg->pc_schema_folder, &cfg->strategies_folder,
       &cfg->kafka_pr_updates_folder, &cfg->kafka_pc_folder, &cfg->lua_dir, &cfg->http_host,
-      &cfg->dead_letter_topic,
+      &cfg->dead_letter_topic, &cfg->kafka_oauth_base_url, &cfg->kafka_oauth_path,
+      &cfg->kafka_oauth_grant_type, &cfg->kafka_oauth_client_id, &cfg->kafka_oauth_client_secret,
   };
   for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++) free(*strs[i]);
   for (size_t i = 0; i < cfg->nprojections; i++) free_projection(&cfg->projections[i]);

@@ -50,6 +50,10 @@ typedef struct rtu_config_s {
   char *kafka_group_id;
   char *kafka_sasl_username, *kafka_sasl_password, *kafka_sasl_mechanism;
   char *ca_cert_path;
+  /* KAFKA_SASL_OAUTH_*: the token endpoint when KAFKA_SASL_MECHANISM is oauthbearer */
+  char *kafka_oauth_base_url, *kafka_oauth_path, *kafka_oauth_grant_type;
+  char *kafka_oauth_client_id, *kafka_oauth_client_secret;
+  int kafka_oauth_margin_ms;
   bool kafka_latest;
   int kafka_max_wait_ms;
   int kafka_max_batch;

@@ -27,6 +27,7 @@
 #include "health.h"
 #include "log.h"
 #include "metrics.h"
+#include "oauth.h"
 
 typedef enum { PART_RUNNING, PART_STOPPED, PART_OUTAGE } part_state_t;
 
@@ -283,6 +284,7 @@ bool rtu_kafka_conf_common(const rtu_config_t *cfg, rd_kafka_conf_t *conf, char 
   }
   if (cfg->ca_cert_path && !set_conf(conf, "ssl.ca.location", cfg->ca_cert_path, errstr, errstr_size))
     return false;
+  if (rtu_oauth_conf(cfg, conf, errstr, errstr_size) != RTU_OK) return false;
   rd_kafka_conf_set_log_cb(conf, log_cb);
   rd_kafka_conf_set_error_cb(conf, error_cb);
   return true;
@@ -334,6 +336,7 @@ rtu_consumer_t *rtu_consumer_new(const rtu_config_t *cfg, char *errstr, size_t e
   c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, errstr_size);
   if (!c->rk) goto fail;
   conf = NULL; /* owned by rk now */
+  if (rtu_oauth_start(c->rk, errstr, errstr_size) != RTU_OK) goto fail;
   rd_kafka_poll_set_consumer(c->rk);
   c->queue = rd_kafka_queue_get_consumer(c->rk);
 
