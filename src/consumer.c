@@ -275,9 +275,12 @@ bool rtu_kafka_conf_common(const rtu_config_t *cfg, rd_kafka_conf_t *conf, char 
                                                          : "PLAIN";
     if (!set_conf(conf, "security.protocol", cfg->ca_cert_path ? "SASL_SSL" : "SASL_PLAINTEXT",
                   errstr, errstr_size) ||
-        !set_conf(conf, "sasl.mechanism", m, errstr, errstr_size) ||
-        !set_conf(conf, "sasl.username", cfg->kafka_sasl_username, errstr, errstr_size) ||
-        !set_conf(conf, "sasl.password", cfg->kafka_sasl_password, errstr, errstr_size))
+        !set_conf(conf, "sasl.mechanism", m, errstr, errstr_size))
+      return false;
+    /* OAUTHBEARER sends a token (oauth.c gets it with these credentials). */
+    if (strcmp(m, "OAUTHBEARER") &&
+        (!set_conf(conf, "sasl.username", cfg->kafka_sasl_username, errstr, errstr_size) ||
+         !set_conf(conf, "sasl.password", cfg->kafka_sasl_password, errstr, errstr_size)))
       return false;
   } else if (cfg->ca_cert_path) {
     if (!set_conf(conf, "security.protocol", "SSL", errstr, errstr_size)) return false;
