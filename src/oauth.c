@@ -367,14 +367,67 @@ void rtu_oauth_token_free(rtu_oauth_token_t *tok) {
 
 /* ---- librdkafka ---------------------------------------------------------- */
 
+/* The token of every handle of the process: the consumer, the dead-letter
+ * producer and each worker's producer would otherwise ask the endpoint each,
+ * at start and at every renewal. A handle takes the last token while less than
+ * half of its life (as given to librdkafka) has passed: a handle that renews
+ * (at 80%) after another one did takes the other's fresh token. */
+static struct {
+  pthread_mutex_t lock;
+  char *key; /* the endpoint and username the token is for */
+  rtu_oauth_token_t tok;
+  int64_t fetched_at;
+} shared = {.lock = PTHREAD_MUTEX_INITIALIZER};
+
+static rtu_err_t shared_token(const rtu_config_t *cfg, rtu_oauth_token_t *out, bool *fetched,
+                              char *errstr, size_t errstr_size) {
+  char *key;
+  memset(out, 0, sizeof *out);
+  if (asprintf(&key, "%s\n%s\n%s", cfg->kafka_oauth_base_url ? cfg->kafka_oauth_base_url : "",
+               cfg->kafka_oauth_path ? cfg->kafka_oauth_path : "",
+               cfg->kafka_sasl_username ? cfg->kafka_sasl_username : "") < 0) {
+    snprintf(errstr, errstr_size, "out of memory");
+    return RTU_ERR_FATAL;
+  }
+  rtu_err_t rc = RTU_OK;
+  pthread_mutex_lock(&shared.lock); /* held while fetching: the others wait to share */
+  int64_t now = rtu_now_ms();
+  *fetched = !shared.key || strcmp(shared.key, key) ||
+             shared.tok.lifetime_ms - now <= (shared.tok.lifetime_ms - shared.fetched_at) / 2;
+  if (*fetched) {
+    rtu_oauth_token_t fresh;
+    rc = rtu_oauth_fetch(cfg, &fresh, errstr, errstr_size);
+    if (rc == RTU_OK) {
+      rtu_oauth_token_free(&shared.tok);
+      free(shared.key);
+      shared.tok = fresh;
+      shared.key = key;
+      shared.fetched_at = now;
+      key = NULL;
+    }
+  }
+  if (rc == RTU_OK) {
+    *out = shared.tok;
+    out->access_token = strdup(shared.tok.access_token);
+    if (!out->access_token) {
+      snprintf(errstr, errstr_size, "out of memory");
+      rc = RTU_ERR_FATAL;
+    }
+  }
+  pthread_mutex_unlock(&shared.lock);
+  free(key);
+  return rc;
+}
+
 void rtu_oauth_refresh(rd_kafka_t *rk, const rtu_config_t *cfg) {
   rtu_oauth_token_t tok = {0};
   char err[RTU_ERRSTR_SIZE], kerr[256];
+  bool fetched = false;
   if (!cfg) {
     snprintf(err, sizeof err, "no OAuth configuration was given (rtu_oauth_conf)");
     goto fail;
   }
-  if (rtu_oauth_fetch(cfg, &tok, err, sizeof err) != RTU_OK) goto fail;
+  if (shared_token(cfg, &tok, &fetched, err, sizeof err) != RTU_OK) goto fail;
   /* The principal is only named in librdkafka's logs: the broker reads its own
    * from the token. */
   if (rd_kafka_oauthbearer_set_token(rk, tok.access_token, tok.lifetime_ms,
@@ -388,7 +441,8 @@ void rtu_oauth_refresh(rd_kafka_t *rk, const rtu_config_t *cfg) {
   snprintf(expires, sizeof expires, "%lld", (long long)(tok.expires_at_ms - now));
   snprintf(renew, sizeof renew, "%lld", (long long)(tok.lifetime_ms - now) * 4 / 5);
   rtu_log(RTU_LOG_INFO, "Kafka OAuth token obtained", "client", rd_kafka_name(rk),
-          "#expiresInMs", expires, "#renewedInMs", renew, NULL);
+          "#fromEndpoint", fetched ? "true" : "false", "#expiresInMs", expires, "#renewedInMs",
+          renew, NULL);
   rtu_oauth_token_free(&tok);
   return;
 fail:

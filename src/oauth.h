@@ -51,7 +51,8 @@ rtu_err_t rtu_oauth_fetch(const rtu_config_t *cfg, rtu_oauth_token_t *tok, char 
                           size_t errstr_size);
 void rtu_oauth_token_free(rtu_oauth_token_t *tok);
 
-/* What the refresh callback does: fetch a token and set it on rk, or set the
+/* What the refresh callback does: set a token on rk, the one another handle
+ * got while less than half its life has passed or else a new one, or set the
  * failure (librdkafka then asks again after 10 s) and log it. */
 void rtu_oauth_refresh(rd_kafka_t *rk, const rtu_config_t *cfg);
 

@@ -560,6 +560,49 @@ static void test_handle_refresh(void) {
   rtu_config_free(cfg);
 }
 
+/* The handles of one process share a token while less than half its life has
+ * passed: two handles, one request, both told. */
+static void test_handle_shared(void) {
+  rtu_config_t *cfg = oauth_cfg("http://127.0.0.1:0", "/shared");
+  free(cfg->kafka_oauth_base_url);
+  cfg->kafka_oauth_base_url = url_of("");
+  ep_reset(ANSWER_TOKEN, "{\"access_token\":\"tok-s\",\"expires_in\":300}");
+  capture_start();
+  rd_kafka_t *a = new_handle(cfg), *b = new_handle(cfg);
+  char *log = NULL;
+  int64_t end = rtu_now_mono_ms() + 10000;
+  for (;;) {
+    usleep(50000);
+    fflush(stdout);
+    FILE *f = fopen(log_path, "r");
+    char buf[8192] = "";
+    size_t n = f ? fread(buf, 1, sizeof buf - 1, f) : 0;
+    if (f) fclose(f);
+    buf[n] = '\0';
+    char *second = strstr(buf, "Kafka OAuth token obtained");
+    if ((second && strstr(second + 1, "Kafka OAuth token obtained")) || rtu_now_mono_ms() > end)
+      break;
+  }
+  rd_kafka_destroy(a);
+  rd_kafka_destroy(b);
+  log = capture_end();
+  CHECK_EQ(ep_count(), 1);
+  CHECK_HAS(log, "\"fromEndpoint\":true");
+  CHECK_HAS(log, "\"fromEndpoint\":false");
+  CHECK(!strstr(log, "cannot get a Kafka OAuth token"), "%s", log);
+  free(log);
+
+  /* Another endpoint (or username) is another token. */
+  free(cfg->kafka_oauth_path);
+  cfg->kafka_oauth_path = strdup("/shared2");
+  ep_reset(ANSWER_TOKEN, "{\"access_token\":\"tok-s2\",\"expires_in\":300}");
+  a = new_handle(cfg);
+  CHECK(wait_requests(1, 10000));
+  CHECK_STR(ep.path, "/shared2");
+  rd_kafka_destroy(a);
+  rtu_config_free(cfg);
+}
+
 /* A failing endpoint: librdkafka is told (its error names the URL) and a log
  * line names it too. */
 static void test_handle_failure(void) {
@@ -626,6 +669,7 @@ int main(void) {
   test_handle_plain();
   test_handle_failure();
   test_handle_refresh();
+  test_handle_shared();
   MHD_stop_daemon(d);
   return CHECK_DONE();
 }
