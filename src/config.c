@@ -448,6 +448,8 @@ static void load_oauth(env_t *e, rtu_config_t *cfg) {
       env_int(e, "KAFKA_SASL_OAUTH_TOKEN_EXPIRATION_MARGIN_MS", 60000, 0, 86400000, false);
   if (!cfg->kafka_sasl_mechanism || strcasecmp(cfg->kafka_sasl_mechanism, "oauthbearer")) return;
   const char *url = cfg->kafka_oauth_base_url;
+  /* Without credentials SASL is off, whatever the mechanism (as in the reference). */
+  if (!url && !cfg->kafka_sasl_username && !cfg->kafka_sasl_password) return;
   if (!url)
     rtu_problems_add(e->problems, "KAFKA_SASL_OAUTH_BASE_URL: required when KAFKA_SASL_MECHANISM "
                                   "is oauthbearer");

@@ -38,8 +38,10 @@ static void curl_init(void) { curl_init_rc = curl_global_init(CURL_GLOBAL_DEFAUL
  * consumer's or the producer's own. */
 static const rtu_config_t *_Atomic oauth_cfg;
 
+/* As rtu_kafka_conf_common decides: SASL needs both credentials. */
 static bool is_oauth(const rtu_config_t *cfg) {
-  return cfg->kafka_sasl_mechanism && !strcasecmp(cfg->kafka_sasl_mechanism, "oauthbearer");
+  return cfg->kafka_sasl_mechanism && !strcasecmp(cfg->kafka_sasl_mechanism, "oauthbearer") &&
+         cfg->kafka_sasl_username && cfg->kafka_sasl_password;
 }
 
 static rtu_err_t start_curl(char *errstr, size_t errstr_size) {

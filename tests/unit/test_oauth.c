@@ -281,7 +281,15 @@ static void test_config(void) {
   rtu_config_free(cfg);
   rtu_problems_free(&pr);
 
+  /* oauthbearer without credentials: SASL is off, as with the other mechanisms. */
   env_set("KAFKA_SASL_MECHANISM", "oauthbearer");
+  cfg = rtu_config_load(env_get, NULL, &pr);
+  CHECK(cfg != NULL);
+  print_problems(&pr);
+  rtu_config_free(cfg);
+  rtu_problems_free(&pr);
+
+  env_set("KAFKA_SASL_USERNAME", "u");
   env_set("KAFKA_SASL_OAUTH_GRANT_TYPE", "client_credentials");
   env_set("KAFKA_SASL_OAUTH_TOKEN_EXPIRATION_MARGIN_MS", "-1");
   cfg = rtu_config_load(env_get, NULL, &pr);
@@ -289,7 +297,7 @@ static void test_config(void) {
   CHECK(find_problem(&pr, "KAFKA_SASL_OAUTH_BASE_URL", "required", NULL) != NULL);
   CHECK(find_problem(&pr, "KAFKA_SASL_OAUTH_GRANT_TYPE", "client_credentials", NULL) != NULL);
   CHECK(find_problem(&pr, "KAFKA_SASL_OAUTH_TOKEN_EXPIRATION_MARGIN_MS", "-1", NULL) != NULL);
-  CHECK(find_problem(&pr, "KAFKA_SASL_USERNAME", "oauthbearer", NULL) != NULL);
+  CHECK(find_problem(&pr, "KAFKA_SASL_PASSWORD", "oauthbearer", NULL) != NULL);
   rtu_config_free(cfg);
   rtu_problems_free(&pr);
 
@@ -305,7 +313,6 @@ static void test_config(void) {
   env_set("KAFKA_SASL_OAUTH_CLIENT_ID", "id");
   env_set("KAFKA_SASL_OAUTH_CLIENT_SECRET", "secret");
   env_set("KAFKA_SASL_OAUTH_TOKEN_EXPIRATION_MARGIN_MS", "30000");
-  env_set("KAFKA_SASL_USERNAME", "u");
   env_set("KAFKA_SASL_PASSWORD", "p");
   cfg = rtu_config_load(env_get, NULL, &pr);
   CHECK(cfg != NULL);
@@ -641,22 +648,31 @@ static void test_handle_failure(void) {
   }
 }
 
-/* A handle without oauthbearer gets no SASL queue and no refresh. */
+/* A handle without oauthbearer, or with oauthbearer but no credentials (SASL
+ * off), gets no SASL queue and asks for no token. */
 static void test_handle_plain(void) {
-  rtu_config_t *cfg = oauth_cfg("http://127.0.0.1:0", NULL);
-  free(cfg->kafka_sasl_mechanism);
-  cfg->kafka_sasl_mechanism = strdup("plain");
-  free(cfg->kafka_oauth_base_url);
-  cfg->kafka_oauth_base_url = url_of("/token");
-  ep_reset(ANSWER_TOKEN, "{\"access_token\":\"t\",\"expires_in\":300}");
-  rd_kafka_t *rk = new_handle(cfg);
-  rd_kafka_queue_t *q = rd_kafka_queue_get_sasl(rk);
-  CHECK(q == NULL);
-  if (q) rd_kafka_queue_destroy(q);
-  rd_kafka_poll(rk, 500);
-  CHECK_EQ(ep_count(), 0);
-  rd_kafka_destroy(rk);
-  rtu_config_free(cfg);
+  for (int i = 0; i < 2; i++) {
+    rtu_config_t *cfg = oauth_cfg("http://127.0.0.1:0", NULL);
+    if (i == 0) {
+      free(cfg->kafka_sasl_mechanism);
+      cfg->kafka_sasl_mechanism = strdup("plain");
+    } else {
+      free(cfg->kafka_sasl_username);
+      free(cfg->kafka_sasl_password);
+      cfg->kafka_sasl_username = cfg->kafka_sasl_password = NULL;
+    }
+    free(cfg->kafka_oauth_base_url);
+    cfg->kafka_oauth_base_url = url_of("/token");
+    ep_reset(ANSWER_TOKEN, "{\"access_token\":\"t\",\"expires_in\":300}");
+    rd_kafka_t *rk = new_handle(cfg);
+    rd_kafka_queue_t *q = rd_kafka_queue_get_sasl(rk);
+    CHECK(q == NULL, "case %d", i);
+    if (q) rd_kafka_queue_destroy(q);
+    rd_kafka_poll(rk, 500);
+    CHECK_EQ(ep_count(), 0);
+    rd_kafka_destroy(rk);
+    rtu_config_free(cfg);
+  }
 }
 
 int main(void) {
