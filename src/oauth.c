@@ -1,13 +1,14 @@
 /*
  * oauth.c: owns the OAuth token exchange of KAFKA_SASL_MECHANISM=oauthbearer:
  * the token request (libcurl), the parsing of the token endpoint's answer, the
- * lifetime librdkafka is given, and the refresh callback. It sets no other Kafka
- * setting (consumer.c builds the clients' configuration and calls rtu_oauth_conf)
- * and reads no other variable than the configuration's.
+ * lifetime librdkafka is given, the token the process's Kafka clients share, and
+ * the refresh callback. It sets no other Kafka setting (consumer.c builds the
+ * clients' configuration and calls rtu_oauth_conf) and reads nothing but the
+ * configuration.
  *
- * Why one HTTP handle per request and no kept connection: a handle asks for a
- * token about once per token lifetime; a fresh handle finds no stale connection
- * and needs no lock between the handles' background threads.
+ * Why one HTTP handle per request and no kept connection: the process asks for
+ * a token about once per token lifetime; a fresh handle finds no stale
+ * connection (an identity provider closes idle ones long before).
  * Why the background thread: the consumer's batch poll and the producer's flush
  * serve the main queue only now and then, and a refresh that waits there may let
  * the token expire; the HTTP exchange also stays out of the consumer loop.

@@ -11,6 +11,8 @@ The real rtu against a loopback token endpoint (http.server in this process):
   says so in its log, keeps running, answers /-/healthz, and exits 0 on SIGTERM;
 - a failing endpoint (HTTP 500) gives an error line naming the endpoint's URL,
   never the password, asked again after librdkafka's 10 s, and rtu goes on;
+- an endpoint that does not answer: SIGTERM during the request still ends rtu
+  with code 0 within 10 s, and the timeout is logged with the URL;
 - `rtu check` names a missing KAFKA_SASL_OAUTH_BASE_URL.
 """
 
@@ -27,7 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 from harness import E2ETestCase, wait_for  # noqa: E402
 
-TOPICS = {"oauth.ok": 1, "oauth.fail": 1, "oauth.check": 1}
+TOPICS = {"oauth.ok": 1, "oauth.fail": 1, "oauth.hang": 1, "oauth.check": 1}
 MAP_TABLE = {"pr_items": {"destination": "items", "conversion": {"ID": {"fieldName": "id"}},
                           "fieldsInKey": ["id"]}}
 PASSWORD = "p&ss w=rd+%"
@@ -37,8 +39,9 @@ S, R = {}, {}
 
 
 class TokenEndpoint:
-    """POST <path>: the token answer, or HTTP 500 for paths ending in /fail.
-    Every request is recorded (path, headers, decoded form fields, time)."""
+    """POST <path>: the token answer, or HTTP 500 for paths ending in /fail, or
+    nothing for 30 s for paths ending in /hang. Every request is recorded (path,
+    headers, decoded form fields, time)."""
 
     def __init__(self):
         self.requests = []
@@ -56,6 +59,9 @@ class TokenEndpoint:
                         "auth": self.headers.get("Authorization", ""),
                         "form": dict(urllib.parse.parse_qsl(body, keep_blank_values=True)),
                     })
+                if self.path.endswith("/hang"):
+                    time.sleep(30)
+                    return
                 if self.path.endswith("/fail"):
                     status, answer = 500, {"error": "server_error"}
                 else:
@@ -105,8 +111,11 @@ def setUpModule():
                          env=oauth_env("/realms/fd/token", DEAD_LETTER_TOPIC="oauth.dead"))
     S["fail"] = c.scenario("oauth-fail", {"oauth.fail": "pr_items"}, MAP_TABLE,
                            env=oauth_env("/realms/fd/fail"))
+    S["hang"] = c.scenario("oauth-hang", {"oauth.hang": "pr_items"}, MAP_TABLE,
+                           env=oauth_env("/realms/fd/hang"))
     R["ok"] = S["ok"].start()
     R["fail"] = S["fail"].start()
+    R["hang"] = S["hang"].start()
 
 
 def tearDownModule():
@@ -176,6 +185,20 @@ class FailingEndpoint(E2ETestCase):
                                   if r["time"] > first[0]["time"] + 5], 20, "a second request", rtu)
         self.assertGreaterEqual(again[0]["time"] - first[0]["time"], 9)
         self.assertTrue(rtu.alive(), "rtu exited")
+
+
+class HangingEndpoint(E2ETestCase):
+    def test_sigterm_while_asking(self):
+        """A token request in flight holds librdkafka's destroy back until its
+        5 s timeout: SIGTERM still ends rtu, with code 0, within 10 s."""
+        rtu = R["hang"]
+        wait_for(lambda: EP["ep"].seen("/realms/fd/hang"), 20, "a token request", rtu)
+        took = rtu.stop()
+        self.assertLess(took, 10)
+        lines = rtu.find_logs(lambda l: l.get("msg", "").startswith("cannot get a Kafka OAuth token"))
+        self.assertTrue(lines, "the timeout is logged")
+        self.assertIn(EP["ep"].url + "/realms/fd/hang", lines[0]["cause"])
+        self.assertIn("timed out", lines[0]["cause"])
 
 
 class Check(E2ETestCase):
