@@ -11,6 +11,7 @@ The real rtu against a loopback token endpoint (http.server in this process):
   says so in its log, keeps running, answers /-/healthz, and exits 0 on SIGTERM;
 - a failing endpoint (HTTP 500) gives an error line naming the endpoint's URL,
   never the password, asked again after librdkafka's 10 s, and rtu goes on;
+- an https endpoint is trusted through CA_CERT_PATH, and refused without it;
 - an endpoint that does not answer: SIGTERM during the request still ends rtu
   with code 0 within 10 s, and the timeout is logged with the URL;
 - `rtu check` names a missing KAFKA_SASL_OAUTH_BASE_URL.
@@ -20,6 +21,8 @@ import base64
 import http.server
 import json
 import os
+import ssl
+import subprocess
 import sys
 import threading
 import time
@@ -29,7 +32,8 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 from harness import E2ETestCase, wait_for  # noqa: E402
 
-TOPICS = {"oauth.ok": 1, "oauth.fail": 1, "oauth.hang": 1, "oauth.check": 1}
+TOPICS = {"oauth.ok": 1, "oauth.fail": 1, "oauth.hang": 1, "oauth.check": 1,
+          "oauth.tls": 1, "oauth.tls-noca": 1}
 MAP_TABLE = {"pr_items": {"destination": "items", "conversion": {"ID": {"fieldName": "id"}},
                           "fieldsInKey": ["id"]}}
 PASSWORD = "p&ss w=rd+%"
@@ -43,7 +47,7 @@ class TokenEndpoint:
     nothing for 30 s for paths ending in /hang. Every request is recorded (path,
     headers, decoded form fields, time)."""
 
-    def __init__(self):
+    def __init__(self, tls=None):
         self.requests = []
         self.lock = threading.Lock()
         outer = self
@@ -78,7 +82,13 @@ class TokenEndpoint:
                 pass
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = "http://127.0.0.1:%d" % self.server.server_address[1]
+        scheme = "http"
+        if tls:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            ctx.load_cert_chain(*tls)
+            self.server.socket = ctx.wrap_socket(self.server.socket, server_side=True)
+            scheme = "https"
+        self.url = "%s://127.0.0.1:%d" % (scheme, self.server.server_address[1])
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
@@ -94,9 +104,9 @@ class TokenEndpoint:
 EP = {}
 
 
-def oauth_env(path, **more):
+def oauth_env(path, ep="ep", **more):
     env = {"KAFKA_SASL_MECHANISM": "oauthbearer", "KAFKA_SASL_USERNAME": "svc-rtu",
-           "KAFKA_SASL_PASSWORD": PASSWORD, "KAFKA_SASL_OAUTH_BASE_URL": EP["ep"].url + "/",
+           "KAFKA_SASL_PASSWORD": PASSWORD, "KAFKA_SASL_OAUTH_BASE_URL": EP[ep].url + "/",
            "KAFKA_SASL_OAUTH_PATH": path, "KAFKA_SASL_OAUTH_CLIENT_ID": "rtu-client",
            "KAFKA_SASL_OAUTH_CLIENT_SECRET": SECRET}
     env.update(more)
@@ -113,15 +123,27 @@ def setUpModule():
                            env=oauth_env("/realms/fd/fail"))
     S["hang"] = c.scenario("oauth-hang", {"oauth.hang": "pr_items"}, MAP_TABLE,
                            env=oauth_env("/realms/fd/hang"))
+    # A self-signed certificate for 127.0.0.1: trusted through CA_CERT_PATH only.
+    cert, key = os.path.join(c.tmp, "idp.crt"), os.path.join(c.tmp, "idp.key")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1",
+                    "-keyout", key, "-out", cert], check=True, capture_output=True)
+    EP["tls"] = TokenEndpoint(tls=(cert, key))
+    S["tls"] = c.scenario("oauth-tls", {"oauth.tls": "pr_items"}, MAP_TABLE,
+                          env=oauth_env("/tls/token", ep="tls", CA_CERT_PATH=cert))
+    S["tls-noca"] = c.scenario("oauth-tls-noca", {"oauth.tls-noca": "pr_items"}, MAP_TABLE,
+                               env=oauth_env("/noca/token", ep="tls"))
     R["ok"] = S["ok"].start()
     R["fail"] = S["fail"].start()
     R["hang"] = S["hang"].start()
+    R["tls"] = S["tls"].start()
+    R["tls-noca"] = S["tls-noca"].start()
 
 
 def tearDownModule():
     harness.stop_module()
-    if "ep" in EP:
-        EP["ep"].close()
+    for ep in EP.values():
+        ep.close()
 
 
 class Token(E2ETestCase):
@@ -199,6 +221,30 @@ class HangingEndpoint(E2ETestCase):
         self.assertTrue(lines, "the timeout is logged")
         self.assertIn(EP["ep"].url + "/realms/fd/hang", lines[0]["cause"])
         self.assertIn("timed out", lines[0]["cause"])
+
+
+class Tls(E2ETestCase):
+    """An https endpoint is verified: against CA_CERT_PATH (the brokers' CA)
+    added to the system's, and refused when its certificate is unknown."""
+
+    @classmethod
+    def tearDownClass(cls):
+        R["tls"].stop()
+        R["tls-noca"].stop()
+
+    def test_trusted_through_ca_cert_path(self):
+        lines = R["tls"].wait_log(lambda l: l.get("msg") == "Kafka OAuth token obtained", 20,
+                                  "the token over TLS")
+        self.assertTrue(lines[0]["fromEndpoint"])
+        self.assertEqual(EP["tls"].seen("/tls/token")[0]["form"]["grant_type"], "password")
+
+    def test_unknown_certificate_refused(self):
+        lines = R["tls-noca"].wait_log(
+            lambda l: l.get("msg", "").startswith("cannot get a Kafka OAuth token"), 20,
+            "the certificate failure line")
+        self.assertIn(EP["tls"].url + "/noca/token", lines[0]["cause"])
+        self.assertIn("certificate", lines[0]["cause"])
+        self.assertEqual(EP["tls"].seen("/noca/token"), [], "no request without trust")
 
 
 class Check(E2ETestCase):
