@@ -170,29 +170,23 @@ end
 
 -- Calls emit(v) for every value the path reaches in v from parts[i] on, nil for
 -- a branch where it reaches nothing (missing). An array met before the last part
--- is traversed: its object elements go on with the same part, and a numeric part
--- also picks the element at that index; scalar elements reach nothing, and an
--- array no element of which goes on counts as missing.
+-- is traversed: its object elements go on with the same part (one lacking it is
+-- a missing branch), and a numeric part also picks the element at that index;
+-- other elements, and an array with none of them, reach nothing at all, not even
+-- missing: {"a.b": null} matches a: [{}] but neither a: [1] nor a: [] (MongoDB
+-- before 9.0, SERVER-36681; jstests/core/null2.js).
 local function walk(v, parts, i, emit)
   if i > #parts then return emit(v) end
   local part = parts[i]
   if is_list(v) then
-    local reached = false
     local index = part:match("^%d+$") and tonumber(part)
     if index then
       local e = v[index + 1]
-      if e ~= nil then
-        reached = true
-        walk(e, parts, i + 1, emit)
-      end
+      if e ~= nil then walk(e, parts, i + 1, emit) end
     end
     for _, e in ipairs(v) do
-      if is_object(e) then
-        reached = true
-        walk(e[part], parts, i + 1, emit)
-      end
+      if is_object(e) then walk(e[part], parts, i + 1, emit) end
     end
-    if not reached then emit(nil) end
   elseif is_object(v) then
     walk(v[part], parts, i + 1, emit)
   else
