@@ -90,6 +90,8 @@ end
 
 local compare
 
+-- Strings by their bytes, as MongoDB's simple collation: Lua's < is strcoll, which
+-- is strcmp in the C locale, and rtu never calls setlocale.
 local function cmp_scalar(a, b)
   if a < b then return -1 end
   if a > b then return 1 end
