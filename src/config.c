@@ -471,6 +471,22 @@ rtu_config_t *rtu_config_load(const char *(*getenv_fn)(const char *),
       strcmp(cfg->producer_compression, "gzip") && strcmp(cfg->producer_compression, "snappy"))
     rtu_problems_add(problems, "PRODUCER_COMPRESSION: expected none, gzip or snappy, got '%s'",
                      cfg->producer_compression);
+  /* cooperative-sticky: a rebalance moves only the partitions that change owner,
+   * the others keep flowing; the eager ones stay for brokers and groups that
+   * need them (librdkafka refuses a mix of the two kinds). */
+  cfg->kafka_assignment_strategy =
+      env_str(&e, "KAFKA_PARTITION_ASSIGNMENT_STRATEGY", "cooperative-sticky", false);
+  if (cfg->kafka_assignment_strategy) {
+    static const char *strategies[] = {"cooperative-sticky", "range", "roundrobin",
+                                       "range,roundrobin", "roundrobin,range"};
+    bool ok = false;
+    for (size_t i = 0; i < 5; i++) ok |= !strcmp(cfg->kafka_assignment_strategy, strategies[i]);
+    if (!ok)
+      rtu_problems_add(problems,
+                       "KAFKA_PARTITION_ASSIGNMENT_STRATEGY: expected cooperative-sticky, range, "
+                       "roundrobin or range,roundrobin, got '%s'",
+                       cfg->kafka_assignment_strategy);
+  }
   if (cfg->kafka_sasl_mechanism) {
     static const char *mechs[] = {"plain", "scram-sha-256", "scram-sha-512", "oauthbearer"};
     bool ok = false;
@@ -620,7 +636,7 @@ void rtu_config_free(rtu_config_t *cfg) {
   char **strs[] = {
       &cfg->kafka_brokers, &cfg->kafka_group_id, &cfg->kafka_sasl_username,
       &cfg->kafka_sasl_password, &cfg->kafka_sasl_mechanism, &cfg->ca_cert_path,
-      &cfg->producer_compression, &cfg->mongodb_url, &cfg->projections_db,
+      &cfg->producer_compression, &cfg->kafka_assignment_strategy, &cfg->mongodb_url, &cfg->projections_db,
       &cfg->pc_collection, &cfg->system_of_records, &cfg->log_level, &cfg->adapter,
       &cfg->adapter_folder, &cfg->map_table_folder, &cfg->cast_functions_folder,
       &cfg->er_schema_folder, &cfg->pc_schema_folder, &cfg->strategies_folder,

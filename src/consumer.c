@@ -54,6 +54,8 @@ struct rtu_consumer_s {
   rtu_job_t *sjobs;               /* strategies jobs: at most one per projection */
   rtu_deferred_t **sruns;         /* their runs, grouped per projection */
   size_t msgs_cap;
+  int64_t *stamps;     /* the Kafka timestamps of a run, for rtu_freshness_seconds */
+  int64_t settled_at;  /* epoch ms when the poll's writes were all acknowledged */
   int64_t outage_retry_at; /* monotonic ms; 0 when no partition waits on an outage */
   int outage_backoff_ms;
   int64_t kafka_check_at;
@@ -203,37 +205,89 @@ static size_t resume_stopped(rtu_consumer_t *c) {
 
 /* ---- librdkafka callbacks ------------------------------------------------ */
 
-static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
-                         rd_kafka_topic_partition_list_t *parts, void *opaque) {
-  rtu_consumer_t *c = opaque;
-  char list[1024];
-  size_t len = 0;
-  list[0] = '\0';
-  for (int i = 0; i < parts->cnt && len < sizeof list - 64; i++)
-    len += (size_t)snprintf(list + len, sizeof list - len, "%s%s[%d]", i ? "," : "",
-                            parts->elems[i].topic, parts->elems[i].partition);
-  if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
-    rtu_log(RTU_LOG_INFO, "partitions assigned", "partitions", list, NULL);
-    rd_kafka_resp_err_t e = rd_kafka_assign(rk, parts);
+/* Assigned partitions start running, even one paused in an earlier assignment. */
+static void on_assigned(rtu_consumer_t *c, rd_kafka_topic_partition_list_t *parts,
+                        bool cooperative) {
+  if (cooperative) {
+    rd_kafka_error_t *e = rd_kafka_incremental_assign(c->rk, parts);
+    if (e) {
+      rtu_log(RTU_LOG_ERROR, "incremental assign failed", "cause", rd_kafka_error_string(e), NULL);
+      rd_kafka_error_destroy(e);
+    }
+  } else {
+    rd_kafka_resp_err_t e = rd_kafka_assign(c->rk, parts);
     if (e) rtu_log(RTU_LOG_ERROR, "assign failed", "cause", rd_kafka_err2str(e), NULL);
-    /* A partition paused in an earlier assignment must not stay paused. */
-    e = rd_kafka_resume_partitions(rk, parts);
-    if (e) rtu_log(RTU_LOG_WARN, "resume after assign failed", "cause", rd_kafka_err2str(e), NULL);
-    for (int i = 0; i < parts->cnt; i++) add_part(c, parts->elems[i].topic, parts->elems[i].partition);
-    set_assigned_gauge(c);
-    rtu_health_joined(true);
-    return;
   }
-  rtu_log(RTU_LOG_INFO, "partitions revoked", "partitions", list, NULL);
-  /* Commit what was applied before the partitions go to another member. */
-  rd_kafka_resp_err_t e = rd_kafka_commit(rk, NULL, 0);
+  rd_kafka_resp_err_t e = rd_kafka_resume_partitions(c->rk, parts);
+  if (e) rtu_log(RTU_LOG_WARN, "resume after assign failed", "cause", rd_kafka_err2str(e), NULL);
+  for (int i = 0; i < parts->cnt; i++) add_part(c, parts->elems[i].topic, parts->elems[i].partition);
+  set_assigned_gauge(c);
+  rtu_health_joined(true);
+}
+
+/* Revoked partitions: what was applied is committed before they go to another
+ * member. The poll loop calls librdkafka only between batches, so no run of
+ * theirs is in flight here. Eager: every partition is revoked; cooperative: only
+ * those that move, and the others keep their state and keep flowing. */
+static void on_revoked(rtu_consumer_t *c, rd_kafka_topic_partition_list_t *parts,
+                       bool cooperative) {
+  rd_kafka_resp_err_t e = RD_KAFKA_RESP_ERR_NO_ERROR;
+  /* A lost assignment (session timed out) has already gone to others: a commit
+   * would be refused. */
+  if (!rd_kafka_assignment_lost(c->rk)) e = rd_kafka_commit(c->rk, NULL, 0);
   if (e && e != RD_KAFKA_RESP_ERR__NO_OFFSET)
     rtu_log(RTU_LOG_WARN, "commit on revoke failed; the new owner may redeliver", "cause",
             rd_kafka_err2str(e), NULL);
   for (int i = 0; i < parts->cnt; i++) remove_part(c, parts->elems[i].topic, parts->elems[i].partition);
   set_assigned_gauge(c);
-  e = rd_kafka_assign(rk, NULL);
+  if (cooperative) {
+    rd_kafka_error_t *err = rd_kafka_incremental_unassign(c->rk, parts);
+    if (err) {
+      rtu_log(RTU_LOG_ERROR, "incremental unassign failed", "cause", rd_kafka_error_string(err),
+              NULL);
+      rd_kafka_error_destroy(err);
+    }
+    return;
+  }
+  e = rd_kafka_assign(c->rk, NULL);
   if (e) rtu_log(RTU_LOG_ERROR, "unassign failed", "cause", rd_kafka_err2str(e), NULL);
+}
+
+/* "t[0],t[1]": a partition list for the log. */
+static void format_parts(const rd_kafka_topic_partition_list_t *parts, char *buf, size_t size) {
+  size_t len = 0;
+  buf[0] = '\0';
+  for (int i = 0; i < parts->cnt && len + 64 < size; i++)
+    len += (size_t)snprintf(buf + len, size - len, "%s%s[%d]", i ? "," : "", parts->elems[i].topic,
+                            parts->elems[i].partition);
+}
+
+static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                         rd_kafka_topic_partition_list_t *parts, void *opaque) {
+  rtu_consumer_t *c = opaque;
+  char list[1024], whole[1024];
+  format_parts(parts, list, sizeof list);
+  bool cooperative = !strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE");
+  if (err != RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+    rtu_log(RTU_LOG_INFO, "partitions revoked", "partitions", list, "protocol",
+            cooperative ? "cooperative" : "eager", NULL);
+    on_revoked(c, parts, cooperative);
+    return;
+  }
+  on_assigned(c, parts, cooperative);
+  /* "partitions" is the whole assignment after the change under either protocol
+   * ("added": what this rebalance brought). */
+  rd_kafka_topic_partition_list_t *now = NULL;
+  if (!cooperative || rd_kafka_assignment(rk, &now) || !now) {
+    rtu_log(RTU_LOG_INFO, "partitions assigned", "partitions", list, "protocol",
+            cooperative ? "cooperative" : "eager", NULL);
+  } else {
+    rd_kafka_topic_partition_list_sort(now, NULL, NULL);
+    format_parts(now, whole, sizeof whole);
+    rtu_log(RTU_LOG_INFO, "partitions assigned", "partitions", whole, "added", list, "protocol",
+            "cooperative", NULL);
+  }
+  if (now) rd_kafka_topic_partition_list_destroy(now);
 }
 
 static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
@@ -323,6 +377,14 @@ rtu_consumer_t *rtu_consumer_new(const rtu_config_t *cfg, char *errstr, size_t e
    * small messages take tens of MiB. Two batches keep the workers fed. */
   snprintf(num, sizeof num, "%d", cfg->kafka_max_batch < 500 ? 1000 : 2 * cfg->kafka_max_batch);
   if (!set_conf(conf, "queued.min.messages", num, errstr, errstr_size)) goto fail;
+  /* KAFKA_CONSUMER_MAX_WAIT_TIME is, as in kafkajs, the broker's fetch wait: with
+   * fetch.min.bytes 1 a broker answers as soon as data is there, so the wait
+   * costs nothing while messages flow and bounds idle fetches otherwise. */
+  snprintf(num, sizeof num, "%d", cfg->kafka_max_wait_ms);
+  if (!set_conf(conf, "fetch.wait.max.ms", num, errstr, errstr_size)) goto fail;
+  if (!set_conf(conf, "partition.assignment.strategy", cfg->kafka_assignment_strategy, errstr,
+                errstr_size))
+    goto fail;
   snprintf(num, sizeof num, "%d", cfg->kafka_session_timeout_ms);
   if (!set_conf(conf, "session.timeout.ms", num, errstr, errstr_size)) goto fail;
   snprintf(num, sizeof num, "%d", cfg->kafka_heartbeat_interval_ms);
@@ -358,7 +420,9 @@ rtu_consumer_t *rtu_consumer_new(const rtu_config_t *cfg, char *errstr, size_t e
   c->job_first = calloc(c->msgs_cap, sizeof *c->job_first);
   c->sjobs = calloc(cfg->nprojections ? cfg->nprojections : 1, sizeof *c->sjobs);
   c->sruns = calloc(c->msgs_cap, sizeof *c->sruns);
-  if (!c->msgs || !c->views || !c->jobs || !c->job_first || !c->sjobs || !c->sruns) goto fail;
+  c->stamps = calloc(c->msgs_cap, sizeof *c->stamps);
+  if (!c->msgs || !c->views || !c->jobs || !c->job_first || !c->sjobs || !c->sruns || !c->stamps)
+    goto fail;
   return c;
 fail:
   if (!errstr[0]) snprintf(errstr, errstr_size, "out of memory");
@@ -380,6 +444,7 @@ void rtu_consumer_free(rtu_consumer_t *c) {
   free(c->job_first);
   free(c->sjobs);
   free(c->sruns);
+  free(c->stamps);
   free(c);
 }
 
@@ -573,6 +638,15 @@ static size_t build_strategies_jobs(rtu_consumer_t *c, size_t njobs) {
   return nsjobs;
 }
 
+/* The messages a run got through (applied, stale or skipped: all before
+ * next_offset), from their Kafka timestamps to the poll's last acknowledgment. */
+static void observe_freshness(rtu_consumer_t *c, const part_t *p, const rtu_job_t *job) {
+  size_t n = 0;
+  for (size_t i = 0; i < job->n && job->msgs[i].offset < job->res.next_offset; i++)
+    if (job->msgs[i].timestamp > 0) c->stamps[n++] = job->msgs[i].timestamp;
+  rtu_metrics_freshness(c->cfg->projections[p->projection].name, c->settled_at, c->stamps, n);
+}
+
 /* What became of one job. Returns false on a fatal error (errstr set). */
 static bool settle(rtu_consumer_t *c, rtu_job_t *job, rd_kafka_message_t *first, bool *stored,
                    char *errstr, size_t errstr_size) {
@@ -600,6 +674,7 @@ static bool settle(rtu_consumer_t *c, rtu_job_t *job, rd_kafka_message_t *first,
     *stored = true;
   }
   p->next = res->next_offset;
+  observe_freshness(c, p, job);
   if (!res->failed) return true;
   rtu_metrics_add(RTU_C_FAILED, p->topic, 1);
   c->since_failed++;
@@ -629,6 +704,23 @@ static void log_counts(const rtu_job_t *job) {
   rtu_log(RTU_LOG_DEBUG, "run applied", "topic", job->msgs[0].topic, "#counts", counts, NULL);
 }
 
+/* Takes what has arrived and goes: waits up to `wait` ms for the first message
+ * only, then takes whatever else is queued without waiting.
+ * rd_kafka_consume_batch_queue returns early only when the array is full, so one
+ * call with the full wait held a message that arrived alone for the whole
+ * KAFKA_CONSUMER_MAX_WAIT_TIME. Batches still grow under load: the queue fills
+ * (up to queued.min.messages) while the workers apply the previous batch. */
+static ssize_t poll_batch(rtu_consumer_t *c, int wait) {
+  ssize_t n = rd_kafka_consume_batch_queue(c->queue, wait, c->msgs, 1);
+  if (n <= 0 || c->msgs_cap == 1) return n;
+  ssize_t more = rd_kafka_consume_batch_queue(c->queue, 0, c->msgs + 1, c->msgs_cap - 1);
+  if (more < 0) {
+    rd_kafka_message_destroy(c->msgs[0]);
+    return more;
+  }
+  return n + more;
+}
+
 rtu_err_t rtu_consumer_run(rtu_consumer_t *c, rtu_pool_t *pool, const rtu_consumer_loop_t *loop,
                            char *errstr, size_t errstr_size) {
   const rtu_config_t *cfg = c->cfg;
@@ -646,7 +738,7 @@ rtu_err_t rtu_consumer_run(rtu_consumer_t *c, rtu_pool_t *pool, const rtu_consum
       if (left < wait) wait = left > 0 ? (int)left : 0;
     }
     if (wait > 1000) wait = 1000; /* keep the heartbeat and the stop flag fresh */
-    ssize_t n = rd_kafka_consume_batch_queue(c->queue, wait, c->msgs, c->msgs_cap);
+    ssize_t n = poll_batch(c, wait);
     if (n < 0) {
       snprintf(errstr, errstr_size, "consume: %s", rd_kafka_err2str(rd_kafka_last_error()));
       rc = RTU_ERR_FATAL;
@@ -662,6 +754,7 @@ rtu_err_t rtu_consumer_run(rtu_consumer_t *c, rtu_pool_t *pool, const rtu_consum
     for (size_t k = 0; k < njobs; k++)
       if (c->jobs[k].err == RTU_OK) c->jobs[k].err = c->jobs[k].deferred.err;
     bool stored = false;
+    c->settled_at = rtu_now_ms();
     for (size_t k = 0; k < njobs; k++) {
       if (!settle(c, &c->jobs[k], c->job_first[k], &stored, errstr, errstr_size)) {
         rc = RTU_ERR_FATAL;
