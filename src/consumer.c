@@ -56,6 +56,7 @@ struct rtu_consumer_s {
   size_t msgs_cap;
   int64_t *stamps;     /* the Kafka timestamps of a run, for rtu_freshness_seconds */
   int64_t settled_at;  /* epoch ms when the poll's writes were all acknowledged */
+  int64_t commits_held_until; /* monotonic ms; see commit_cb */
   int64_t outage_retry_at; /* monotonic ms; 0 when no partition waits on an outage */
   int outage_backoff_ms;
   int64_t kafka_check_at;
@@ -266,6 +267,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                          rd_kafka_topic_partition_list_t *parts, void *opaque) {
   rtu_consumer_t *c = opaque;
   char list[1024], whole[1024];
+  c->commits_held_until = 0; /* the rebalance is over for this member */
   format_parts(parts, list, sizeof list);
   bool cooperative = !strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE");
   if (err != RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
@@ -303,6 +305,23 @@ static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) 
     rtu_health_dependency(RTU_DEP_KAFKA, false, reason);
   rtu_log(err == RD_KAFKA_RESP_ERR__FATAL ? RTU_LOG_FATAL : RTU_LOG_WARN, "kafka error",
           "cause", reason, "code", rd_kafka_err2name((rd_kafka_resp_err_t)err), NULL);
+}
+
+/* A commit refused because the group is rebalancing: no commit until the
+ * rebalance ends (the next rebalance callback) or a session timeout passes. A
+ * commit still carrying the old generation when the coordinator moves to the
+ * new one is answered ILLEGAL_GENERATION, and librdkafka then counts the whole
+ * assignment as lost: under the cooperative protocol the partitions that were
+ * to stay would stop too. What was applied stays stored and goes with the next
+ * commit, or with the commit of the revoke callback. */
+static void commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                      rd_kafka_topic_partition_list_t *offsets, void *opaque) {
+  (void)rk;
+  rtu_consumer_t *c = opaque;
+  bool rebalancing = err == RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS;
+  for (int i = 0; offsets && i < offsets->cnt && !rebalancing; i++)
+    rebalancing = offsets->elems[i].err == RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS;
+  if (rebalancing) c->commits_held_until = rtu_now_mono_ms() + c->cfg->kafka_session_timeout_ms;
 }
 
 static int stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque) {
@@ -391,6 +410,7 @@ rtu_consumer_t *rtu_consumer_new(const rtu_config_t *cfg, char *errstr, size_t e
   if (!set_conf(conf, "heartbeat.interval.ms", num, errstr, errstr_size)) goto fail;
   rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
   rd_kafka_conf_set_stats_cb(conf, stats_cb);
+  rd_kafka_conf_set_offset_commit_cb(conf, commit_cb);
   rd_kafka_conf_set_opaque(conf, c);
 
   c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, errstr_size);
@@ -477,6 +497,8 @@ static int msg_cmp(const void *pa, const void *pb) {
 }
 
 static void commit_async(rtu_consumer_t *c) {
+  if (c->commits_held_until && rtu_now_mono_ms() < c->commits_held_until) return;
+  c->commits_held_until = 0;
   rd_kafka_resp_err_t err = rd_kafka_commit(c->rk, NULL, 1);
   if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
     rtu_log(RTU_LOG_WARN, "commit failed; will be retried with the next batch", "cause",
