@@ -739,7 +739,8 @@ static bool prescan(const char *s, size_t len, char *errstr, size_t sz) {
       return false;
     } else if (c == 'N' || c == 'I') {
       /* NaN and Infinity: libbson takes them, JSON.parse does not. */
-      snprintf(errstr, sz, "'%.8s' is not a JSON value", s + i);
+      /* At most the bytes there are: a Kafka payload is not NUL-terminated. */
+      snprintf(errstr, sz, "'%.*s' is not a JSON value", (int)(len - i < 8 ? len - i : 8), s + i);
       return false;
     } else if (c == '/') {
       snprintf(errstr, sz, "unexpected '/' at byte %zu", i);

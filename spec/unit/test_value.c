@@ -468,6 +468,31 @@ static void test_refused(void) {
   lua_pop(L, 1);
 }
 
+/* A payload ends where its length says, without a NUL after it (Kafka's do not
+ * have one): each text sits at the very end of its allocation, so that reading
+ * past it is caught (the refusal of NaN read 8 bytes whatever was left, found by
+ * spec/fuzz/fuzz_json_bson). */
+static void test_unterminated(void) {
+  const char *texts[][2] = {
+      {"NaN", "'NaN' is not a JSON value"},
+      {"[In", "'In' is not a JSON value"},
+      {"{\"a\": Infinity", "'Infinity' is not a JSON value"},
+      {"[1, N", "'N' is not a JSON value"},
+  };
+  for (size_t i = 0; i < sizeof texts / sizeof texts[0]; i++) {
+    size_t n = strlen(texts[i][0]);
+    char *exact = malloc(n);
+    memcpy(exact, texts[i][0], n);
+    bson_t doc;
+    char err[RTU_ERRSTR_SIZE] = "";
+    bool ok = rtu_value_json_to_bson(exact, n, &doc, err, sizeof err);
+    CHECK(!ok, "%s accepted", texts[i][0]);
+    if (ok) bson_destroy(&doc);
+    CHECK(!strcmp(err, texts[i][1]), "%s: '%s', want '%s'", texts[i][0], err, texts[i][1]);
+    free(exact);
+  }
+}
+
 /* ---- BSON -> Lua, some fields -------------------------------------------- */
 
 static void test_push_doc_fields(void) {
@@ -1624,6 +1649,7 @@ static void test_decimal(void) {
 int main(void) {
   L = new_state();
   test_fast_path();
+  test_unterminated();
   test_decode_direct();
   test_decode_leave_out();
   test_decode_leave_out_keep();
