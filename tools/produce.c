@@ -2,7 +2,7 @@
  * rtu-produce: feed JSON lines into Kafka, for tests, benchmarks and the demo.
  *
  * This file owns: reading JSON lines (stdin or --file) with rtu's own JSON
- * reader (rtu_value_json_to_bson, which keeps integers exact:
+ * reader (rtu_json_read_bson, which keeps integers exact:
  * 9007199254740993 stays those digits), turning each line into one Kafka
  * message, one idempotent producer (enable.idempotence=true,
  * linger.ms=5), optional rate limiting, and counting delivery reports.
@@ -37,7 +37,11 @@
 #include <bson/bson.h>
 #include <librdkafka/rdkafka.h>
 
-#include "value.h"
+#include "bson_lua.h"
+#include "json_module.h"
+#include "json_read.h"
+#include "json_write.h"
+#include "key_text.h"
 
 #define MAX_TOPIC_CACHE 64
 #define MAX_REPORTED_FAILURES 20
@@ -70,7 +74,7 @@ struct state {
 /* ------------------------------------------------------------------ */
 /* one input line -> one message                                       */
 
-/* The fields of a line, read by rtu's own JSON reader (src/value.c): the tool
+/* The fields of a line, read by rtu's own JSON reader (src/json_read.c): the tool
  * and the service agree on what a JSON text is, and integers keep their digits
  * (9007199254740993 is an int64, never a double). */
 enum { F_TOPIC, F_PARTITION, F_KEY, F_VALUE, F_TIMESTAMP, F_HEADERS, F_N };
@@ -96,7 +100,7 @@ static int parse_line(const char *line, size_t len, struct line_msg *m,
     bson_iter_t it, child;
 
     memset(m->has, 0, sizeof(m->has));
-    if (!rtu_value_json_to_bson(line, len, &m->doc, errbuf, errbuf_size)) {
+    if (rtu_json_read_bson(line, len, &m->doc, errbuf, errbuf_size) != RTU_OK) {
         *why = errbuf;
         return -1;
     }
@@ -174,13 +178,13 @@ static int json_value(const bson_iter_t *it, bson_string_t *out)
         return 0;
     case BSON_TYPE_INT32:
     case BSON_TYPE_INT64:
-        rtu_value_json_int(out, bson_iter_as_int64(it));
+        rtu_json_write_int(out, bson_iter_as_int64(it));
         return 0;
     case BSON_TYPE_DOUBLE:
         return json_double(out, bson_iter_double(it));
     case BSON_TYPE_UTF8:
         s = bson_iter_utf8(it, &n);
-        rtu_value_json_string(out, s, n);
+        rtu_json_write_string(out, s, n);
         return 0;
     case BSON_TYPE_DOCUMENT:
     case BSON_TYPE_ARRAY: {
@@ -194,7 +198,7 @@ static int json_value(const bson_iter_t *it, bson_string_t *out)
             first = 0;
             if (!array) {
                 const char *k = bson_iter_key(&child);
-                rtu_value_json_string(out, k, strlen(k));
+                rtu_json_write_string(out, k, strlen(k));
                 bson_string_append_c(out, ':');
             }
             if (json_value(&child, out) != 0)

@@ -17,7 +17,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "value.h"
+#include "bson_lua.h"
+#include "json_module.h"
+#include "json_read.h"
+#include "json_write.h"
+#include "key_text.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 int LLVMFuzzerInitialize(int *argc, char ***argv);
@@ -72,7 +76,7 @@ static __attribute__((unused)) lua_State *fuzz_json_state(void) {
   lua_State *l = luaL_newstate();
   if (!l) fuzz_fail("luaL_newstate");
   luaL_openlibs(l);
-  luaL_requiref(l, "rtu.json", rtu_value_open_json, 0);
+  luaL_requiref(l, "rtu.json", rtu_json_module_open, 0);
   lua_pop(l, 1);
   lua_getglobal(l, "package");
   lua_pushfstring(l, "%s/?.lua", fuzz_lua_dir());
@@ -80,7 +84,7 @@ static __attribute__((unused)) lua_State *fuzz_json_state(void) {
   lua_pop(l, 1);
   if (luaL_dostring(l, "return (require('rtu.value'))") != LUA_OK)
     fuzz_fail("cannot load rtu.value: %s", lua_tostring(l, -1));
-  rtu_value_bind(l, -1);
+  rtu_bson_lua_bind(l, -1);
   lua_setglobal(l, "V");
   return l;
 }

@@ -18,6 +18,7 @@
 #include "config.h"
 #include "fuzz.h"
 #include "script.h"
+#include "script_map.h"
 
 static const char *const ADAPTERS[] = {"basic", "debezium", "golden-gate"};
 #define N_ADAPTERS 3

@@ -1,5 +1,5 @@
 /*
- * fuzz_json_bson: rtu's JSON -> BSON reader (rtu_value_json_to_bson: its own
+ * fuzz_json_bson: rtu's JSON -> BSON reader (rtu_json_read_bson: its own
  * strict parser, libbson's behind a prescan) against libbson's JSON parser.
  *
  * When both accept a text, the documents must be equal: the same keys in the
@@ -10,6 +10,8 @@
  * extensions of JSON: extended-JSON keywords as names, integers past 64 bits
  * that libbson wraps, NaN and Infinity, comments, text after the value);
  * each is counted by class and printed at exit, never dropped silently.
+ * And the reader's halves: what its direct reader takes, the fallback (prescan
+ * and libbson) reads byte for byte the same.
  */
 #include <math.h>
 
@@ -134,7 +136,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv) {
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   bson_t mine, theirs;
   char err[RTU_ERRSTR_SIZE] = "";
-  bool mine_ok = rtu_value_json_to_bson((const char *)data, size, &mine, err, sizeof err);
+  bool mine_ok = (rtu_json_read_bson((const char *)data, size, &mine, err, sizeof err) == RTU_OK);
   bool theirs_ok = libbson_read(data, size, &theirs);
   if (mine_ok && !theirs_ok)
     fuzz_fail("rtu accepts a text that libbson refuses: %.*s", (int)(size > 200 ? 200 : size),
@@ -158,5 +160,19 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   }
   if (mine_ok) bson_destroy(&mine);
   if (theirs_ok) bson_destroy(&theirs);
+
+  /* The reader's two halves: a text its direct reader takes reads the same,
+   * byte for byte, through the fallback (the prescan, then libbson). */
+  bson_t strict, fallback;
+  if (rtu_json_read_strict((const char *)data, size, false, &strict)) {
+    if (rtu_json_read_libbson((const char *)data, size, &fallback, err, sizeof err) != RTU_OK)
+      fuzz_fail("the direct reader takes a text the fallback refuses (%s): %.*s", err,
+                (int)(size > 200 ? 200 : size), (const char *)data);
+    if (!bson_equal(&strict, &fallback))
+      fuzz_fail("the direct reader and the fallback differ on: %.*s", (int)(size > 200 ? 200 : size),
+                (const char *)data);
+    bson_destroy(&fallback);
+    bson_destroy(&strict);
+  }
   return 0;
 }

@@ -2,7 +2,7 @@
  * fuzz_json_lua: rtu.json in Lua (what adapters, casts and strategies call).
  *
  * - decode(text) reads strict JSON straight into Lua and leaves the rest to the
- *   BSON path (rtu_value_json_to_bson, then rtu_value_push_iter): for every text
+ *   BSON path (rtu_json_read_bson, then rtu_bson_lua_push_iter): for every text
  *   the value must be the BSON path's (same types, integer or float, values,
  *   null, array marks, even the pairs() order), and a text the BSON path refuses
  *   must be refused with its message.
@@ -78,11 +78,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
   lua_pushlstring(L, text, size);
   bson_t doc;
   char err[RTU_ERRSTR_SIZE] = "";
-  bool ok = rtu_value_json_to_bson(text, size, &doc, err, sizeof err);
+  bool ok = (rtu_json_read_bson(text, size, &doc, err, sizeof err) == RTU_OK);
   lua_pushboolean(L, ok);
   if (ok) {
     bson_iter_t it;
-    if (bson_iter_init(&it, &doc) && bson_iter_next(&it)) rtu_value_push_iter(L, &it);
+    if (bson_iter_init(&it, &doc) && bson_iter_next(&it)) rtu_bson_lua_push_iter(L, &it);
     else lua_pushnil(L);
     bson_destroy(&doc);
   } else {

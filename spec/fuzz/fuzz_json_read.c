@@ -2,14 +2,14 @@
  * fuzz_json_read: rtu's JSON reader and writer on arbitrary bytes, checked
  * against themselves (fuzz_json_bson checks the reader against libbson).
  *
- * - rtu_value_json_to_bson: an accepted text gives a valid document of one
- *   member "v"; the JSON that rtu writes of it (rtu_value_first_to_json, the
+ * - rtu_json_read_bson: an accepted text gives a valid document of one
+ *   member "v"; the JSON that rtu writes of it (rtu_json_write_first, the
  *   writer of projection changes and Kafka outputs) reads back as the same
  *   value, but for what the writer documents: it writes as JSON.stringify does,
  *   so an integral double below 10^15 comes back as an integer of that value.
- * - rtu_value_append_original_key (the message key as stored): valid BSON, and a
+ * - rtu_key_text_append (the message key as stored): valid BSON, and a
  *   document exactly when the key reads as a JSON object.
- * - rtu_value_json_string: the JSON string of any bytes reads back as those
+ * - rtu_json_write_string: the JSON string of any bytes reads back as those
  *   bytes when they are UTF-8.
  */
 #include <math.h>
@@ -74,7 +74,7 @@ static bool has_nonfinite(bson_iter_t *it) {
 static void check_read_write(const char *text, size_t size) {
   bson_t doc;
   char err[RTU_ERRSTR_SIZE];
-  if (!rtu_value_json_to_bson(text, size, &doc, err, sizeof err)) {
+  if (rtu_json_read_bson(text, size, &doc, err, sizeof err) != RTU_OK) {
     if (!err[0]) fuzz_fail("refused without a message");
     return;
   }
@@ -88,9 +88,9 @@ static void check_read_write(const char *text, size_t size) {
    * JSON.stringify), and JSON text gives none but through libbson's reading of
    * a huge exponent: such texts are left out of the round trip, counted. */
   bson_string_t *json = bson_string_new(NULL);
-  rtu_value_first_to_json(&doc, json);
+  rtu_json_write_first(&doc, json);
   bson_t again;
-  if (!rtu_value_json_to_bson(json->str, json->len, &again, err, sizeof err))
+  if (rtu_json_read_bson(json->str, json->len, &again, err, sizeof err) != RTU_OK)
     fuzz_fail("rtu cannot read its own JSON (%s): %s", err, json->str);
   bson_iter_t a, b;
   if (!bson_iter_init(&a, &doc) || !bson_iter_init(&b, &again) || !same_members(&a, &b)) {
@@ -108,7 +108,7 @@ static void check_read_write(const char *text, size_t size) {
 
 static void check_original_key(const char *text, size_t size) {
   bson_t out = BSON_INITIALIZER;
-  rtu_value_append_original_key(&out, "key", text, size);
+  rtu_key_text_append(&out, "key", text, size);
   size_t offset;
   if (!bson_validate(&out, BSON_VALIDATE_NONE, &offset))
     fuzz_fail("original key: invalid BSON at byte %zu", offset);
@@ -117,7 +117,7 @@ static void check_original_key(const char *text, size_t size) {
   bson_t doc;
   char err[RTU_ERRSTR_SIZE];
   bool object = false;
-  if (rtu_value_json_to_bson(text, size, &doc, err, sizeof err)) {
+  if (rtu_json_read_bson(text, size, &doc, err, sizeof err) == RTU_OK) {
     bson_iter_t v;
     object = bson_iter_init_find(&v, &doc, "v") && BSON_ITER_HOLDS_DOCUMENT(&v);
     bson_destroy(&doc);
@@ -130,10 +130,10 @@ static void check_original_key(const char *text, size_t size) {
 
 static void check_json_string(const char *s, size_t size) {
   bson_string_t *json = bson_string_new(NULL);
-  rtu_value_json_string(json, s, size);
+  rtu_json_write_string(json, s, size);
   bson_t doc;
   char err[RTU_ERRSTR_SIZE];
-  if (!rtu_value_json_to_bson(json->str, json->len, &doc, err, sizeof err))
+  if (rtu_json_read_bson(json->str, json->len, &doc, err, sizeof err) != RTU_OK)
     fuzz_fail("rtu cannot read its JSON string (%s)", err);
   bson_iter_t it;
   if (!bson_iter_init_find(&it, &doc, "v") || !BSON_ITER_HOLDS_UTF8(&it))
