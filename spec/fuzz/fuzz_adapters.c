@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "config_files.h"
 #include "fuzz.h"
 #include "script.h"
 #include "script_map.h"
