@@ -326,6 +326,8 @@ static void quiet_mongoc(mongoc_log_level_t level, const char *domain, const cha
 }
 
 static void parse_var(const rtu_var_t *v, const char *val, rtu_config_t *cfg, rtu_problems_t *pr) {
+  /* An ignored variable has no field: its NOFF added to cfg overflows (UBSan). */
+  if (v->type == RTU_VAR_IGNORED) return;
   void *at = (char *)cfg + v->offset;
   char why[512];
   switch (v->type) {
