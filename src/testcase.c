@@ -211,7 +211,8 @@ rtu_err_t rtu_env_apply(const char *env_file, rtu_env_undo_t *undo, char *errstr
     expand(v, dir, value, sizeof value);
     if (is_path_var(p) && value[0] && value[0] != '/') {
       snprintf(path, sizeof path, "%s/%s", dir, value);
-      snprintf(value, sizeof value, "%s", path);
+      memcpy(value, path, sizeof value - 1);
+      value[sizeof value - 1] = '\0';
     }
     remember(undo, p);
     setenv(p, value, 1);
