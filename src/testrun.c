@@ -51,6 +51,57 @@ static void value_json(const bson_iter_t *it, bson_string_t *out) {
 
 static void doc_json(const bson_t *doc, bson_string_t *out) { rtu_json_write_doc(doc, false, out); }
 
+static int key_cmp(const void *a, const void *b) {
+  return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* JSON with every object's keys sorted: the filters and documents the
+ * strategies build come from Lua tables, whose key order changes from run to
+ * run, and --explain must read the same each time. */
+static void canonical_json(const bson_iter_t *it, bson_string_t *out) {
+  bson_iter_t sub;
+  if (BSON_ITER_HOLDS_ARRAY(it) && bson_iter_recurse(it, &sub)) {
+    bool first = true;
+    bson_string_append_c(out, '[');
+    while (bson_iter_next(&sub)) {
+      if (!first) bson_string_append_c(out, ',');
+      first = false;
+      canonical_json(&sub, out);
+    }
+    bson_string_append_c(out, ']');
+    return;
+  }
+  if (!BSON_ITER_HOLDS_DOCUMENT(it) || !bson_iter_recurse(it, &sub)) {
+    value_json(it, out);
+    return;
+  }
+  size_t n = 0, i = 0;
+  while (bson_iter_next(&sub)) n++;
+  const char **keys = calloc(n ? n : 1, sizeof *keys);
+  if (!keys) return;
+  bson_iter_recurse(it, &sub);
+  while (bson_iter_next(&sub)) keys[i++] = bson_iter_key(&sub);
+  qsort(keys, n, sizeof *keys, key_cmp);
+  bson_string_append_c(out, '{');
+  for (i = 0; i < n; i++) {
+    if (i) bson_string_append_c(out, ',');
+    rtu_json_write_string(out, keys[i], strlen(keys[i]));
+    bson_string_append_c(out, ':');
+    bson_iter_recurse(it, &sub);
+    if (bson_iter_find(&sub, keys[i])) canonical_json(&sub, out);
+  }
+  bson_string_append_c(out, '}');
+  free(keys);
+}
+
+static void canonical_doc(const bson_t *doc, bson_string_t *out) {
+  bson_t wrap = BSON_INITIALIZER;
+  bson_iter_t it;
+  BSON_APPEND_DOCUMENT(&wrap, "v", doc);
+  if (bson_iter_init_find(&it, &wrap, "v")) canonical_json(&it, out);
+  bson_destroy(&wrap);
+}
+
 /* JSON text, or else the text itself as a string, into {"v": ...}. */
 static void parse_text(const char *text, size_t len, bson_t *out) {
   char err[RTU_ERRSTR_SIZE];
@@ -201,15 +252,15 @@ static void on_lookup(void *vctx, const char *collection, const bson_t *filter,
   run_ctx_t *ctx = vctx;
   if (!ctx->explain) return;
   bson_string_append_printf(ctx->explain, "    lookup %s ", collection);
-  doc_json(filter, ctx->explain);
+  canonical_doc(filter, ctx->explain);
   if (opts && !bson_empty(opts)) {
     bson_string_append(ctx->explain, " options ");
-    doc_json(opts, ctx->explain);
+    canonical_doc(opts, ctx->explain);
   }
   bson_string_append_printf(ctx->explain, " -> %zu document(s)\n", n);
   for (size_t i = 0; i < n; i++) {
     bson_string_append(ctx->explain, "      ");
-    doc_json(found[i], ctx->explain);
+    canonical_doc(found[i], ctx->explain);
     bson_string_append_c(ctx->explain, '\n');
   }
 }

@@ -42,11 +42,11 @@ cat "$out"
 line_of() { grep -nF -- "$1" "$out" | head -1 | cut -d: -f1; }
 h1=$(line_of '    lookup pr_orders_dishes {"$or":[{"ID_DISH":"dish-101"},{"ID_DISH_SUBSTITUTE":"dish-101"}],"__STATE__":"PUBLIC"}')
 h2=$(line_of '    lookup pr_orders {"ID_ORDER":{"$in":[7001,7002]},"__STATE__":"PUBLIC"}')
-h3=$(line_of '    lookup pr_registry {"__STATE__":"PUBLIC","ID_USER":{"$in":["user-1","user-2"]}}')
+h3=$(line_of '    lookup pr_registry {"ID_USER":{"$in":["user-1","user-2"]},"__STATE__":"PUBLIC"}')
 if [ -z "$h1" ] || [ -z "$h2" ] || [ -z "$h3" ] || [ "$h1" -ge "$h2" ] || [ "$h2" -ge "$h3" ]; then
   echo "FAILED: explain: the three hops (lines '$h1' '$h2' '$h3')"; fail=1
 fi
-expect "explain: found" '      {"ID_USER_ORDER":"user-2","ID_ORDER":7002}'
+expect "explain: found" '      {"ID_ORDER":7002,"ID_USER_ORDER":"user-2"}'
 expect "explain: identifier" '    identifier produced: {"type":"sv_customers","identifier":{"ID_USER":"user-2"}}'
 
 "$rtu" test "$here/no-such-folder" >"$out" 2>&1; rc=$?
