@@ -38,6 +38,7 @@ typedef struct {
   captured_t *out;
   size_t nout, cap;
   bson_string_t *explain; /* NULL without --explain */
+  rtu_store_t *store;
 } run_ctx_t;
 
 /* ---- values ------------------------------------------------------------------ */
@@ -262,6 +263,72 @@ static void on_lookup(void *vctx, const char *collection, const bson_t *filter,
     bson_string_append(ctx->explain, "      ");
     canonical_doc(found[i], ctx->explain);
     bson_string_append_c(ctx->explain, '\n');
+  }
+}
+
+typedef struct {
+  const bson_t *doc, *key;
+  bool after;
+} stored_ctx_t;
+
+static bool doc_matches(const bson_t *exp, const bson_t *act, bson_string_t *diff);
+
+static void compare_stored(void *vctx, const bson_t *stored) {
+  stored_ctx_t *sc = vctx;
+  bson_string_t *ignored = bson_string_new(NULL);
+  if (doc_matches(sc->key, stored, ignored) && doc_matches(sc->doc, stored, ignored))
+    sc->after = true;
+  bson_string_free(ignored, true);
+}
+
+/* The document (as much of it as the strategies read) is the record as the
+ * run left it, rather than as it was before. */
+static bool is_after_image(const run_ctx_t *ctx, const rtu_projection_t *p, const bson_t *doc) {
+  bson_t key = BSON_INITIALIZER;
+  bson_iter_t it;
+  for (size_t k = 0; k < p->npk; k++)
+    if (bson_iter_init_find(&it, doc, p->pk_dst[k])) bson_append_iter(&key, p->pk_dst[k], -1, &it);
+  stored_ctx_t sc = {doc, &key, false};
+  rtu_store_memory_each(ctx->store, p->destination, compare_stored, &sc);
+  bson_destroy(&key);
+  return sc.after;
+}
+
+static void doc_key(const rtu_projection_t *p, const bson_t *doc, bson_string_t *out) {
+  bson_t key = BSON_INITIALIZER;
+  bson_iter_t it;
+  for (size_t k = 0; k < p->npk; k++)
+    if (bson_iter_init_find(&it, doc, p->pk_dst[k])) bson_append_iter(&key, p->pk_dst[k], -1, &it);
+  canonical_doc(&key, out);
+  bson_destroy(&key);
+}
+
+/* Before the strategies' call: the documents handed to them; after it: the
+ * identifiers each document produced. */
+static void on_stage(void *vctx, const rtu_projection_t *p, const bson_t *const *docs,
+                     size_t ndocs, const rtu_identified_t *ids, size_t nids) {
+  run_ctx_t *ctx = vctx;
+  bson_string_t *out = ctx->explain;
+  if (!out) return;
+  if (!ids) {
+    bson_string_append_printf(out, "  strategies of %s on %zu document(s):\n", p->name, ndocs);
+    for (size_t d = 0; d < ndocs; d++) {
+      bson_string_append_printf(out, "    [%zu] %s ", d,
+                                is_after_image(ctx, p, docs[d]) ? "after " : "before");
+      doc_key(p, docs[d], out);
+      bson_string_append_c(out, '\n');
+    }
+    return;
+  }
+  for (size_t d = 0; d < ndocs; d++) {
+    bson_string_append_printf(out, "    [%zu] identifiers:", d);
+    size_t found = 0;
+    for (size_t i = 0; i < nids; i++) {
+      if (ids[i].origin != d) continue;
+      bson_string_append_printf(out, "%s %s ", found++ ? "," : "", ids[i].type);
+      canonical_doc(&ids[i].identifier, out);
+    }
+    bson_string_append(out, found ? "\n" : " none (or found first by another document)\n");
   }
 }
 
@@ -698,7 +765,9 @@ static bool run_case(const suite_t *s, const bson_t *c, bson_string_t *diff,
   if (!store) bson_string_append_printf(diff, "    %s\n", err);
   if (!ok) goto done;
   rtu_batch_set_emit(batch, emit);
+  ctx.store = store;
   rtu_store_memory_set_trace(store, on_lookup, &ctx);
+  rtu_stage_set_trace(rtu_batch_stage(batch), on_stage, &ctx);
   ok = seed(store, c, diff);
 
   bson_iter_t it, sub;
@@ -732,7 +801,7 @@ static bool run_case(const suite_t *s, const bson_t *c, bson_string_t *diff,
     doclist_t pcs = {0};
     rtu_store_memory_each(store, s->cfg->pc_collection, collect_all, &pcs);
     for (size_t i = 0; i < pcs.n; i++) {
-      bson_string_append(explain, "    identifier produced: ");
+      bson_string_append(explain, "  projection change recorded: ");
       pc_json(pcs.docs[i], explain);
       bson_string_append_c(explain, '\n');
       bson_destroy(pcs.docs[i]);

@@ -19,7 +19,7 @@ expect() { # expect WHAT LINE: the output has LINE
 "$rtu" test "$here/true" >"$out" 2>&1; rc=$?
 cat "$out"
 [ $rc -eq 0 ] || { echo "FAILED: true cases: exit $rc, expected 0"; fail=1; }
-expect "true cases" "2/2 passed"
+expect "true cases" "3/3 passed"
 
 "$rtu" test "$here/wrong" >"$out" 2>&1; rc=$?
 cat "$out"
@@ -47,7 +47,11 @@ if [ -z "$h1" ] || [ -z "$h2" ] || [ -z "$h3" ] || [ "$h1" -ge "$h2" ] || [ "$h2
   echo "FAILED: explain: the three hops (lines '$h1' '$h2' '$h3')"; fail=1
 fi
 expect "explain: found" '      {"ID_ORDER":7002,"ID_USER_ORDER":"user-2"}'
-expect "explain: identifier" '    identifier produced: {"type":"sv_customers","identifier":{"ID_USER":"user-2"}}'
+expect "explain: before image" '    [0] before {"ID_DISH":"dish-101"}'
+expect "explain: after image" '    [1] after  {"ID_DISH":"dish-101"}'
+expect "explain: identifiers of the before image" '    [0] identifiers: sv_restaurants {"ID_RESTAURANT":"rest-001"}'
+expect "explain: identifiers of the after image" '    [1] identifiers: sv_restaurants {"ID_RESTAURANT":"rest-002"}'
+expect "explain: identifier" '    [0] identifiers: sv_customers {"ID_USER":"user-1"}, sv_customers {"ID_USER":"user-2"}, sv_restaurants {"ID_RESTAURANT":"rest-001"}'
 
 "$rtu" test "$here/no-such-folder" >"$out" 2>&1; rc=$?
 [ $rc -eq 2 ] || { echo "FAILED: missing path: exit $rc, expected 2"; fail=1; }
