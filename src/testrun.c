@@ -22,6 +22,7 @@
 #include "stage.h"
 #include "store_memory.h"
 #include "testcase.h"
+#include "testvalue.h"
 #include "util.h"
 
 /* First default timestamp: messages without one get this, then one second more each. */
@@ -43,189 +44,6 @@ typedef struct {
 
 /* ---- values ------------------------------------------------------------------ */
 
-static void value_json(const bson_iter_t *it, bson_string_t *out) {
-  bson_t tmp = BSON_INITIALIZER;
-  bson_append_iter(&tmp, "v", 1, it);
-  rtu_json_write_first(&tmp, out);
-  bson_destroy(&tmp);
-}
-
-static void doc_json(const bson_t *doc, bson_string_t *out) { rtu_json_write_doc(doc, false, out); }
-
-static int key_cmp(const void *a, const void *b) {
-  return strcmp(*(const char *const *)a, *(const char *const *)b);
-}
-
-/* JSON with every object's keys sorted: the filters and documents the
- * strategies build come from Lua tables, whose key order changes from run to
- * run, and --explain must read the same each time. */
-static void canonical_json(const bson_iter_t *it, bson_string_t *out) {
-  bson_iter_t sub;
-  if (BSON_ITER_HOLDS_ARRAY(it) && bson_iter_recurse(it, &sub)) {
-    bool first = true;
-    bson_string_append_c(out, '[');
-    while (bson_iter_next(&sub)) {
-      if (!first) bson_string_append_c(out, ',');
-      first = false;
-      canonical_json(&sub, out);
-    }
-    bson_string_append_c(out, ']');
-    return;
-  }
-  if (!BSON_ITER_HOLDS_DOCUMENT(it) || !bson_iter_recurse(it, &sub)) {
-    value_json(it, out);
-    return;
-  }
-  size_t n = 0, i = 0;
-  while (bson_iter_next(&sub)) n++;
-  const char **keys = calloc(n ? n : 1, sizeof *keys);
-  if (!keys) return;
-  bson_iter_recurse(it, &sub);
-  while (bson_iter_next(&sub)) keys[i++] = bson_iter_key(&sub);
-  qsort(keys, n, sizeof *keys, key_cmp);
-  bson_string_append_c(out, '{');
-  for (i = 0; i < n; i++) {
-    if (i) bson_string_append_c(out, ',');
-    rtu_json_write_string(out, keys[i], strlen(keys[i]));
-    bson_string_append_c(out, ':');
-    bson_iter_recurse(it, &sub);
-    if (bson_iter_find(&sub, keys[i])) canonical_json(&sub, out);
-  }
-  bson_string_append_c(out, '}');
-  free(keys);
-}
-
-static void canonical_doc(const bson_t *doc, bson_string_t *out) {
-  bson_t wrap = BSON_INITIALIZER;
-  bson_iter_t it;
-  BSON_APPEND_DOCUMENT(&wrap, "v", doc);
-  if (bson_iter_init_find(&it, &wrap, "v")) canonical_json(&it, out);
-  bson_destroy(&wrap);
-}
-
-/* JSON text, or else the text itself as a string, into {"v": ...}. */
-static void parse_text(const char *text, size_t len, bson_t *out) {
-  char err[RTU_ERRSTR_SIZE];
-  if (text && rtu_json_read_bson(text, len, out, err, sizeof err) == RTU_OK) return;
-  bson_init(out);
-  if (text) bson_append_utf8(out, "v", 1, text, (int)len);
-  else bson_append_null(out, "v", 1);
-}
-
-static bool is_number(const bson_iter_t *it) {
-  return BSON_ITER_HOLDS_INT32(it) || BSON_ITER_HOLDS_INT64(it) || BSON_ITER_HOLDS_DOUBLE(it);
-}
-
-static bool subset(const bson_iter_t *exp, const bson_iter_t *act, const char *path,
-                   bson_string_t *diff);
-
-static bool doc_subset(const bson_iter_t *exp, const bson_iter_t *act, const char *path,
-                       bson_string_t *diff) {
-  bson_iter_t e, a;
-  bool ok = true;
-  if (!bson_iter_recurse(exp, &e)) return false;
-  while (bson_iter_next(&e)) {
-    char sub[512];
-    snprintf(sub, sizeof sub, "%s%s%s", path, path[0] ? "." : "", bson_iter_key(&e));
-    if (!bson_iter_recurse(act, &a) || !bson_iter_find(&a, bson_iter_key(&e))) {
-      bson_string_append_printf(diff, "    %s: missing, expected ", sub);
-      value_json(&e, diff);
-      bson_string_append_c(diff, '\n');
-      ok = false;
-      continue;
-    }
-    ok &= subset(&e, &a, sub, diff);
-  }
-  return ok;
-}
-
-static bool array_subset(const bson_iter_t *exp, const bson_iter_t *act) {
-  bson_iter_t e, a;
-  if (!bson_iter_recurse(exp, &e) || !bson_iter_recurse(act, &a)) return false;
-  bson_string_t *ignored = bson_string_new(NULL);
-  bool ok = true;
-  for (;;) {
-    bool more_e = bson_iter_next(&e), more_a = bson_iter_next(&a);
-    if (more_e != more_a) ok = false;
-    if (!more_e || !more_a || !ok) break;
-    ok = subset(&e, &a, "", ignored);
-  }
-  bson_string_free(ignored, true);
-  return ok;
-}
-
-/* The expected value matches the actual one: documents as a subset (field by
- * field, recursively), arrays element by element, numbers by value whatever
- * their type, a date against its ISO text or its milliseconds. */
-static bool same_value(const bson_iter_t *exp, const bson_iter_t *act) {
-  if (is_number(exp) && is_number(act)) {
-    if (BSON_ITER_HOLDS_DOUBLE(exp) || BSON_ITER_HOLDS_DOUBLE(act))
-      return bson_iter_as_double(exp) == bson_iter_as_double(act);
-    return bson_iter_as_int64(exp) == bson_iter_as_int64(act);
-  }
-  if (BSON_ITER_HOLDS_DATE_TIME(act)) {
-    if (is_number(exp)) return bson_iter_as_int64(exp) == bson_iter_date_time(act);
-    if (BSON_ITER_HOLDS_UTF8(exp)) {
-      char iso[40];
-      rtu_iso8601(bson_iter_date_time(act), iso, sizeof iso);
-      return !strcmp(iso, bson_iter_utf8(exp, NULL));
-    }
-  }
-  if (BSON_ITER_HOLDS_OID(act) && BSON_ITER_HOLDS_UTF8(exp)) {
-    char hex[25];
-    bson_oid_to_string(bson_iter_oid(act), hex);
-    return !strcmp(hex, bson_iter_utf8(exp, NULL));
-  }
-  if (BSON_ITER_HOLDS_ARRAY(exp) && BSON_ITER_HOLDS_ARRAY(act)) return array_subset(exp, act);
-  bson_string_t *e = bson_string_new(NULL), *a = bson_string_new(NULL);
-  value_json(exp, e);
-  value_json(act, a);
-  bool same = !strcmp(e->str, a->str);
-  bson_string_free(e, true);
-  bson_string_free(a, true);
-  return same;
-}
-
-static bool subset(const bson_iter_t *exp, const bson_iter_t *act, const char *path,
-                   bson_string_t *diff) {
-  if (BSON_ITER_HOLDS_DOCUMENT(exp) && BSON_ITER_HOLDS_DOCUMENT(act))
-    return doc_subset(exp, act, path, diff);
-  if (same_value(exp, act)) return true;
-  bson_string_append_printf(diff, "    %s: expected ", path[0] ? path : "value");
-  value_json(exp, diff);
-  bson_string_append(diff, ", got ");
-  value_json(act, diff);
-  bson_string_append_c(diff, '\n');
-  return false;
-}
-
-/* Documents: expected a subset of actual. */
-static bool doc_matches(const bson_t *exp, const bson_t *act, bson_string_t *diff) {
-  bson_t we = BSON_INITIALIZER, wa = BSON_INITIALIZER;
-  bson_iter_t e, a;
-  BSON_APPEND_DOCUMENT(&we, "v", exp);
-  BSON_APPEND_DOCUMENT(&wa, "v", act);
-  bool ok = bson_iter_init_find(&e, &we, "v") && bson_iter_init_find(&a, &wa, "v") &&
-            doc_subset(&e, &a, "", diff);
-  bson_destroy(&we);
-  bson_destroy(&wa);
-  return ok;
-}
-
-static bool sub_doc(const bson_iter_t *it, bson_t *out) {
-  const uint8_t *data;
-  uint32_t len;
-  if (!BSON_ITER_HOLDS_DOCUMENT(it) && !BSON_ITER_HOLDS_ARRAY(it)) return false;
-  if (BSON_ITER_HOLDS_DOCUMENT(it)) bson_iter_document(it, &len, &data);
-  else bson_iter_array(it, &len, &data);
-  return bson_init_static(out, data, len);
-}
-
-static bool field_doc(const bson_t *doc, const char *key, bson_t *out) {
-  bson_iter_t it;
-  return bson_iter_init_find(&it, doc, key) && sub_doc(&it, out);
-}
-
 /* ---- capture and explain -------------------------------------------------------- */
 
 static rtu_err_t capture(void *vctx, const char *topic, const char *key, size_t key_len,
@@ -243,8 +61,8 @@ static rtu_err_t capture(void *vctx, const char *topic, const char *key, size_t 
   }
   captured_t *c = &ctx->out[ctx->nout++];
   c->topic = strdup(topic);
-  parse_text(key, key_len, &c->key);
-  parse_text(value, value_len, &c->value);
+  rtu_testvalue_parse(key, key_len, &c->key);
+  rtu_testvalue_parse(value, value_len, &c->value);
   return RTU_OK;
 }
 
@@ -253,15 +71,15 @@ static void on_lookup(void *vctx, const char *collection, const bson_t *filter,
   run_ctx_t *ctx = vctx;
   if (!ctx->explain) return;
   bson_string_append_printf(ctx->explain, "    lookup %s ", collection);
-  canonical_doc(filter, ctx->explain);
+  rtu_testvalue_canonical(filter, ctx->explain);
   if (opts && !bson_empty(opts)) {
     bson_string_append(ctx->explain, " options ");
-    canonical_doc(opts, ctx->explain);
+    rtu_testvalue_canonical(opts, ctx->explain);
   }
   bson_string_append_printf(ctx->explain, " -> %zu document(s)\n", n);
   for (size_t i = 0; i < n; i++) {
     bson_string_append(ctx->explain, "      ");
-    canonical_doc(found[i], ctx->explain);
+    rtu_testvalue_canonical(found[i], ctx->explain);
     bson_string_append_c(ctx->explain, '\n');
   }
 }
@@ -271,12 +89,10 @@ typedef struct {
   bool after;
 } stored_ctx_t;
 
-static bool doc_matches(const bson_t *exp, const bson_t *act, bson_string_t *diff);
-
 static void compare_stored(void *vctx, const bson_t *stored) {
   stored_ctx_t *sc = vctx;
   bson_string_t *ignored = bson_string_new(NULL);
-  if (doc_matches(sc->key, stored, ignored) && doc_matches(sc->doc, stored, ignored))
+  if (rtu_testvalue_doc_matches(sc->key, stored, ignored) && rtu_testvalue_doc_matches(sc->doc, stored, ignored))
     sc->after = true;
   bson_string_free(ignored, true);
 }
@@ -299,7 +115,7 @@ static void doc_key(const rtu_projection_t *p, const bson_t *doc, bson_string_t 
   bson_iter_t it;
   for (size_t k = 0; k < p->npk; k++)
     if (bson_iter_init_find(&it, doc, p->pk_dst[k])) bson_append_iter(&key, p->pk_dst[k], -1, &it);
-  canonical_doc(&key, out);
+  rtu_testvalue_canonical(&key, out);
   bson_destroy(&key);
 }
 
@@ -326,7 +142,7 @@ static void on_stage(void *vctx, const rtu_projection_t *p, const bson_t *const 
     for (size_t i = 0; i < nids; i++) {
       if (ids[i].origin != d) continue;
       bson_string_append_printf(out, "%s %s ", found++ ? "," : "", ids[i].type);
-      canonical_doc(&ids[i].identifier, out);
+      rtu_testvalue_canonical(&ids[i].identifier, out);
     }
     bson_string_append(out, found ? "\n" : " none (or found first by another document)\n");
   }
@@ -378,7 +194,7 @@ static char *message_text(const bson_t *m, const char *field, size_t *len) {
     return bson_strndup(s, l);
   }
   bson_string_t *out = bson_string_new(NULL);
-  value_json(&it, out);
+  rtu_testvalue_json(&it, out);
   *len = out->len;
   return bson_string_free(out, false);
 }
@@ -403,7 +219,7 @@ static bool read_poll(const bson_iter_t *arr, poll_t *p, offsets_t *offs, size_t
   while (bson_iter_next(&it)) {
     bson_t m;
     bson_iter_t f;
-    if (!BSON_ITER_HOLDS_DOCUMENT(&it) || !sub_doc(&it, &m) ||
+    if (!BSON_ITER_HOLDS_DOCUMENT(&it) || !rtu_testvalue_sub_doc(&it, &m) ||
         !bson_iter_init_find(&f, &m, "topic") || !BSON_ITER_HOLDS_UTF8(&f)) {
       bson_string_append(err, "    a message needs a \"topic\" (a string)\n");
       return false;
@@ -425,7 +241,7 @@ static bool read_poll(const bson_iter_t *arr, poll_t *p, offsets_t *offs, size_t
     msg->key = keep(p, message_text(&m, "key", &msg->key_len));
     msg->value = keep(p, message_text(&m, "value", &msg->value_len));
     bson_t h;
-    if (field_doc(&m, "headers", &h) && bson_iter_init(&f, &h)) {
+    if (rtu_testvalue_field_doc(&m, "headers", &h) && bson_iter_init(&f, &h)) {
       rd_kafka_headers_t *hs = rd_kafka_headers_new(4);
       while (bson_iter_next(&f)) {
         uint32_t l = 0;
@@ -512,7 +328,7 @@ static bool seed(rtu_store_t *store, const bson_t *c, bson_string_t *diff) {
   bson_t given;
   bson_iter_t it, docs;
   char err[RTU_ERRSTR_SIZE];
-  if (!field_doc(c, "given", &given) || !bson_iter_init(&it, &given)) return true;
+  if (!rtu_testvalue_field_doc(c, "given", &given) || !bson_iter_init(&it, &given)) return true;
   while (bson_iter_next(&it)) {
     if (!BSON_ITER_HOLDS_ARRAY(&it) || !bson_iter_recurse(&it, &docs)) {
       bson_string_append_printf(diff, "    given.%s: an array of documents\n", bson_iter_key(&it));
@@ -520,7 +336,7 @@ static bool seed(rtu_store_t *store, const bson_t *c, bson_string_t *diff) {
     }
     while (bson_iter_next(&docs)) {
       bson_t d, full = BSON_INITIALIZER;
-      if (!sub_doc(&docs, &d)) continue;
+      if (!rtu_testvalue_sub_doc(&docs, &d)) continue;
       bson_concat(&full, &d);
       if (!bson_has_field(&d, "__STATE__")) BSON_APPEND_UTF8(&full, "__STATE__", "PUBLIC");
       rtu_err_t rc = rtu_store_memory_insert(store, bson_iter_key(&it), &full, err, sizeof err);
@@ -545,7 +361,7 @@ static bool check_projections(const suite_t *s, rtu_store_t *store, const bson_t
   bson_t projs, docs;
   bson_iter_t it, d;
   bool ok = true;
-  if (!field_doc(expect, "projections", &projs) || !bson_iter_init(&it, &projs)) return true;
+  if (!rtu_testvalue_field_doc(expect, "projections", &projs) || !bson_iter_init(&it, &projs)) return true;
   while (bson_iter_next(&it)) {
     const char *coll = bson_iter_key(&it);
     const rtu_projection_t *p = NULL;
@@ -553,11 +369,11 @@ static bool check_projections(const suite_t *s, rtu_store_t *store, const bson_t
       if (!strcmp(s->cfg->projections[i].destination, coll) ||
           !strcmp(s->cfg->projections[i].name, coll))
         p = &s->cfg->projections[i];
-    if (!sub_doc(&it, &docs) || !bson_iter_init(&d, &docs)) continue;
+    if (!rtu_testvalue_sub_doc(&it, &docs) || !bson_iter_init(&d, &docs)) continue;
     while (bson_iter_next(&d)) {
       bson_t exp, filter = BSON_INITIALIZER, want = BSON_INITIALIZER;
       bson_iter_t f;
-      if (!sub_doc(&d, &exp)) continue;
+      if (!rtu_testvalue_sub_doc(&d, &exp)) continue;
       bool absent = bson_iter_init_find(&f, &exp, "__absent") && bson_iter_as_bool(&f);
       bson_iter_init(&f, &exp);
       while (bson_iter_next(&f)) {
@@ -576,19 +392,19 @@ static bool check_projections(const suite_t *s, rtu_store_t *store, const bson_t
         ok = false;
       } else if (absent && found) {
         bson_string_append_printf(diff, "  %s: unexpected document ", coll);
-        doc_json(found, diff);
+        rtu_testvalue_doc_json(found, diff);
         bson_string_append_c(diff, '\n');
         ok = false;
       } else if (!absent && !found) {
         bson_string_append_printf(diff, "  %s: missing document ", coll);
-        doc_json(&want, diff);
+        rtu_testvalue_doc_json(&want, diff);
         bson_string_append_c(diff, '\n');
         ok = false;
       } else if (!absent) {
         bson_string_t *fields = bson_string_new(NULL);
-        if (!doc_matches(&want, found, fields)) {
+        if (!rtu_testvalue_doc_matches(&want, found, fields)) {
           bson_string_append_printf(diff, "  %s: document ", coll);
-          doc_json(&filter, diff);
+          rtu_testvalue_doc_json(&filter, diff);
           bson_string_append_printf(diff, " differs:\n%s", fields->str);
           ok = false;
         }
@@ -623,11 +439,11 @@ static void collect_all(void *ctx, const bson_t *doc) {
 static bool same_pc(const bson_t *exp, const bson_t *act) {
   bson_t e, a;
   bson_string_t *ignored = bson_string_new(NULL);
-  bool ok = field_doc(exp, "identifier", &e) && field_doc(act, "identifier", &a) &&
-            bson_count_keys(&e) == bson_count_keys(&a) && doc_matches(&e, &a, ignored);
+  bool ok = rtu_testvalue_field_doc(exp, "identifier", &e) && rtu_testvalue_field_doc(act, "identifier", &a) &&
+            bson_count_keys(&e) == bson_count_keys(&a) && rtu_testvalue_doc_matches(&e, &a, ignored);
   bson_iter_t te, ta;
   ok = ok && bson_iter_init_find(&te, exp, "type") && bson_iter_init_find(&ta, act, "type") &&
-       same_value(&te, &ta);
+       rtu_testvalue_same(&te, &ta);
   bson_string_free(ignored, true);
   return ok;
 }
@@ -636,9 +452,9 @@ static void pc_json(const bson_t *pc, bson_string_t *out) {
   bson_t id;
   bson_iter_t t;
   bson_string_append(out, "{\"type\":");
-  if (bson_iter_init_find(&t, pc, "type")) value_json(&t, out);
+  if (bson_iter_init_find(&t, pc, "type")) rtu_testvalue_json(&t, out);
   bson_string_append(out, ",\"identifier\":");
-  if (field_doc(pc, "identifier", &id)) doc_json(&id, out);
+  if (rtu_testvalue_field_doc(pc, "identifier", &id)) rtu_testvalue_doc_json(&id, out);
   bson_string_append(out, "}");
 }
 
@@ -647,14 +463,14 @@ static bool check_pcs(const suite_t *s, rtu_store_t *store, const bson_t *expect
                       bson_string_t *diff) {
   bson_t want;
   bson_iter_t it;
-  if (!field_doc(expect, "projectionChanges", &want)) return true;
+  if (!rtu_testvalue_field_doc(expect, "projectionChanges", &want)) return true;
   doclist_t got = {0};
   rtu_store_memory_each(store, s->cfg->pc_collection, collect_all, &got);
   bool *used = calloc(got.n + 1, sizeof *used), ok = true;
   bson_iter_init(&it, &want);
   while (bson_iter_next(&it)) {
     bson_t e;
-    if (!sub_doc(&it, &e)) continue;
+    if (!rtu_testvalue_sub_doc(&it, &e)) continue;
     bool found = false;
     for (size_t i = 0; i < got.n && !found; i++)
       if (!used[i] && same_pc(&e, got.docs[i])) found = used[i] = true;
@@ -691,9 +507,9 @@ static void captured_json(const captured_t *c, bson_string_t *out) {
   bson_string_append(out, "{\"topic\":");
   rtu_json_write_string(out, c->topic, strlen(c->topic));
   bson_string_append(out, ",\"key\":");
-  if (bson_iter_init_find(&it, &c->key, "v")) value_json(&it, out);
+  if (bson_iter_init_find(&it, &c->key, "v")) rtu_testvalue_json(&it, out);
   bson_string_append(out, ",\"value\":");
-  if (bson_iter_init_find(&it, &c->value, "v")) value_json(&it, out);
+  if (bson_iter_init_find(&it, &c->value, "v")) rtu_testvalue_json(&it, out);
   bson_string_append(out, "}");
 }
 
@@ -704,9 +520,9 @@ static bool captured_matches(const bson_t *exp, const captured_t *c) {
   if (bson_iter_init_find(&e, exp, "topic"))
     ok = BSON_ITER_HOLDS_UTF8(&e) && !strcmp(bson_iter_utf8(&e, NULL), c->topic);
   if (ok && bson_iter_init_find(&e, exp, "key"))
-    ok = bson_iter_init_find(&a, &c->key, "v") && subset(&e, &a, "key", ignored);
+    ok = bson_iter_init_find(&a, &c->key, "v") && rtu_testvalue_subset(&e, &a, "key", ignored);
   if (ok && bson_iter_init_find(&e, exp, "value"))
-    ok = bson_iter_init_find(&a, &c->value, "v") && subset(&e, &a, "value", ignored);
+    ok = bson_iter_init_find(&a, &c->value, "v") && rtu_testvalue_subset(&e, &a, "value", ignored);
   bson_string_free(ignored, true);
   return ok;
 }
@@ -717,14 +533,14 @@ static bool check_messages(const run_ctx_t *ctx, const bson_t *expect, const cha
                            bool pr, bson_string_t *diff) {
   bson_t want;
   bson_iter_t it;
-  if (!field_doc(expect, section, &want)) return true;
+  if (!rtu_testvalue_field_doc(expect, section, &want)) return true;
   bool ok = true, any = false;
   bool *used = calloc(ctx->nout + 1, sizeof *used);
   bson_iter_init(&it, &want);
   while (bson_iter_next(&it)) {
     bson_t e;
     any = true;
-    if (!sub_doc(&it, &e)) continue;
+    if (!rtu_testvalue_sub_doc(&it, &e)) continue;
     bool found = false;
     for (size_t i = 0; i < ctx->nout && !found; i++)
       if (!used[i] && is_pr_update_topic(ctx->cfg, ctx->out[i].topic) == pr &&
@@ -732,7 +548,7 @@ static bool check_messages(const run_ctx_t *ctx, const bson_t *expect, const cha
         found = used[i] = true;
     if (!found) {
       bson_string_append_printf(diff, "  %s: message missing: ", section);
-      doc_json(&e, diff);
+      rtu_testvalue_doc_json(&e, diff);
       bson_string_append_c(diff, '\n');
       ok = false;
     }
@@ -791,7 +607,7 @@ static bool run_case(const suite_t *s, const bson_t *c, bson_string_t *diff,
   for (size_t k = 0; k < noffs; k++) free(offs[k].topic);
   rtu_store_memory_set_trace(store, NULL, NULL); /* the checks' own reads are not the case's */
   bson_t expect;
-  if (ok && field_doc(c, "expect", &expect)) {
+  if (ok && rtu_testvalue_field_doc(c, "expect", &expect)) {
     ok &= check_projections(s, store, &expect, diff);
     ok &= check_pcs(s, store, &expect, diff);
     ok &= check_messages(&ctx, &expect, "prUpdates", true, diff);
@@ -869,7 +685,7 @@ static void run_file(const char *file, const char *lua_dir, bool explain, tally_
   if (many) bson_iter_recurse(&it, &arr);
   for (size_t index = 0; !many || bson_iter_next(&arr); index++) {
     bson_t c;
-    if (!sub_doc(many ? &arr : &it, &c)) {
+    if (!rtu_testvalue_sub_doc(many ? &arr : &it, &c)) {
       fprintf(stderr, "rtu test: %s: a case is a JSON object\n", file);
       t->config_error = true;
       break;
