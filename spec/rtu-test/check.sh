@@ -1,7 +1,8 @@
 #!/bin/sh
 # rtu test on its own cases: the true ones pass, each deliberately wrong one
 # fails with the difference it was written for, --explain shows the three hops
-# of the food-delivery path dish -> order line -> order -> customer, and a path
+# of the food-delivery path dish -> order line -> order -> customer, a manual
+# strategy's db calls with their results, and a path
 # that does not exist is a configuration error. Usage: check.sh RTU_BINARY
 set -u
 rtu=$1
@@ -52,6 +53,16 @@ expect "explain: after image" '    [1] after  {"ID_DISH":"dish-101"}'
 expect "explain: identifiers of the before image" '    [0] identifiers: sv_restaurants {"ID_RESTAURANT":"rest-001"}'
 expect "explain: identifiers of the after image" '    [1] identifiers: sv_restaurants {"ID_RESTAURANT":"rest-002"}'
 expect "explain: identifier" '    [0] identifiers: sv_customers {"ID_USER":"user-1"}, sv_customers {"ID_USER":"user-2"}, sv_restaurants {"ID_RESTAURANT":"rest-001"}'
+
+# a hand-written strategy (manual mode, its own env file): each db call and its result
+"$rtu" test --explain "$here/manual" >"$out" 2>&1; rc=$?
+cat "$out"
+[ $rc -eq 0 ] || { echo "FAILED: manual: exit $rc"; fail=1; }
+grep -qF '    lookup pr_orders {"ID_ORDER":7001,"__STATE__":"PUBLIC"} options {"limit":1} -> 1 document(s)' "$out" ||
+  { echo "FAILED: manual: the first db call"; fail=1; }
+grep -qF '      {"ID_USER":"user-1","NAME":"Ada","__STATE__":"PUBLIC","_id":' "$out" ||
+  { echo "FAILED: manual: the second db call's result"; fail=1; }
+expect "manual: identifier" '    [0] identifiers: sv_customers {"ID_USER":"user-1"}'
 
 "$rtu" test "$here/no-such-folder" >"$out" 2>&1; rc=$?
 [ $rc -eq 2 ] || { echo "FAILED: missing path: exit $rc, expected 2"; fail=1; }
