@@ -105,6 +105,7 @@ static void test_defaults(void) {
   CHECK_STR(c->log_level, "info");
   CHECK(c->strategies_max_exec_ms > 0);
   CHECK(c->kafka_max_batch > 0);
+  CHECK_STR(c->kafka_assignment_strategy, "cooperative-sticky");
   CHECK_STR(c->lua_dir, lua_runtime_dir());
 
   /* mapTable.json, in file order. */
@@ -158,6 +159,7 @@ static void test_explicit_values(void) {
   env_set("KAFKA_SASL_PASSWORD", "secret");
   env_set("KAFKA_SASL_MECHANISM", "scram-sha-256");
   env_set("PRODUCER_COMPRESSION", "gzip");
+  env_set("KAFKA_PARTITION_ASSIGNMENT_STRATEGY", "range,roundrobin");
   env_set("HTTP_PORT", "8080");
   env_set("LOG_LEVEL", "debug");
   env_set("KAFKA_MESSAGE_ADAPTER", "golden-gate");
@@ -182,6 +184,7 @@ static void test_explicit_values(void) {
   CHECK_STR(c->kafka_sasl_password, "secret");
   CHECK_STR(c->kafka_sasl_mechanism, "scram-sha-256");
   CHECK_STR(c->producer_compression, "gzip");
+  CHECK_STR(c->kafka_assignment_strategy, "range,roundrobin");
   CHECK_EQ(c->http_port, 8080);
   CHECK_STR(c->log_level, "debug");
   CHECK_STR(c->adapter, "golden-gate");
@@ -326,6 +329,10 @@ static void test_malformed(void) {
   expect_bad_env("LOG_LEVEL", "verbose", "verbose");
   expect_bad_env("PRODUCER_COMPRESSION", "lz4", "lz4");
   expect_bad_env("KAFKA_SASL_MECHANISM", "kerberos", "kerberos");
+  /* librdkafka refuses a mix of cooperative and eager strategies */
+  expect_bad_env("KAFKA_PARTITION_ASSIGNMENT_STRATEGY", "cooperative-sticky,range",
+                 "cooperative-sticky,range");
+  expect_bad_env("KAFKA_PARTITION_ASSIGNMENT_STRATEGY", "sticky", "sticky");
   expect_bad_env("CAST_FUNCTIONS_FOLDER", "/nonexistent/casts", "/nonexistent/casts");
   expect_bad_env("MAP_TABLE_FOLDER", "/nonexistent/maps", "/nonexistent/maps");
   expect_bad_env("LUA_RUNTIME_FOLDER", "/nonexistent/lua", "/nonexistent/lua");

@@ -113,6 +113,32 @@ static void test_histogram(void) {
   free(t);
 }
 
+/* rtu_freshness_seconds{projection}: one histogram per projection, from the
+ * messages' Kafka timestamps to the given now, a timestamp ahead of now as 0. */
+static void test_freshness(void) {
+  const int64_t now = 1700000100000;
+  const int64_t items[] = {now - 3, now - 10, now - 40, now - 700, now - 4000000, now + 50};
+  const int64_t orders[] = {now - 20};
+  rtu_metrics_freshness("items", now, items, sizeof items / sizeof items[0]);
+  rtu_metrics_freshness("ord\"ers", now, orders, 1);
+  rtu_metrics_freshness("items", now, items, 0);
+  char *t = render();
+  if (!t) return;
+  CHECK_LINE(t, "# TYPE rtu_freshness_seconds histogram");
+  CHECK_LINE(t, "rtu_freshness_seconds_bucket{projection=\"items\",le=\"0.005\"} 2");
+  CHECK_LINE(t, "rtu_freshness_seconds_bucket{projection=\"items\",le=\"0.01\"} 3");
+  CHECK_LINE(t, "rtu_freshness_seconds_bucket{projection=\"items\",le=\"0.05\"} 4");
+  CHECK_LINE(t, "rtu_freshness_seconds_bucket{projection=\"items\",le=\"1\"} 5");
+  CHECK_LINE(t, "rtu_freshness_seconds_bucket{projection=\"items\",le=\"1800\"} 5");
+  CHECK_LINE(t, "rtu_freshness_seconds_bucket{projection=\"items\",le=\"+Inf\"} 6");
+  CHECK_LINE(t, "rtu_freshness_seconds_count{projection=\"items\"} 6");
+  CHECK_LINE(t, "rtu_freshness_seconds_sum{projection=\"items\"} 4000.7530000000002");
+  CHECK_LINE(t, "rtu_freshness_seconds_bucket{projection=\"ord\\\"ers\",le=\"0.025\"} 1");
+  CHECK_LINE(t, "rtu_freshness_seconds_bucket{projection=\"ord\\\"ers\",le=\"0.01\"} 0");
+  CHECK_LINE(t, "rtu_freshness_seconds_count{projection=\"ord\\\"ers\"} 1");
+  free(t);
+}
+
 #define THREADS 4
 #define ROUNDS 20000
 
@@ -279,6 +305,7 @@ int main(void) {
   test_format();
   test_escaping();
   test_histogram();
+  test_freshness();
   test_concurrency();
   test_kafka_stats();
   test_checkup();
