@@ -350,8 +350,11 @@ static void print_doc(const char *label, const bson_t *doc) {
 typedef struct {
   rtu_store_t *store;
   rtu_batch_t *batch;
-  rtu_emit_t *emit;
 } side_t;
+
+/* One producer for every side and case: a producer per case would cost its
+ * threads and connection every time. */
+static rtu_emit_t *emit;
 
 static bool open_side(side_t *s, const rtu_config_t *cfg, rtu_script_t *script) {
   char err[RTU_ERRSTR_SIZE];
@@ -367,19 +370,12 @@ static bool open_side(side_t *s, const rtu_config_t *cfg, rtu_script_t *script) 
   }
   s->batch = rtu_batch_new(cfg, script, s->store);
   if (!s->batch) return false;
-  if (!cfg->gen_kafka_pr_updates) return true;
-  s->emit = rtu_emit_new(cfg, err, sizeof err);
-  if (!s->emit) {
-    fprintf(stderr, "rtu_emit_new: %s\n", err);
-    return false;
-  }
-  rtu_batch_set_emit(s->batch, s->emit);
+  if (cfg->gen_kafka_pr_updates) rtu_batch_set_emit(s->batch, emit);
   return true;
 }
 
 static void close_side(side_t *s) {
   rtu_batch_free(s->batch);
-  rtu_emit_free(s->emit);
   rtu_store_free(s->store);
 }
 
@@ -1024,6 +1020,9 @@ int main(void) {
     modes[i].script_a = make_script(modes[i].cfg_a);
     modes[i].script_b = make_script(modes[i].cfg_b);
   }
+  char err[RTU_ERRSTR_SIZE];
+  emit = rtu_emit_new(modes[0].cfg_a, err, sizeof err);
+  CHECK(emit != NULL, "rtu_emit_new: %s", err);
 
   test_strategy_failure();
   test_directed();
@@ -1044,6 +1043,7 @@ int main(void) {
     rtu_config_free(modes[i].cfg_a);
     rtu_config_free(modes[i].cfg_b);
   }
+  rtu_emit_free(emit);
   mongoc_client_destroy(client);
   mongoc_cleanup();
   stop_kafka();
