@@ -811,6 +811,22 @@ static void test_directed(void) {
   directed("directed: key change there and back (soft)", 0, key_change, 1, 2);
   directed("directed: key change there and back (hard)", 1, key_change, 1, 2);
 
+  /* Inserted and deleted within one run: one by one ends with a DELETE whose
+   * before is the inserted record, even when a hard delete leaves nothing stored
+   * (the fold once produced an INSERT of a DELETED record, or nothing). */
+  const char *ins_del[] = {
+      "{\"op_type\": \"I\", \"pos\": 10, \"after\": {\"ID\": 1, \"A\": \"s1\"}}",
+      "{\"op_type\": \"U\", \"pos\": 11, \"after\": {\"ID\": 1, \"B\": 2}}",
+      "{\"op_type\": \"D\", \"pos\": 12, \"before\": {\"ID\": 1}}"};
+  directed("directed: insert, update and delete in one run (soft)", 0, ins_del, 0, 3);
+  directed("directed: insert, update and delete in one run (hard)", 1, ins_del, 0, 3);
+  const char *ins_del2[] = {ins_del[0], ins_del[2]};
+  directed("directed: insert and delete in one run (soft)", 0, ins_del2, 0, 2);
+  directed("directed: insert and delete in one run (hard)", 1, ins_del2, 0, 2);
+  /* Deleted and inserted again: one by one ends with an INSERT, no before. */
+  directed("directed: stored, hard delete and insert in one run", 1,
+           (const char *[]){ins_del[0], ins_del[2], ins_del[0]}, 1, 2);
+
   /* A delete of a record that does not exist stores nothing one by one, so a
    * later message with a lower position is applied; the fold must agree. */
   const char *absent[] = {
