@@ -88,6 +88,8 @@ typedef struct rtu_config_s {
   char *pc_schema_folder;
   char *strategies_folder;
   int strategies_max_exec_ms;
+  bool log_unmapped_fields; /* LOGGING_UNMAPPED_FIELDS */
+  char *unmapped_collection; /* COLLECTION_NAME_UNMAPPED_FIELDS_STORAGE: NULL = not recorded */
   bool use_upsert;
   rtu_delete_t delete_mechanism;
   bool force_check_on_offset;
