@@ -176,4 +176,9 @@ const rtu_projection_t *rtu_config_projection_for_topic(const rtu_config_t *cfg,
 /* "__fromFile__[name]" -> "name" (malloc'd); NULL when not of that form. */
 char *rtu_config_from_file_name(const char *s);
 
+/* Whether the mapping notes unmapped and uncastable fields (either variable). */
+static inline bool rtu_config_notes_unmapped(const rtu_config_t *cfg) {
+  return cfg->log_unmapped_fields || cfg->unmapped_collection;
+}
+
 #endif
