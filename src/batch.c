@@ -886,6 +886,37 @@ static rtu_err_t count_applied(rtu_batch_t *b, const rtu_msg_t *msgs, size_t n,
   return RTU_OK;
 }
 
+/* The unmapped and uncastable fields the run's mapping met: logged with
+ * LOGGING_UNMAPPED_FIELDS, recorded with COLLECTION_NAME_UNMAPPED_FIELDS_STORAGE
+ * (one bulk per run). keep false: a run that ends before its writes forgets
+ * them (its retry maps the messages again). RTU_ERR_TRANSIENT: retry the run. */
+static rtu_err_t record_unmapped(rtu_batch_t *b, size_t projection, bool keep,
+                                 rtu_run_result_t *res) {
+  char err[RTU_ERRSTR_SIZE];
+  if (!rtu_config_notes_unmapped(b->cfg)) return RTU_OK;
+  const rtu_projection_t *p = &b->cfg->projections[projection];
+  rtu_unmapped_t *u;
+  size_t n;
+  rtu_err_t rc = rtu_script_map_notes(b->script, projection, &u, &n, err, sizeof err);
+  if (rc == RTU_OK && keep && b->cfg->log_unmapped_fields)
+    for (size_t i = 0; i < n; i++) {
+      char count[24], offset[24], partition[24];
+      rtu_int_text(u[i].count, count);
+      rtu_int_text(u[i].offset, offset);
+      rtu_int_text(u[i].partition, partition);
+      rtu_log(RTU_LOG_INFO, !strcmp(u[i].type, "UNKNOWN_FIELD") ? "unmapped field"
+                                                                 : "uncastable field",
+              "projection", p->name, "field", u[i].field, "type", u[i].type, "#count", count,
+              "topic", u[i].topic, "#partition", partition, "offset", offset, NULL);
+    }
+  if (rc == RTU_OK && keep)
+    rc = rtu_store_write_unmapped(b->store, p, u, n, err, sizeof err);
+  rtu_unmapped_free(u, n);
+  if (!keep) return RTU_OK;
+  if (rc != RTU_OK) snprintf(res->cause, sizeof res->cause, "%s", err);
+  return rc == RTU_ERR_DATA ? RTU_ERR_TRANSIENT : rc;
+}
+
 static void observe(rtu_hist_t h, int64_t *t0) {
   int64_t t1 = rtu_now_mono_us();
   rtu_metrics_observe(h, (double)(t1 - *t0) / 1e6);
@@ -905,7 +936,10 @@ rtu_err_t rtu_batch_run(rtu_batch_t *b, size_t projection, const rtu_msg_t *msgs
   uint32_t limit = (uint32_t)n;
   size_t nevents, ngroups = 0, nwrites;
   rtu_err_t rc = map_messages(b, projection, msgs, &limit, &nevents, res);
-  if (rc != RTU_OK) return rc;
+  if (rc != RTU_OK) {
+    record_unmapped(b, projection, false, res);
+    return rc;
+  }
   ngroups = group_events(b, nevents);
   if (!reserve_writes(b, ngroups)) goto oom;
   bool strategies = b->cfg->pc_enabled && rtu_strategies_involved(b->script, projection);
@@ -913,10 +947,15 @@ rtu_err_t rtu_batch_run(rtu_batch_t *b, size_t projection, const rtu_msg_t *msgs
   observe(RTU_H_PREPARATION, &t0);
 
   rc = read_stored(b, p, ngroups, strategies || pr_updates, res);
-  if (rc != RTU_OK) return rc;
+  if (rc != RTU_OK) {
+    record_unmapped(b, projection, false, res);
+    return rc;
+  }
   find_conflicts(b, msgs, ngroups, &limit, res);
   int64_t now = rtu_now_ms();
   rc = write_records(b, p, msgs, ngroups, limit, now, &nwrites, res);
+  rtu_err_t urc = record_unmapped(b, projection, rc == RTU_OK, res);
+  if (rc == RTU_OK) rc = urc;
   if (rc != RTU_OK) goto done;
   read_statuses(b, msgs, nwrites, res);
   observe(RTU_H_STORAGE, &t0);

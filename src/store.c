@@ -43,6 +43,23 @@ rtu_err_t rtu_store_write_pcs(rtu_store_t *st, const rtu_pc_t *pcs, size_t n, ch
   return st->ops->write_pcs(st, pcs, n, errstr, errstr_size);
 }
 
+rtu_err_t rtu_store_write_unmapped(rtu_store_t *st, const rtu_projection_t *p,
+                                   const rtu_unmapped_t *u, size_t n, char *errstr,
+                                   size_t errstr_size) {
+  if (n == 0 || !st->ops->write_unmapped) return RTU_OK;
+  return st->ops->write_unmapped(st, p, u, n, errstr, errstr_size);
+}
+
+void rtu_unmapped_free(rtu_unmapped_t *u, size_t n) {
+  if (!u) return;
+  for (size_t i = 0; i < n; i++) {
+    free(u[i].field);
+    free(u[i].topic);
+    if (u[i].sample) bson_destroy(u[i].sample);
+  }
+  free(u);
+}
+
 const rtu_store_stats_t *rtu_store_stats(const rtu_store_t *st) { return st->ops->stats(st); }
 
 /* True when the original key has an empty field name (the update must then be
