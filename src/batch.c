@@ -77,6 +77,7 @@ struct rtu_batch_s {
   int32_t *write_group;
   outcome_t *outcomes; /* per group, for the strategies stage */
   size_t events_cap, writes_cap;
+  int64_t outputs_done; /* pr-updates of messages below it were acknowledged already */
 };
 
 rtu_batch_t *rtu_batch_new(const rtu_config_t *cfg, rtu_script_t *script, rtu_store_t *store) {
@@ -98,6 +99,8 @@ void rtu_batch_set_generation(rtu_batch_t *b, const rtu_config_t *cfg, rtu_scrip
   b->script = script;
   rtu_stage_set_generation(b->stage, cfg, script);
 }
+
+void rtu_batch_set_outputs_done(rtu_batch_t *b, int64_t offset) { b->outputs_done = offset; }
 
 void rtu_batch_set_emit(rtu_batch_t *b, rtu_emit_t *emit) {
   b->emit = emit;
@@ -590,6 +593,7 @@ static rtu_err_t produce_pr_updates(rtu_batch_t *b, const rtu_projection_t *p,
     if (!group_counts(b, g, msgs, res)) continue;
     if (o->state == ST_ABSENT && !gr->s0_exists) continue; /* nothing was ever stored */
     const event_t *last = &b->events[o->last_event];
+    if (msgs[last->msg].offset < b->outputs_done) continue; /* acknowledged by an earlier try */
     ups[n++] = (rtu_pr_update_t){
         .op = !gr->s0_exists                                       ? "INSERT"
               : (o->state == ST_ABSENT || o->state == ST_DELETED) ? "DELETE"
@@ -605,6 +609,8 @@ static rtu_err_t produce_pr_updates(rtu_batch_t *b, const rtu_projection_t *p,
   if (rc != RTU_OK) {
     snprintf(res->cause, sizeof res->cause, "%s", err);
     res->kafka_unavailable = rc == RTU_ERR_TRANSIENT;
+  } else {
+    res->outputs_done = res->next_offset;
   }
   return rc;
 }

@@ -38,6 +38,9 @@ typedef struct {
   size_t projection;
   part_state_t state;
   int64_t next; /* the next offset to apply; -1 until a message was seen */
+  /* While the partition waits on an outage: the pr-updates of its messages below
+   * this were acknowledged by a try that then failed, and are not produced again. */
+  int64_t outputs_done;
   char cause[RTU_ERRSTR_SIZE];
 } part_t;
 
@@ -86,7 +89,8 @@ static void add_part(rtu_consumer_t *c, const char *topic, int32_t partition) {
     c->parts_cap = cap;
   }
   part_t *p = &c->parts[c->nparts];
-  *p = (part_t){.topic = strdup(topic), .partition = partition, .state = PART_RUNNING, .next = -1};
+  *p = (part_t){.topic = strdup(topic), .partition = partition, .state = PART_RUNNING, .next = -1,
+                .outputs_done = -1};
   if (!p->topic) {
     rtu_log(RTU_LOG_FATAL, "out of memory tracking partitions", NULL);
     abort();
@@ -501,7 +505,8 @@ static size_t build_jobs(rtu_consumer_t *c, size_t n) {
                                 .value_len = km->len, .source = km};
     }
     if (k < j) {
-      c->jobs[njobs] = (rtu_job_t){.projection = p->projection, .msgs = &c->views[k], .n = j - k};
+      c->jobs[njobs] = (rtu_job_t){.projection = p->projection, .msgs = &c->views[k], .n = j - k,
+                                   .outputs_done = p->outputs_done};
       c->job_first[njobs++] = c->msgs[k];
       rtu_metrics_add(RTU_C_CONSUMED, topic, j - k);
     }
@@ -521,6 +526,7 @@ static bool settle(rtu_consumer_t *c, rtu_job_t *job, rd_kafka_message_t *first,
   }
   if (!p) return true; /* revoked meanwhile: the new owner redoes it */
   if (job->err == RTU_ERR_TRANSIENT) {
+    if (res->outputs_done > p->outputs_done) p->outputs_done = res->outputs_done;
     on_transient(c, p, first->offset, res->cause, res->kafka_unavailable);
     return true;
   }

@@ -163,8 +163,10 @@ static void install_signals(void) {
 }
 
 /* Creates the projection indexes, waiting for MongoDB as long as it is out.
- * False when it cannot, or when asked to stop meanwhile. */
-static bool ensure_indexes(rtu_pool_t *pool) {
+ * RTU_OK, or the error that stops the start (RTU_ERR_CONFIG: the primary-key
+ * index cannot be built, or rtu may not build it: exit 2); RTU_ERR_TRANSIENT
+ * when asked to stop meanwhile. */
+static rtu_err_t ensure_indexes(rtu_pool_t *pool) {
   char err[RTU_ERRSTR_SIZE];
   int backoff = 200;
   rtu_err_t e;
@@ -176,12 +178,10 @@ static bool ensure_indexes(rtu_pool_t *pool) {
     usleep((useconds_t)backoff * 1000);
     backoff = backoff < 5000 ? backoff * 2 : 5000;
   }
-  if (stop_flag) return false;
-  if (e != RTU_OK) {
+  if (stop_flag) return RTU_ERR_TRANSIENT;
+  if (e != RTU_OK)
     rtu_log(RTU_LOG_FATAL, "cannot create the projection indexes", "cause", err, NULL);
-    return false;
-  }
-  return true;
+  return e;
 }
 
 static void log_started(const rtu_config_t *cfg) {
@@ -243,8 +243,9 @@ static int cmd_run(void) {
     goto done;
   }
   /* Indexes first: without the unique key index, upserts could duplicate records. */
-  if (!ensure_indexes(pool)) {
-    rc = stop_flag ? 0 : 1;
+  rtu_err_t ie = ensure_indexes(pool);
+  if (ie != RTU_OK) {
+    rc = stop_flag ? 0 : (ie == RTU_ERR_CONFIG || ie == RTU_ERR_DATA) ? 2 : 1;
     goto done;
   }
   consumer = rtu_consumer_new(cfg, err, sizeof err);
