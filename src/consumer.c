@@ -17,6 +17,7 @@
 #include "consumer.h"
 
 #include <librdkafka/rdkafka.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,7 +63,12 @@ struct rtu_consumer_s {
   /* What was committed since the last "messages committed" line. */
   size_t since_applied, since_stale, since_skipped, since_failed;
   int64_t commit_logged_at;
+  /* Who closes the Kafka handle: CLOSE_NONE until the loop's final commit
+   * (CLOSE_LOOP) or a shutdown past its deadline (CLOSE_ABANDON) takes it. */
+  atomic_int closer;
 };
+
+enum { CLOSE_NONE, CLOSE_LOOP, CLOSE_ABANDON };
 
 /* ---- partitions ---------------------------------------------------------- */
 
@@ -228,8 +234,13 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
   if (e && e != RD_KAFKA_RESP_ERR__NO_OFFSET)
     rtu_log(RTU_LOG_WARN, "commit on revoke failed; the new owner may redeliver", "cause",
             rd_kafka_err2str(e), NULL);
-  for (int i = 0; i < parts->cnt; i++) remove_part(c, parts->elems[i].topic, parts->elems[i].partition);
-  set_assigned_gauge(c);
+  /* When a shutdown abandons the loop, its thread (stuck in a run) still owns the
+   * partitions' state: only leave. */
+  if (atomic_load(&c->closer) != CLOSE_ABANDON) {
+    for (int i = 0; i < parts->cnt; i++)
+      remove_part(c, parts->elems[i].topic, parts->elems[i].partition);
+    set_assigned_gauge(c);
+  }
   e = rd_kafka_assign(rk, NULL);
   if (e) rtu_log(RTU_LOG_ERROR, "unassign failed", "cause", rd_kafka_err2str(e), NULL);
 }
@@ -613,11 +624,41 @@ rtu_err_t rtu_consumer_run(rtu_consumer_t *c, rtu_pool_t *pool, const rtu_consum
     if (stored) commit_async(c);
     if (njobs) rtu_metrics_observe(RTU_H_BATCH, (double)(rtu_now_mono_us() - t0) / 1e6);
   }
-  /* Final: commit what was applied, synchronously, then leave the group. */
+  /* Final: commit what was applied, synchronously, then leave the group (unless
+   * a shutdown past its deadline did it already). */
+  int none = CLOSE_NONE;
+  if (!atomic_compare_exchange_strong(&c->closer, &none, CLOSE_LOOP)) return rc;
   rd_kafka_resp_err_t err = rd_kafka_commit(c->rk, NULL, 0);
   if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
     rtu_log(RTU_LOG_WARN, "final commit failed", "cause", rd_kafka_err2str(err), NULL);
   err = rd_kafka_consumer_close(c->rk);
   if (err) rtu_log(RTU_LOG_WARN, "leaving the group failed", "cause", rd_kafka_err2str(err), NULL);
   return rc;
+}
+
+bool rtu_consumer_abandon(rtu_consumer_t *c, int timeout_ms) {
+  int none = CLOSE_NONE;
+  if (!atomic_compare_exchange_strong(&c->closer, &none, CLOSE_ABANDON)) return false;
+  rtu_log(RTU_LOG_WARN,
+          "shutdown deadline reached: the run in flight is abandoned (not committed); "
+          "committing what was written and leaving the group",
+          NULL);
+  int64_t deadline = rtu_now_mono_ms() + timeout_ms;
+  /* Offsets are stored only for settled runs: this commits exactly what was
+   * written. The revoke of the close commits too; this one is for a group
+   * already lost. */
+  rd_kafka_commit(c->rk, NULL, 1);
+  rd_kafka_queue_t *q = rd_kafka_queue_new(c->rk);
+  rd_kafka_error_t *e = rd_kafka_consumer_close_queue(c->rk, q);
+  if (e) {
+    rtu_log(RTU_LOG_WARN, "leaving the group failed", "cause", rd_kafka_error_string(e), NULL);
+    rd_kafka_error_destroy(e);
+  } else {
+    while (!rd_kafka_consumer_closed(c->rk) && rtu_now_mono_ms() < deadline)
+      rd_kafka_queue_poll_callback(q, 100);
+  }
+  bool closed = rd_kafka_consumer_closed(c->rk);
+  rd_kafka_queue_destroy(q);
+  if (!closed) rtu_log(RTU_LOG_WARN, "leaving the group did not finish in time", NULL);
+  return closed;
 }

@@ -63,9 +63,13 @@ rtu_store_t *rtu_store_mongo_new(const rtu_config_t *cfg, char *errstr, size_t e
   if (!mongoc_uri_has_option(uri, MONGOC_URI_SERVERSELECTIONTIMEOUTMS))
     mongoc_uri_set_option_as_int32(uri, MONGOC_URI_SERVERSELECTIONTIMEOUTMS, 5000);
   /* The driver's 300 s would hold a worker (and the poll loop waiting for it) far
-   * past a shutdown deadline when a server stops answering mid-command. */
+   * past the liveness interval (30 s by default) when a server stops answering
+   * mid-command: every command has a deadline shorter than it. A bulk a real
+   * server needs longer for is the user's to allow (socketTimeoutMS in the URL). */
   if (!mongoc_uri_has_option(uri, MONGOC_URI_SOCKETTIMEOUTMS))
-    mongoc_uri_set_option_as_int32(uri, MONGOC_URI_SOCKETTIMEOUTMS, 30000);
+    mongoc_uri_set_option_as_int32(uri, MONGOC_URI_SOCKETTIMEOUTMS, 20000);
+  if (!mongoc_uri_has_option(uri, MONGOC_URI_CONNECTTIMEOUTMS))
+    mongoc_uri_set_option_as_int32(uri, MONGOC_URI_CONNECTTIMEOUTMS, 5000);
   if (!mongoc_uri_has_option(uri, MONGOC_URI_APPNAME))
     mongoc_uri_set_appname(uri, "rtu");
   mongo_t *st = calloc(1, sizeof *st);
