@@ -654,8 +654,22 @@ bool rtu_consumer_abandon(rtu_consumer_t *c, int timeout_ms) {
     rtu_log(RTU_LOG_WARN, "leaving the group failed", "cause", rd_kafka_error_string(e), NULL);
     rd_kafka_error_destroy(e);
   } else {
-    while (!rd_kafka_consumer_closed(c->rk) && rtu_now_mono_ms() < deadline)
-      rd_kafka_queue_poll_callback(q, 100);
+    /* The close's events come here, not through the callbacks: the revoke is
+     * answered by unassigning (the loop's thread owns the partitions' state). */
+    while (!rd_kafka_consumer_closed(c->rk) && rtu_now_mono_ms() < deadline) {
+      rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 100);
+      if (!ev) continue;
+      if (rd_kafka_event_type(ev) == RD_KAFKA_EVENT_REBALANCE) {
+        if (!strcmp(rd_kafka_rebalance_protocol(c->rk), "COOPERATIVE")) {
+          rd_kafka_error_t *ue =
+              rd_kafka_incremental_unassign(c->rk, rd_kafka_event_topic_partition_list(ev));
+          if (ue) rd_kafka_error_destroy(ue);
+        } else {
+          rd_kafka_assign(c->rk, NULL);
+        }
+      }
+      rd_kafka_event_destroy(ev);
+    }
   }
   bool closed = rd_kafka_consumer_closed(c->rk);
   rd_kafka_queue_destroy(q);
