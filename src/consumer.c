@@ -28,6 +28,7 @@
 #include "kafka.h"
 #include "log.h"
 #include "metrics.h"
+#include "oauth.h"
 #include "util.h"
 
 typedef enum { PART_RUNNING, PART_STOPPED, PART_OUTAGE } part_state_t;
@@ -307,6 +308,7 @@ rtu_consumer_t *rtu_consumer_new(const rtu_config_t *cfg, char *errstr, size_t e
   c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, errstr_size);
   if (!c->rk) goto fail;
   conf = NULL; /* owned by rk now */
+  if (rtu_oauth_start(c->rk, errstr, errstr_size) != RTU_OK) goto fail;
   rd_kafka_poll_set_consumer(c->rk);
   c->queue = rd_kafka_queue_get_consumer(c->rk);
 

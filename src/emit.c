@@ -14,6 +14,7 @@
 
 #include "kafka.h"
 #include "log.h"
+#include "oauth.h"
 
 struct rtu_emit_s {
   rd_kafka_t *rk;
@@ -59,6 +60,11 @@ rtu_emit_t *rtu_emit_new_producer(const rtu_config_t *cfg, char *errstr, size_t 
   rd_kafka_conf_set_opaque(conf, em);
   em->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, errstr_size);
   if (!em->rk) goto fail;
+  if (rtu_oauth_start(em->rk, errstr, errstr_size) != RTU_OK) {
+    rd_kafka_destroy(em->rk);
+    free(em);
+    return NULL;
+  }
   return em;
 fail:
   if (conf && !(em && em->rk)) rd_kafka_conf_destroy(conf);

@@ -11,10 +11,12 @@
 #include "kafka.h"
 
 #include <stdio.h>
+#include <string.h>
 #include <strings.h>
 
 #include "health.h"
 #include "log.h"
+#include "oauth.h"
 
 bool rtu_kafka_conf_set(rd_kafka_conf_t *conf, const char *name, const char *value, char *errstr,
                         size_t errstr_size) {
@@ -47,9 +49,12 @@ static bool set_security(const rtu_config_t *cfg, rd_kafka_conf_t *conf, char *e
                                                          : "PLAIN";
     if (!rtu_kafka_conf_set(conf, "security.protocol",
                             cfg->ca_cert_path ? "SASL_SSL" : "SASL_PLAINTEXT", errstr, sz) ||
-        !rtu_kafka_conf_set(conf, "sasl.mechanism", m, errstr, sz) ||
-        !rtu_kafka_conf_set(conf, "sasl.username", cfg->kafka_sasl_username, errstr, sz) ||
-        !rtu_kafka_conf_set(conf, "sasl.password", cfg->kafka_sasl_password, errstr, sz))
+        !rtu_kafka_conf_set(conf, "sasl.mechanism", m, errstr, sz))
+      return false;
+    /* OAUTHBEARER sends a token (oauth.c gets it with these credentials). */
+    if (strcmp(m, "OAUTHBEARER") &&
+        (!rtu_kafka_conf_set(conf, "sasl.username", cfg->kafka_sasl_username, errstr, sz) ||
+         !rtu_kafka_conf_set(conf, "sasl.password", cfg->kafka_sasl_password, errstr, sz)))
       return false;
   } else if (cfg->ca_cert_path) {
     if (!rtu_kafka_conf_set(conf, "security.protocol", "SSL", errstr, sz)) return false;
@@ -78,7 +83,8 @@ rd_kafka_conf_t *rtu_kafka_conf_new(const rtu_config_t *cfg, rtu_kafka_role_t ro
   if (!rtu_kafka_conf_set(conf, "bootstrap.servers", cfg->kafka_brokers, errstr, errstr_size) ||
       !rtu_kafka_conf_set(conf, "socket.connection.setup.timeout.ms", num, errstr, errstr_size) ||
       !set_security(cfg, conf, errstr, errstr_size) ||
-      (role == RTU_KAFKA_PRODUCER && !set_delivery(cfg, conf, errstr, errstr_size))) {
+      (role == RTU_KAFKA_PRODUCER && !set_delivery(cfg, conf, errstr, errstr_size)) ||
+      rtu_oauth_conf(cfg, conf, errstr, errstr_size) != RTU_OK) {
     rd_kafka_conf_destroy(conf);
     return NULL;
   }

@@ -59,8 +59,7 @@ local function keep_new(results, seen)
 end
 
 -- keep_new for results already distinct (rtu.strategy.run's), keys[i] the key of
--- results[i] (its canonical encoding, computed there anyway: encoding every
--- identifier again was a tenth of the low-code walk's time).
+-- results[i] (its canonical encoding, computed there anyway: not encoded again).
 local function keep_new_distinct(results, seen, keys)
   local out = {}
   for i, r in ipairs(results) do

@@ -279,8 +279,8 @@ end
 -- {field = "<source field>"} and constants, the form looked up with one $in for
 -- a whole batch: {field, src, rest}, rest the AST of the constant part (nil when
 -- there is none), the same for every source document. A foreign key with a status
--- or type constant beside it is the common relation; built per document instead,
--- its filters were a third of the walk.
+-- or type constant beside it is the common relation, so it gets the batch form
+-- rather than a filter per document.
 local function simple_form(node)
   if node.k ~= "and" then return nil end
   local join, rest = nil, {}

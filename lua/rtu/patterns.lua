@@ -28,13 +28,12 @@ check(name, s, p, plain) raises "string.NAME: pattern ... too complex" when the
   bound is over LIMIT (PLAIN_LIMIT for plain finds). A malformed pattern costs 0
   here: the real function raises its own error.
 
-LIMIT: 1e8 steps. A step of the matcher is a few ns (random patterns measured
-at 10 ns per bounded step at worst, gmatch's per-match work included), so a call
-that is let through may overrun STRATEGIES_MAX_EXEC_TIME_MS by about a second at
-the very worst. Typical patterns are far below: "^%s*(.-)%s*$" on 1,000 characters
-with few spaces is about 1e4, "(%d+)-(%d+)" on 100 characters about 1e6. The
-check costs about as much as a short match (parsed patterns and first bounds are
-cached).
+LIMIT: 1e8 steps, so that a call that is let through overruns
+STRATEGIES_MAX_EXEC_TIME_MS by about a second at the very worst (the time of a
+step is in docs/performance.md). Typical patterns are far below: "^%s*(.-)%s*$"
+on 1,000 characters with few spaces is about 1e4, "(%d+)-(%d+)" on 100 characters
+about 1e6. Parsed patterns and first bounds are cached, so the check stays near
+the cost of a short match.
 
 Owns: the bound only. Uses the string library captured at load, never the one
 scripts see. May not touch: I/O, globals, any other module.

@@ -404,4 +404,14 @@ describe("rtu.adapters.common", function()
     assert.has_error(function() common.images({ after = "x" }, "I", "t") end,
       "t 'after' is not an object")
   end)
+
+  it("makes the change of an adapter with images: value is after but for a delete", function()
+    local k, b, a = { ID = 1 }, { ID = 1 }, { ID = 1, X = 2 }
+    local c = common.change(k, "U", b, a, 7)
+    assert.equal(k, c.keyObject); assert.equal(a, c.value); assert.equal("U", c.operation)
+    assert.equal(b, c.before); assert.equal(a, c.after); assert.equal(7, c.operationPosition)
+    c = common.change(k, "D", b, a)
+    assert.is_nil(c.value); assert.equal(a, c.after); assert.is_nil(c.operationPosition)
+    assert.same({ keyObject = k, value = a, operation = "I", after = a }, common.change(k, "I", nil, a))
+  end)
 end)

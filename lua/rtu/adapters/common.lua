@@ -20,6 +20,11 @@ rtu.adapters.common: what the built-in adapters read the same way.
                          absent or null; raises "<adapter> '<name>' is not an
                          object" otherwise), and which one carries the record
                          (main: `before` for D, `after` for I and U) and the other
+  change(keyObject, operation, before, after [, operationPosition])
+                         the result of an adapter whose records carry images
+                         (debezium, golden-gate): {keyObject, value, operation,
+                         before, after, operationPosition}, value = after but
+                         for a delete (D), which has none
   key_object(primaryKeys, where, a, b, c)
                          {pk = value} with each primary-key field taken from the
                          first of the tables a, b, c (nil or absent ones skipped) that has it;
@@ -83,8 +88,18 @@ function M.images(record, operation, adapter)
   return before, after, after, before
 end
 
--- Three named tables rather than varargs: select() made this a tenth of an
--- adapter's time.
+function M.change(keyObject, operation, before, after, operationPosition)
+  return {
+    keyObject = keyObject,
+    value = operation ~= "D" and after or nil,
+    operation = operation,
+    before = before,
+    after = after,
+    operationPosition = operationPosition,
+  }
+end
+
+-- Three named tables rather than varargs: no select() for each of them.
 -- The usual single key is made by a constructor, at its size: an empty table
 -- given its first field is rehashed (its keys counted, its hash part resized).
 function M.key_object(primaryKeys, where, a, b, c)

@@ -28,6 +28,7 @@ local value = require("rtu.value")
 local common = require("rtu.adapters.common")
 
 local decode, is_empty, is_object = common.decode, common.is_empty, common.is_object
+local images, key_object, change = common.images, common.key_object, common.change
 
 local OPERATIONS = { c = "I", r = "I", u = "U", d = "D" }
 -- Nothing here or in the pipeline reads the connector's source block, nor more
@@ -58,7 +59,7 @@ return function(message, primaryKeys, log)
     error("debezium op is unknown: " .. (type(op) == "string" and op or tostring(op)), 0)
   end
 
-  local before, after, main, other = common.images(record, operation, "debezium")
+  local before, after, main, other = images(record, operation, "debezium")
   if operation ~= "D" and not after then
     error("debezium op '" .. op .. "' without 'after'", 0)
   end
@@ -69,13 +70,7 @@ return function(message, primaryKeys, log)
     if not is_object(key) then key = nil end
   end
 
-  local keyObject = common.key_object(primaryKeys, "the debezium key and record", key, main, other)
+  local keyObject = key_object(primaryKeys, "the debezium key and record", key, main, other)
 
-  return {
-    keyObject = keyObject,
-    value = operation ~= "D" and after or nil,
-    operation = operation,
-    before = before,
-    after = after,
-  }
+  return change(keyObject, operation, before, after)
 end

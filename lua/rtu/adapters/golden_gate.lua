@@ -30,6 +30,7 @@ local value = require("rtu.value")
 local common = require("rtu.adapters.common")
 
 local decode, is_empty, is_object = common.decode, common.is_empty, common.is_object
+local images, key_object, change = common.images, common.key_object, common.change
 
 local OPERATIONS = { I = "I", U = "U", D = "D" }
 local INT64_MAX = "9223372036854775807"
@@ -70,20 +71,13 @@ return function(message, primaryKeys, log)
     error("golden-gate op_type is unknown: " .. (type(op) == "string" and op or tostring(op)), 0)
   end
 
-  local before, after, main, other = common.images(record, operation, "golden-gate")
+  local before, after, main, other = images(record, operation, "golden-gate")
   if not main then
     error("golden-gate op_type " .. operation .. " without '"
       .. (operation == "D" and "before" or "after") .. "'", 0)
   end
 
-  local keyObject = common.key_object(primaryKeys, "the golden-gate record", main, other)
+  local keyObject = key_object(primaryKeys, "the golden-gate record", main, other)
 
-  return {
-    keyObject = keyObject,
-    value = operation ~= "D" and after or nil,
-    operation = operation,
-    before = before,
-    after = after,
-    operationPosition = position(record.pos),
-  }
+  return change(keyObject, operation, before, after, position(record.pos))
 end
