@@ -157,7 +157,11 @@ class OutageDuringStrategies(E2ETestCase):
                  interval=0.05)
         proxy.cut("refuse")
         cls.pcs_at_cut = sc.coll("pc").count_documents({})
-        time.sleep(6.0)
+        # cut until the strategies' lookup has met it (the loop before it is slow)
+        harness.wait_or_note(
+            lambda: rtu.find_logs(lambda l: "unavailable" in l.get("msg", "")), 60,
+            "the outage seen by the strategies", rtu)
+        time.sleep(2.0)  # a retry or two meanwhile
         proxy.restore()
         wait_for(lambda: sc.coll("pc").count_documents({}) == 4, 90,
                  "projection changes after the outage", rtu)
