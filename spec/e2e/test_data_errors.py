@@ -1,6 +1,9 @@
 """End-to-end: a data problem is named as a data problem, not retried as an
 outage (issue 18 item 1).
 
+0. A write refused with E11000 on a unique index of the user's: the partition
+   stops at that message with a `data` cause naming the collection, the index and
+   the duplicate key; no outage is reported.
 1. A projection collection that already holds two documents of one primary key:
    its unique primary-key index cannot be built, so `rtu run` exits 2 at start
    with a line naming the collection and the duplicate key (without the index,
@@ -25,7 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 from harness import E2ETestCase, wait_for, row  # noqa: E402
 
-TOPICS = {"de.pk": 1, "de.pc": 1, "de.pc.pr": 1, "de.out": 1, "de.out.pr": 1}
+TOPICS = {"de.uniq": 1, "de.pk": 1, "de.pc": 1, "de.pc.pr": 1, "de.out": 1, "de.out.pr": 1}
 T = 1_700_000_000_000
 
 IDENT = r'''
@@ -75,6 +78,43 @@ def tearDownModule():
 def pr_update_ids(c, topic):
     """The record id of every pr-update message of topic, in order."""
     return [json.loads(m["key"])["id"] for m in c.read_topic(topic)]
+
+
+class DuplicateOnAUsersUniqueIndex(E2ETestCase):
+    """A write refused with E11000 on the user's own unique index: the partition
+    stops at that message, named as a data problem, and is not retried."""
+
+    @classmethod
+    def setUpClass(cls):
+        c = harness.cluster()
+        sc = c.scenario("uniq", {"de.uniq": "pr_rows"}, harness.rows_map_table())
+        sc.coll("rows").create_index("name", unique=True, name="name_unique")
+        rtu = sc.start()
+        rtu.wait_assigned(30)
+        # offsets 0, 1, 2: ids 1, 2, 3; id 2 repeats id 1's name
+        c.produce([row("de.uniq", 0, 1, T + 1, name="same"), row("de.uniq", 0, 2, T + 2, name="same"),
+                   row("de.uniq", 0, 3, T + 3)])
+        cls.line = rtu.wait_error(0, 30, "the stop of partition 0")[0]
+        time.sleep(2.0)
+        cls.checkup = json.loads(rtu.http("/-/check-up")[2])
+        cls.ids = harness.ids(sc)
+        cls.rtu = rtu
+        rtu.stop(10)
+
+    def test_stops_at_the_message_naming_collection_index_and_key(self):
+        self.assertEqual(str(self.line.get("offset")), "1", self.line)
+        self.assertEqual(self.line.get("kind"), "data", self.line)
+        cause = self.line.get("cause", "")
+        for part in ("collection rows", "name_unique", "dup key", "same", "11000"):
+            self.assertIn(part, cause, cause)
+        # record 2 is not written; 3 went in the same unordered bulk (re-applied
+        # idempotently when the partition resumes)
+        self.assertIn(1, self.ids)
+        self.assertNotIn(2, self.ids)
+        self.assertEqual([p["offset"] for p in self.checkup["stoppedPartitions"]], [1])
+
+    def test_not_an_outage(self):
+        self.assertEqual(self.rtu.find_logs(lambda l: "unavailable" in l.get("msg", "")), [])
 
 
 class PrimaryKeyIndexOverDuplicates(E2ETestCase):
