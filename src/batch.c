@@ -92,6 +92,7 @@ struct rtu_batch_s {
   int32_t *write_group;
   outcome_t *outcomes; /* per group, for the strategies stage */
   size_t events_cap, writes_cap;
+  int64_t outputs_done; /* pr-updates of messages below it were acknowledged already */
 };
 
 rtu_batch_t *rtu_batch_new(const rtu_config_t *cfg, rtu_script_t *script, rtu_store_t *store) {
@@ -113,6 +114,8 @@ void rtu_batch_set_generation(rtu_batch_t *b, const rtu_config_t *cfg, rtu_scrip
   b->script = script;
   rtu_stage_set_generation(b->stage, cfg, script);
 }
+
+void rtu_batch_set_outputs_done(rtu_batch_t *b, int64_t offset) { b->outputs_done = offset; }
 
 void rtu_batch_set_emit(rtu_batch_t *b, rtu_emit_t *emit) {
   b->emit = emit;
@@ -643,6 +646,7 @@ static rtu_err_t produce_pr_updates(rtu_batch_t *b, const rtu_projection_t *p,
     const group_t *gr = &b->groups[g];
     if (!group_counts(b, g, msgs, res) || o->pr_event < 0) continue;
     const event_t *ev = &b->events[o->pr_event];
+    if (msgs[ev->msg].offset < b->outputs_done) continue; /* acknowledged by an earlier try */
     bool existed = o->pr_prev.state != ST_ABSENT;
     ups[n++] = (rtu_pr_update_t){
         .op = !existed ? "INSERT" : o->state == ST_PUBLIC ? "UPDATE" : "DELETE",
@@ -656,6 +660,8 @@ static rtu_err_t produce_pr_updates(rtu_batch_t *b, const rtu_projection_t *p,
   if (rc != RTU_OK) {
     snprintf(res->cause, sizeof res->cause, "%s", err);
     res->kafka_unavailable = rc == RTU_ERR_TRANSIENT;
+  } else {
+    res->outputs_done = res->next_offset;
   }
 done:
   for (size_t g = 0; built && befores && g < ngroups; g++)

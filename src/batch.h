@@ -29,6 +29,11 @@ void rtu_batch_free(rtu_batch_t *b);
 /* The producer for pr-update and projection-change messages (may be NULL). */
 void rtu_batch_set_emit(rtu_batch_t *b, rtu_emit_t *emit);
 
+/* For the next run: the pr-update messages of records whose last message is
+ * below offset were produced and acknowledged by an earlier try of this run (a
+ * retry after an outage), so they are not produced again. -1: none. */
+void rtu_batch_set_outputs_done(rtu_batch_t *b, int64_t offset);
+
 /* The batch context's strategies stage, for the poll's stage of deferred runs. */
 rtu_stage_t *rtu_batch_stage(rtu_batch_t *b);
 

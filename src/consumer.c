@@ -17,6 +17,7 @@
 #include "consumer.h"
 
 #include <librdkafka/rdkafka.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -39,6 +40,9 @@ typedef struct {
   size_t projection;
   part_state_t state;
   int64_t next; /* the next offset to apply; -1 until a message was seen */
+  /* While the partition waits on an outage: the pr-updates of its messages below
+   * this were acknowledged by a try that then failed, and are not produced again. */
+  int64_t outputs_done;
   char cause[RTU_ERRSTR_SIZE];
 } part_t;
 
@@ -63,7 +67,12 @@ struct rtu_consumer_s {
   /* What was committed since the last "messages committed" line. */
   size_t since_applied, since_stale, since_skipped, since_failed;
   int64_t commit_logged_at;
+  /* Who closes the Kafka handle: CLOSE_NONE until the loop's final commit
+   * (CLOSE_LOOP) or a shutdown past its deadline (CLOSE_ABANDON) takes it. */
+  atomic_int closer;
 };
+
+enum { CLOSE_NONE, CLOSE_LOOP, CLOSE_ABANDON };
 
 /* ---- partitions ---------------------------------------------------------- */
 
@@ -90,7 +99,8 @@ static void add_part(rtu_consumer_t *c, const char *topic, int32_t partition) {
     c->parts_cap = cap;
   }
   part_t *p = &c->parts[c->nparts];
-  *p = (part_t){.topic = strdup(topic), .partition = partition, .state = PART_RUNNING, .next = -1};
+  *p = (part_t){.topic = strdup(topic), .partition = partition, .state = PART_RUNNING, .next = -1,
+                .outputs_done = -1};
   if (!p->topic) {
     rtu_log(RTU_LOG_FATAL, "out of memory tracking partitions", NULL);
     abort();
@@ -234,8 +244,13 @@ static void on_revoked(rtu_consumer_t *c, rd_kafka_topic_partition_list_t *parts
   if (e && e != RD_KAFKA_RESP_ERR__NO_OFFSET)
     rtu_log(RTU_LOG_WARN, "commit on revoke failed; the new owner may redeliver", "cause",
             rd_kafka_err2str(e), NULL);
-  for (int i = 0; i < parts->cnt; i++) remove_part(c, parts->elems[i].topic, parts->elems[i].partition);
-  set_assigned_gauge(c);
+  /* When a shutdown abandons the loop, its thread (stuck in a run) still owns the
+   * partitions' state: only leave. */
+  if (atomic_load(&c->closer) != CLOSE_ABANDON) {
+    for (int i = 0; i < parts->cnt; i++)
+      remove_part(c, parts->elems[i].topic, parts->elems[i].partition);
+    set_assigned_gauge(c);
+  }
   if (cooperative) {
     rd_kafka_error_t *err = rd_kafka_incremental_unassign(c->rk, parts);
     if (err) {
@@ -587,7 +602,8 @@ static size_t build_jobs(rtu_consumer_t *c, size_t n) {
                                 .value_len = km->len, .source = km};
     }
     if (k < j) {
-      c->jobs[njobs] = (rtu_job_t){.projection = p->projection, .msgs = &c->views[k], .n = j - k};
+      c->jobs[njobs] = (rtu_job_t){.projection = p->projection, .msgs = &c->views[k], .n = j - k,
+                                   .outputs_done = p->outputs_done};
       c->job_first[njobs++] = c->msgs[k];
       rtu_metrics_add(RTU_C_CONSUMED, topic, j - k);
     }
@@ -616,6 +632,7 @@ static bool settle(rtu_consumer_t *c, rtu_job_t *job, rd_kafka_message_t *first,
   }
   if (!p) return true; /* revoked meanwhile: the new owner redoes it */
   if (job->err == RTU_ERR_TRANSIENT) {
+    if (res->outputs_done > p->outputs_done) p->outputs_done = res->outputs_done;
     on_transient(c, p, first->offset, res->cause, res->kafka_unavailable);
     return true;
   }
@@ -728,11 +745,55 @@ rtu_err_t rtu_consumer_run(rtu_consumer_t *c, rtu_pool_t *pool, const rtu_consum
     if (stored) commit_async(c);
     if (njobs) rtu_metrics_observe(RTU_H_BATCH, (double)(rtu_now_mono_us() - t0) / 1e6);
   }
-  /* Final: commit what was applied, synchronously, then leave the group. */
+  /* Final: commit what was applied, synchronously, then leave the group (unless
+   * a shutdown past its deadline did it already). */
+  int none = CLOSE_NONE;
+  if (!atomic_compare_exchange_strong(&c->closer, &none, CLOSE_LOOP)) return rc;
   rd_kafka_resp_err_t err = rd_kafka_commit(c->rk, NULL, 0);
   if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
     rtu_log(RTU_LOG_WARN, "final commit failed", "cause", rd_kafka_err2str(err), NULL);
   err = rd_kafka_consumer_close(c->rk);
   if (err) rtu_log(RTU_LOG_WARN, "leaving the group failed", "cause", rd_kafka_err2str(err), NULL);
   return rc;
+}
+
+bool rtu_consumer_abandon(rtu_consumer_t *c, int timeout_ms) {
+  int none = CLOSE_NONE;
+  if (!atomic_compare_exchange_strong(&c->closer, &none, CLOSE_ABANDON)) return false;
+  rtu_log(RTU_LOG_WARN,
+          "shutdown deadline reached: the run in flight is abandoned (not committed); "
+          "committing what was written and leaving the group",
+          NULL);
+  int64_t deadline = rtu_now_mono_ms() + timeout_ms;
+  /* Offsets are stored only for settled runs: this commits exactly what was
+   * written. The revoke of the close commits too; this one is for a group
+   * already lost. */
+  rd_kafka_commit(c->rk, NULL, 1);
+  rd_kafka_queue_t *q = rd_kafka_queue_new(c->rk);
+  rd_kafka_error_t *e = rd_kafka_consumer_close_queue(c->rk, q);
+  if (e) {
+    rtu_log(RTU_LOG_WARN, "leaving the group failed", "cause", rd_kafka_error_string(e), NULL);
+    rd_kafka_error_destroy(e);
+  } else {
+    /* The close's events come here, not through the callbacks: the revoke is
+     * answered by unassigning (the loop's thread owns the partitions' state). */
+    while (!rd_kafka_consumer_closed(c->rk) && rtu_now_mono_ms() < deadline) {
+      rd_kafka_event_t *ev = rd_kafka_queue_poll(q, 100);
+      if (!ev) continue;
+      if (rd_kafka_event_type(ev) == RD_KAFKA_EVENT_REBALANCE) {
+        if (!strcmp(rd_kafka_rebalance_protocol(c->rk), "COOPERATIVE")) {
+          rd_kafka_error_t *ue =
+              rd_kafka_incremental_unassign(c->rk, rd_kafka_event_topic_partition_list(ev));
+          if (ue) rd_kafka_error_destroy(ue);
+        } else {
+          rd_kafka_assign(c->rk, NULL);
+        }
+      }
+      rd_kafka_event_destroy(ev);
+    }
+  }
+  bool closed = rd_kafka_consumer_closed(c->rk);
+  rd_kafka_queue_destroy(q);
+  if (!closed) rtu_log(RTU_LOG_WARN, "leaving the group did not finish in time", NULL);
+  return closed;
 }

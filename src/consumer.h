@@ -34,4 +34,11 @@ typedef struct {
 rtu_err_t rtu_consumer_run(rtu_consumer_t *c, rtu_pool_t *pool, const rtu_consumer_loop_t *loop,
                            char *errstr, size_t errstr_size);
 
+/* From another thread, when a shutdown passed its deadline while the loop is
+ * stuck in a run (MongoDB or Kafka not answering): commits the offsets stored
+ * for the runs already settled (what was written), and leaves the group, within
+ * about timeout_ms. The caller then exits without waiting for the loop. False
+ * when the loop was closing already, or leaving did not finish in time. */
+bool rtu_consumer_abandon(rtu_consumer_t *c, int timeout_ms);
+
 #endif

@@ -39,6 +39,9 @@ static char dep_detail[RTU_DEP__COUNT][DETAIL_SIZE]; /* under mu */
 static stopped_t *stopped;                           /* under mu, newest first */
 static char **refused;                               /* under mu: the refused reload's problems */
 static size_t nrefused;
+#define MAX_WARNINGS 32
+static char *warnings[MAX_WARNINGS]; /* under mu */
+static size_t nwarnings;
 
 void rtu_health_init(void) {
   /* Start-up counts as a beat: /-/healthz answers OK while indexes are created. */
@@ -72,9 +75,19 @@ void rtu_health_reload_refused(char *const *problems, size_t n) {
   pthread_mutex_unlock(&mu);
 }
 
+void rtu_health_warning(const char *text) {
+  pthread_mutex_lock(&mu);
+  bool known = false;
+  for (size_t i = 0; i < nwarnings && !known; i++) known = !strcmp(warnings[i], text);
+  if (!known && nwarnings < MAX_WARNINGS && (warnings[nwarnings] = strdup(text))) nwarnings++;
+  pthread_mutex_unlock(&mu);
+}
+
 void rtu_health_free(void) {
   pthread_mutex_lock(&mu);
   clear_refused();
+  for (size_t i = 0; i < nwarnings; i++) free(warnings[i]);
+  nwarnings = 0;
   while (stopped) {
     stopped_t *s = stopped;
     stopped = s->next;
@@ -206,6 +219,14 @@ char *rtu_health_checkup_json(size_t *len, bool *ok) {
     bson_string_append_c(out, '}');
   }
   bson_string_append(out, "]");
+  if (nwarnings) {
+    bson_string_append(out, ",\"warnings\":[");
+    for (size_t i = 0; i < nwarnings; i++) {
+      if (i) bson_string_append_c(out, ',');
+      json_str(out, warnings[i]);
+    }
+    bson_string_append_c(out, ']');
+  }
   if (nrefused) {
     bson_string_append(out, ",\"refusedReload\":{\"problems\":[");
     for (size_t i = 0; i < nrefused; i++) {

@@ -41,8 +41,14 @@ void rtu_health_partition_resumed(const char *topic, int32_t partition);
  * 0 clears them (a reload was loaded). */
 void rtu_health_reload_refused(char *const *problems, size_t n);
 
+/* A lasting problem that does not stop consumption (e.g. a projection-changes
+ * index that cannot be built): shown by check-up under "warnings" until exit.
+ * The same text is recorded once. */
+void rtu_health_warning(const char *text);
+
 /* {"status":"OK"|"KO","name":"rtu","version":...,"dependencies":{...},
  *  "stoppedPartitions":[{"topic","partition","offset","cause"}],
+ *  "warnings":[...] (only when there are some),
  *  "refusedReload":{"problems":[...]} (only after a refused reload)}, malloc'd. */
 char *rtu_health_checkup_json(size_t *len, bool *ok);
 

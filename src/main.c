@@ -4,6 +4,8 @@
  */
 #include <libgen.h>
 #include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,12 +31,31 @@
 #include "rtu.h"
 #include "store.h"
 #include "testrun.h"
+#include "util.h"
 
 static volatile sig_atomic_t stop_flag = 0;
 static volatile sig_atomic_t hup_flag = 0;
 
+/* SIGTERM ends rtu within 10 s whatever MongoDB or Kafka do (Kubernetes kills
+ * at 30 by default): the loop stops at the end of its run; past
+ * SHUTDOWN_ABANDON_MS the watchdog abandons the run in flight (commits what was
+ * written, leaves the group); at SHUTDOWN_HARD_S the alarm ends the process. */
+#define SHUTDOWN_ABANDON_MS 6000
+#define SHUTDOWN_LEAVE_MS 2000
+#define SHUTDOWN_HARD_S 9
+
+static void on_alarm(int sig) {
+  (void)sig;
+  static const char msg[] =
+      "{\"level\":\"warn\",\"msg\":\"shutdown deadline passed; exiting now\"}\n";
+  ssize_t w = write(STDOUT_FILENO, msg, sizeof msg - 1);
+  (void)w;
+  _exit(0);
+}
+
 static void on_signal(int sig) {
   (void)sig;
+  if (!stop_flag) alarm(SHUTDOWN_HARD_S);
   stop_flag = 1;
 }
 
@@ -164,12 +185,16 @@ static void install_signals(void) {
   sigaction(SIGINT, &sa, NULL);
   sa.sa_handler = on_hup;
   sigaction(SIGHUP, &sa, NULL);
+  sa.sa_handler = on_alarm;
+  sigaction(SIGALRM, &sa, NULL);
   signal(SIGPIPE, SIG_IGN);
 }
 
 /* Creates the projection indexes, waiting for MongoDB as long as it is out.
- * False when it cannot, or when asked to stop meanwhile. */
-static bool ensure_indexes(rtu_pool_t *pool) {
+ * RTU_OK, or the error that stops the start (RTU_ERR_CONFIG: the primary-key
+ * index cannot be built, or rtu may not build it: exit 2); RTU_ERR_TRANSIENT
+ * when asked to stop meanwhile. */
+static rtu_err_t ensure_indexes(rtu_pool_t *pool) {
   char err[RTU_ERRSTR_SIZE];
   int backoff = 200;
   rtu_err_t e;
@@ -181,12 +206,34 @@ static bool ensure_indexes(rtu_pool_t *pool) {
     usleep((useconds_t)backoff * 1000);
     backoff = backoff < 5000 ? backoff * 2 : 5000;
   }
-  if (stop_flag) return false;
-  if (e != RTU_OK) {
+  if (stop_flag) return RTU_ERR_TRANSIENT;
+  if (e != RTU_OK)
     rtu_log(RTU_LOG_FATAL, "cannot create the projection indexes", "cause", err, NULL);
-    return false;
+  return e;
+}
+
+/* Watches the shutdown: when the loop has not ended SHUTDOWN_ABANDON_MS after
+ * the signal (a run stuck on a MongoDB or Kafka that does not answer), abandons
+ * it and exits 0 without waiting for it. */
+typedef struct {
+  rtu_consumer_t *consumer;
+  atomic_bool done; /* the loop ended: nothing to watch */
+  pthread_t thread;
+  bool started;
+} watchdog_t;
+
+static void *watchdog_main(void *arg) {
+  watchdog_t *wd = arg;
+  while (!stop_flag && !atomic_load(&wd->done)) usleep(50 * 1000);
+  int64_t deadline = rtu_now_mono_ms() + SHUTDOWN_ABANDON_MS;
+  while (!atomic_load(&wd->done) && rtu_now_mono_ms() < deadline) usleep(50 * 1000);
+  if (atomic_load(&wd->done)) return NULL;
+  if (rtu_consumer_abandon(wd->consumer, SHUTDOWN_LEAVE_MS) || !atomic_load(&wd->done)) {
+    rtu_log(RTU_LOG_INFO, "rtu stopped (run in flight abandoned)", NULL);
+    fflush(NULL);
+    _exit(0);
   }
-  return true;
+  return NULL;
 }
 
 static void log_started(const rtu_config_t *cfg) {
@@ -242,6 +289,7 @@ static int cmd_run(void) {
   rtu_reload_t *reload = NULL;
   rtu_http_t *http = NULL;
   rtu_generation_t *gen = NULL;
+  static watchdog_t watchdog; /* static: the watchdog may outlive a goto done */
 
   rtu_config_t *cfg = NULL;
   default_lua_dir(lua_dir, sizeof lua_dir);
@@ -263,8 +311,9 @@ static int cmd_run(void) {
     goto done;
   }
   /* Indexes first: without the unique key index, upserts could duplicate records. */
-  if (!ensure_indexes(pool)) {
-    rc = stop_flag ? 0 : 1;
+  rtu_err_t ie = ensure_indexes(pool);
+  if (ie != RTU_OK) {
+    rc = stop_flag ? 0 : (ie == RTU_ERR_CONFIG || ie == RTU_ERR_DATA) ? 2 : 1;
     goto done;
   }
   consumer = rtu_consumer_new(cfg, err, sizeof err);
@@ -281,7 +330,14 @@ static int cmd_run(void) {
   log_started(cfg);
   between_t between = {reload, pool};
   rtu_consumer_loop_t loop = {&stop_flag, between_batches, &between};
-  if (rtu_consumer_run(consumer, pool, &loop, err, sizeof err) != RTU_OK) {
+  watchdog.consumer = consumer;
+  watchdog.started = pthread_create(&watchdog.thread, NULL, watchdog_main, &watchdog) == 0;
+  if (!watchdog.started) rtu_log(RTU_LOG_WARN, "cannot start the shutdown watchdog", NULL);
+  rtu_err_t run_rc = rtu_consumer_run(consumer, pool, &loop, err, sizeof err);
+  atomic_store(&watchdog.done, true);
+  if (watchdog.started) pthread_join(watchdog.thread, NULL);
+  watchdog.started = false;
+  if (run_rc != RTU_OK) {
     rtu_log(RTU_LOG_FATAL, "consumer stopped on an error", "cause", err, NULL);
     goto done;
   }

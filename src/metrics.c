@@ -63,6 +63,10 @@ static const counter_def_t counter_defs[RTU_C__COUNT] = {
     [RTU_C_RELOADS] = {"rtu_script_reloads_total", "Configuration generations swapped in.", NULL},
     [RTU_C_RELOAD_FAILURES] = {"rtu_script_reload_failures_total",
                                "Configuration changes refused.", NULL},
+    [RTU_C_INDEX_FAILURES] = {"rtu_index_build_failures_total",
+                              "Indexes MongoDB could not build over the documents already stored "
+                              "(rtu goes on without them).",
+                              "collection"},
 };
 
 static const struct {

@@ -31,6 +31,7 @@ typedef enum {
   RTU_C_TRANSIENT_ERRORS,   /* rtu_transient_errors_total{dependency} */
   RTU_C_RELOADS,            /* rtu_script_reloads_total */
   RTU_C_RELOAD_FAILURES,    /* rtu_script_reload_failures_total */
+  RTU_C_INDEX_FAILURES,     /* rtu_index_build_failures_total{collection} */
   RTU_C__COUNT
 } rtu_counter_t;
 

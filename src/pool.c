@@ -141,6 +141,7 @@ static void run_task(worker_t *w, task_t *t) {
   }
   rtu_job_t *job = t->job;
   int64_t t0 = rtu_now_mono_us();
+  rtu_batch_set_outputs_done(w->batch, job->outputs_done);
   job->err = rtu_batch_run(w->batch, job->projection, job->msgs, job->n, &job->deferred,
                            &job->res);
   rtu_metrics_observe(RTU_H_PARTITION, (double)(rtu_now_mono_us() - t0) / 1e6);

@@ -31,6 +31,9 @@ typedef struct {
   rtu_err_t err;        /* of the run and its strategies stage */
   rtu_run_result_t res; /* res.next_offset: the offset to commit */
   rtu_deferred_t deferred; /* the pool's, between the run and the stage */
+  /* Set by the consumer: outputs of messages below it were acknowledged by an
+   * earlier try of this run (rtu_batch_set_outputs_done). */
+  int64_t outputs_done;
 } rtu_job_t;
 
 /* A script generation: a configuration and one Lua state per worker. */

@@ -20,6 +20,9 @@ typedef struct {
   int64_t fail_offset;
   char cause[RTU_ERRSTR_SIZE];
   bool kafka_unavailable; /* RTU_ERR_TRANSIENT came from the Kafka outputs, not MongoDB */
+  /* The pr-update messages of the run's records up to this offset (excluded)
+   * were acknowledged, even if the run is then retried: 0 when none. */
+  int64_t outputs_done;
   size_t messages, applied, stale, skipped, writes, changes;
 } rtu_run_result_t;
 

@@ -235,6 +235,23 @@ static size_t on_failed(const rtu_projection_t *p, call_t *c, rtu_deferred_t *co
   return fr + 1;
 }
 
+/* The projection changes of runs[0..nruns) cannot be recorded: each run stops
+ * at the earliest message of its documents, everything before it done. */
+static void pcs_refused(const call_t *c, rtu_deferred_t *const *runs, size_t nruns, rtu_err_t rc,
+                        const char *err) {
+  char cause[RTU_ERRSTR_SIZE];
+  snprintf(cause, sizeof cause, "projection changes not recorded: %.470s", err);
+  for (size_t r = 0; r < nruns; r++) {
+    const rtu_msg_t *first = NULL;
+    for (size_t k = 0; k < c->n; k++)
+      if (c->run_of[k] == r && (!first || c->from[k]->offset < first->offset)) first = c->from[k];
+    if (!first) continue;
+    rtu_run_fail_at(runs[r]->res, rc, first, cause);
+    runs[r]->res->next_offset = runs[r]->res->fail_offset;
+    recount_applied(runs[r]);
+  }
+}
+
 /* Records the projection changes of ids[0..n) (one bulk) and produces their
  * Kafka messages; an error goes to runs[0..nruns). */
 static void record_changes(rtu_stage_t *s, const rtu_projection_t *p, const call_t *c,
@@ -250,9 +267,14 @@ static void record_changes(rtu_stage_t *s, const rtu_projection_t *p, const call
     pcs[i] = (rtu_pc_t){ids[i].type, &ids[i].identifier, c->named[ids[i].origin]};
   rtu_err_t rc = rtu_store_write_pcs(s->store, pcs, n, err, sizeof err);
   free(pcs);
+  if (rc == RTU_ERR_DATA || rc == RTU_ERR_CONFIG) {
+    /* Retrying would fail the same way forever: each run stops at the earliest
+     * message its documents stand for (or that message is dead-lettered). */
+    pcs_refused(c, runs, nruns, rc, err);
+    return;
+  }
   if (rc != RTU_OK) {
-    /* e.g. an upsert race: retry the runs */
-    stage_fail(runs, nruns, rc == RTU_ERR_DATA ? RTU_ERR_TRANSIENT : rc, err, false);
+    stage_fail(runs, nruns, rc, err, false);
     return;
   }
   for (size_t i = 0; i < n; i++) {

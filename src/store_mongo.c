@@ -62,9 +62,13 @@ rtu_store_t *rtu_store_mongo_new(const rtu_config_t *cfg, char *errstr, size_t e
   if (!mongoc_uri_has_option(uri, MONGOC_URI_SERVERSELECTIONTIMEOUTMS))
     mongoc_uri_set_option_as_int32(uri, MONGOC_URI_SERVERSELECTIONTIMEOUTMS, 5000);
   /* The driver's 300 s would hold a worker (and the poll loop waiting for it) far
-   * past a shutdown deadline when a server stops answering mid-command. */
+   * past the liveness interval (30 s by default) when a server stops answering
+   * mid-command: every command has a deadline shorter than it. A bulk a real
+   * server needs longer for is the user's to allow (socketTimeoutMS in the URL). */
   if (!mongoc_uri_has_option(uri, MONGOC_URI_SOCKETTIMEOUTMS))
-    mongoc_uri_set_option_as_int32(uri, MONGOC_URI_SOCKETTIMEOUTMS, 30000);
+    mongoc_uri_set_option_as_int32(uri, MONGOC_URI_SOCKETTIMEOUTMS, 20000);
+  if (!mongoc_uri_has_option(uri, MONGOC_URI_CONNECTTIMEOUTMS))
+    mongoc_uri_set_option_as_int32(uri, MONGOC_URI_CONNECTTIMEOUTMS, 5000);
   if (!mongoc_uri_has_option(uri, MONGOC_URI_APPNAME))
     mongoc_uri_set_appname(uri, "rtu");
   mongo_t *st = calloc(1, sizeof *st);
@@ -111,34 +115,70 @@ static const rtu_store_stats_t *mongo_stats(const rtu_store_t *handle) {
   return &((const mongo_t *)handle)->stats;
 }
 
-static bool is_transient(const bson_error_t *err) {
-  if (err->domain == MONGOC_ERROR_STREAM || err->domain == MONGOC_ERROR_SERVER_SELECTION ||
-      err->domain == MONGOC_ERROR_CLIENT)
-    return true;
-  switch (err->code) {
-  case 6:     /* HostUnreachable */
-  case 7:     /* HostNotFound */
-  case 89:    /* NetworkTimeout */
-  case 91:    /* ShutdownInProgress */
-  case 189:   /* PrimarySteppedDown */
-  case 262:   /* ExceededTimeLimit */
-  case 9001:  /* SocketException */
-  case 10107: /* NotWritablePrimary */
-  case 11600: /* InterruptedAtShutdown */
-  case 11602: /* InterruptedDueToReplStateChange */
-  case 13435: /* NotPrimaryNoSecondaryOk */
-  case 13436: /* NotPrimaryOrSecondary */
-    return true;
+/* ---- what an error means ------------------------------------------------ */
+
+/* The one place MongoDB errors are classified, by code and never by the command
+ * that met them: an outage (pause the partition and retry), a data problem (the
+ * message stops its partition, or goes to the dead-letter topic) or a
+ * configuration problem (the same, named as such). Server codes from MongoDB's
+ * error_codes.yml; the outage ones are the retryable-writes list of the drivers'
+ * specification plus write-concern and time-limit failures. Whatever is not
+ * listed is a data problem: retrying it would fail the same way forever. */
+static const struct {
+  int32_t code;
+  rtu_err_t kind;
+} server_codes[] = {
+    {6, RTU_ERR_TRANSIENT},     /* HostUnreachable */
+    {7, RTU_ERR_TRANSIENT},     /* HostNotFound */
+    {50, RTU_ERR_TRANSIENT},    /* MaxTimeMSExpired */
+    {64, RTU_ERR_TRANSIENT},    /* WriteConcernFailed */
+    {89, RTU_ERR_TRANSIENT},    /* NetworkTimeout */
+    {91, RTU_ERR_TRANSIENT},    /* ShutdownInProgress */
+    {112, RTU_ERR_TRANSIENT},   /* WriteConflict */
+    {189, RTU_ERR_TRANSIENT},   /* PrimarySteppedDown */
+    {262, RTU_ERR_TRANSIENT},   /* ExceededTimeLimit */
+    {9001, RTU_ERR_TRANSIENT},  /* SocketException */
+    {10107, RTU_ERR_TRANSIENT}, /* NotWritablePrimary */
+    {11600, RTU_ERR_TRANSIENT}, /* InterruptedAtShutdown */
+    {11601, RTU_ERR_TRANSIENT}, /* Interrupted */
+    {11602, RTU_ERR_TRANSIENT}, /* InterruptedDueToReplStateChange */
+    {13435, RTU_ERR_TRANSIENT}, /* NotPrimaryNoSecondaryOk */
+    {13436, RTU_ERR_TRANSIENT}, /* NotPrimaryOrSecondary */
+    {11, RTU_ERR_CONFIG},       /* UserNotFound */
+    {13, RTU_ERR_CONFIG},       /* Unauthorized */
+    {18, RTU_ERR_CONFIG},       /* AuthenticationFailed */
+    {100, RTU_ERR_CONFIG},      /* UnsatisfiableWriteConcern */
+    {8000, RTU_ERR_CONFIG},     /* AtlasError (Atlas's "user is not allowed") */
+};
+
+rtu_err_t rtu_store_mongo_classify(uint32_t domain, uint32_t code) {
+  switch (domain) {
+  case MONGOC_ERROR_STREAM:           /* connect, send, receive, socket timeout */
+  case MONGOC_ERROR_SERVER_SELECTION: /* no server within serverSelectionTimeoutMS */
+  case MONGOC_ERROR_WRITE_CONCERN:
+    return RTU_ERR_TRANSIENT;
+  case MONGOC_ERROR_CLIENT:
+    /* Authentication is the user's to fix; the rest (a connection dropped
+     * mid-handshake, too many sessions) passes. */
+    return code == MONGOC_ERROR_CLIENT_AUTHENTICATE ? RTU_ERR_CONFIG : RTU_ERR_TRANSIENT;
+  case MONGOC_ERROR_BSON:
+  case MONGOC_ERROR_COMMAND: /* the driver refused to send it: an invalid document */
+    if (domain == MONGOC_ERROR_COMMAND && code != MONGOC_ERROR_COMMAND_INVALID_ARG) break;
+    return RTU_ERR_DATA;
+  default:
+    break;
   }
-  return false;
+  for (size_t i = 0; i < sizeof server_codes / sizeof *server_codes; i++)
+    if ((uint32_t)server_codes[i].code == code) return server_codes[i].kind;
+  return RTU_ERR_DATA;
 }
 
 static rtu_err_t fail(const bson_error_t *err, const char *what, char *errstr, size_t sz) {
   snprintf(errstr, sz, "MongoDB %s: %s (code %u)", what, err->message, err->code);
-  if (!is_transient(err)) return RTU_ERR_DATA;
+  rtu_err_t kind = rtu_store_mongo_classify(err->domain, err->code);
   /* Until the next command succeeds, /-/ready says no. */
-  rtu_health_dependency(RTU_DEP_MONGODB, false, errstr);
-  return RTU_ERR_TRANSIENT;
+  if (kind == RTU_ERR_TRANSIENT) rtu_health_dependency(RTU_DEP_MONGODB, false, errstr);
+  return kind;
 }
 
 static rtu_err_t mongo_ping(rtu_store_t *handle, char *errstr, size_t errstr_size) {
@@ -179,7 +219,7 @@ static rtu_err_t create_index(mongo_t *st, const char *coll, const char *name,
     return RTU_OK;
   }
   char what[256];
-  snprintf(what, sizeof what, "createIndexes %s.%s", coll, name);
+  snprintf(what, sizeof what, "createIndexes %.120s.%.120s", coll, name);
   return fail(&err, what, errstr, sz);
 }
 
@@ -198,6 +238,17 @@ static rtu_err_t mongo_ensure_indexes(rtu_store_t *handle, char *errstr, size_t 
     BSON_APPEND_INT32(&type, "__internal__counterType", 1);
     rtu_err_t err = create_index(st, p->destination, "mia_primary_key_index", &pk, true, NULL,
                                  errstr, errstr_size);
+    if (err == RTU_ERR_DATA) {
+      /* Without the unique key index an upsert could duplicate a record: no
+       * start. The server's message names the collection and a duplicate key. */
+      char cause[RTU_ERRSTR_SIZE + 200];
+      snprintf(cause, sizeof cause,
+               "the primary-key index of collection %.100s cannot be built over the documents "
+               "it holds (remove the duplicates): %.500s",
+               p->destination, errstr);
+      snprintf(errstr, errstr_size, "%.*s", (int)(errstr_size ? errstr_size - 1 : 0), cause);
+      err = RTU_ERR_CONFIG;
+    }
     if (!err)
       err = create_index(st, p->destination, "mia_internal_counter_index", &counter, false, NULL,
                          errstr, errstr_size);
@@ -333,14 +384,15 @@ static size_t add_writes(mongoc_bulk_operation_t *bulk, rtu_write_t *writes, siz
   return nadded;
 }
 
-/* One entry of a bulk reply's writeErrors: a stale or a failed write. */
-static void on_write_error(const bson_t *we, rtu_write_t *w) {
+/* One entry of a bulk reply's writeErrors: a stale or a failed write. Returns
+ * what its code means (RTU_ERR_TRANSIENT: the whole bulk is retried). */
+static rtu_err_t on_write_error(const bson_t *we, rtu_write_t *w, const char *coll) {
   bson_iter_t f;
   if (is_primary_key_dup(we)) {
     /* The guard excluded the stored record and the upsert hit its key: a newer
      * change is already stored. */
     w->status = RTU_WRITE_STALE;
-    return;
+    return RTU_OK;
   }
   w->status = RTU_WRITE_FAILED;
   const char *msg = "write error";
@@ -349,17 +401,23 @@ static void on_write_error(const bson_t *we, rtu_write_t *w) {
   int64_t code = 0;
   if (bson_iter_init_find(&f, we, "code")) code = bson_iter_as_int64(&f);
   bson_free(w->error);
-  w->error = bson_strdup_printf("%.400s (code %lld)", msg, (long long)code);
+  /* The server's message names the index and the duplicate key of an E11000. */
+  w->error = bson_strdup_printf("collection %.100s: %.400s (code %lld)", coll, msg,
+                                (long long)code);
+  return rtu_store_mongo_classify(MONGOC_ERROR_SERVER, (uint32_t)code);
 }
 
-/* Sets the status of the writes the reply's writeErrors name; true when any. */
-static bool read_write_errors(const bson_t *reply, rtu_write_t *writes, const size_t *bulk_index,
-                              size_t nadded) {
+/* Sets the status of the writes the reply's writeErrors name; *any when there
+ * is one. RTU_ERR_TRANSIENT when one of them is an outage. */
+static rtu_err_t read_write_errors(const bson_t *reply, rtu_write_t *writes,
+                                   const size_t *bulk_index, size_t nadded, const char *coll,
+                                   bool *any) {
   bson_iter_t it, arr;
-  bool any = false;
+  rtu_err_t rc = RTU_OK;
+  *any = false;
   if (!bson_iter_init_find(&it, reply, "writeErrors") || !BSON_ITER_HOLDS_ARRAY(&it) ||
       !bson_iter_recurse(&it, &arr))
-    return false;
+    return RTU_OK;
   while (bson_iter_next(&arr)) {
     bson_t we;
     const uint8_t *data;
@@ -371,10 +429,11 @@ static bool read_write_errors(const bson_t *reply, rtu_write_t *writes, const si
     int64_t index = -1;
     if (bson_iter_init_find(&f, &we, "index")) index = bson_iter_as_int64(&f);
     if (index < 0 || (size_t)index >= nadded) continue;
-    any = true;
-    on_write_error(&we, &writes[bulk_index[index]]);
+    *any = true;
+    if (on_write_error(&we, &writes[bulk_index[index]], coll) == RTU_ERR_TRANSIENT)
+      rc = RTU_ERR_TRANSIENT;
   }
-  return any;
+  return rc;
 }
 
 static rtu_err_t mongo_write(rtu_store_t *handle, const rtu_projection_t *p, rtu_write_t *writes,
@@ -405,9 +464,17 @@ static rtu_err_t mongo_write(rtu_store_t *handle, const rtu_projection_t *p, rtu
   uint32_t server_id = mongoc_bulk_operation_execute(bulk, &reply, &err);
   /* One command per operation type, more only past maxWriteBatchSize. */
   st->stats.commands += (nupd ? 1 + nupd / 100000 : 0) + (ndel ? 1 + ndel / 100000 : 0);
-  bool has_write_errors = read_write_errors(&reply, writes, bulk_index, nadded);
+  bool has_write_errors;
+  rtu_err_t kind = read_write_errors(&reply, writes, bulk_index, nadded, p->destination,
+                                     &has_write_errors);
   bson_iter_t it;
-  if (!server_id && !has_write_errors) {
+  if (kind == RTU_ERR_TRANSIENT) {
+    /* A write met an outage (not primary...): retry them all. */
+    snprintf(errstr, errstr_size, "MongoDB bulk write on %s: %s (code %u)", p->destination,
+             err.message, err.code);
+    rtu_health_dependency(RTU_DEP_MONGODB, false, errstr);
+    rc = RTU_ERR_TRANSIENT;
+  } else if (!server_id && !has_write_errors) {
     rc = fail(&err, "bulk write", errstr, errstr_size);
   } else if (!server_id && bson_iter_init_find(&it, &reply, "writeConcernErrors") &&
              BSON_ITER_HOLDS_ARRAY(&it)) {
@@ -486,6 +553,21 @@ static rtu_err_t ensure_pc_index(mongo_t *st, const char *type, const bson_t *id
                               errstr_size);
   bson_destroy(&keys);
   bson_destroy(&partial);
+  if (rc == RTU_ERR_DATA) {
+    /* Old documents already break it (two of one single view): the upserts
+     * still find one of them by type and identifier, so writing goes on, loudly,
+     * and the index is not tried again before a restart. */
+    char warning[RTU_ERRSTR_SIZE + 200];
+    snprintf(warning, sizeof warning,
+             "projection changes collection %.100s: unique index %.200s cannot be built; "
+             "projection changes go on without it: %s",
+             st->cfg->pc_collection, sig, errstr);
+    rtu_log(RTU_LOG_ERROR, "projection changes index cannot be built; going on without it",
+            "collection", st->cfg->pc_collection, "index", sig, "cause", errstr, NULL);
+    rtu_health_warning(warning);
+    rtu_metrics_add(RTU_C_INDEX_FAILURES, st->cfg->pc_collection, 1);
+    rc = RTU_OK;
+  }
   if (rc == RTU_OK && st->npc_indexes < MAX_PC_INDEXES)
     st->pc_indexes[st->npc_indexes++] = strdup(sig);
   return rc;
@@ -542,8 +624,12 @@ static rtu_err_t mongo_write_pcs(rtu_store_t *handle, const rtu_pc_t *pcs, size_
       goto done;
     }
   }
-  if (!mongoc_bulk_operation_execute(bulk, &reply, &err))
-    rc = fail(&err, "projection changes bulk", errstr, errstr_size);
+  if (!mongoc_bulk_operation_execute(bulk, &reply, &err)) {
+    char what[200];
+    snprintf(what, sizeof what, "projection changes bulk on %.150s", st->cfg->pc_collection);
+    /* With writeErrors, err carries the first one's code and message. */
+    rc = fail(&err, what, errstr, errstr_size);
+  }
   st->stats.commands += 1 + n / 100000;
   bson_destroy(&reply);
 done:
