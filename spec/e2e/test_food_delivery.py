@@ -99,7 +99,7 @@ PC_COLL = ENV["PROJECTIONS_CHANGES_COLLECTION_NAME"]
 U = ["c7a1e0d2-4b1f-4e8a-9a3e-1f2b3c4d5e0%d" % i for i in range(1, 6)]
 R = ["rest-00%d" % i for i in range(1, 4)]
 
-# rtu, on purpose (README "Architecture": strategies also run on the record as it
+# rtu, on purpose (docs/architecture.md: strategies also run on the record as it
 # was before the run), also rebuilds the single view a record moves away from;
 # the reference (contract 5.5: "doc = stored document after write") does not,
 # and the fixture follows the reference. Line 67 moves order O3 from U1 to U2:
