@@ -254,7 +254,7 @@ local function sorted_changes(results)
     if a.type ~= b.type then return a.type < b.type end
     return key_text(a.identifier) < key_text(b.identifier)
   end)
-  return out
+  return value.array(out)
 end
 
 local function new_run(given)
@@ -468,7 +468,7 @@ function Config:changes(projection, images, given)
   local docs = {}
   if before ~= nil then docs[#docs + 1] = { doc = stored(before), origin = 1 } end
   if after ~= nil then docs[#docs + 1] = { doc = stored(after), origin = 2 } end
-  if not self.involved[projection] then return {}, run end
+  if not self.involved[projection] then return value.array({}), run end
   return sorted_changes(self.identify(projection, docs, run.db, run.log)), run
 end
 
