@@ -8,8 +8,9 @@ operator it does not know is an error naming it, never a silent non-match).
 For whole Kafka messages (adapter, casts, writes, outputs) use `rtu test` and its
 *.test.json cases instead: this module starts from projection documents.
 
-Setup: put rtu's Lua runtime on the path, e.g. in .busted
-  lpath = "/path/to/rtu/lua/?.lua;/path/to/rtu/lua/?/init.lua"
+Setup: put rtu's Lua runtime on the path in a .busted file (busted --lua re-runs
+itself through the shell, which splits an --lpath at its semicolons):
+  return { default = { lpath = "/path/to/rtu/lua/?.lua;/path/to/rtu/lua/?/init.lua" } }
 and run `busted --lua=lua5.4`. Outside the rtu binary, rtu.json (C in the binary)
 is stood in for by lua-cjson (Debian lua-cjson, with lua-dkjson for empty arrays):
 integers above 2^53 are not exact there. The time limit
