@@ -34,8 +34,10 @@ strategy(path [, opts]) -> s
   loads the file as rtu does (its own sandbox environment; it must return a
   function). opts.name: the strategy's name in errors (default: file name).
   s:run(document, given) -> identifiers, run
-    the function's list of identifiers for `document`, as rtu gets it (through
-    rtu.changes' manual binding: the call batched, its result checked).
+    the function's list of identifiers for `document` (a copy, with `__STATE__ =
+    "PUBLIC"` unless it has a __STATE__, as a stored document always has), as rtu
+    gets it (through rtu.changes' manual binding: the call batched, its result
+    checked), with db = db(given).
   s.fn: the loaded function.
 
 load(where) -> cfg
