@@ -24,10 +24,14 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "bson_raw.h"
 #include "emit.h"
+#include "json_write.h"
+#include "key_text.h"
 #include "log.h"
 #include "metrics.h"
-#include "value.h"
+#include "script_map.h"
+#include "strategies.h"
 
 typedef struct {
   const bson_t *key;
@@ -292,25 +296,25 @@ static void simulate(rtu_batch_t *b, const group_t *g, const rtu_msg_t *msgs, ui
 /* ---- building writes ---------------------------------------------------- */
 
 /* {$or: [{__internal__counter: {$lte: counter}}, {__internal__counter: {$exists: false}}]},
- * written as bytes (rtu_raw_t): it and the metadata go into every write, and
+ * written as bytes (rtu_bson_raw_t): it and the metadata go into every write, and
  * twenty bson_append_* calls per record were about 8 % of a basic message. */
 static void append_guard(bson_t *filter, int64_t counter) {
-  rtu_raw_t r;
-  rtu_raw_init(&r);
-  size_t ors = rtu_raw_doc_begin(&r, BSON_TYPE_ARRAY, "$or");
-  size_t a = rtu_raw_doc_begin(&r, BSON_TYPE_DOCUMENT, "0");
-  size_t cond = rtu_raw_doc_begin(&r, BSON_TYPE_DOCUMENT, "__internal__counter");
-  rtu_raw_int(&r, BSON_TYPE_INT64, "$lte", counter);
-  rtu_raw_doc_end(&r, cond);
-  rtu_raw_doc_end(&r, a);
-  size_t b = rtu_raw_doc_begin(&r, BSON_TYPE_DOCUMENT, "1");
-  cond = rtu_raw_doc_begin(&r, BSON_TYPE_DOCUMENT, "__internal__counter");
-  rtu_raw_head(&r, BSON_TYPE_BOOL, "$exists");
-  rtu_raw_le(&r, 0, 1);
-  rtu_raw_doc_end(&r, cond);
-  rtu_raw_doc_end(&r, b);
-  rtu_raw_doc_end(&r, ors);
-  rtu_raw_concat(&r, filter);
+  rtu_bson_raw_t r;
+  rtu_bson_raw_init(&r);
+  size_t ors = rtu_bson_raw_doc_begin(&r, BSON_TYPE_ARRAY, "$or");
+  size_t a = rtu_bson_raw_doc_begin(&r, BSON_TYPE_DOCUMENT, "0");
+  size_t cond = rtu_bson_raw_doc_begin(&r, BSON_TYPE_DOCUMENT, "__internal__counter");
+  rtu_bson_raw_int(&r, BSON_TYPE_INT64, "$lte", counter);
+  rtu_bson_raw_doc_end(&r, cond);
+  rtu_bson_raw_doc_end(&r, a);
+  size_t b = rtu_bson_raw_doc_begin(&r, BSON_TYPE_DOCUMENT, "1");
+  cond = rtu_bson_raw_doc_begin(&r, BSON_TYPE_DOCUMENT, "__internal__counter");
+  rtu_bson_raw_head(&r, BSON_TYPE_BOOL, "$exists");
+  rtu_bson_raw_le(&r, 0, 1);
+  rtu_bson_raw_doc_end(&r, cond);
+  rtu_bson_raw_doc_end(&r, b);
+  rtu_bson_raw_doc_end(&r, ors);
+  rtu_bson_raw_concat(&r, filter);
 }
 
 /* Appends the reference's metadata fields to set. True when the original key is
@@ -322,24 +326,24 @@ static bool append_metadata(bson_t *set, const rtu_mapped_t *m, const rtu_msg_t 
   size_t offset_len = rtu_int_text(msg->offset, offset);
   const char *st = state == ST_DELETED ? "DELETED" : "PUBLIC";
   const char *type = m->has_position ? "position" : "timestamp";
-  rtu_raw_t r;
-  rtu_raw_init(&r);
-  rtu_raw_utf8(&r, "__STATE__", st, strlen(st));
-  rtu_raw_int(&r, BSON_TYPE_DATE_TIME, "updatedAt", now);
-  rtu_raw_int(&r, BSON_TYPE_DATE_TIME, "timestamp", msg->timestamp);
-  rtu_raw_int(&r, BSON_TYPE_INT64, "__internal__counter", counter);
-  rtu_raw_utf8(&r, "__internal__counterType", type, strlen(type));
-  size_t info = rtu_raw_doc_begin(&r, BSON_TYPE_DOCUMENT, "__internal__kafkaInfo");
-  rtu_raw_utf8(&r, "topic", msg->topic, strlen(msg->topic));
-  rtu_raw_int(&r, BSON_TYPE_INT32, "partition", msg->partition);
-  rtu_raw_utf8(&r, "offset", offset, offset_len);
+  rtu_bson_raw_t r;
+  rtu_bson_raw_init(&r);
+  rtu_bson_raw_utf8(&r, "__STATE__", st, strlen(st));
+  rtu_bson_raw_int(&r, BSON_TYPE_DATE_TIME, "updatedAt", now);
+  rtu_bson_raw_int(&r, BSON_TYPE_DATE_TIME, "timestamp", msg->timestamp);
+  rtu_bson_raw_int(&r, BSON_TYPE_INT64, "__internal__counter", counter);
+  rtu_bson_raw_utf8(&r, "__internal__counterType", type, strlen(type));
+  size_t info = rtu_bson_raw_doc_begin(&r, BSON_TYPE_DOCUMENT, "__internal__kafkaInfo");
+  rtu_bson_raw_utf8(&r, "topic", msg->topic, strlen(msg->topic));
+  rtu_bson_raw_int(&r, BSON_TYPE_INT32, "partition", msg->partition);
+  rtu_bson_raw_utf8(&r, "offset", offset, offset_len);
   bson_t key = BSON_INITIALIZER;
-  bool empty = rtu_value_append_original_key(&key, "key", msg->key, msg->key_len);
-  rtu_raw_bytes(&r, bson_get_data(&key) + 4, key.len - 5);
+  bool empty = rtu_key_text_append(&key, "key", msg->key, msg->key_len);
+  rtu_bson_raw_bytes(&r, bson_get_data(&key) + 4, key.len - 5);
   bson_destroy(&key);
-  rtu_raw_utf8(&r, "timestamp", iso, strlen(iso));
-  rtu_raw_doc_end(&r, info);
-  rtu_raw_concat(&r, set);
+  rtu_bson_raw_utf8(&r, "timestamp", iso, strlen(iso));
+  rtu_bson_raw_doc_end(&r, info);
+  rtu_bson_raw_concat(&r, set);
   return empty;
 }
 
@@ -384,7 +388,7 @@ static bool append_merged_fields(rtu_batch_t *b, const group_t *g, uint32_t from
       continue;
     }
     if (keys_within(&m->fields, newest)) continue;
-    rtu_value_append_missing(out, &m->fields);
+    rtu_bson_raw_append_missing(out, &m->fields);
   }
   return empty;
 }
@@ -477,12 +481,12 @@ static void build_image(rtu_batch_t *b, const group_t *g, const outcome_t *o,
     append_metadata(img, &b->mapped[last->msg], &msgs[last->msg], o->state, o->counter, now);
   }
   if (g->s0 && !o->recreated) {
-    rtu_value_append_missing(img, g->s0);
+    rtu_bson_raw_append_missing(img, g->s0);
   } else {
     if (!o->recreated) BSON_APPEND_DATE_TIME(img, "createdAt", now); /* a replacement has it */
-    if (g->s0 && rtu_value_find(&it, g->s0, "_id")) bson_append_iter(img, "_id", 3, &it);
+    if (g->s0 && rtu_bson_raw_find(&it, g->s0, "_id")) bson_append_iter(img, "_id", 3, &it);
   }
-  if (!rtu_value_find(&seen, img, "_id")) BSON_APPEND_OID(img, "_id", &o->oid);
+  if (!rtu_bson_raw_find(&seen, img, "_id")) BSON_APPEND_OID(img, "_id", &o->oid);
 }
 
 static rtu_err_t find_cb(void *ctx, const char *collection, const bson_t *filter, const bson_t *opts,
@@ -502,20 +506,20 @@ static void sb_clear(bson_string_t *s) {
 /* The original key and Kafka coordinates, as pr-update and PC messages carry them. */
 static void append_kafka_info_json(bson_string_t *out, const rtu_msg_t *msg, bool ts_as_ms) {
   bson_t tmp = BSON_INITIALIZER; /* the key alone */
-  rtu_value_append_original_key(&tmp, "key", msg->key, msg->key_len);
+  rtu_key_text_append(&tmp, "key", msg->key, msg->key_len);
   bson_string_append(out, "{\"topic\":");
-  rtu_value_json_string(out, msg->topic, strlen(msg->topic));
+  rtu_json_write_string(out, msg->topic, strlen(msg->topic));
   bson_string_append(out, ",\"partition\":");
-  rtu_value_json_int(out, msg->partition);
+  rtu_json_write_int(out, msg->partition);
   bson_string_append(out, ",\"offset\":");
-  rtu_value_json_int(out, msg->offset);
+  rtu_json_write_int(out, msg->offset);
   bson_string_append(out, ",\"key\":");
-  rtu_value_first_to_json(&tmp, out);
+  rtu_json_write_first(&tmp, out);
   bson_string_append(out, ",\"timestamp\":");
   /* a string either way: the milliseconds' digits, or the ISO date */
   bson_string_append_c(out, '"');
   if (ts_as_ms) {
-    rtu_value_json_int(out, msg->timestamp);
+    rtu_json_write_int(out, msg->timestamp);
   } else {
     char ts[40];
     rtu_iso8601(msg->timestamp, ts, sizeof ts);
@@ -541,7 +545,7 @@ static rtu_err_t emit_pc_messages(rtu_batch_t *b, const rtu_projection_t *p,
     if (!topic) continue;
     sb_clear(key);
     sb_clear(val);
-    rtu_value_doc_to_json(&ids[i].identifier, false, key);
+    rtu_json_write_doc(&ids[i].identifier, false, key);
     bson_string_append(val, "{\"identifier\":");
     bson_string_append(val, key->str);
     bson_string_append(val, ",\"__internal__kafkaInfo\":");
@@ -579,13 +583,13 @@ static rtu_err_t emit_pr_updates(rtu_batch_t *b, const rtu_projection_t *p, cons
     char id[25] = "";
     bson_iter_t it;
     const bson_t *after = has_image[g] ? &images[g] : NULL;
-    if (after && rtu_value_find(&it, after, "_id") && BSON_ITER_HOLDS_OID(&it))
+    if (after && rtu_bson_raw_find(&it, after, "_id") && BSON_ITER_HOLDS_OID(&it))
       bson_oid_to_string(bson_iter_oid(&it), id);
-    else if (gr->s0 && rtu_value_find(&it, gr->s0, "_id") && BSON_ITER_HOLDS_OID(&it))
+    else if (gr->s0 && rtu_bson_raw_find(&it, gr->s0, "_id") && BSON_ITER_HOLDS_OID(&it))
       bson_oid_to_string(bson_iter_oid(&it), id);
     sb_clear(key);
     sb_clear(val);
-    rtu_value_doc_to_json(last->key, false, key);
+    rtu_json_write_doc(last->key, false, key);
     /* By hand: printf and libbson's escape were a tenth of a food message. */
     bson_string_append(val, "{\"operationType\":\"");
     bson_string_append(val, op);
@@ -594,13 +598,13 @@ static rtu_err_t emit_pr_updates(rtu_batch_t *b, const rtu_projection_t *p, cons
     bson_string_append(val, "\",\"documentId\":\"");
     bson_string_append(val, id);
     bson_string_append(val, "\",\"projectionName\":");
-    rtu_value_json_string(val, p->name, strlen(p->name));
+    rtu_json_write_string(val, p->name, strlen(p->name));
     bson_string_append(val, ",\"source\":");
-    rtu_value_json_string(val, cfg->system_of_records, strlen(cfg->system_of_records));
+    rtu_json_write_string(val, cfg->system_of_records, strlen(cfg->system_of_records));
     bson_string_append(val, ",\"primaryKeys\":[");
     for (size_t k = 0; k < p->npk; k++) {
       if (k) bson_string_append_c(val, ',');
-      rtu_value_json_string(val, p->pk_dst[k], strlen(p->pk_dst[k]));
+      rtu_json_write_string(val, p->pk_dst[k], strlen(p->pk_dst[k]));
     }
     bson_string_append(val, "]");
     /* Reference 6.2: before is null with db2 and absent on insert; after is absent
@@ -609,11 +613,11 @@ static rtu_err_t emit_pr_updates(rtu_batch_t *b, const rtu_projection_t *p, cons
       bson_string_append(val, ",\"before\":null");
     } else if (gr->s0) {
       bson_string_append(val, ",\"before\":");
-      rtu_value_doc_to_json(gr->s0, false, val);
+      rtu_json_write_doc(gr->s0, false, val);
     }
     if (after && strcmp(op, "DELETE") != 0) {
       bson_string_append(val, ",\"after\":");
-      rtu_value_doc_to_json(after, false, val);
+      rtu_json_write_doc(after, false, val);
     }
     bson_string_append(val, ",\"__internal__kafkaInfo\":");
     append_kafka_info_json(val, &msgs[last->msg], false);
@@ -632,7 +636,7 @@ static rtu_err_t emit_pr_updates(rtu_batch_t *b, const rtu_projection_t *p, cons
  * view several of them lead to names the latest. since is the earliest message a
  * document stands for: where the partition stops when its strategies fail. It is
  * the same message but for an image that also stands for the record before the
- * run (rtu_script_same_input): it answers for the run's first message of it. */
+ * run (rtu_strategies_same_input): it answers for the run's first message of it. */
 typedef struct {
   const bson_t *doc;
   uint32_t origin; /* index of the message */
@@ -682,7 +686,7 @@ static void strategy_failed(const rtu_projection_t *p, const bson_t *doc, const 
   for (size_t i = 0; i < p->npk; i++)
     if (bson_iter_init_find(&it, doc, p->pk_dst[i])) bson_append_iter(&key, p->pk_dst[i], -1, &it);
   bson_string_t *k = bson_string_new(NULL);
-  rtu_value_doc_to_json(&key, false, k);
+  rtu_json_write_doc(&key, false, k);
   char cause[RTU_ERRSTR_SIZE];
   snprintf(cause, sizeof cause, "strategy failed on the %.60s record %.100s: %.300s", p->name,
            k->str, err);
@@ -774,8 +778,8 @@ static size_t stage_call(rtu_batch_t *b, size_t projection, rtu_deferred_t *cons
   size_t failed;
   rtu_metrics_add(RTU_C_STRATEGY_DOCUMENTS, NULL, n);
   int64_t t0 = rtu_now_mono_us();
-  rc = rtu_script_identify(b->script, projection, docs, rerun, n, find_cb, b->store, &ids, &nids,
-                           &failed, err, sizeof err);
+  rc = rtu_strategies_identify(b->script, projection, docs, rerun, n, find_cb, b->store, &ids,
+                               &nids, &failed, err, sizeof err);
   rtu_metrics_observe(RTU_H_STRATEGY, (double)(rtu_now_mono_us() - t0) / 1e6);
   nuse = nids;
   if (rc == RTU_ERR_SCRIPT) {
@@ -889,7 +893,7 @@ static rtu_err_t after_writes(rtu_batch_t *b, size_t projection, const rtu_msg_t
      * they are looked for too, unless the strategies would read the same of it
      * before and after (most updates touch no relation), which finds them twice. */
     bool same = strategies && gr->s0 && has_image[g] &&
-                rtu_script_same_input(b->script, projection, gr->s0, &images[g]);
+                rtu_strategies_same_input(b->script, projection, gr->s0, &images[g]);
     if (gr->s0 && !same) {
       run.docs[n] = gr->s0;
       run.origin[n] = run.since[n] = first_msg;
@@ -913,7 +917,7 @@ static rtu_err_t after_writes(rtu_batch_t *b, size_t projection, const rtu_msg_t
     if (defer) {
       /* The documents outlive this run's buffers: copies go to the stage. */
       for (size_t k = 0; k < n; k++)
-        run.docs[k] = rtu_script_strategy_copy(b->script, projection, run.docs[k]);
+        run.docs[k] = rtu_strategies_copy_input(b->script, projection, run.docs[k]);
       run.owned = true;
       *defer = run;
       memset(&run, 0, sizeof run);
@@ -1001,7 +1005,7 @@ rtu_err_t rtu_batch_run(rtu_batch_t *b, size_t projection, const rtu_msg_t *msgs
     return RTU_ERR_FATAL;
   }
 
-  bool strategies = b->cfg->pc_enabled && rtu_script_has_strategies(b->script, projection);
+  bool strategies = b->cfg->pc_enabled && rtu_strategies_involved(b->script, projection);
   bool pr_updates = b->emit && b->cfg->gen_kafka_pr_updates && p->pr_update_topic;
 
   t1 = rtu_now_mono_us();

@@ -1,44 +1,171 @@
 /*
- * config.c: owns the configuration model. It reads the environment variables of
- * the Fast Data RTU contract (reference section 7, defaults included) and the JSON
- * files they point to (INVARIANT_TOPIC_MAP, mapTable.json), validates them, and
- * builds one immutable rtu_config_t. It never touches Kafka, MongoDB or Lua:
- * script.c validates Lua files, and the low-code files are checked by the Lua
- * compiler when a generation is built.
+ * config.c: owns the configuration model: the table of every environment
+ * variable (the Fast Data RTU contract's, reference section 7, defaults
+ * included, rtu's additions, and those of the contract rtu does not honour),
+ * their parsing and validation from that table, and the building of one
+ * immutable rtu_config_t. The JSON files the variables name are read by
+ * config_files.c; cross-file checks are checker.c's. It never touches Kafka,
+ * MongoDB connections or Lua.
  */
 #include "config.h"
 
 #include <arpa/inet.h>
-#include <bson/bson.h>
 #include <errno.h>
+#include <mongoc/mongoc.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 #include <strings.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
-void rtu_problems_add(rtu_problems_t *p, const char *fmt, ...) {
-  char line[1024];
-  va_list ap;
-  va_start(ap, fmt);
-  vsnprintf(line, sizeof line, fmt, ap);
-  va_end(ap);
-  if (p->n == p->cap) {
-    size_t cap = p->cap ? p->cap * 2 : 8;
-    char **l = realloc(p->lines, cap * sizeof *l);
-    if (!l) return; /* the line is lost, loading still fails elsewhere */
-    p->lines = l;
-    p->cap = cap;
-  }
-  p->lines[p->n++] = strdup(line);
-}
+#include "config_files.h"
 
-void rtu_problems_free(rtu_problems_t *p) {
-  for (size_t i = 0; i < p->n; i++) free(p->lines[i]);
-  free(p->lines);
-  memset(p, 0, sizeof *p);
+#define OFF(f) offsetof(rtu_config_t, f)
+#define NOFF ((size_t)-1)
+#define RTU_VAR_ANYCASE 8 /* an enum compared without case */
+
+/* clang-format off */
+const rtu_var_t rtu_config_vars[] = {
+  /* Kafka */
+  {"KAFKA_BROKERS", RTU_VAR_BROKERS, OFF(kafka_brokers), NULL, 0, 0, NULL, RTU_VAR_REQUIRED, NULL,
+   "brokers, comma separated `host:port`"},
+  {"KAFKA_GROUP_ID", RTU_VAR_STRING, OFF(kafka_group_id), NULL, 0, 0, NULL, RTU_VAR_REQUIRED, NULL,
+   "consumer group"},
+  {"KAFKA_SASL_USERNAME", RTU_VAR_STRING, OFF(kafka_sasl_username), NULL, 0, 0, NULL, 0, NULL,
+   "SASL user; SASL is off unless both username and password are set"},
+  {"KAFKA_SASL_PASSWORD", RTU_VAR_STRING, OFF(kafka_sasl_password), NULL, 0, 0, NULL, RTU_VAR_SECRET,
+   NULL, "SASL password"},
+  {"KAFKA_SASL_MECHANISM", RTU_VAR_ENUM, OFF(kafka_sasl_mechanism), "plain", 0, 0,
+   "plain|scram-sha-256|scram-sha-512|oauthbearer", RTU_VAR_ANYCASE, NULL, "SASL mechanism"},
+  {"KAFKA_SASL_OAUTH_BASE_URL", RTU_VAR_STRING, OFF(kafka_oauth_base_url), NULL, 0, 0, NULL, 0,
+   "`KAFKA_SASL_MECHANISM` is oauthbearer with credentials", "token endpoint (`http://` or `https://`) of the oauthbearer mechanism"},
+  {"KAFKA_SASL_OAUTH_PATH", RTU_VAR_STRING, OFF(kafka_oauth_path), NULL, 0, 0, NULL, 0, NULL,
+   "path of the token endpoint, after the base URL"},
+  {"KAFKA_SASL_OAUTH_GRANT_TYPE", RTU_VAR_ENUM, OFF(kafka_oauth_grant_type), "password", 0, 0, "password",
+   0, NULL, "OAuth grant: the password grant, with the SASL username and password"},
+  {"KAFKA_SASL_OAUTH_CLIENT_ID", RTU_VAR_STRING, OFF(kafka_oauth_client_id), NULL, 0, 0, NULL, 0, NULL,
+   "OAuth client id"},
+  {"KAFKA_SASL_OAUTH_CLIENT_SECRET", RTU_VAR_STRING, OFF(kafka_oauth_client_secret), NULL, 0, 0, NULL,
+   RTU_VAR_SECRET, NULL, "OAuth client secret (with the id: HTTP basic authentication)"},
+  {"KAFKA_SASL_OAUTH_TOKEN_EXPIRATION_MARGIN_MS", RTU_VAR_INT, OFF(kafka_oauth_margin_ms), "60000", 0,
+   86400000, NULL, 0, NULL, "a token is refreshed this long before it expires (ms)"},
+  {"CA_CERT_PATH", RTU_VAR_STRING, OFF(ca_cert_path), NULL, 0, 0, NULL, 0, NULL,
+   "CA file: TLS to the brokers (SASL_SSL with credentials)"},
+  {"KAFKA_USE_LATEST_DEQUEUE_STRATEGY", RTU_VAR_BOOL, OFF(kafka_latest), "false", 0, 0, NULL, 0, NULL,
+   "a new group starts at the latest offset (else the earliest)"},
+  {"KAFKA_CONSUMER_MAX_WAIT_TIME", RTU_VAR_INT, OFF(kafka_max_wait_ms), "500", 1, 60000, NULL, 0, NULL,
+   "ms to wait filling a batch"},
+  {"KAFKA_SESSION_TIMEOUT_MS", RTU_VAR_INT, OFF(kafka_session_timeout_ms), "30000", 1000, 3600000, NULL,
+   0, NULL, "consumer group session timeout (ms)"},
+  {"KAFKA_HEARTBEAT_INTERVAL_MS", RTU_VAR_INT, OFF(kafka_heartbeat_interval_ms), "3000", 100, 3600000,
+   NULL, 0, NULL, "consumer group heartbeat interval (ms)"},
+  {"KAFKA_CONNECTION_TIMEOUT_MS", RTU_VAR_INT, OFF(kafka_connection_timeout_ms), "10000", 100, 3600000,
+   NULL, 0, NULL, "broker connection set-up timeout (ms)"},
+  {"PRODUCER_COMPRESSION", RTU_VAR_ENUM, OFF(producer_compression), "none", 0, 0, "none|gzip|snappy", 0,
+   NULL, "compression of produced messages"},
+  /* MongoDB */
+  {"MONGODB_URL", RTU_VAR_MONGODB_URL, OFF(mongodb_url), NULL, 0, 0, NULL, RTU_VAR_REQUIRED | RTU_VAR_SECRET,
+   NULL, "MongoDB connection string (any 4.4+ server, replica set or sharded)"},
+  {"PROJECTIONS_DATABASE_NAME", RTU_VAR_STRING, OFF(projections_db), NULL, 0, 0, NULL, RTU_VAR_REQUIRED,
+   NULL, "database of the projections"},
+  {"PROJECTIONS_CHANGES_ENABLED", RTU_VAR_BOOL, OFF(pc_enabled), "true", 0, 0, NULL, 0, NULL,
+   "run strategies and write projection changes"},
+  {"PROJECTIONS_CHANGES_COLLECTION_NAME", RTU_VAR_STRING, OFF(pc_collection), NULL, 0, 0, NULL, 0,
+   "`PROJECTIONS_CHANGES_ENABLED` is true", "projection-changes collection"},
+  /* Service */
+  {"SYSTEM_OF_RECORDS", RTU_VAR_STRING, OFF(system_of_records), NULL, 0, 0, NULL, RTU_VAR_REQUIRED, NULL,
+   "the system name (`source` of pr-update messages)"},
+  {"LOG_LEVEL", RTU_VAR_ENUM, OFF(log_level), "info", 0, 0, "trace|debug|info|warn|error|fatal|silent",
+   RTU_VAR_ANYCASE, NULL, "log level"},
+  {"HTTP_PORT", RTU_VAR_INT, OFF(http_port), "3000", 0, 65535, NULL, 0, NULL, "health and metrics port"},
+  /* Mapping */
+  {"KAFKA_MESSAGE_ADAPTER", RTU_VAR_ENUM, OFF(adapter), "basic", 0, 0,
+   "basic|db2|golden-gate|debezium|custom", 0, NULL, "format of the ingestion messages"},
+  {"KAFKA_ADAPTER_FOLDER", RTU_VAR_FOLDER, OFF(adapter_folder), NULL, 0, 0, NULL, 0,
+   "`KAFKA_MESSAGE_ADAPTER` is custom", "folder of `kafkaMessageAdapter.lua`"},
+  {"INVARIANT_TOPIC_MAP", RTU_VAR_JSON, OFF(topic_map_json), NULL, 0, 0, NULL, RTU_VAR_REQUIRED, NULL,
+   "JSON object: ingestion topic → projection name"},
+  {"MAP_TABLE_FOLDER", RTU_VAR_FOLDER, OFF(map_table_folder), NULL, 0, 0, NULL, RTU_VAR_REQUIRED, NULL,
+   "folder of `mapTable.json`"},
+  {"CAST_FUNCTIONS_FOLDER", RTU_VAR_FOLDER, OFF(cast_functions_folder), NULL, 0, 0, NULL, 0, NULL,
+   "folder of custom casts `NAME.lua`"},
+  /* Strategies */
+  {"USE_AUTOMATIC_STRATEGIES", RTU_VAR_BOOL, OFF(use_automatic_strategies), "false", 0, 0, NULL, 0, NULL,
+   "low-code strategies (else the `changes` of `mapTable.json`)"},
+  {"ER_SCHEMA_FOLDER", RTU_VAR_FOLDER, OFF(er_schema_folder), NULL, 0, 0, NULL, 0,
+   "`USE_AUTOMATIC_STRATEGIES` and `PROJECTIONS_CHANGES_ENABLED` are true", "folder of `erSchema.json`"},
+  {"PROJECTION_CHANGES_SCHEMA_FOLDER", RTU_VAR_FOLDER, OFF(pc_schema_folder), NULL, 0, 0, NULL, 0,
+   "`USE_AUTOMATIC_STRATEGIES` and `PROJECTIONS_CHANGES_ENABLED` are true",
+   "folder of `projectionChangesSchema.json` and its `__fromFile__` Lua functions"},
+  {"STRATEGIES_FOLDER", RTU_VAR_FOLDER, OFF(strategies_folder), NULL, 0, 0, NULL, 0, NULL,
+   "hand-written strategies `NAME.lua` bound by `mapTable.json` `changes`"},
+  {"STRATEGIES_MAX_EXEC_TIME_MS", RTU_VAR_INT, OFF(strategies_max_exec_ms), "5000", 1, 3600000, NULL, 0,
+   NULL, "wall-clock limit of a script call (MongoDB lookup time excluded)"},
+  /* Writes */
+  {"USE_UPSERT", RTU_VAR_BOOL, OFF(use_upsert), "true", 0, 0, NULL, 0, NULL,
+   "`false`: insert of an existing or update of a missing record is an error (forced `true` for "
+   "`basic`/`db2`)"},
+  {"DELETE_MECHANISM", RTU_VAR_ENUM, OFF(delete_mechanism_name), "soft", 0, 0, "soft|hard",
+   RTU_VAR_ANYCASE, NULL, "`soft` (`__STATE__: DELETED`) or `hard` (forced `hard` when `USE_UPSERT=false`)"},
+  {"FORCE_CHECK_ON_OFFSET", RTU_VAR_BOOL, OFF(force_check_on_offset), "true", 0, 0, NULL, 0, NULL,
+   "apply a message only if its counter ≥ the stored one"},
+  {"USE_POS_AS_COUNTER", RTU_VAR_BOOL, OFF(use_pos_as_counter), "true", 0, 0, NULL, 0, NULL,
+   "golden-gate: `pos` is the counter (else the Kafka timestamp)"},
+  /* Outputs */
+  {"GENERATE_KAFKA_PROJECTION_UPDATES", RTU_VAR_BOOL, OFF(gen_kafka_pr_updates), "false", 0, 0, NULL, 0,
+   NULL, "produce pr-update messages"},
+  {"KAFKA_PROJECTION_UPDATES_FOLDER", RTU_VAR_FOLDER, OFF(kafka_pr_updates_folder), NULL, 0, 0, NULL, 0,
+   "`GENERATE_KAFKA_PROJECTION_UPDATES` is true", "folder of `kafkaProjectionUpdates.json`"},
+  {"GENERATE_KAFKA_PROJECTION_CHANGES", RTU_VAR_BOOL, OFF(gen_kafka_pc), "false", 0, 0, NULL, 0, NULL,
+   "also produce projection changes to Kafka"},
+  {"KAFKA_PROJECTION_CHANGES_FOLDER", RTU_VAR_FOLDER, OFF(kafka_pc_folder), NULL, 0, 0, NULL, 0,
+   "`GENERATE_KAFKA_PROJECTION_CHANGES` is true", "folder of `kafkaProjectionChanges.json`"},
+  {"PAUSE_TOPIC_CONSUMPTION_ON_ERROR", RTU_VAR_BOOL, OFF(pause_topic_on_error), "false", 0, 0, NULL, 0,
+   NULL, "a failing message pauses its whole topic, not only its partition"},
+  {"COMMIT_MESSAGE_LOGGING_INTERVAL", RTU_VAR_INT, OFF(commit_log_interval_ms), "3000", 0, 3600000, NULL,
+   0, NULL, "ms between `messages committed` info lines (counts since the last one); `0`: none"},
+  /* Additions of ours */
+  {"KAFKA_CONSUMER_MAX_BATCH_SIZE", RTU_VAR_INT, OFF(kafka_max_batch), "5000", 1, 100000, NULL,
+   RTU_VAR_OURS, NULL, "most messages taken in one batch"},
+  {"LUA_RUNTIME_FOLDER", RTU_VAR_FOLDER, OFF(lua_dir), "next to the binary", 0, 0, NULL, RTU_VAR_OURS,
+   NULL, "where the shipped Lua runtime (`lua/`) is"},
+  {"HTTP_HOST", RTU_VAR_ADDRESS, OFF(http_host), "0.0.0.0", 0, 0, NULL, RTU_VAR_OURS, NULL,
+   "address the HTTP routes bind (all interfaces, as the reference); tests and `tools/demo` use "
+   "`127.0.0.1`"},
+  {"PARTITION_WORKERS", RTU_VAR_INT, OFF(workers), "online CPUs (at most 16)", 1, 64, NULL,
+   RTU_VAR_OURS, NULL, "partition runs applied at once, each worker with its own Lua state, MongoDB "
+   "client and producer"},
+  {"DEAD_LETTER_TOPIC", RTU_VAR_STRING, OFF(dead_letter_topic), NULL, 0, 0, NULL, RTU_VAR_OURS, NULL,
+   "a message that cannot be applied is produced there (with `rtu.*` error headers) and its "
+   "partition goes on, instead of stopping"},
+  {"SCRIPTS_HOT_RELOAD", RTU_VAR_BOOL, OFF(hot_reload), "false", 0, 0, NULL, RTU_VAR_OURS, NULL,
+   "watch the configuration folders and load a new script generation when a file changes "
+   "(`SIGHUP` reloads in any case)"},
+  /* Of the contract, not honoured */
+  {"LC39_HTTP_PORT", RTU_VAR_IGNORED, NOFF, NULL, 0, 0, NULL, 0, NULL,
+   "the older name of `HTTP_PORT`: rtu reads `HTTP_PORT` only"},
+  {"LIVENESS_INTERVAL_MS", RTU_VAR_IGNORED, NOFF, NULL, 0, 0, NULL, 0, NULL,
+   "`/-/healthz` answers from the consumer loop's own heartbeat; there is no interval to set"},
+  {"CONTROL_PLANE_CONFIG_PATH", RTU_VAR_IGNORED, NOFF, NULL, 0, 0, NULL, 0, NULL,
+   "no Runtime Management: rtu starts consuming at once, where the service starts paused until a "
+   "`resume`"},
+  {"CONTROL_PLANE_BINDINGS_PATH", RTU_VAR_IGNORED, NOFF, NULL, 0, 0, NULL, 0, NULL,
+   "no Runtime Management bindings: every topic of `INVARIANT_TOPIC_MAP` is consumed"},
+  {"LOGGING_UNMAPPED_FIELDS", RTU_VAR_IGNORED, NOFF, NULL, 0, 0, NULL, 0, NULL,
+   "fields a record has beyond `conversion` are dropped without a log line"},
+  {"COLLECTION_NAME_UNMAPPED_FIELDS_STORAGE", RTU_VAR_IGNORED, NOFF, NULL, 0, 0, NULL, 0, NULL,
+   "unmapped or uncastable fields are not recorded in a collection"},
+};
+/* clang-format on */
+const size_t rtu_config_nvars = sizeof rtu_config_vars / sizeof rtu_config_vars[0];
+
+const rtu_var_t *rtu_config_var(const char *name) {
+  for (size_t i = 0; i < rtu_config_nvars; i++)
+    if (!strcmp(rtu_config_vars[i].name, name)) return &rtu_config_vars[i];
+  return NULL;
 }
 
 char *rtu_config_from_file_name(const char *s) {
@@ -53,94 +180,106 @@ char *rtu_config_from_file_name(const char *s) {
   return name;
 }
 
+/* ---- the table, printed ------------------------------------------------- */
+
+static const char *type_word(const rtu_var_t *v) {
+  switch (v->type) {
+  case RTU_VAR_STRING: return "string";
+  case RTU_VAR_BOOL: return "boolean";
+  case RTU_VAR_INT: return "integer";
+  case RTU_VAR_ENUM: return "one of";
+  case RTU_VAR_FOLDER: return "folder";
+  case RTU_VAR_JSON: return "JSON object";
+  case RTU_VAR_MONGODB_URL: return "MongoDB URL";
+  case RTU_VAR_BROKERS: return "host:port list";
+  case RTU_VAR_ADDRESS: return "IP address";
+  case RTU_VAR_IGNORED: return "not honoured";
+  }
+  return "";
+}
+
+static void describe_type(const rtu_var_t *v, char *buf, size_t size) {
+  if (v->type == RTU_VAR_INT) snprintf(buf, size, "integer %d–%d", v->min, v->max);
+  else if (v->type == RTU_VAR_ENUM) {
+    size_t o = (size_t)snprintf(buf, size, "one of ");
+    const char *c = v->choices;
+    while (*c && o < size) {
+      size_t n = strcspn(c, "|");
+      o += (size_t)snprintf(buf + o, size - o, "%s`%.*s`", c == v->choices ? "" : ", ", (int)n, c);
+      c += n + (c[n] == '|');
+    }
+  } else snprintf(buf, size, "%s", type_word(v));
+}
+
+static void describe_default(const rtu_var_t *v, char *buf, size_t size) {
+  if (v->type == RTU_VAR_IGNORED) snprintf(buf, size, "–");
+  else if (v->flags & RTU_VAR_REQUIRED) snprintf(buf, size, "required");
+  else if (v->required_when) snprintf(buf, size, "required when %s", v->required_when);
+  else if (!v->def) snprintf(buf, size, "–");
+  else if (v->type == RTU_VAR_INT && v->def[0] >= '0' && v->def[0] <= '9') snprintf(buf, size, "`%s`", v->def);
+  else if (v->type == RTU_VAR_INT || v->type == RTU_VAR_FOLDER) snprintf(buf, size, "%s", v->def);
+  else snprintf(buf, size, "`%s`", v->def);
+}
+
+void rtu_config_print_table(FILE *f, bool markdown) {
+  static const char *titles[] = {"The contract's variables, as the Fast Data Real-Time Updater reads them:",
+                                 "Additions of ours:",
+                                 "Of the contract, not honoured by rtu (`rtu check` and `rtu run` warn when one is set):"};
+  for (int part = 0; part < 3; part++) {
+    fprintf(f, "%s%s\n\n", part ? "\n" : "", titles[part]);
+    if (markdown)
+      fprintf(f, part == 2 ? "| variable | what rtu does instead |\n|---|---|\n"
+                           : "| variable | type | default | meaning |\n|---|---|---|---|\n");
+    for (size_t i = 0; i < rtu_config_nvars; i++) {
+      const rtu_var_t *v = &rtu_config_vars[i];
+      int p = v->type == RTU_VAR_IGNORED ? 2 : (v->flags & RTU_VAR_OURS) ? 1 : 0;
+      if (p != part) continue;
+      char type[256], def[256];
+      describe_type(v, type, sizeof type);
+      describe_default(v, def, sizeof def);
+      if (markdown && part == 2) fprintf(f, "| `%s` | %s |\n", v->name, v->meaning);
+      else if (markdown) fprintf(f, "| `%s` | %s | %s | %s |\n", v->name, type, def, v->meaning);
+      else if (part == 2) fprintf(f, "  %-38s %s\n", v->name, v->meaning);
+      else fprintf(f, "  %-38s %s; default %s\n  %-38s %s\n", v->name, type, def, "", v->meaning);
+    }
+  }
+}
+
+void rtu_config_unhonoured(const char *(*getenv_fn)(const char *), rtu_problems_t *problems) {
+  for (size_t i = 0; i < rtu_config_nvars; i++) {
+    const rtu_var_t *v = &rtu_config_vars[i];
+    const char *val = getenv_fn(v->name);
+    if (v->type == RTU_VAR_IGNORED && val && *val)
+      rtu_problems_at(problems, RTU_PROBLEM_WARNING, v->name, NULL, 0, 0, NULL,
+                      "set, but rtu does not honour it: %s", v->meaning);
+  }
+}
+
 /* ---- environment -------------------------------------------------------- */
 
-typedef struct {
-  const char *(*get)(const char *);
-  rtu_problems_t *problems;
-} env_t;
-
-static char *env_str(env_t *e, const char *name, const char *def, bool required) {
-  const char *v = e->get(name);
-  if (v && *v) return strdup(v);
-  if (required) {
-    rtu_problems_add(e->problems, "%s: required environment variable is not set", name);
-    return NULL;
+static bool choice_ok(const rtu_var_t *v, const char *val) {
+  const char *c = v->choices;
+  size_t len = strlen(val);
+  while (*c) {
+    size_t n = strcspn(c, "|");
+    if (n == len && ((v->flags & RTU_VAR_ANYCASE) ? !strncasecmp(c, val, n) : !strncmp(c, val, n)))
+      return true;
+    c += n + (c[n] == '|');
   }
-  return def ? strdup(def) : NULL;
+  return false;
 }
 
-static bool env_bool(env_t *e, const char *name, bool def) {
-  const char *v = e->get(name);
-  if (!v || !*v) return def;
-  if (!strcasecmp(v, "true") || !strcmp(v, "1")) return true;
-  if (!strcasecmp(v, "false") || !strcmp(v, "0")) return false;
-  rtu_problems_add(e->problems, "%s: expected true or false, got '%s'", name, v);
-  return def;
-}
-
-static int env_int(env_t *e, const char *name, int def, int min, int max, bool required) {
-  const char *v = e->get(name);
-  if (!v || !*v) {
-    if (required)
-      rtu_problems_add(e->problems, "%s: required environment variable is not set", name);
-    return def;
+/* "a, b or c" of an enum's choices. */
+static void choice_list(const rtu_var_t *v, char *buf, size_t size) {
+  size_t o = 0, count = 1;
+  for (const char *c = v->choices; *c; c++) count += *c == '|';
+  const char *c = v->choices;
+  for (size_t i = 0; *c && o < size; i++) {
+    size_t n = strcspn(c, "|");
+    o += (size_t)snprintf(buf + o, size - o, "%s%.*s", i == 0 ? "" : i + 1 == count ? " or " : ", ",
+                          (int)n, c);
+    c += n + (c[n] == '|');
   }
-  char *end;
-  errno = 0;
-  long n = strtol(v, &end, 10);
-  if (errno || *end || end == v || n < min || n > max) {
-    rtu_problems_add(e->problems, "%s: expected an integer from %d to %d, got '%s'", name,
-                     min, max, v);
-    return def;
-  }
-  return (int)n;
-}
-
-/* ---- files -------------------------------------------------------------- */
-
-static char *read_file(const char *path, size_t *len, rtu_problems_t *problems) {
-  char *buf = NULL;
-  FILE *f = fopen(path, "rb");
-  if (!f) {
-    rtu_problems_add(problems, "%s: cannot read: %s", path, strerror(errno));
-    return NULL;
-  }
-  if (fseek(f, 0, SEEK_END) != 0) goto fail;
-  long n = ftell(f);
-  if (n < 0 || fseek(f, 0, SEEK_SET) != 0) goto fail;
-  buf = malloc((size_t)n + 1);
-  if (!buf) goto fail;
-  if (fread(buf, 1, (size_t)n, f) != (size_t)n) goto fail;
-  buf[n] = '\0';
-  *len = (size_t)n;
-  fclose(f);
-  return buf;
-fail:
-  rtu_problems_add(problems, "%s: cannot read: %s", path, strerror(errno));
-  free(buf);
-  fclose(f);
-  return NULL;
-}
-
-static bool parse_json(const char *what, const char *text, size_t len, bson_t *out,
-                       rtu_problems_t *problems) {
-  bson_error_t err;
-  if (!bson_init_from_json(out, text, (ssize_t)len, &err)) {
-    rtu_problems_add(problems, "%s: not a valid JSON object: %s", what, err.message);
-    return false;
-  }
-  return true;
-}
-
-/* Reads and parses a JSON object file; the problem names the file. */
-static bool load_json_file(const char *path, bson_t *doc, rtu_problems_t *problems) {
-  size_t len;
-  char *text = read_file(path, &len, problems);
-  if (!text) return false;
-  bool ok = parse_json(path, text, len, doc, problems);
-  free(text);
-  return ok;
 }
 
 static bool is_dir(const char *path) {
@@ -148,443 +287,210 @@ static bool is_dir(const char *path) {
   return path && stat(path, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
-/* ---- mapTable.json ------------------------------------------------------ */
-
-static char *dup_utf8(const bson_iter_t *it) {
-  uint32_t len;
-  const char *s = bson_iter_utf8(it, &len);
-  return strndup(s, len);
+/* Each comma-separated entry is host[:port] with a port from 1 to 65535. */
+static bool brokers_ok(const char *val, char *why, size_t size) {
+  const char *p = val;
+  while (*p) {
+    size_t n = strcspn(p, ",");
+    const char *e = p + n, *colon = NULL;
+    while (p < e && *p == ' ') p++;
+    for (const char *q = p; q < e; q++)
+      if (*q == ':') colon = q;
+    if (p == e || colon == p) {
+      snprintf(why, size, "an empty broker address");
+      return false;
+    }
+    if (colon) {
+      char *end;
+      long port = strtol(colon + 1, &end, 10);
+      while (end < e && *end == ' ') end++;
+      if (end != e || colon + 1 == e || port < 1 || port > 65535) {
+        snprintf(why, size, "'%.*s' has no port from 1 to 65535", (int)(e - p), p);
+        return false;
+      }
+    }
+    p = *e ? e + 1 : e;
+  }
+  return true;
 }
 
-/* How many entries an object or array iterator (just recursed into) holds: the
- * arrays are sized before they are filled. A copy is walked, `it` stays put. */
-static size_t count_entries(const bson_iter_t *it) {
-  size_t n = 0;
-  bson_iter_t count = *it;
-  while (bson_iter_next(&count)) n++;
-  return n;
+static void quiet_mongoc(mongoc_log_level_t level, const char *domain, const char *message,
+                         void *ud) {
+  (void)level, (void)domain, (void)message, (void)ud;
 }
 
-static void load_projection(rtu_projection_t *p, const char *file, const char *name,
-                            const bson_t *doc, rtu_problems_t *problems) {
-  bson_iter_t it, sub, f;
-  p->name = strdup(name);
-
-  if (bson_iter_init_find(&it, doc, "destination") && BSON_ITER_HOLDS_UTF8(&it))
-    p->destination = dup_utf8(&it);
-  else
-    rtu_problems_add(problems, "%s: %s.destination: missing or not a string", file, name);
-
-  if (bson_iter_init_find(&it, doc, "conversion") && BSON_ITER_HOLDS_DOCUMENT(&it) &&
-      bson_iter_recurse(&it, &sub)) {
-    size_t n = count_entries(&sub);
-    p->fields = calloc(n ? n : 1, sizeof *p->fields);
-    while (p->fields && bson_iter_next(&sub)) {
-      const char *src = bson_iter_key(&sub);
-      if (!BSON_ITER_HOLDS_DOCUMENT(&sub) || !bson_iter_recurse(&sub, &f)) {
-        rtu_problems_add(problems, "%s: %s.conversion.%s: expected an object", file, name, src);
-        continue;
-      }
-      rtu_field_t *fld = &p->fields[p->nfields];
-      bson_iter_t g = f;
-      if (bson_iter_find(&g, "fieldName") && BSON_ITER_HOLDS_UTF8(&g))
-        fld->dst = dup_utf8(&g);
-      else {
-        rtu_problems_add(problems, "%s: %s.conversion.%s.fieldName: missing or not a string",
-                         file, name, src);
-        continue;
-      }
-      g = f;
-      if (bson_iter_find(&g, "cast") && !BSON_ITER_HOLDS_UTF8(&g)) {
-        rtu_problems_add(problems, "%s: %s.conversion.%s.cast: expected a string", file, name, src);
-        free(fld->dst);
-        fld->dst = NULL;
-        continue;
-      }
-      g = f;
-      if (bson_iter_find(&g, "cast") && BSON_ITER_HOLDS_UTF8(&g)) {
-        char *raw = dup_utf8(&g);
-        fld->cast = rtu_config_from_file_name(raw);
-        if (!fld->cast)
-          rtu_problems_add(problems,
-                           "%s: %s.conversion.%s.cast: expected \"__fromFile__[name]\", got '%s'",
-                           file, name, src, raw);
-        free(raw);
-      } else {
-        fld->cast = strdup("defaultIdentity");
-      }
-      if (!fld->cast) {
-        free(fld->dst);
-        fld->dst = NULL;
-        continue;
-      }
-      /* The service owns these: a mapped one would fight the metadata it writes. */
-      static const char *reserved[] = {"_id", "createdAt", "updatedAt", "creatorId", "updaterId",
-                                       "__STATE__", "timestamp", "__internal__counter",
-                                       "__internal__counterType", "__internal__kafkaInfo"};
-      bool clash = false;
-      for (size_t r = 0; r < sizeof reserved / sizeof reserved[0]; r++)
-        clash |= !strcmp(fld->dst, reserved[r]);
-      for (size_t r = 0; r < p->nfields; r++) clash |= !strcmp(fld->dst, p->fields[r].dst);
-      if (clash) {
-        rtu_problems_add(problems, "%s: %s.conversion.%s.fieldName: '%s' is reserved or mapped twice",
-                         file, name, src, fld->dst);
-        free(fld->dst);
-        free(fld->cast);
-        fld->dst = fld->cast = NULL;
-        continue;
-      }
-      fld->src = strdup(src);
-      p->nfields++;
-    }
-  } else {
-    rtu_problems_add(problems, "%s: %s.conversion: missing or not an object", file, name);
+static void parse_var(const rtu_var_t *v, const char *val, rtu_config_t *cfg, rtu_problems_t *pr) {
+  void *at = (char *)cfg + v->offset;
+  char why[512];
+  switch (v->type) {
+  case RTU_VAR_BOOL:
+    if (!strcasecmp(val, "true") || !strcmp(val, "1")) *(bool *)at = true;
+    else if (!strcasecmp(val, "false") || !strcmp(val, "0")) *(bool *)at = false;
+    else rtu_problems_at(pr, RTU_PROBLEM_ERROR, v->name, NULL, 0, 0, NULL,
+                         "expected true or false, got '%s'", val);
+    return;
+  case RTU_VAR_INT: {
+    char *end;
+    errno = 0;
+    long n = strtol(val, &end, 10);
+    if (errno || *end || end == val || n < v->min || n > v->max)
+      rtu_problems_at(pr, RTU_PROBLEM_ERROR, v->name, NULL, 0, 0, NULL,
+                      "expected an integer from %d to %d, got '%s'", v->min, v->max, val);
+    else *(int *)at = (int)n;
+    return;
   }
-
-  if (bson_iter_init_find(&it, doc, "fieldsInKey") && BSON_ITER_HOLDS_ARRAY(&it) &&
-      bson_iter_recurse(&it, &sub)) {
-    size_t n = count_entries(&sub);
-    p->pk_dst = calloc(n ? n : 1, sizeof(char *));
-    p->pk_src = calloc(n ? n : 1, sizeof(char *));
-    while (p->pk_dst && p->pk_src && bson_iter_next(&sub)) {
-      if (!BSON_ITER_HOLDS_UTF8(&sub)) {
-        rtu_problems_add(problems, "%s: %s.fieldsInKey[%s]: expected a string", file, name,
-                         bson_iter_key(&sub));
-        continue;
-      }
-      char *pk = dup_utf8(&sub);
-      /* fieldsInKey names projection fields; find the CDC field that feeds each. */
-      const char *src = NULL;
-      for (size_t i = 0; i < p->nfields; i++)
-        if (!strcmp(p->fields[i].dst, pk)) src = p->fields[i].src;
-      if (!src) {
-        rtu_problems_add(problems,
-                         "%s: %s.fieldsInKey: '%s' is not the fieldName of any conversion",
-                         file, name, pk);
-        free(pk);
-        continue;
-      }
-      p->pk_dst[p->npk] = pk;
-      p->pk_src[p->npk] = strdup(src);
-      p->npk++;
-    }
-    if (p->npk == 0 && n == 0)
-      rtu_problems_add(problems, "%s: %s.fieldsInKey: at least one primary key is required",
-                       file, name);
-  } else {
-    rtu_problems_add(problems, "%s: %s.fieldsInKey: missing or not an array", file, name);
+  case RTU_VAR_IGNORED: return;
+  default: break;
   }
-
-  if (bson_iter_init_find(&it, doc, "changes")) {
-    if (!BSON_ITER_HOLDS_DOCUMENT(&it) || !bson_iter_recurse(&it, &sub)) {
-      rtu_problems_add(problems, "%s: %s.changes: expected an object", file, name);
-      return;
-    }
-    size_t n = count_entries(&sub);
-    p->changes = calloc(n ? n : 1, sizeof *p->changes);
-    while (p->changes && bson_iter_next(&sub)) {
-      const char *sv = bson_iter_key(&sub);
-      char *strategy = NULL;
-      if (BSON_ITER_HOLDS_UTF8(&sub)) {
-        char *raw = dup_utf8(&sub);
-        strategy = rtu_config_from_file_name(raw);
-        free(raw);
-      }
-      if (!strategy) {
-        rtu_problems_add(problems, "%s: %s.changes.%s: expected \"__fromFile__[name]\"", file,
-                         name, sv);
-        continue;
-      }
-      p->changes[p->nchanges].single_view = strdup(sv);
-      p->changes[p->nchanges].strategy = strategy;
-      p->nchanges++;
-    }
+  char **s = at;
+  free(*s);
+  *s = strdup(val);
+  if (v->type == RTU_VAR_ENUM && !choice_ok(v, val)) {
+    choice_list(v, why, sizeof why);
+    rtu_problems_at(pr, RTU_PROBLEM_ERROR, v->name, NULL, 0, 0, NULL, "expected %s, got '%s'", why, val);
+  } else if (v->type == RTU_VAR_FOLDER && !is_dir(val)) {
+    rtu_problems_at(pr, RTU_PROBLEM_ERROR, v->name, NULL, 0, 0, NULL, "'%s' is not a readable folder", val);
+  } else if (v->type == RTU_VAR_ADDRESS) {
+    unsigned char addr[sizeof(struct in6_addr)];
+    if (inet_pton(AF_INET, val, addr) != 1 && inet_pton(AF_INET6, val, addr) != 1)
+      rtu_problems_at(pr, RTU_PROBLEM_ERROR, v->name, NULL, 0, 0, NULL,
+                      "expected an IPv4 or IPv6 address, got '%s'", val);
+  } else if (v->type == RTU_VAR_MONGODB_URL) {
+    /* libmongoc's own parser: what it refuses at start is refused here. */
+    bson_error_t err;
+    /* It also logs what it refuses, to stderr: the problem line says it. */
+    mongoc_log_set_handler(quiet_mongoc, NULL);
+    mongoc_uri_t *uri = mongoc_uri_new_with_error(val, &err);
+    mongoc_log_set_handler(mongoc_log_default_handler, NULL);
+    if (!uri)
+      rtu_problems_at(pr, RTU_PROBLEM_ERROR, v->name, NULL, 0, 0, NULL,
+                      "not a MongoDB connection string (mongodb://host[:port][/?options] or "
+                      "mongodb+srv://...): %s", err.message);
+    mongoc_uri_destroy(uri);
+  } else if (v->type == RTU_VAR_BROKERS && !brokers_ok(val, why, sizeof why)) {
+    rtu_problems_at(pr, RTU_PROBLEM_ERROR, v->name, NULL, 0, 0, NULL,
+                    "expected host:port[,host:port...], %s", why);
   }
 }
 
-static void load_map_table(rtu_config_t *cfg, rtu_problems_t *problems) {
-  char path[4096];
-  snprintf(path, sizeof path, "%s/mapTable.json", cfg->map_table_folder);
-  bson_t doc;
-  if (!load_json_file(path, &doc, problems)) return;
-  uint32_t n = bson_count_keys(&doc);
-  cfg->projections = calloc(n ? n : 1, sizeof *cfg->projections);
-  bson_iter_t it;
-  if (cfg->projections && bson_iter_init(&it, &doc)) {
-    while (bson_iter_next(&it)) {
-      bson_t sub;
-      const uint8_t *data;
-      uint32_t dlen;
-      if (!BSON_ITER_HOLDS_DOCUMENT(&it)) {
-        rtu_problems_add(problems, "%s: %s: expected an object", path, bson_iter_key(&it));
-        continue;
-      }
-      bson_iter_document(&it, &dlen, &data);
-      if (!bson_init_static(&sub, data, dlen)) continue;
-      load_projection(&cfg->projections[cfg->nprojections++], path, bson_iter_key(&it), &sub,
-                      problems);
-    }
+/* The defaults, then every variable set; an unset variable keeps its default. */
+static void read_env(const char *(*getenv_fn)(const char *), const char *default_lua_dir,
+                     rtu_config_t *cfg, rtu_problems_t *problems) {
+  for (size_t i = 0; i < rtu_config_nvars; i++) {
+    const rtu_var_t *v = &rtu_config_vars[i];
+    if (v->type == RTU_VAR_IGNORED || !v->def) continue;
+    if (v->type == RTU_VAR_BOOL) *(bool *)((char *)cfg + v->offset) = !strcmp(v->def, "true");
+    else if (v->type == RTU_VAR_INT) *(int *)((char *)cfg + v->offset) = atoi(v->def);
+    else *(char **)((char *)cfg + v->offset) = strdup(v->def);
   }
-  bson_destroy(&doc);
-  if (cfg->nprojections == 0) rtu_problems_add(problems, "%s: no projection is defined", path);
-}
+  long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+  cfg->workers = cpus > 0 && cpus < 16 ? (int)cpus : cpus > 0 ? 16 : 1;
+  free(cfg->lua_dir);
+  cfg->lua_dir = default_lua_dir ? strdup(default_lua_dir) : NULL;
 
-static rtu_projection_t *find_projection(rtu_config_t *cfg, const char *name) {
-  for (size_t i = 0; i < cfg->nprojections; i++)
-    if (!strcmp(cfg->projections[i].name, name)) return &cfg->projections[i];
-  return NULL;
-}
-
-/* The projection named by a top-level entry of the kafkaProjection*.json file
- * `path`; NULL, with a problem, when mapTable.json has none of that name. */
-static rtu_projection_t *entry_projection(rtu_config_t *cfg, const char *path, const char *name,
-                                          rtu_problems_t *problems) {
-  rtu_projection_t *p = find_projection(cfg, name);
-  if (!p) rtu_problems_add(problems, "%s: %s: not a projection of mapTable.json", path, name);
-  return p;
-}
-
-/* kafkaProjectionUpdates.json: {projection: {updatesTopic, strategy}}. */
-static void load_pr_updates(rtu_config_t *cfg, rtu_problems_t *problems) {
-  char path[4096];
-  bson_t doc;
-  snprintf(path, sizeof path, "%s/kafkaProjectionUpdates.json", cfg->kafka_pr_updates_folder);
-  if (!load_json_file(path, &doc, problems)) return;
-  bson_iter_t it, sub;
-  if (bson_iter_init(&it, &doc))
-    while (bson_iter_next(&it)) {
-      const char *name = bson_iter_key(&it);
-      rtu_projection_t *p = entry_projection(cfg, path, name, problems);
-      if (!p) continue;
-      /* Entries without updatesTopic (Console-generated) emit nothing. */
-      if (BSON_ITER_HOLDS_DOCUMENT(&it) && bson_iter_recurse(&it, &sub) &&
-          bson_iter_find(&sub, "updatesTopic")) {
-        if (BSON_ITER_HOLDS_UTF8(&sub)) p->pr_update_topic = dup_utf8(&sub);
-        else rtu_problems_add(problems, "%s: %s.updatesTopic: expected a string", path, name);
-      } else if (!BSON_ITER_HOLDS_DOCUMENT(&it)) {
-        rtu_problems_add(problems, "%s: %s: expected an object", path, name);
-      }
-    }
-  bson_destroy(&doc);
-}
-
-/* kafkaProjectionChanges.json: {projection: {projectionChanges: {sv: {topic, strategy}}}}. */
-static void load_pc_topics(rtu_config_t *cfg, rtu_problems_t *problems) {
-  char path[4096];
-  bson_t doc;
-  snprintf(path, sizeof path, "%s/kafkaProjectionChanges.json", cfg->kafka_pc_folder);
-  if (!load_json_file(path, &doc, problems)) return;
-  bson_iter_t it, pcs, sv, topic;
-  if (bson_iter_init(&it, &doc))
-    while (bson_iter_next(&it)) {
-      const char *name = bson_iter_key(&it);
-      rtu_projection_t *p = entry_projection(cfg, path, name, problems);
-      if (!p) continue;
-      if (!BSON_ITER_HOLDS_DOCUMENT(&it) || !bson_iter_recurse(&it, &pcs) ||
-          !bson_iter_find(&pcs, "projectionChanges") || !BSON_ITER_HOLDS_DOCUMENT(&pcs) ||
-          !bson_iter_recurse(&pcs, &sv)) {
-        rtu_problems_add(problems, "%s: %s.projectionChanges: missing or not an object", path, name);
-        continue;
-      }
-      size_t n = count_entries(&sv);
-      p->pc_topics = calloc(n ? n : 1, sizeof *p->pc_topics);
-      while (p->pc_topics && bson_iter_next(&sv)) {
-        if (!BSON_ITER_HOLDS_DOCUMENT(&sv) || !bson_iter_recurse(&sv, &topic) ||
-            !bson_iter_find(&topic, "topic") || !BSON_ITER_HOLDS_UTF8(&topic)) {
-          rtu_problems_add(problems, "%s: %s.projectionChanges.%s.topic: missing or not a string",
-                           path, name, bson_iter_key(&sv));
-          continue;
-        }
-        p->pc_topics[p->npc_topics].single_view = strdup(bson_iter_key(&sv));
-        p->pc_topics[p->npc_topics].strategy = dup_utf8(&topic); /* the topic */
-        p->npc_topics++;
-      }
-    }
-  bson_destroy(&doc);
-}
-
-static void load_topic_map(rtu_config_t *cfg, const char *json, rtu_problems_t *problems) {
-  bson_t doc;
-  if (!parse_json("INVARIANT_TOPIC_MAP", json, strlen(json), &doc, problems)) return;
-  uint32_t n = bson_count_keys(&doc);
-  cfg->topics = calloc(n ? n : 1, sizeof *cfg->topics);
-  bson_iter_t it;
-  if (cfg->topics && bson_iter_init(&it, &doc)) {
-    while (bson_iter_next(&it)) {
-      const char *topic = bson_iter_key(&it);
-      if (!BSON_ITER_HOLDS_UTF8(&it)) {
-        rtu_problems_add(problems, "INVARIANT_TOPIC_MAP: %s: expected a projection name", topic);
-        continue;
-      }
-      const char *proj = bson_iter_utf8(&it, NULL);
-      size_t i;
-      for (i = 0; i < cfg->nprojections; i++)
-        if (!strcmp(cfg->projections[i].name, proj)) break;
-      if (i == cfg->nprojections) {
-        if (cfg->nprojections)
-          rtu_problems_add(problems,
-                           "INVARIANT_TOPIC_MAP: %s: projection '%s' is not in mapTable.json",
-                           topic, proj);
-        continue;
-      }
-      cfg->topics[cfg->ntopics].topic = strdup(topic);
-      cfg->topics[cfg->ntopics].projection = i;
-      cfg->ntopics++;
-    }
+  for (size_t i = 0; i < rtu_config_nvars; i++) {
+    const rtu_var_t *v = &rtu_config_vars[i];
+    const char *val = getenv_fn(v->name);
+    if (val && *val) parse_var(v, val, cfg, problems);
   }
-  bson_destroy(&doc);
-  if (n == 0) rtu_problems_add(problems, "INVARIANT_TOPIC_MAP: no topic is mapped");
+  rtu_config_unhonoured(getenv_fn, problems);
 }
 
-static void check_folder(rtu_problems_t *problems, const char *var, const char *path) {
-  if (path && !is_dir(path))
-    rtu_problems_add(problems, "%s: '%s' is not a readable folder", var, path);
+/* The password grant needs the SASL username and password; the other grants of
+ * OAuth are not part of the contract. Without credentials SASL is off, whatever
+ * the mechanism (as in the reference). */
+static void oauth_settings(const rtu_config_t *cfg, rtu_problems_t *problems) {
+  if (!cfg->kafka_sasl_mechanism || strcasecmp(cfg->kafka_sasl_mechanism, "oauthbearer")) return;
+  const char *url = cfg->kafka_oauth_base_url;
+  if (!url && !cfg->kafka_sasl_username && !cfg->kafka_sasl_password) return;
+  if (!url)
+    rtu_problems_at(problems, RTU_PROBLEM_ERROR, "KAFKA_SASL_OAUTH_BASE_URL", NULL, 0, 0, NULL,
+                    "required when KAFKA_SASL_MECHANISM is oauthbearer");
+  else if (strncasecmp(url, "http://", 7) && strncasecmp(url, "https://", 8))
+    rtu_problems_at(problems, RTU_PROBLEM_ERROR, "KAFKA_SASL_OAUTH_BASE_URL", NULL, 0, 0, NULL,
+                    "expected an http:// or https:// URL, got '%s'", url);
+  if (!cfg->kafka_sasl_username || !cfg->kafka_sasl_password)
+    rtu_problems_at(problems, RTU_PROBLEM_ERROR,
+                    cfg->kafka_sasl_username ? "KAFKA_SASL_PASSWORD" : "KAFKA_SASL_USERNAME", NULL, 0,
+                    0, NULL,
+                    "KAFKA_SASL_USERNAME and KAFKA_SASL_PASSWORD are required when "
+                    "KAFKA_SASL_MECHANISM is oauthbearer (the password grant)");
 }
 
-rtu_config_t *rtu_config_load(const char *(*getenv_fn)(const char *),
-                              const char *default_lua_dir, rtu_problems_t *problems) {
-  size_t before = problems->n;
+static bool required_now(const rtu_var_t *v, const rtu_config_t *cfg) {
+  if (v->flags & RTU_VAR_REQUIRED) return true;
+  if (!v->required_when) return false;
+  if (!strcmp(v->name, "PROJECTIONS_CHANGES_COLLECTION_NAME")) return cfg->pc_enabled;
+  if (!strcmp(v->name, "KAFKA_ADAPTER_FOLDER")) return cfg->adapter && !strcmp(cfg->adapter, "custom");
+  if (!strcmp(v->name, "ER_SCHEMA_FOLDER") || !strcmp(v->name, "PROJECTION_CHANGES_SCHEMA_FOLDER"))
+    return cfg->pc_enabled && cfg->use_automatic_strategies;
+  if (!strcmp(v->name, "KAFKA_PROJECTION_UPDATES_FOLDER")) return cfg->gen_kafka_pr_updates;
+  if (!strcmp(v->name, "KAFKA_PROJECTION_CHANGES_FOLDER")) return cfg->gen_kafka_pc;
+  return false;
+}
+
+/* What one setting implies for another, as the reference does it. */
+static void settle(const char *(*getenv_fn)(const char *), rtu_config_t *cfg, rtu_problems_t *problems) {
+  for (size_t i = 0; i < rtu_config_nvars; i++) {
+    const rtu_var_t *v = &rtu_config_vars[i];
+    const char *val = getenv_fn(v->name);
+    if ((val && *val) || !required_now(v, cfg)) continue;
+    if (v->flags & RTU_VAR_REQUIRED)
+      rtu_problems_at(problems, RTU_PROBLEM_ERROR, v->name, NULL, 0, 0, NULL,
+                      "required environment variable is not set");
+    else
+      rtu_problems_at(problems, RTU_PROBLEM_ERROR, v->name, NULL, 0, 0, NULL,
+                      "required when %s", v->required_when);
+  }
+  oauth_settings(cfg, problems);
+  /* The basic adapter carries no operation type: every value is an upsert. */
+  if (cfg->adapter && (!strcmp(cfg->adapter, "basic") || !strcmp(cfg->adapter, "db2")))
+    cfg->use_upsert = true;
+  cfg->delete_mechanism = cfg->delete_mechanism_name && !strcasecmp(cfg->delete_mechanism_name, "hard")
+                              ? RTU_DELETE_HARD
+                              : RTU_DELETE_SOFT;
+  /* Without upsert a soft-deleted record would make the next insert fail. */
+  if (!cfg->use_upsert) cfg->delete_mechanism = RTU_DELETE_HARD;
+  if (cfg->dead_letter_topic && !*cfg->dead_letter_topic) {
+    free(cfg->dead_letter_topic);
+    cfg->dead_letter_topic = NULL;
+  }
+  const char *lua = getenv_fn("LUA_RUNTIME_FOLDER");
+  if ((!lua || !*lua) && !is_dir(cfg->lua_dir))
+    rtu_problems_at(problems, RTU_PROBLEM_ERROR, "LUA_RUNTIME_FOLDER", NULL, 0, 0, NULL,
+                    "Lua runtime folder '%s' not found", cfg->lua_dir ? cfg->lua_dir : "(none)");
+}
+
+rtu_config_t *rtu_config_read(const char *(*getenv_fn)(const char *), const char *default_lua_dir,
+                              rtu_problems_t *problems) {
   rtu_config_t *cfg = calloc(1, sizeof *cfg);
   if (!cfg) {
     rtu_problems_add(problems, "out of memory");
     return NULL;
   }
-  env_t e = {getenv_fn, problems};
+  read_env(getenv_fn, default_lua_dir, cfg, problems);
+  settle(getenv_fn, cfg, problems);
+  rtu_config_read_files(cfg, problems);
+  return cfg;
+}
 
-  cfg->kafka_brokers = env_str(&e, "KAFKA_BROKERS", NULL, true);
-  cfg->kafka_group_id = env_str(&e, "KAFKA_GROUP_ID", NULL, true);
-  cfg->kafka_sasl_username = env_str(&e, "KAFKA_SASL_USERNAME", NULL, false);
-  cfg->kafka_sasl_password = env_str(&e, "KAFKA_SASL_PASSWORD", NULL, false);
-  cfg->kafka_sasl_mechanism = env_str(&e, "KAFKA_SASL_MECHANISM", "plain", false);
-  cfg->ca_cert_path = env_str(&e, "CA_CERT_PATH", NULL, false);
-  cfg->kafka_latest = env_bool(&e, "KAFKA_USE_LATEST_DEQUEUE_STRATEGY", false);
-  cfg->kafka_max_wait_ms = env_int(&e, "KAFKA_CONSUMER_MAX_WAIT_TIME", 500, 1, 60000, false);
-  cfg->kafka_max_batch = env_int(&e, "KAFKA_CONSUMER_MAX_BATCH_SIZE", 5000, 1, 100000, false);
-  cfg->kafka_session_timeout_ms =
-      env_int(&e, "KAFKA_SESSION_TIMEOUT_MS", 30000, 1000, 3600000, false);
-  cfg->kafka_heartbeat_interval_ms =
-      env_int(&e, "KAFKA_HEARTBEAT_INTERVAL_MS", 3000, 100, 3600000, false);
-  cfg->kafka_connection_timeout_ms =
-      env_int(&e, "KAFKA_CONNECTION_TIMEOUT_MS", 10000, 100, 3600000, false);
-  cfg->producer_compression = env_str(&e, "PRODUCER_COMPRESSION", "none", false);
-  if (cfg->producer_compression && strcmp(cfg->producer_compression, "none") &&
-      strcmp(cfg->producer_compression, "gzip") && strcmp(cfg->producer_compression, "snappy"))
-    rtu_problems_add(problems, "PRODUCER_COMPRESSION: expected none, gzip or snappy, got '%s'",
-                     cfg->producer_compression);
-  if (cfg->kafka_sasl_mechanism) {
-    static const char *mechs[] = {"plain", "scram-sha-256", "scram-sha-512", "oauthbearer"};
-    bool ok = false;
-    for (size_t i = 0; i < 4; i++) ok |= !strcasecmp(cfg->kafka_sasl_mechanism, mechs[i]);
-    if (!ok)
-      rtu_problems_add(problems,
-                       "KAFKA_SASL_MECHANISM: expected plain, scram-sha-256, scram-sha-512 or "
-                       "oauthbearer, got '%s'",
-                       cfg->kafka_sasl_mechanism);
-  }
-
-  cfg->mongodb_url = env_str(&e, "MONGODB_URL", NULL, true);
-  cfg->projections_db = env_str(&e, "PROJECTIONS_DATABASE_NAME", NULL, true);
-  cfg->pc_enabled = env_bool(&e, "PROJECTIONS_CHANGES_ENABLED", true);
-  cfg->pc_collection = env_str(&e, "PROJECTIONS_CHANGES_COLLECTION_NAME", NULL, cfg->pc_enabled);
-
-  cfg->system_of_records = env_str(&e, "SYSTEM_OF_RECORDS", NULL, true);
-  cfg->log_level = env_str(&e, "LOG_LEVEL", "info", false);
-  static const char *levels[] = {"trace", "debug", "info", "warn", "error", "fatal", "silent"};
-  bool level_ok = false;
-  for (size_t i = 0; cfg->log_level && i < 7; i++) level_ok |= !strcasecmp(cfg->log_level, levels[i]);
-  if (!level_ok)
-    rtu_problems_add(problems, "LOG_LEVEL: expected one of trace, debug, info, warn, error, "
-                               "fatal, silent, got '%s'", cfg->log_level ? cfg->log_level : "");
-  cfg->http_port = env_int(&e, "HTTP_PORT", 3000, 0, 65535, false);
-  cfg->http_host = env_str(&e, "HTTP_HOST", "0.0.0.0", false);
-  unsigned char addr[sizeof(struct in6_addr)];
-  if (cfg->http_host && inet_pton(AF_INET, cfg->http_host, addr) != 1 &&
-      inet_pton(AF_INET6, cfg->http_host, addr) != 1)
-    rtu_problems_add(problems, "HTTP_HOST: expected an IPv4 or IPv6 address, got '%s'",
-                     cfg->http_host);
-
-  cfg->adapter = env_str(&e, "KAFKA_MESSAGE_ADAPTER", "basic", false);
-  cfg->adapter_folder = env_str(&e, "KAFKA_ADAPTER_FOLDER", NULL, false);
-  if (cfg->adapter && strcmp(cfg->adapter, "basic") && strcmp(cfg->adapter, "db2") &&
-      strcmp(cfg->adapter, "golden-gate") && strcmp(cfg->adapter, "debezium") &&
-      strcmp(cfg->adapter, "custom"))
-    rtu_problems_add(problems, "KAFKA_MESSAGE_ADAPTER: expected basic, db2, golden-gate, "
-                               "debezium or custom, got '%s'", cfg->adapter);
-  if (cfg->adapter && !strcmp(cfg->adapter, "custom") && !cfg->adapter_folder)
-    rtu_problems_add(problems,
-                     "KAFKA_ADAPTER_FOLDER: required when KAFKA_MESSAGE_ADAPTER is custom");
-  check_folder(problems, "KAFKA_ADAPTER_FOLDER", cfg->adapter_folder);
-
-  cfg->map_table_folder = env_str(&e, "MAP_TABLE_FOLDER", NULL, true);
-  cfg->cast_functions_folder = env_str(&e, "CAST_FUNCTIONS_FOLDER", NULL, false);
-  check_folder(problems, "CAST_FUNCTIONS_FOLDER", cfg->cast_functions_folder);
-  cfg->use_automatic_strategies = env_bool(&e, "USE_AUTOMATIC_STRATEGIES", false);
-  cfg->er_schema_folder = env_str(&e, "ER_SCHEMA_FOLDER", NULL,
-                                  cfg->pc_enabled && cfg->use_automatic_strategies);
-  cfg->pc_schema_folder = env_str(&e, "PROJECTION_CHANGES_SCHEMA_FOLDER", NULL,
-                                  cfg->pc_enabled && cfg->use_automatic_strategies);
-  cfg->strategies_folder = env_str(&e, "STRATEGIES_FOLDER", NULL, false);
-  check_folder(problems, "ER_SCHEMA_FOLDER", cfg->er_schema_folder);
-  check_folder(problems, "PROJECTION_CHANGES_SCHEMA_FOLDER", cfg->pc_schema_folder);
-  check_folder(problems, "STRATEGIES_FOLDER", cfg->strategies_folder);
-  cfg->strategies_max_exec_ms =
-      env_int(&e, "STRATEGIES_MAX_EXEC_TIME_MS", 5000, 1, 3600000, false);
-
-  cfg->use_upsert = env_bool(&e, "USE_UPSERT", true);
-  /* The basic adapter carries no operation type: every value is an upsert. */
-  if (cfg->adapter && (!strcmp(cfg->adapter, "basic") || !strcmp(cfg->adapter, "db2")))
-    cfg->use_upsert = true;
-  char *del = env_str(&e, "DELETE_MECHANISM", "soft", false);
-  if (del && !strcasecmp(del, "hard")) cfg->delete_mechanism = RTU_DELETE_HARD;
-  else if (del && !strcasecmp(del, "soft")) cfg->delete_mechanism = RTU_DELETE_SOFT;
-  else rtu_problems_add(problems, "DELETE_MECHANISM: expected soft or hard, got '%s'", del);
-  free(del);
-  /* Without upsert a soft-deleted record would make the next insert fail. */
-  if (!cfg->use_upsert) cfg->delete_mechanism = RTU_DELETE_HARD;
-  cfg->force_check_on_offset = env_bool(&e, "FORCE_CHECK_ON_OFFSET", true);
-  cfg->use_pos_as_counter = env_bool(&e, "USE_POS_AS_COUNTER", true);
-  cfg->gen_kafka_pr_updates = env_bool(&e, "GENERATE_KAFKA_PROJECTION_UPDATES", false);
-  cfg->kafka_pr_updates_folder = env_str(&e, "KAFKA_PROJECTION_UPDATES_FOLDER", NULL,
-                                         cfg->gen_kafka_pr_updates);
-  cfg->gen_kafka_pc = env_bool(&e, "GENERATE_KAFKA_PROJECTION_CHANGES", false);
-  cfg->kafka_pc_folder = env_str(&e, "KAFKA_PROJECTION_CHANGES_FOLDER", NULL, cfg->gen_kafka_pc);
-  cfg->pause_topic_on_error = env_bool(&e, "PAUSE_TOPIC_CONSUMPTION_ON_ERROR", false);
-  /* rtu's own: where messages that cannot be applied go instead of stopping. */
-  cfg->dead_letter_topic = env_str(&e, "DEAD_LETTER_TOPIC", NULL, false);
-  if (cfg->dead_letter_topic && !*cfg->dead_letter_topic) {
-    free(cfg->dead_letter_topic);
-    cfg->dead_letter_topic = NULL;
-  }
-  long cpus = sysconf(_SC_NPROCESSORS_ONLN);
-  cfg->workers = env_int(&e, "PARTITION_WORKERS", cpus > 0 && cpus < 16 ? (int)cpus : cpus > 0 ? 16 : 1,
-                         1, 64, false);
-  cfg->hot_reload = env_bool(&e, "SCRIPTS_HOT_RELOAD", false);
-  cfg->commit_log_interval_ms =
-      env_int(&e, "COMMIT_MESSAGE_LOGGING_INTERVAL", 3000, 0, 3600000, false);
-  cfg->lua_dir = env_str(&e, "LUA_RUNTIME_FOLDER", default_lua_dir, false);
-  if (!cfg->lua_dir || !is_dir(cfg->lua_dir))
-    rtu_problems_add(problems, "LUA_RUNTIME_FOLDER: Lua runtime folder '%s' not found",
-                     cfg->lua_dir ? cfg->lua_dir : "(none)");
-
-  if (cfg->map_table_folder) {
-    if (is_dir(cfg->map_table_folder)) load_map_table(cfg, problems);
-    else rtu_problems_add(problems, "MAP_TABLE_FOLDER: '%s' is not a readable folder",
-                          cfg->map_table_folder);
-  }
-  if (cfg->nprojections && cfg->gen_kafka_pr_updates && cfg->kafka_pr_updates_folder)
-    load_pr_updates(cfg, problems);
-  if (cfg->nprojections && cfg->gen_kafka_pc && cfg->kafka_pc_folder) load_pc_topics(cfg, problems);
-  const char *topic_map = getenv_fn("INVARIANT_TOPIC_MAP");
-  if (!topic_map || !*topic_map)
-    rtu_problems_add(problems, "INVARIANT_TOPIC_MAP: required environment variable is not set");
-  else
-    load_topic_map(cfg, topic_map, problems);
-
-  if (problems->n > before) {
+rtu_config_t *rtu_config_load(const char *(*getenv_fn)(const char *), const char *default_lua_dir,
+                              rtu_problems_t *problems) {
+  size_t before = problems->nerrors;
+  rtu_config_t *cfg = rtu_config_read(getenv_fn, default_lua_dir, problems);
+  if (cfg && problems->nerrors > before) {
     rtu_config_free(cfg);
     return NULL;
   }
   return cfg;
+}
+
+static void free_bindings(rtu_change_binding_t *b, size_t n) {
+  for (size_t i = 0; i < n; i++) {
+    free(b[i].single_view);
+    free(b[i].strategy);
+  }
+  free(b);
 }
 
 static void free_projection(rtu_projection_t *p) {
@@ -602,32 +508,18 @@ static void free_projection(rtu_projection_t *p) {
   }
   free(p->pk_dst);
   free(p->pk_src);
-  for (size_t i = 0; i < p->nchanges; i++) {
-    free(p->changes[i].single_view);
-    free(p->changes[i].strategy);
-  }
-  free(p->changes);
+  free_bindings(p->changes, p->nchanges);
   free(p->pr_update_topic);
-  for (size_t i = 0; i < p->npc_topics; i++) {
-    free(p->pc_topics[i].single_view);
-    free(p->pc_topics[i].strategy);
-  }
-  free(p->pc_topics);
+  free_bindings(p->pc_topics, p->npc_topics);
 }
 
 void rtu_config_free(rtu_config_t *cfg) {
   if (!cfg) return;
-  char **strs[] = {
-      &cfg->kafka_brokers, &cfg->kafka_group_id, &cfg->kafka_sasl_username,
-      &cfg->kafka_sasl_password, &cfg->kafka_sasl_mechanism, &cfg->ca_cert_path,
-      &cfg->producer_compression, &cfg->mongodb_url, &cfg->projections_db,
-      &cfg->pc_collection, &cfg->system_of_records, &cfg->log_level, &cfg->adapter,
-      &cfg->adapter_folder, &cfg->map_table_folder, &cfg->cast_functions_folder,
-      &cfg->er_schema_folder, &cfg->pc_schema_folder, &cfg->strategies_folder,
-      &cfg->kafka_pr_updates_folder, &cfg->kafka_pc_folder, &cfg->lua_dir, &cfg->http_host,
-      &cfg->dead_letter_topic,
-  };
-  for (size_t i = 0; i < sizeof strs / sizeof strs[0]; i++) free(*strs[i]);
+  for (size_t i = 0; i < rtu_config_nvars; i++) {
+    const rtu_var_t *v = &rtu_config_vars[i];
+    if (v->type != RTU_VAR_IGNORED && v->type != RTU_VAR_BOOL && v->type != RTU_VAR_INT)
+      free(*(char **)((char *)cfg + v->offset));
+  }
   for (size_t i = 0; i < cfg->nprojections; i++) free_projection(&cfg->projections[i]);
   free(cfg->projections);
   for (size_t i = 0; i < cfg->ntopics; i++) free(cfg->topics[i].topic);

@@ -10,20 +10,26 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
+
+#include "problems.h"
 
 typedef struct {
   char *src;  /* field name in the CDC record */
   char *dst;  /* field name in the projection document */
   char *cast; /* cast function name (inside __fromFile__[...]) */
+  int line, col; /* of the cast (or the conversion entry) in mapTable.json */
 } rtu_field_t;
 
 typedef struct {
   char *single_view; /* the projection-change `type` */
   char *strategy;    /* strategy file name (inside __fromFile__[...]) */
+  int line, col;     /* in the file it comes from */
 } rtu_change_binding_t;
 
 typedef struct {
   char *name;        /* key in mapTable.json and INVARIANT_TOPIC_MAP values */
+  int line, col;     /* of the name in mapTable.json */
   char *destination; /* MongoDB collection */
   rtu_field_t *fields;
   size_t nfields;
@@ -50,6 +56,10 @@ typedef struct rtu_config_s {
   char *kafka_group_id;
   char *kafka_sasl_username, *kafka_sasl_password, *kafka_sasl_mechanism;
   char *ca_cert_path;
+  /* KAFKA_SASL_OAUTH_*: the token endpoint when KAFKA_SASL_MECHANISM is oauthbearer */
+  char *kafka_oauth_base_url, *kafka_oauth_path, *kafka_oauth_grant_type;
+  char *kafka_oauth_client_id, *kafka_oauth_client_secret;
+  int kafka_oauth_margin_ms;
   bool kafka_latest;
   int kafka_max_wait_ms;
   int kafka_max_batch;
@@ -92,6 +102,8 @@ typedef struct rtu_config_s {
   bool hot_reload;         /* SCRIPTS_HOT_RELOAD: watch the files, reload on change */
   int commit_log_interval_ms; /* COMMIT_MESSAGE_LOGGING_INTERVAL */
   char *lua_dir; /* LUA_RUNTIME_FOLDER or found next to the binary */
+  char *delete_mechanism_name; /* DELETE_MECHANISM as given (delete_mechanism is its meaning) */
+  char *topic_map_json;        /* INVARIANT_TOPIC_MAP as given */
 
   rtu_projection_t *projections;
   size_t nprojections;
@@ -100,24 +112,64 @@ typedef struct rtu_config_s {
 } rtu_config_t;
 
 /*
- * Problems found while loading: one human line each, naming the variable, file and
- * field. Loading goes on after a problem so `rtu check` can list them all.
+ * The configuration table: every environment variable rtu reads or knows of,
+ * once. Parsing, `rtu check`, `rtu help config` and the README table come from it.
  */
-typedef struct {
-  char **lines;
-  size_t n, cap;
-} rtu_problems_t;
+typedef enum {
+  RTU_VAR_STRING,
+  RTU_VAR_BOOL,
+  RTU_VAR_INT,
+  RTU_VAR_ENUM,   /* a string among choices (case-insensitive) */
+  RTU_VAR_FOLDER, /* a readable folder */
+  RTU_VAR_JSON,   /* a JSON object, parsed with the files */
+  RTU_VAR_MONGODB_URL,
+  RTU_VAR_BROKERS,
+  RTU_VAR_ADDRESS, /* an IPv4 or IPv6 address */
+  RTU_VAR_IGNORED, /* of the contract, not honoured by rtu: a warning when set */
+} rtu_var_type_t;
 
-void rtu_problems_add(rtu_problems_t *p, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
-void rtu_problems_free(rtu_problems_t *p);
+enum {
+  RTU_VAR_REQUIRED = 1, /* always required */
+  RTU_VAR_OURS = 2,     /* an addition of rtu, not of the contract */
+  RTU_VAR_SECRET = 4,   /* never printed back */
+};
+
+typedef struct {
+  const char *name;
+  rtu_var_type_t type;
+  size_t offset;       /* in rtu_config_t (unused for RTU_VAR_IGNORED) */
+  const char *def;     /* default as text; NULL: none */
+  int min, max;        /* RTU_VAR_INT */
+  const char *choices; /* RTU_VAR_ENUM: "a|b|c" */
+  unsigned flags;
+  const char *required_when; /* the condition, in words, under which it is required */
+  const char *meaning;       /* one line; for ignored ones, what rtu does instead */
+} rtu_var_t;
+
+extern const rtu_var_t rtu_config_vars[];
+extern const size_t rtu_config_nvars;
+
+/* The entry of a variable name, or NULL. */
+const rtu_var_t *rtu_config_var(const char *name);
+
+/* Prints the table as Markdown (the README's block) or as aligned text. */
+void rtu_config_print_table(FILE *f, bool markdown);
+
+/* Warnings for the variables of the contract that rtu does not honour and that
+ * are set in the environment. */
+void rtu_config_unhonoured(const char *(*getenv_fn)(const char *), rtu_problems_t *problems);
 
 /*
  * Reads the environment (through getenv_fn, so tests can pass their own) and the
- * files it names. Returns NULL when any problem was found; problems are appended
- * to *problems either way. default_lua_dir is used when LUA_RUNTIME_FOLDER is unset.
+ * files it names. Returns NULL when any error was found; problems (warnings too)
+ * are appended to *problems either way. default_lua_dir is used when
+ * LUA_RUNTIME_FOLDER is unset.
  */
 rtu_config_t *rtu_config_load(const char *(*getenv_fn)(const char *),
+                              const char *default_lua_dir, rtu_problems_t *problems);
+/* As rtu_config_load, but returns what could be read even when there were
+ * errors (NULL only when out of memory): `rtu check` goes on with it. */
+rtu_config_t *rtu_config_read(const char *(*getenv_fn)(const char *),
                               const char *default_lua_dir, rtu_problems_t *problems);
 void rtu_config_free(rtu_config_t *cfg);
 

@@ -36,6 +36,8 @@ static atomic_bool dep_ok[RTU_DEP__COUNT];
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static char dep_detail[RTU_DEP__COUNT][DETAIL_SIZE]; /* under mu */
 static stopped_t *stopped;                           /* under mu, newest first */
+static char **refused;                               /* under mu: the refused reload's problems */
+static size_t nrefused;
 
 void rtu_health_init(void) {
   /* Start-up counts as a beat: /-/healthz answers OK while indexes are created. */
@@ -53,8 +55,25 @@ void rtu_health_init(void) {
   pthread_mutex_unlock(&mu);
 }
 
+static void clear_refused(void) {
+  for (size_t i = 0; i < nrefused; i++) free(refused[i]);
+  free(refused);
+  refused = NULL;
+  nrefused = 0;
+}
+
+void rtu_health_reload_refused(char *const *problems, size_t n) {
+  pthread_mutex_lock(&mu);
+  clear_refused();
+  if (n && (refused = calloc(n, sizeof *refused)))
+    for (size_t i = 0; i < n; i++)
+      if ((refused[nrefused] = strdup(problems[i] ? problems[i] : ""))) nrefused++;
+  pthread_mutex_unlock(&mu);
+}
+
 void rtu_health_free(void) {
   pthread_mutex_lock(&mu);
+  clear_refused();
   while (stopped) {
     stopped_t *s = stopped;
     stopped = s->next;
@@ -185,8 +204,17 @@ char *rtu_health_checkup_json(size_t *len, bool *ok) {
     json_str(out, s->cause);
     bson_string_append_c(out, '}');
   }
+  bson_string_append(out, "]");
+  if (nrefused) {
+    bson_string_append(out, ",\"refusedReload\":{\"problems\":[");
+    for (size_t i = 0; i < nrefused; i++) {
+      if (i) bson_string_append_c(out, ',');
+      json_str(out, refused[i]);
+    }
+    bson_string_append(out, "]}");
+  }
   pthread_mutex_unlock(&mu);
-  bson_string_append(out, "]}");
+  bson_string_append(out, "}");
   if (ok) *ok = ready;
   if (len) *len = out->len;
   /* bson_string_free(..., false) hands back the buffer, allocated by bson_malloc

@@ -36,8 +36,14 @@ void rtu_health_partition_stopped(const char *topic, int32_t partition, int64_t 
                                   const char *cause);
 void rtu_health_partition_resumed(const char *topic, int32_t partition);
 
+/* The problems of the last reload that was refused (every line of the checker),
+ * shown by check-up as refusedReload while the running generation goes on; n =
+ * 0 clears them (a reload was loaded). */
+void rtu_health_reload_refused(char *const *problems, size_t n);
+
 /* {"status":"OK"|"KO","name":"rtu","version":...,"dependencies":{...},
- *  "stoppedPartitions":[{"topic","partition","offset","cause"}]}, malloc'd. */
+ *  "stoppedPartitions":[{"topic","partition","offset","cause"}],
+ *  "refusedReload":{"problems":[...]} (only after a refused reload)}, malloc'd. */
 char *rtu_health_checkup_json(size_t *len, bool *ok);
 
 #endif

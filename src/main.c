@@ -16,6 +16,7 @@
 #include <lua.h>
 #include <mongoc/mongoc.h>
 
+#include "checker.h"
 #include "config.h"
 #include "consumer.h"
 #include "health.h"
@@ -69,10 +70,12 @@ static void usage(FILE *f) {
           "\n"
           "  run       consume the ingestion topics and keep the projections up to date\n"
           "            (SIGTERM/SIGINT: stop cleanly; SIGHUP: reload the scripts)\n"
-          "  check     validate the configuration (environment, JSON files, Lua files);\n"
-          "            one line per problem, exit 2 when there is any\n"
+          "  check     validate the configuration (environment, JSON files, Lua files):\n"
+          "            FILE:LINE:COL: error|warning: JSON.PATH: what is wrong, one line\n"
+          "            per problem, then `N errors, M warnings`; exit 2 on any error;\n"
+          "            --json: the same problems as JSON lines\n"
           "  version   print the version\n"
-          "  help      this text\n"
+          "  help      this text; `help config [--markdown]`: every variable\n"
           "\n"
           "Configuration comes from the environment, as for Mia-Platform Fast Data's\n"
           "Real-Time Updater (KAFKA_BROKERS, KAFKA_GROUP_ID, MONGODB_URL,\n"
@@ -85,17 +88,51 @@ static void print_problems(rtu_problems_t *problems) {
   rtu_problems_free(problems);
 }
 
-static int cmd_check(void) {
+static int cmd_check(int argc, char **argv) {
+  bool json = false;
+  for (int i = 2; i < argc; i++) {
+    if (!strcmp(argv[i], "--json")) json = true;
+    else {
+      fprintf(stderr, "rtu check: unknown option '%s' (only --json)\n", argv[i]);
+      return 2;
+    }
+  }
   char lua_dir[PATH_MAX];
   default_lua_dir(lua_dir, sizeof lua_dir);
   rtu_problems_t problems = {0};
-  rtu_generation_t *gen = rtu_generation_load(NULL, lua_dir, 1, &problems);
-  print_problems(&problems);
-  if (!gen) return 2;
-  printf("configuration is valid: %zu projection(s), %zu topic(s), adapter %s\n",
-         gen->cfg->nprojections, gen->cfg->ntopics, gen->cfg->adapter);
-  rtu_generation_free(gen);
-  return 0;
+  bool ok = rtu_check(env_get, lua_dir, true, &problems);
+  /* Problems on stderr and the summary on stdout, as compilers do; JSON lines
+   * all on stdout, for CI annotations. */
+  rtu_problems_print(&problems, json ? stdout : stderr, json);
+  if (ok && !json) {
+    rtu_problems_t again = {0};
+    rtu_config_t *cfg = rtu_config_load(env_get, lua_dir, &again);
+    if (cfg)
+      printf("configuration is valid: %zu projection(s), %zu topic(s), adapter %s\n",
+             cfg->nprojections, cfg->ntopics, cfg->adapter);
+    rtu_config_free(cfg);
+    rtu_problems_free(&again);
+  }
+  if (!json) rtu_problems_summary(&problems, stdout);
+  rtu_problems_free(&problems);
+  mongoc_cleanup();
+  return ok ? 0 : 2;
+}
+
+/* The checker first, as `rtu check` would: an error stops the start with every
+ * problem on stderr; warnings (the variables and keys rtu does not honour
+ * among them) are logged. */
+static bool check_at_start(const char *lua_dir) {
+  rtu_problems_t problems = {0};
+  bool ok = rtu_check(env_get, lua_dir, false, &problems);
+  if (!ok) {
+    rtu_problems_print(&problems, stderr, false);
+  } else {
+    for (size_t i = 0; i < problems.n; i++)
+      rtu_log(RTU_LOG_WARN, "configuration warning", "problem", problems.lines[i], NULL);
+  }
+  rtu_problems_free(&problems);
+  return ok;
 }
 
 typedef struct {
@@ -125,15 +162,23 @@ static int cmd_run(void) {
   rtu_problems_t problems = {0};
 
   default_lua_dir(lua_dir, sizeof lua_dir);
+  /* The log level first: the checker's warnings are logged. */
+  const char *level_name = env_get("LOG_LEVEL");
+  rtu_log_level_t level;
+  if (level_name && rtu_log_parse_level(level_name, &level)) rtu_log_set_level(level);
+  if (!check_at_start(lua_dir)) {
+    mongoc_cleanup();
+    return 2;
+  }
   /* The base configuration: what the clients are built from, for the whole run. */
   rtu_config_t *cfg = rtu_config_load(env_get, lua_dir, &problems);
   if (cfg) gen = rtu_generation_load(cfg, lua_dir, (size_t)cfg->workers, &problems);
-  print_problems(&problems);
+  if (!gen) print_problems(&problems);
+  else rtu_problems_free(&problems);
   if (!gen) {
     rtu_config_free(cfg);
     return 2;
   }
-  rtu_log_level_t level;
   if (rtu_log_parse_level(cfg->log_level, &level)) rtu_log_set_level(level);
   rtu_metrics_init();
   rtu_health_init();
@@ -228,13 +273,17 @@ int main(int argc, char **argv) {
   (void)shm_unlink(shm); /* absent when MONGOC_DISABLE_SHM is set: nothing to do */
   const char *cmd = argc > 1 ? argv[1] : "help";
   if (!strcmp(cmd, "run")) return cmd_run();
-  if (!strcmp(cmd, "check")) return cmd_check();
+  if (!strcmp(cmd, "check")) return cmd_check(argc, argv);
   if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
     printf("rtu %s (librdkafka %s, libmongoc %s, %s)\n", RTU_VERSION, rd_kafka_version_str(),
            MONGOC_VERSION_S, LUA_RELEASE);
     return 0;
   }
   if (!strcmp(cmd, "help") || !strcmp(cmd, "--help") || !strcmp(cmd, "-h")) {
+    if (argc > 2 && !strcmp(argv[2], "config")) {
+      rtu_config_print_table(stdout, argc > 3 && !strcmp(argv[3], "--markdown"));
+      return 0;
+    }
     usage(stdout);
     return 0;
   }

@@ -22,6 +22,8 @@
 #include <sys/stat.h>
 #include <time.h>
 
+#include "checker.h"
+#include "health.h"
 #include "log.h"
 #include "metrics.h"
 
@@ -138,20 +140,43 @@ void rtu_reload_free(rtu_reload_t *r) {
 
 void rtu_reload_request(rtu_reload_t *r) { atomic_store(&r->requested, 1); }
 
+static const char *env_get(const char *name) { return getenv(name); }
+
+/* Logs every problem of a refused reload, and shows them in check-up. */
+static void refuse(rtu_problems_t *problems) {
+  rtu_problems_sort(problems);
+  for (size_t i = 0; i < problems->n; i++)
+    rtu_log(problems->items[i].severity == RTU_PROBLEM_ERROR ? RTU_LOG_ERROR : RTU_LOG_WARN,
+            "reload refused; the running script generation goes on", "cause", problems->lines[i],
+            NULL);
+  rtu_health_reload_refused(problems->lines, problems->n);
+  char detail[128];
+  snprintf(detail, sizeof detail, "reload refused (%zu errors, see refusedReload); the running "
+           "generation goes on", problems->nerrors);
+  rtu_health_dependency(RTU_DEP_SCRIPTS, true, detail);
+  rtu_metrics_add(RTU_C_RELOAD_FAILURES, NULL, 1);
+}
+
 bool rtu_reload_apply(rtu_reload_t *r, rtu_pool_t *pool) {
   if (!atomic_exchange(&r->requested, 0)) return false;
   rtu_problems_t problems = {0};
   int64_t t0 = rtu_now_mono_ms();
-  rtu_generation_t *gen = rtu_generation_load(r->base, r->lua_dir, rtu_pool_size(pool), &problems);
-  if (!gen) {
-    for (size_t i = 0; i < problems.n; i++)
-      rtu_log(RTU_LOG_ERROR, "reload refused; the running script generation goes on", "cause",
-              problems.lines[i], NULL);
+  /* The same checker as `rtu check`: a refused reload names every problem. */
+  if (!rtu_check(env_get, r->lua_dir, false, &problems)) {
+    refuse(&problems);
     rtu_problems_free(&problems);
-    rtu_metrics_add(RTU_C_RELOAD_FAILURES, NULL, 1);
     return false;
   }
   rtu_problems_free(&problems);
+  rtu_generation_t *gen = rtu_generation_load(r->base, r->lua_dir, rtu_pool_size(pool), &problems);
+  if (!gen) {
+    refuse(&problems);
+    rtu_problems_free(&problems);
+    return false;
+  }
+  rtu_problems_free(&problems);
+  rtu_health_reload_refused(NULL, 0);
+  rtu_health_dependency(RTU_DEP_SCRIPTS, true, NULL);
   unsigned id = gen->id;
   rtu_pool_swap(pool, gen);
   rtu_metrics_add(RTU_C_RELOADS, NULL, 1);

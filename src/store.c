@@ -11,9 +11,9 @@
 #include <string.h>
 
 #include "health.h"
+#include "key_text.h"
 #include "log.h"
 #include "metrics.h"
-#include "value.h"
 
 #define MAX_PC_INDEXES 64
 
@@ -454,7 +454,7 @@ static bool append_change(bson_t *arr, const rtu_msg_t *msg) {
   BSON_APPEND_UTF8(&ch, "topic", msg->topic);
   BSON_APPEND_INT32(&ch, "partition", msg->partition);
   BSON_APPEND_UTF8(&ch, "offset", offset);
-  bool empty = rtu_value_append_original_key(&ch, "key", msg->key, msg->key_len);
+  bool empty = rtu_key_text_append(&ch, "key", msg->key, msg->key_len);
   BSON_APPEND_UTF8(&ch, "timestamp", iso);
   bson_append_document_end(arr, &ch);
   return empty;
@@ -471,7 +471,7 @@ rtu_err_t rtu_store_write_pcs(rtu_store_t *st, const rtu_pc_t *pcs, size_t n, ch
   bson_error_t err;
   BSON_APPEND_BOOL(&opts, "ordered", false);
   BSON_APPEND_BOOL(&upsert, "upsert", true);
-  /* Every string here was checked for UTF-8 where it was built (value.c), as for
+  /* Every string here was checked for UTF-8 where it was built (bson_lua.c), as for
    * the projection writes: the driver's validation (a tenth of the changes'
    * cost) is kept only for an original key with an empty field name. */
   BSON_APPEND_BOOL(&trusted, "upsert", true);

@@ -35,7 +35,7 @@ typedef struct {
   bool upsert;
   /* Check the update client-side (libmongoc's validation, a seventh of a basic
    * run's instructions). The values were checked for UTF-8 where they were built
-   * (value.c); only an empty field name is left for the driver to refuse, so
+   * (bson_lua.c, json_read.c); only an empty field name is left for the driver to refuse, so
    * batch.c asks for the check when there is one. */
   bool validate;
   rtu_write_status_t status;

@@ -22,7 +22,10 @@
 #include <time.h>
 
 #include "rtu.h"
-#include "value.h"
+#include "bson_lua.h"
+#include "json_module.h"
+#include "json_read.h"
+#include "json_write.h"
 
 static double cpu_ns(void) {
   struct timespec ts;
@@ -72,7 +75,7 @@ static int l_c_to_bson(lua_State *L) {
     for (size_t i = 0; i < t.n; i++) {
       if (rtu) {
         bson_t doc;
-        if (!rtu_value_json_to_bson(t.text[i], t.len[i], &doc, err, sizeof err)) {
+        if (rtu_json_read_bson(t.text[i], t.len[i], &doc, err, sizeof err) != RTU_OK) {
           texts_free(&t);
           return luaL_error(L, "rtu reader: %s", err);
         }
@@ -113,7 +116,7 @@ static int l_c_from_bson(lua_State *L) {
     for (size_t i = 0; i < t.n; i++) {
       if (rtu) {
         bson_string_t *out = bson_string_new(NULL);
-        rtu_value_doc_to_json(docs[i], false, out);
+        rtu_json_write_doc(docs[i], false, out);
         bson_string_free(out, true);
       } else {
         size_t n;
@@ -143,7 +146,7 @@ static int l_libbson_json(lua_State *L) {
   lua_pushlstring(L, out, n);
   bson_free(out);
   bson_string_t *mine = bson_string_new(NULL);
-  rtu_value_doc_to_json(doc, false, mine);
+  rtu_json_write_doc(doc, false, mine);
   lua_pushlstring(L, mine->str, mine->len);
   bson_string_free(mine, true);
   bson_destroy(doc);
@@ -223,7 +226,7 @@ int main(int argc, char **argv) {
   lua_State *L = luaL_newstate();
   if (!L) return 2;
   luaL_openlibs(L);
-  luaL_requiref(L, "rtu.json", rtu_value_open_json, 0);
+  luaL_requiref(L, "rtu.json", rtu_json_module_open, 0);
   lua_pop(L, 1);
   lua_getglobal(L, "package");
   lua_pushstring(L, RTU_SOURCE_DIR "/lua/?.lua");
@@ -231,7 +234,7 @@ int main(int argc, char **argv) {
   lua_pop(L, 1);
   int rc = 2;
   if (luaL_dostring(L, "return (require('rtu.value'))") != LUA_OK) goto fail;
-  rtu_value_bind(L, -1);
+  rtu_bson_lua_bind(L, -1);
   lua_pop(L, 1);
   lua_createtable(L, 0, 6);
   lua_pushcfunction(L, l_c_to_bson);

@@ -74,9 +74,9 @@ for _ = 1, 5 do
     table.insert(runs[w], C.to_bson(texts, reps, w))
   end
 end
-runs["rtu rtu_value_json_to_bson"], runs["libbson bson_new_from_json"] = runs.rtu, runs.libbson
+runs["rtu rtu_json_read_bson"], runs["libbson bson_new_from_json"] = runs.rtu, runs.libbson
 show("JSON text into a BSON document (CPU a message):", runs,
-  { "rtu rtu_value_json_to_bson", "libbson bson_new_from_json" })
+  { "rtu rtu_json_read_bson", "libbson bson_new_from_json" })
 
 -- 3. BSON -> JSON text (pr-update and projection-change messages are written so).
 runs = {}
@@ -86,9 +86,9 @@ for _ = 1, 5 do
     table.insert(runs[w], C.from_bson(texts, reps, w))
   end
 end
-runs["rtu rtu_value_doc_to_json"], runs["libbson relaxed extended JSON"] = runs.rtu, runs.libbson
+runs["rtu rtu_json_write_doc"], runs["libbson relaxed extended JSON"] = runs.rtu, runs.libbson
 show("BSON document into JSON text (CPU a message):", runs,
-  { "rtu rtu_value_doc_to_json", "libbson relaxed extended JSON" })
+  { "rtu rtu_json_write_doc", "libbson relaxed extended JSON" })
 
 -- 4. Lua tables -> JSON text.
 runs = compare(n * reps, {

@@ -10,6 +10,7 @@
   by the new script generation once the cast is fixed; nothing is lost.
 """
 
+import json
 import os
 import shutil
 import signal
@@ -174,6 +175,7 @@ class HotReload(E2ETestCase):
             f.write(STRATEGY_BROKEN)
         os.replace(path + ".tmp", path)
         r.wait_log(lambda l: l.get("msg", "").startswith("reload refused"), 20, "a refused reload")
+        cls.checkup = json.loads(r.http("/-/check-up")[2])
         c.produce([row("ops.reload", 0, 9, T + 9)])
         wait_for(lambda: len(rows()) == 9, 30, "projection changes after the refusal", r)
         cls.after_broken = rows()
@@ -191,6 +193,11 @@ class HotReload(E2ETestCase):
         self.assertTrue(any("rowsOf.lua" in l.get("cause", "") for l in refused), refused)
         loaded = R["reload"].find_logs(lambda l: l.get("msg") == "script generation loaded")
         self.assertEqual(len(loaded), 1, loaded)
+
+    def test_checkup_shows_the_refused_generations_problems(self):
+        problems = self.checkup.get("refusedReload", {}).get("problems", [])
+        self.assertTrue(any("rowsOf.lua" in p and "error" in p for p in problems), self.checkup)
+        self.assertIn("reload refused", self.checkup["dependencies"]["scripts"].get("detail", ""))
 
     def test_every_row_written(self):
         self.assertEqual(ids("reload"), list(range(1, 10)))

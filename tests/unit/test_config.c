@@ -10,7 +10,9 @@
 
 #include "check.h"
 #include "config.h"
+#include "config_files.h"
 #include "helpers.h"
+#include "jsonpos.h"
 
 static char *root;     /* temporary folder of this test */
 static char *map_dir;  /* MAP_TABLE_FOLDER with a good mapTable.json */
@@ -477,6 +479,199 @@ static void test_all_at_once(void) {
   free(dir);
 }
 
+
+/* ---- the position-keeping JSON reader ------------------------------------ */
+
+static void test_jsonpos(void) {
+  const char *text = "{\n  \"a\": 1,\n  \"b\": {\"c\": [true, null, \"x\\u00e9\\ud83d\\ude00\"]},\n  \"a\": 2\n}";
+  int line = 0, col = 0;
+  char err[256];
+  rtu_jnode_t *root = rtu_jsonpos_parse(text, strlen(text), &line, &col, err, sizeof err);
+  CHECK(root != NULL, "refused: %s", err);
+  if (!root) return;
+  CHECK_EQ(root->n, 3);
+  CHECK(root->kids[0].shadowed, "the first 'a' is not marked as replaced");
+  CHECK(!root->kids[2].shadowed);
+  const rtu_jnode_t *a = rtu_jsonpos_get(root, "a");
+  CHECK(a && a->num == 2, "the last 'a' does not win, as JSON.parse");
+  CHECK_EQ(a->key_line, 4);
+  CHECK_EQ(a->key_col, 3);
+  CHECK_EQ(a->col, 8);
+  const rtu_jnode_t *x = rtu_jsonpos_find(root, "b.c[2]");
+  CHECK(x && x->type == RTU_J_STRING);
+  CHECK_STR(x->str, "x\xc3\xa9\xf0\x9f\x98\x80");
+  CHECK_EQ(x->line, 3);
+  CHECK_EQ(x->col, 27);
+  /* a path that goes too far ends at the deepest node on the way */
+  CHECK(rtu_jsonpos_find(root, "b.nope.deeper") == rtu_jsonpos_get(root, "b"));
+  rtu_jsonpos_free(root);
+
+  /* keys holding dots are found whole */
+  text = "{\"topic.a.b\": {\"x\": 1}}";
+  root = rtu_jsonpos_parse(text, strlen(text), &line, &col, err, sizeof err);
+  CHECK(root && rtu_jsonpos_find(root, "topic.a.b.x")->num == 1);
+  rtu_jsonpos_free(root);
+
+  struct {
+    const char *text, *needle;
+    int line, col;
+  } bad[] = {
+      {"{\n  \"a\": 1\n  \"b\": 2\n}", "expected ','", 3, 3},
+      {"{\"a\": 1,}", "trailing comma", 1, 9},
+      {"{\"a\": tru}", "expected a JSON value", 1, 7},
+      {"{\"a\": \"x", "unterminated", 1, 9},
+      {"{\"a\": 01}", "cannot start with 0", 1, 8},
+      {"{\"a\": 1} x", "after the JSON value", 1, 10},
+      {"{\"a\" 1}", "expected ':'", 1, 6},
+      {"{'a': 1}", "double quotes", 1, 2},
+      {"", "end of the file", 1, 1},
+      {"{\"a\": \"\\q\"}", "invalid escape", 1, 9},
+  };
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    root = rtu_jsonpos_parse(bad[i].text, strlen(bad[i].text), &line, &col, err, sizeof err);
+    CHECK(root == NULL, "accepted %s", bad[i].text);
+    rtu_jsonpos_free(root);
+    CHECK(strstr(err, bad[i].needle) != NULL, "%s: '%s' lacks '%s'", bad[i].text, err, bad[i].needle);
+    CHECK(line == bad[i].line && col == bad[i].col, "%s: at %d:%d, expected %d:%d", bad[i].text,
+          line, col, bad[i].line, bad[i].col);
+  }
+  /* nesting is bounded: no stack overflow on hostile input */
+  char deep[4000];
+  memset(deep, '[', sizeof deep - 1);
+  deep[sizeof deep - 1] = '\0';
+  root = rtu_jsonpos_parse(deep, strlen(deep), &line, &col, err, sizeof err);
+  CHECK(root == NULL && strstr(err, "nested"));
+  rtu_jsonpos_free(root);
+}
+
+/* ---- problems: place, format, order -------------------------------------- */
+
+static void test_problems(void) {
+  rtu_problems_t p = {0};
+  rtu_problems_at(&p, RTU_PROBLEM_WARNING, NULL, "/c/b.json", 7, 3, "x.y", "second in b");
+  rtu_problems_at(&p, RTU_PROBLEM_ERROR, NULL, "/c/b.json", 2, 9, "x", "first in b");
+  rtu_problems_at(&p, RTU_PROBLEM_ERROR, "HTTP_PORT", NULL, 0, 0, NULL, "bad port");
+  rtu_problems_add(&p, "/c/a.lua: /c/a.lua:12: unexpected symbol");
+  rtu_problems_add(&p, "/c/m/mapTable.json: p.conversion.X.cast: unknown");
+  rtu_problems_add(&p, "MAP_TABLE_FOLDER: not a folder");
+  rtu_problems_add(&p, "Lua runtime: cannot load");
+  rtu_problems_add(&p, "MAP_TABLE_FOLDER: not a folder"); /* a repeat */
+  CHECK_EQ(p.nerrors, 7);
+  rtu_problems_sort(&p);
+  CHECK_EQ(p.n, 7);
+  CHECK_EQ(p.nerrors, 6);
+  const char *want[] = {
+      "env:HTTP_PORT: error: bad port",
+      "env:MAP_TABLE_FOLDER: error: not a folder",
+      "/c/a.lua:12:1: error: unexpected symbol",
+      "/c/b.json:2:9: error: x: first in b",
+      "/c/b.json:7:3: warning: x.y: second in b",
+      "/c/m/mapTable.json: error: p.conversion.X.cast: unknown",
+      "rtu: error: Lua runtime: cannot load",
+  };
+  for (size_t i = 0; i < p.n && i < 7; i++) CHECK_STR(p.lines[i], want[i]);
+
+  char *out = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&out, &len);
+  rtu_problems_print(&p, f, false);
+  rtu_problems_summary(&p, f);
+  fclose(f);
+  CHECK(out && strstr(out, "\nrtu: error: Lua runtime: cannot load\n6 errors, 1 warning\n"),
+        "summary: %s", out);
+  free(out);
+  f = open_memstream(&out, &len);
+  rtu_problems_print(&p, f, true);
+  fclose(f);
+  CHECK(out && strstr(out, "{\"file\":\"/c/b.json\",\"variable\":null,\"line\":2,\"column\":9,"
+                           "\"severity\":\"error\",\"path\":\"x\",\"message\":\"first in b\"}\n"),
+        "json: %s", out);
+  CHECK(out && strstr(out, "{\"file\":null,\"variable\":\"HTTP_PORT\","), "json: %s", out);
+  free(out);
+  rtu_problems_free(&p);
+}
+
+static void test_closest(void) {
+  const char *names[] = {"ID_CUSTOMER", "ID_ORDER", "updatesTopic", "strategy", "id"};
+  CHECK_STR(rtu_closest("ID_CUSTMER", names, 5), "ID_CUSTOMER");
+  CHECK_STR(rtu_closest("updateTopic", names, 5), "updatesTopic");
+  CHECK_STR(rtu_closest("id_order", names, 5), "ID_ORDER");
+  CHECK(rtu_closest("somethingElse", names, 5) == NULL, "a far name was offered");
+  CHECK(rtu_closest("x", names, 0) == NULL);
+}
+
+/* ---- the table ------------------------------------------------------------ */
+
+static void test_table(void) {
+  for (size_t i = 0; i < rtu_config_nvars; i++) {
+    const rtu_var_t *v = &rtu_config_vars[i];
+    CHECK(v->meaning && v->meaning[0], "%s has no meaning", v->name);
+    CHECK(rtu_config_var(v->name) == v, "%s is in the table twice", v->name);
+    if (v->type == RTU_VAR_INT && v->def && v->def[0] >= '0' && v->def[0] <= '9')
+      CHECK(atoi(v->def) >= v->min && atoi(v->def) <= v->max, "%s: default out of range", v->name);
+  }
+  char *out = NULL;
+  size_t len = 0;
+  FILE *f = open_memstream(&out, &len);
+  rtu_config_print_table(f, true);
+  fclose(f);
+  for (size_t i = 0; out && i < rtu_config_nvars; i++) {
+    char cell[128];
+    snprintf(cell, sizeof cell, "| `%s` |", rtu_config_vars[i].name);
+    CHECK(strstr(out, cell) != NULL, "%s not in the Markdown table", rtu_config_vars[i].name);
+  }
+  CHECK(out && strstr(out, "| `HTTP_PORT` | integer 0–65535 | `3000` |"), "%s", out);
+  free(out);
+
+  /* A variable of the contract rtu does not honour: a warning, the load goes on. */
+  base_env();
+  env_set("CONTROL_PLANE_CONFIG_PATH", "/etc/control-plane.json");
+  env_set("LC39_HTTP_PORT", "8080");
+  rtu_problems_t p;
+  rtu_config_t *c = load(&p);
+  CHECK(c != NULL, "a warning refused the configuration");
+  CHECK_EQ(p.nerrors, 0);
+  CHECK(find_problem(&p, "env:CONTROL_PLANE_CONFIG_PATH: warning:", "Runtime Management", NULL));
+  CHECK(find_problem(&p, "env:LC39_HTTP_PORT: warning:", "HTTP_PORT", NULL));
+  rtu_problems_free(&p);
+  rtu_config_free(c);
+}
+
+/* mapTable.json with a key twice: the last one is used (JSON.parse), with a
+ * warning at the ignored one. */
+static void test_duplicate_keys(void) {
+  char *dir = tmp_dir("dups");
+  write_file(dir, "mapTable.json",
+             "{\"p\": {\"destination\": \"first\",\n"
+             "       \"conversion\": {\"ID\": {\"fieldName\": \"id\"}},\n"
+             "       \"destination\": \"second\", \"fieldsInKey\": [\"id\"]}}");
+  base_env();
+  env_set("MAP_TABLE_FOLDER", dir);
+  env_set("INVARIANT_TOPIC_MAP", "{\"t\": \"q\", \"t\": \"p\"}");
+  rtu_problems_t p;
+  rtu_config_t *c = load(&p);
+  CHECK(c != NULL, "duplicate keys refused");
+  if (c) {
+    CHECK_STR(c->projections[0].destination, "second");
+    CHECK_EQ(c->ntopics, 1);
+  }
+  CHECK(find_problem(&p, "mapTable.json:1:8: warning: p.destination: duplicate key 'destination'",
+                     "line 3 wins", NULL));
+  CHECK(find_problem(&p, "env:INVARIANT_TOPIC_MAP: warning: t: duplicate key 't'", NULL));
+  if (!c) print_problems(&p);
+  rtu_problems_free(&p);
+  rtu_config_free(c);
+  rm_rf(dir);
+  free(dir);
+}
+
+static void test_mongodb_url(void) {
+  expect_bad_env("MONGODB_URL", "not-a-url", "MongoDB connection string");
+  expect_bad_env("MONGODB_URL", "mongodb://host:99999", "MONGODB_URL");
+  expect_bad_env("KAFKA_BROKERS", "broker:port", "'broker:port'");
+  expect_bad_env("KAFKA_BROKERS", "a:9092,,b:9092", "empty");
+}
+
 static void test_from_file_name(void) {
   char *s = rtu_config_from_file_name("__fromFile__[castToString]");
   CHECK_STR(s, "castToString");
@@ -504,6 +699,12 @@ int main(void) {
   test_map_table();
   test_all_at_once();
   test_from_file_name();
+  test_jsonpos();
+  test_problems();
+  test_closest();
+  test_table();
+  test_duplicate_keys();
+  test_mongodb_url();
 
   env_clear();
   rm_rf(root);

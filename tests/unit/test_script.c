@@ -1,5 +1,6 @@
 /*
- * test_script.c: the Lua states of src/script.c: mapping a message with the
+ * test_script.c: the Lua states of src/script.c, sandbox.c, script_map.c and
+ * strategies.c: mapping a message with the
  * built-in adapters and the casts (key and fields BSON exactly as expected), a
  * failing cast, the wall-clock limit (which neither pcall, xpcall and its message
  * handler, coroutines nor __close can swallow), pattern calls too complex to run
@@ -20,6 +21,8 @@
 #include "config.h"
 #include "helpers.h"
 #include "script.h"
+#include "script_map.h"
+#include "strategies.h"
 
 #include <sys/wait.h>
 
@@ -807,7 +810,7 @@ static void test_sandbox(rtu_script_t *s) {
   probe(s, "load_text", "42");
   probe(s, "load_text_env", "nil");
   probe(s, "json", "{\"a\":1}");
-  /* type() and math.type() are rtu's (script.c): what stock Lua 5.4 answers */
+  /* type() and math.type() are rtu's (sandbox.c): what stock Lua 5.4 answers */
   probe(s, "types",
         "nil,boolean,number,number,string,table,function,thread,userdata,integer,float,nil,nil"
         "|bad argument #1 to 'type' (value expected)"
@@ -1020,7 +1023,7 @@ static rtu_err_t identify_reviews_in(rtu_script_t *s, const char *const *hows,
     docs[i] = BCON_NEW("ID", BCON_INT32((int32_t)i + 1), "HOW", BCON_UTF8(hows[i]));
   err[0] = '\0';
   int64_t t0 = rtu_now_mono_ms();
-  rtu_err_t rc = rtu_script_identify(s, 0, (const bson_t *const *)docs, rerun, n, fake_find, f,
+  rtu_err_t rc = rtu_strategies_identify(s, 0, (const bson_t *const *)docs, rerun, n, fake_find, f,
                                      ids, nids, failed, err, errsz);
   *ms = rtu_now_mono_ms() - t0;
   for (size_t i = 0; i < n; i++) bson_destroy(docs[i]);
@@ -1065,7 +1068,7 @@ static void test_rerun_order(rtu_script_t *s) {
   }
   /* a custom function takes whole documents: equal ones are still two inputs */
   bson_t *a = BCON_NEW("ID", BCON_INT32(1)), *b = BCON_NEW("ID", BCON_INT32(1));
-  CHECK(!rtu_script_same_input(s, 0, a, b), "whole documents compared equal");
+  CHECK(!rtu_strategies_same_input(s, 0, a, b), "whole documents compared equal");
   bson_destroy(a);
   bson_destroy(b);
 }
@@ -1173,7 +1176,7 @@ static void strategy_case(const char *limit) {
   rtu_config_t *c = load_config();
   rtu_script_t *s = new_script(c);
   if (s) {
-    CHECK(rtu_script_has_strategies(s, 0), "reviews has no strategy");
+    CHECK(rtu_strategies_involved(s, 0), "reviews has no strategy");
     test_batched_strategy(s);
   }
   rtu_script_free(s);

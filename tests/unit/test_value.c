@@ -1,5 +1,6 @@
 /*
- * test_value.c: values between JSON, BSON and Lua (src/value.c): integers never
+ * test_value.c: values between JSON, BSON and Lua (src/bson_*.c, src/json_*.c,
+ * src/key_text.c): integers never
  * pass through doubles, every BSON type the core uses survives BSON -> Lua ->
  * BSON (an empty array stays an array, dates stay dates), what cannot be stored
  * is refused with the field named, and the JSON text written for Kafka has exact
@@ -17,7 +18,12 @@
 
 #include "check.h"
 #include "helpers.h"
-#include "value.h"
+#include "bson_lua.h"
+#include "bson_raw.h"
+#include "json_module.h"
+#include "json_read.h"
+#include "json_write.h"
+#include "key_text.h"
 
 static lua_State *L;
 
@@ -26,7 +32,7 @@ static lua_State *L;
 static lua_State *new_state(void) {
   lua_State *l = luaL_newstate();
   luaL_openlibs(l);
-  luaL_requiref(l, "rtu.json", rtu_value_open_json, 0);
+  luaL_requiref(l, "rtu.json", rtu_json_module_open, 0);
   lua_pop(l, 1);
   lua_getglobal(l, "package");
   lua_pushfstring(l, "%s/?.lua", lua_runtime_dir());
@@ -36,7 +42,7 @@ static lua_State *new_state(void) {
     fprintf(stderr, "cannot load rtu.value: %s\n", lua_tostring(l, -1));
     exit(2);
   }
-  rtu_value_bind(l, -1);
+  rtu_bson_lua_bind(l, -1);
   lua_setglobal(l, "V");
   return l;
 }
@@ -54,7 +60,7 @@ static void eval(const char *chunk) {
 /* Parses text; on success returns the iterator on "v" inside *doc. */
 static bool parse(const char *text, bson_t *doc, bson_iter_t *it, char *err, size_t errsz) {
   err[0] = '\0';
-  if (!rtu_value_json_to_bson(text, strlen(text), doc, err, errsz)) return false;
+  if (rtu_json_read_bson(text, strlen(text), doc, err, errsz) != RTU_OK) return false;
   if (!bson_iter_init_find(it, doc, "v")) {
     bson_destroy(doc);
     snprintf(err, errsz, "no v");
@@ -266,10 +272,10 @@ static void test_json_to_bson(void) {
 /* Pushes doc into Lua and appends it back as "d"; compares with doc. */
 static void roundtrip(const char *what, const bson_t *doc) {
   int top = lua_gettop(L);
-  rtu_value_push_doc(L, doc);
+  rtu_bson_lua_push_doc(L, doc);
   bson_t out = BSON_INITIALIZER;
   char err[RTU_ERRSTR_SIZE] = "";
-  rtu_err_t rc = rtu_value_append(L, -1, &out, "d", 1, err, sizeof err);
+  rtu_err_t rc = rtu_bson_lua_append(L, -1, &out, "d", 1, err, sizeof err);
   CHECK(rc == RTU_OK, "%s: append failed: %s", what, err);
   CHECK_EQ(lua_gettop(L), top + 1); /* the stack is left as it was */
   lua_settop(L, top);
@@ -325,10 +331,10 @@ static void test_roundtrip(void) {
   /* A 64-bit integer that fits 32 bits comes back as int32: Lua has one integer
    * type; MongoDB compares them equal. Anything wider stays int64. */
   doc = json_doc("{\"small\": {\"$numberLong\": \"5\"}}");
-  rtu_value_push_doc(L, doc);
+  rtu_bson_lua_push_doc(L, doc);
   bson_t out = BSON_INITIALIZER;
   char err[RTU_ERRSTR_SIZE];
-  CHECK(rtu_value_append(L, -1, &out, "d", 1, err, sizeof err) == RTU_OK);
+  CHECK(rtu_bson_lua_append(L, -1, &out, "d", 1, err, sizeof err) == RTU_OK);
   lua_pop(L, 1);
   bson_iter_t it;
   CHECK(bson_iter_init(&it, &out) && bson_iter_find_descendant(&it, "d.small", &it) &&
@@ -340,7 +346,7 @@ static void test_roundtrip(void) {
   doc = json_doc("{\"i\": {\"$numberLong\": \"9007199254740993\"}, \"d\": {\"$numberDouble\": \"2.0\"},"
                  " \"a\": [], \"o\": {}, \"n\": null,"
                  " \"t\": {\"$date\": {\"$numberLong\": \"1700000000123\"}}}");
-  rtu_value_push_doc(L, doc);
+  rtu_bson_lua_push_doc(L, doc);
   lua_setglobal(L, "doc");
   eval("return math.type(doc.i) == 'integer' and doc.i == 9007199254740993"
        " and math.type(doc.d) == 'float' and V.is_array(doc.a) and not V.is_array(doc.o)"
@@ -357,7 +363,7 @@ static void test_roundtrip(void) {
        " decobj = json.decode('{}'), date = V.date(86400000), null = V.null,"
        " flt = 0.5, int = 3, neg = -9223372036854775807 - 1}");
   bson_init(&out);
-  CHECK(rtu_value_append(L, -1, &out, "d", 1, err, sizeof err) == RTU_OK, "%s", err);
+  CHECK(rtu_bson_lua_append(L, -1, &out, "d", 1, err, sizeof err) == RTU_OK, "%s", err);
   lua_pop(L, 1);
   bson_t *want = json_doc(
       "{\"d\": {\"obj\": {}, \"arr\": [], \"seq\": [{\"$numberInt\": \"1\"}, {\"$numberInt\": \"2\"},"
@@ -390,7 +396,7 @@ static void expect_refused(const char *what, const char *chunk, const char *need
   eval(chunk);
   bson_t out = BSON_INITIALIZER;
   char err[RTU_ERRSTR_SIZE] = "";
-  rtu_err_t rc = rtu_value_append(L, -1, &out, "d", 1, err, sizeof err);
+  rtu_err_t rc = rtu_bson_lua_append(L, -1, &out, "d", 1, err, sizeof err);
   CHECK(rc == RTU_ERR_DATA, "%s: append gave %s", what, rtu_err_name(rc));
   if (rc != RTU_OK) CHECK(strstr(err, needle) != NULL, "%s: error '%s' does not name '%s'", what,
                           err, needle);
@@ -428,7 +434,7 @@ static void test_refused(void) {
   lua_setfield(L, -2, "p");
   bson_t out = BSON_INITIALIZER;
   char err[RTU_ERRSTR_SIZE] = "";
-  CHECK(rtu_value_append(L, -1, &out, "d", 1, err, sizeof err) == RTU_ERR_DATA);
+  CHECK(rtu_bson_lua_append(L, -1, &out, "d", 1, err, sizeof err) == RTU_ERR_DATA);
   CHECK_HAS(err, "'p'");
   lua_settop(L, top);
   bson_destroy(&out);
@@ -447,7 +453,7 @@ static void test_refused(void) {
       lua_call(L, 2, 1);
       bson_init(&out);
       err[0] = '\0';
-      rtu_err_t rc = rtu_value_append(L, -1, &out, "d", 1, err, sizeof err);
+      rtu_err_t rc = rtu_bson_lua_append(L, -1, &out, "d", 1, err, sizeof err);
       lua_pop(L, 1);
       if (n <= 100) {
         CHECK(rc == RTU_OK, "%s nested %d deep refused: %s", arr ? "arrays" : "objects", n, err);
@@ -480,11 +486,11 @@ static void test_push_doc_fields(void) {
   BSON_APPEND_NULL(&doc, "ab");
   char *names[] = {"c", "a", "missing"};
   int top = lua_gettop(L);
-  rtu_value_push_doc_fields(L, &doc, names, 3);
+  rtu_bson_lua_push_doc_fields(L, &doc, names, 3);
   lua_setglobal(L, "PART");
   eval("local n = 0 for _ in pairs(PART) do n = n + 1 end\n"
        "return n == 2 and PART.a == 1 and PART.c.d == 'deep' and PART.b == nil and PART.ab == nil");
-  CHECK(lua_toboolean(L, -1), "rtu_value_push_doc_fields pushed other fields or lost one");
+  CHECK(lua_toboolean(L, -1), "rtu_bson_lua_push_doc_fields pushed other fields or lost one");
   lua_settop(L, top);
   bson_destroy(&doc);
 }
@@ -499,10 +505,10 @@ static void test_same_fields(void) {
                        "d", "{", "x", BCON_INT64(1), "}", "n", BCON_DOUBLE(0.0), "ref",
                        BCON_UTF8("r-1"), "id", BCON_INT32(7));
   char *same[] = {"id", "ref", "n", "d", "when", "none", "missing"};
-  CHECK(rtu_value_same_fields(a, b, same, 7), "equal fields (in another order) differ");
+  CHECK(rtu_bson_raw_same_fields(a, b, same, 7), "equal fields (in another order) differ");
   char *name[] = {"id", "name"};
-  CHECK(!rtu_value_same_fields(a, b, name, 2), "a changed field compared equal");
-  CHECK(rtu_value_same_fields(a, b, name, 0), "no field to compare is not equal");
+  CHECK(!rtu_bson_raw_same_fields(a, b, name, 2), "a changed field compared equal");
+  CHECK(rtu_bson_raw_same_fields(a, b, name, 0), "no field to compare is not equal");
   struct {
     bson_t *x, *y;
     const char *why;
@@ -522,7 +528,7 @@ static void test_same_fields(void) {
   };
   char *f[] = {"f"};
   for (size_t i = 0; i < sizeof differ / sizeof differ[0]; i++) {
-    CHECK(!rtu_value_same_fields(differ[i].x, differ[i].y, f, 1), "%s compared equal",
+    CHECK(!rtu_bson_raw_same_fields(differ[i].x, differ[i].y, f, 1), "%s compared equal",
           differ[i].why);
     bson_destroy(differ[i].x);
     bson_destroy(differ[i].y);
@@ -541,36 +547,36 @@ static void test_raw_append(void) {
   int t = lua_gettop(L);
   const char *keys[] = {"s", "i", "big", "neg", "d", "t", "f", "n", "tab", "arr", "date", "empty", "absent"};
   bson_t want = BSON_INITIALIZER, got = BSON_INITIALIZER;
-  rtu_raw_t raw;
-  rtu_raw_init(&raw);
+  rtu_bson_raw_t raw;
+  rtu_bson_raw_init(&raw);
   char err[RTU_ERRSTR_SIZE];
   bool e1 = false, e2 = false;
   for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
     lua_getfield(L, t, keys[i]);
-    CHECK(rtu_value_append_marked(L, -1, &want, keys[i], -1, &e1, err, sizeof err) == RTU_OK,
+    CHECK(rtu_bson_lua_append_marked(L, -1, &want, keys[i], -1, &e1, err, sizeof err) == RTU_OK,
           "append %s: %s", keys[i], err);
-    CHECK(rtu_value_raw_append_marked(L, -1, &raw, keys[i], &e2, err, sizeof err) == RTU_OK,
+    CHECK(rtu_bson_lua_raw_append_marked(L, -1, &raw, keys[i], &e2, err, sizeof err) == RTU_OK,
           "raw append %s: %s", keys[i], err);
     lua_pop(L, 1);
   }
-  CHECK(rtu_raw_concat(&raw, &got), "rtu_raw_concat failed");
+  CHECK(rtu_bson_raw_concat(&raw, &got), "rtu_bson_raw_concat failed");
   CHECK(want.len == got.len && !memcmp(bson_get_data(&want), bson_get_data(&got), want.len),
         "raw bytes differ from libbson's (%u and %u bytes)", want.len, got.len);
   CHECK(!e1 && !e2, "no empty key here");
   /* an empty key is marked, a string that is not UTF-8 refused the same way */
   lua_pushstring(L, "x");
-  rtu_raw_init(&raw);
-  CHECK(rtu_value_raw_append_marked(L, -1, &raw, "", &e2, err, sizeof err) == RTU_OK && e2,
+  rtu_bson_raw_init(&raw);
+  CHECK(rtu_bson_lua_raw_append_marked(L, -1, &raw, "", &e2, err, sizeof err) == RTU_OK && e2,
         "an empty key is not marked");
   lua_pushstring(L, "\xff");
-  CHECK(rtu_value_raw_append_marked(L, -1, &raw, "bad", &e2, err, sizeof err) == RTU_ERR_DATA &&
+  CHECK(rtu_bson_lua_raw_append_marked(L, -1, &raw, "bad", &e2, err, sizeof err) == RTU_ERR_DATA &&
             strstr(err, "UTF-8"),
         "a string that is not UTF-8 is stored: %s", err);
   bson_t sink = BSON_INITIALIZER;
-  rtu_raw_concat(&raw, &sink);
+  rtu_bson_raw_concat(&raw, &sink);
   bson_destroy(&sink);
   /* more than the stack buffer */
-  rtu_raw_init(&raw);
+  rtu_bson_raw_init(&raw);
   char big[3000];
   memset(big, 'y', sizeof big - 1);
   big[sizeof big - 1] = '\0';
@@ -578,11 +584,11 @@ static void test_raw_append(void) {
     char k[8];
     snprintf(k, sizeof k, "k%d", i);
     lua_pushstring(L, big);
-    rtu_value_raw_append_marked(L, -1, &raw, k, &e2, err, sizeof err);
+    rtu_bson_lua_raw_append_marked(L, -1, &raw, k, &e2, err, sizeof err);
     lua_pop(L, 1);
   }
   bson_t grown = BSON_INITIALIZER;
-  CHECK(rtu_raw_concat(&raw, &grown) && bson_count_keys(&grown) == 5 && grown.len > 15000,
+  CHECK(rtu_bson_raw_concat(&raw, &grown) && bson_count_keys(&grown) == 5 && grown.len > 15000,
         "a raw document past its stack buffer");
   bson_destroy(&grown);
   bson_destroy(&want);
@@ -592,7 +598,7 @@ static void test_raw_append(void) {
 
 /* ---- merging fields ----------------------------------------------------- */
 
-/* The look-up rtu_value_append_missing replaced: a linear search per field. */
+/* The look-up rtu_bson_raw_append_missing replaced: a linear search per field. */
 static void append_missing_ref(bson_t *out, const bson_t *src) {
   bson_iter_t it, seen;
   if (!bson_iter_init(&it, src)) return;
@@ -631,7 +637,7 @@ static void expect_merge(const char *what, const bson_t *out0, const bson_t *src
   bson_copy_to(out0, &want);
   append_missing_ref(&want, src);
   bson_copy_to(out0, &got);
-  rtu_value_append_missing(&got, src);
+  rtu_bson_raw_append_missing(&got, src);
   char *g = bson_as_canonical_extended_json(&got, NULL),
        *w = bson_as_canonical_extended_json(&want, NULL);
   CHECK(got.len == want.len && !memcmp(bson_get_data(&got), bson_get_data(&want), got.len),
@@ -642,7 +648,7 @@ static void expect_merge(const char *what, const bson_t *out0, const bson_t *src
   BSON_APPEND_INT32(&parent, "before", 1);
   BSON_APPEND_DOCUMENT_BEGIN(&parent, "$set", &child);
   bson_concat(&child, out0);
-  rtu_value_append_missing(&child, src);
+  rtu_bson_raw_append_missing(&child, src);
   bson_append_document_end(&parent, &child);
   bson_iter_t it;
   uint32_t len = 0;
@@ -702,7 +708,7 @@ static void test_append_missing(void) {
   }
 }
 
-/* rtu_value_find gives the iterator bson_iter_init_find gives. */
+/* rtu_bson_raw_find gives the iterator bson_iter_init_find gives. */
 static void test_find(void) {
   bson_t doc = BSON_INITIALIZER, sub;
   BSON_APPEND_UTF8(&doc, "a", "x");
@@ -716,7 +722,7 @@ static void test_find(void) {
   const char *keys[] = {"a", "", "_id", "_idx", "_i", "z", "absent", "Z"};
   for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
     bson_iter_t want, got;
-    bool w = bson_iter_init_find(&want, &doc, keys[i]), g = rtu_value_find(&got, &doc, keys[i]);
+    bool w = bson_iter_init_find(&want, &doc, keys[i]), g = rtu_bson_raw_find(&got, &doc, keys[i]);
     CHECK(w == g, "'%s': found %d, want %d", keys[i], g, w);
     if (w && g) {
       CHECK(!strcmp(bson_iter_key(&got), bson_iter_key(&want)) &&
@@ -732,7 +738,7 @@ static void test_find(void) {
   bson_destroy(&doc);
   bson_init(&doc);
   bson_iter_t it;
-  CHECK(!rtu_value_find(&it, &doc, "_id"), "found in an empty document");
+  CHECK(!rtu_bson_raw_find(&it, &doc, "_id"), "found in an empty document");
   bson_destroy(&doc);
 }
 
@@ -740,7 +746,7 @@ static void test_find(void) {
 
 static void expect_json(const char *what, const bson_t *doc, bool as_array, const char *want) {
   bson_string_t *s = bson_string_new(NULL);
-  rtu_value_doc_to_json(doc, as_array, s);
+  rtu_json_write_doc(doc, as_array, s);
   CHECK(!strcmp(s->str, want), "%s:\n    got  %s\n    want %s", what, s->str, want);
   bson_string_free(s, true);
 }
@@ -784,7 +790,7 @@ static void expect_json_string(const char *what, const unsigned char *u, size_t 
   bson_string_t *got = bson_string_new(NULL), *want = bson_string_new(NULL);
   bson_string_append(got, "x"); /* after other text, as in a document */
   bson_string_append(want, "x");
-  rtu_value_json_string(got, (const char *)u, len);
+  rtu_json_write_string(got, (const char *)u, len);
   json_string_ref(want, u, len);
   CHECK(got->len == want->len && !memcmp(got->str, want->str, got->len) &&
             strlen(got->str) == got->len,
@@ -855,7 +861,7 @@ static void expect_json_double(double d) {
   bson_t doc = BSON_INITIALIZER;
   BSON_APPEND_DOUBLE(&doc, "0", d);
   bson_string_t *s = bson_string_new(NULL);
-  rtu_value_doc_to_json(&doc, true, s);
+  rtu_json_write_doc(&doc, true, s);
   size_t n = strlen(want);
   CHECK(s->len == n + 2 && !memcmp(s->str + 1, want, n), "%.17g: got %s, want [%s]", d, s->str,
         want);
@@ -930,7 +936,7 @@ static void scalar_json_ref(const bson_iter_t *it, bson_string_t *out) {
   case BSON_TYPE_UTF8: {
     uint32_t len;
     const char *str = bson_iter_utf8(it, &len);
-    rtu_value_json_string(out, str, len);
+    rtu_json_write_string(out, str, len);
     break;
   }
   case BSON_TYPE_OID:
@@ -965,7 +971,7 @@ static void json_members_ref(bson_iter_t *it, bool array, bson_string_t *out) {
     if (!first) bson_string_append_c(out, ',');
     first = false;
     if (!array) {
-      rtu_value_json_string(out, bson_iter_key(it), bson_iter_key_len(it));
+      rtu_json_write_string(out, bson_iter_key(it), bson_iter_key_len(it));
       bson_string_append_c(out, ':');
     }
     if (BSON_ITER_HOLDS_DOCUMENT(it) || BSON_ITER_HOLDS_ARRAY(it)) {
@@ -985,11 +991,11 @@ static void json_members_ref(bson_iter_t *it, bool array, bson_string_t *out) {
 static void test_first_to_json(void) {
   bson_t doc = BSON_INITIALIZER;
   bson_string_t *out = bson_string_new(NULL);
-  rtu_value_first_to_json(&doc, out);
+  rtu_json_write_first(&doc, out);
   CHECK_STR(out->str, "");
   BSON_APPEND_UTF8(&doc, "key", "a\"b");
   BSON_APPEND_INT32(&doc, "second", 2);
-  rtu_value_first_to_json(&doc, out);
+  rtu_json_write_first(&doc, out);
   CHECK_STR(out->str, "\"a\\\"b\"");
   bson_string_free(out, true);
   bson_destroy(&doc);
@@ -998,7 +1004,7 @@ static void test_first_to_json(void) {
 static bool expect_doc_json(const char *what, const bson_t *doc) {
   bson_string_t *got = bson_string_new(NULL), *want = bson_string_new(NULL);
   bson_iter_t it;
-  rtu_value_doc_to_json(doc, false, got);
+  rtu_json_write_doc(doc, false, got);
   bson_string_append_c(want, '{');
   if (bson_iter_init(&it, doc)) json_members_ref(&it, false, want);
   bson_string_append_c(want, '}');
@@ -1163,7 +1169,7 @@ static void test_doc_to_json(void) {
   BSON_APPEND_UTF8(&doc, "big", big);
   {
     bson_string_t *s = bson_string_new(NULL);
-    rtu_value_doc_to_json(&doc, false, s);
+    rtu_json_write_doc(&doc, false, s);
     CHECK(s->len == 5000 + 10 && strlen(s->str) == s->len && s->str[2508] == '\\' &&
               s->str[2509] == '"',
           "long string written as %u bytes", s->len);
@@ -1203,7 +1209,7 @@ static void test_doc_to_json(void) {
     bson_init(&doc);
     BSON_APPEND_DOUBLE(&doc, "x", ds[i]);
     bson_string_t *s = bson_string_new(NULL);
-    rtu_value_doc_to_json(&doc, false, s);
+    rtu_json_write_doc(&doc, false, s);
     const char *colon = strchr(s->str, ':');
     CHECK(colon && strtod(colon + 1, NULL) == ds[i], "%.17g written as %s", ds[i], s->str);
     bson_string_free(s, true);
@@ -1222,7 +1228,7 @@ static size_t nested_arrays(char *buf, int d) {
   return n;
 }
 
-/* rtu_value_json_to_bson parses strict JSON itself and leaves the rest to
+/* rtu_json_read_bson parses strict JSON itself and leaves the rest to
  * libbson: for every text, the BSON must be byte for byte what libbson makes of
  * the same text, and a text libbson refuses must stay refused. */
 static void expect_same_as_libbson(const char *text) {
@@ -1233,7 +1239,7 @@ static void expect_same_as_libbson(const char *text) {
   bson_error_t e;
   bool want_ok = n > 0 && (size_t)n < sizeof wrapped && bson_init_from_json(&want, wrapped, n, &e);
   char err[RTU_ERRSTR_SIZE];
-  bool got_ok = rtu_value_json_to_bson(text, len, &got, err, sizeof err);
+  bool got_ok = rtu_json_read_bson(text, len, &got, err, sizeof err) == RTU_OK;
   CHECK(got_ok == want_ok || (!got_ok && want_ok), "%s: libbson %s it, rtu %s it", text,
         want_ok ? "accepts" : "refuses", got_ok ? "accepts" : "refuses");
   if (got_ok && want_ok) {
@@ -1276,7 +1282,7 @@ static void test_fast_path(void) {
 
 /* rtu.json.decode reads strict JSON straight into Lua and leaves the rest to the
  * BSON path: for every text, the Lua value must be the one the BSON path makes
- * (rtu_value_json_to_bson, then rtu_value_push_iter): the same types (integer or
+ * (rtu_json_read_bson, then rtu_bson_lua_push_iter): the same types (integer or
  * float), values, null, array and date marks, and even the same pairs() order;
  * and a text the BSON path refuses must be refused with its message. */
 static void expect_same_decode(const char *text, size_t len) {
@@ -1302,10 +1308,10 @@ static void expect_same_decode(const char *text, size_t len) {
   int top = lua_gettop(L);
   bson_t doc;
   char err[RTU_ERRSTR_SIZE];
-  bool want_ok = rtu_value_json_to_bson(text, len, &doc, err, sizeof err);
+  bool want_ok = rtu_json_read_bson(text, len, &doc, err, sizeof err) == RTU_OK;
   if (want_ok) {
     bson_iter_t it;
-    if (bson_iter_init(&it, &doc) && bson_iter_next(&it)) rtu_value_push_iter(L, &it);
+    if (bson_iter_init(&it, &doc) && bson_iter_next(&it)) rtu_bson_lua_push_iter(L, &it);
     else lua_pushnil(L);
     bson_destroy(&doc);
   }
@@ -1538,7 +1544,7 @@ static void test_original_key(void) {
   for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
     bson_t got = BSON_INITIALIZER;
     size_t len = cases[i].len ? cases[i].len : cases[i].key ? strlen(cases[i].key) : 0;
-    rtu_value_append_original_key(&got, "k", cases[i].key, len);
+    rtu_key_text_append(&got, "k", cases[i].key, len);
     bson_t *want = json_doc(cases[i].want);
     char *g = bson_canon(&got), *w = bson_canon(want);
     CHECK(bson_equal(&got, want), "key %zu:\n    got  %s\n    want %s", i, g, w);
@@ -1548,7 +1554,8 @@ static void test_original_key(void) {
     bson_destroy(&got);
   }
   /* The flag for a field name MongoDB refuses, at any depth, on both paths
-   * (the direct one, and libbson's when fast_json gives up: a '$' name here). */
+   * (the direct one, and libbson's when the direct reader gives up: a '$' name
+   * here). */
   static const struct {
     const char *key;
     bool empty;
@@ -1563,7 +1570,7 @@ static void test_original_key(void) {
   };
   for (size_t i = 0; i < sizeof flags / sizeof flags[0]; i++) {
     bson_t got = BSON_INITIALIZER;
-    bool empty = rtu_value_append_original_key(&got, "k", flags[i].key, strlen(flags[i].key));
+    bool empty = rtu_key_text_append(&got, "k", flags[i].key, strlen(flags[i].key));
     bson_t *want = json_doc(flags[i].want);
     char *g = bson_canon(&got);
     CHECK(empty == flags[i].empty && bson_equal(&got, want), "%s: %s, empty %d", flags[i].key, g,
@@ -1571,6 +1578,51 @@ static void test_original_key(void) {
     bson_free(g);
     bson_destroy(want);
     bson_destroy(&got);
+  }
+}
+
+/* rtu_json_read_object: an object text as the document itself, the same bytes
+ * as the object under "v" of rtu_json_read_bson, through the direct reader or
+ * (a '$' name, a surrogate pair) libbson's; any other value or invalid text
+ * refused. */
+static void test_read_object(void) {
+  const char *objects[] = {"{\"a\":1,\"b\":[true,null,\"x\"]}", " {} ",
+                           "{\"a\":{\"$in\":[2]},\"c\":9007199254740993}",
+                           "{\"e\":\"\\ud83d\\ude00\"}"};
+  for (size_t i = 0; i < sizeof objects / sizeof objects[0]; i++) {
+    const char *text = objects[i];
+    bson_t got, wrap;
+    char err[RTU_ERRSTR_SIZE];
+    bool got_ok = rtu_json_read_object(text, strlen(text), &got, err, sizeof err) == RTU_OK;
+    CHECK(got_ok, "%s: refused: %s", text, err);
+    if (!got_ok) continue;
+    bson_iter_t it;
+    uint32_t len = 0;
+    const uint8_t *data = NULL;
+    if (rtu_json_read_bson(text, strlen(text), &wrap, err, sizeof err) == RTU_OK) {
+      if (bson_iter_init_find(&it, &wrap, "v") && BSON_ITER_HOLDS_DOCUMENT(&it))
+        bson_iter_document(&it, &len, &data);
+      CHECK(data && got.len == len && !memcmp(bson_get_data(&got), data, len),
+            "%s: not the document under v", text);
+      bson_destroy(&wrap);
+    } else {
+      CHECK(false, "%s: rtu_json_read_bson refused it: %s", text, err);
+    }
+    bson_destroy(&got);
+  }
+  static const struct {
+    const char *text, *cause;
+  } refused[] = {{"[1,2]", "not a JSON object"}, {"5", "not a JSON object"},
+                 {"\"{}\"", "not a JSON object"}, {"{\"a\":", ""}, {"{\"a\":1} x", ""}};
+  for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+    bson_t got;
+    char err[RTU_ERRSTR_SIZE] = "";
+    rtu_err_t rc = rtu_json_read_object(refused[i].text, strlen(refused[i].text), &got, err,
+                                        sizeof err);
+    CHECK(rc == RTU_ERR_DATA, "%s: gave %s", refused[i].text, rtu_err_name(rc));
+    if (rc == RTU_OK) bson_destroy(&got);
+    CHECK(err[0] != '\0', "%s: no cause given", refused[i].text);
+    CHECK_HAS(err, refused[i].cause);
   }
 }
 
@@ -1628,6 +1680,7 @@ int main(void) {
   test_decode_leave_out();
   test_decode_leave_out_keep();
   test_original_key();
+  test_read_object();
   test_decimal();
   test_json_to_bson();
   test_roundtrip();

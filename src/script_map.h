@@ -1,0 +1,49 @@
+/*
+ * script_map.h: one message mapped in a script generation's state: adapter,
+ * mapping and casts (rtu.pipeline) give the normalised change of the message.
+ */
+#ifndef RTU_SCRIPT_MAP_H
+#define RTU_SCRIPT_MAP_H
+
+#include <bson/bson.h>
+#include <lua.h>
+#include <stdbool.h>
+
+#include "config.h"
+#include "rtu.h"
+#include "script.h"
+
+typedef enum { RTU_OP_UPSERT, RTU_OP_INSERT, RTU_OP_UPDATE, RTU_OP_DELETE } rtu_op_t;
+
+/* The normalised change of one message. The bson_t members live inside the struct
+ * (libbson forbids moving them): keep the struct where it was initialised. */
+typedef struct {
+  bool skip; /* the adapter asked to skip it (reason in errstr of the call) */
+  rtu_op_t op;
+  bson_t key;     /* primary key, fields in fieldsInKey order */
+  bson_t fields;  /* mapped fields to set (not for deletes) */
+  bool has_old_key;
+  bson_t old_key; /* primary-key change: the record that goes away */
+  bool has_position;
+  int64_t position;
+  bool empty_key; /* a field name in fields is empty: the driver must refuse the write */
+} rtu_mapped_t;
+
+void rtu_mapped_init(rtu_mapped_t *m);
+void rtu_mapped_reset(rtu_mapped_t *m);
+void rtu_mapped_destroy(rtu_mapped_t *m);
+
+/*
+ * Runs adapter, mapping and casts for one message of the projection at index
+ * projection (in cfg->projections). RTU_ERR_DATA or RTU_ERR_SCRIPT with the cause
+ * when the message cannot be applied; out->skip with the reason in errstr when the
+ * adapter skipped it.
+ */
+rtu_err_t rtu_script_map(rtu_script_t *s, size_t projection, const rtu_msg_t *msg,
+                         rtu_mapped_t *out, char *errstr, size_t errstr_size);
+
+/* Pushes the names rtu_script_map reads and writes, as Lua strings, for cfg
+ * (script.c keeps them in the state's registry at names_ref). */
+void rtu_script_map_push_names(lua_State *L, const rtu_config_t *cfg);
+
+#endif
