@@ -13,9 +13,11 @@ itself through the shell, which splits an --lpath at its semicolons):
   return { default = { lpath = "/path/to/rtu/lua/?.lua;/path/to/rtu/lua/?/init.lua" } }
 and run `busted --lua=lua5.4`. Outside the rtu binary, rtu.json (C in the binary)
 is stood in for by lua-cjson (Debian lua-cjson, with lua-dkjson for empty arrays):
-integers above 2^53 are not exact there. The time limit
-(STRATEGIES_MAX_EXEC_TIME_MS), the memory cap and the guard of string methods
-("s:find(p)") are the C core's, and are not applied here; `rtu test` applies them.
+integers above 2^53 are not exact there. The time limit is applied on CPU time
+(STRATEGIES_MAX_EXEC_TIME_MS, 5000 ms by default; the core's is wall-clock time),
+so a strategy that loops fails its test instead of hanging it; the memory cap and
+the guard of string methods ("s:find(p)") are the C core's, not applied here;
+`rtu test` applies them all.
 
   local testing = require("rtu.testing")
 
@@ -32,7 +34,8 @@ integers above 2^53 are not exact there. The time limit
 
 strategy(path [, opts]) -> s
   loads the file as rtu does (its own sandbox environment; it must return a
-  function). opts.name: the strategy's name in errors (default: file name).
+  function). opts.name: the strategy's name in errors (default: file name);
+  opts.max_exec_ms: the time limit of a run (default 5000, 0: none).
   s:run(document, given) -> identifiers, run
     the function's list of identifiers for `document` (a copy, with `__STATE__ =
     "PUBLIC"` unless it has a __STATE__, as a stored document always has), as rtu
@@ -44,8 +47,8 @@ load(where) -> cfg
   where: a folder (the nearest `env` file in it or above it is read), an env file,
   or a table of variables. The variables are rtu's (MAP_TABLE_FOLDER,
   USE_AUTOMATIC_STRATEGIES, ER_SCHEMA_FOLDER, PROJECTION_CHANGES_SCHEMA_FOLDER,
-  STRATEGIES_FOLDER); from a file, the process environment fills what the file
-  does not set. Errors: one line per problem, as `rtu check` words them.
+  STRATEGIES_FOLDER, STRATEGIES_MAX_EXEC_TIME_MS); from a file, the process
+  environment fills what the file does not set. Errors: one line per problem, as `rtu check` words them.
   cfg:changes(projection, images, given) -> changes, run
     the projection changes rtu records for a change of one document of
     `projection` (a mapTable.json name): images = {before = doc, after = doc}
@@ -84,7 +87,9 @@ if not package.loaded["rtu.json"] and not pcall(require, "rtu.json") then
   package.loaded["rtu.json"] = require("rtu.testing.json")
 end
 if not package.loaded["rtu.limits"] and not pcall(require, "rtu.limits") then
-  package.loaded["rtu.limits"] = { timed_out = function() return false end }
+  local limits = { stand_in_timed_out = false }
+  function limits.timed_out() return limits.stand_in_timed_out end
+  package.loaded["rtu.limits"] = limits
 end
 
 local json = require("rtu.json")
@@ -96,6 +101,8 @@ local jsonenc = require("rtu.jsonenc")
 
 local null = value.null
 local M = {}
+
+local DEFAULT_MS = 5000 -- STRATEGIES_MAX_EXEC_TIME_MS's default
 
 ---------------------------------------------------------------------------------
 -- values
@@ -197,6 +204,42 @@ local function new_log(entries)
 end
 
 ---------------------------------------------------------------------------------
+-- the time limit: a count hook on CPU time. A Lua hook belongs to one thread (a
+-- coroutine does not run its creator's), so it is set on the calling thread, by
+-- every loaded script function when called (in the coroutines rtu's batched calls
+-- make) and on the coroutines a script makes. Past the deadline every hook call
+-- raises again, and the stand-in rtu.limits says so, so that the sandbox's pcall
+-- gives the timeout back instead of going on.
+
+local current_hook -- the hook of the run in progress, nil outside one
+
+local function set_hook(co)
+  if not current_hook then return end
+  if co then debug.sethook(co, current_hook, "", 1000) else debug.sethook(current_hook, "", 1000) end
+end
+
+local function limited(ms, f, ...)
+  if not ms or ms <= 0 then return f(...) end
+  local limits = package.loaded["rtu.limits"]
+  local deadline = os.clock() + ms / 1000
+  local message = "strategy exceeded STRATEGIES_MAX_EXEC_TIME_MS (" .. ms .. " ms)"
+  local hook, mask, count = debug.gethook()
+  current_hook = function()
+    if os.clock() > deadline then
+      if type(limits) == "table" then limits.stand_in_timed_out = true end
+      error(message, 0)
+    end
+  end
+  set_hook()
+  local res = table.pack(pcall(f, ...))
+  current_hook = nil
+  if hook then debug.sethook(hook, mask, count) else debug.sethook() end
+  if type(limits) == "table" then limits.stand_in_timed_out = false end
+  if not res[1] then error(res[2], 0) end
+  return table.unpack(res, 2, res.n)
+end
+
+---------------------------------------------------------------------------------
 -- loading scripts as the core does (src/script.c load_user_function)
 
 local function read_file(path)
@@ -208,14 +251,32 @@ local function read_file(path)
 end
 
 local function load_function(path)
-  local chunk, err = loadfile(path, "t", sandbox.new_env())
+  local env = sandbox.new_env()
+  local co_create = env.coroutine.create
+  env.coroutine.create = function(f)
+    local co = co_create(f)
+    set_hook(co)
+    return co
+  end
+  env.coroutine.wrap = function(f)
+    local co = env.coroutine.create(f)
+    return function(...)
+      local res = table.pack(env.coroutine.resume(co, ...))
+      if not res[1] then error(res[2], 0) end
+      return table.unpack(res, 2, res.n)
+    end
+  end
+  local chunk, err = loadfile(path, "t", env)
   if not chunk then error(err, 0) end
   local ok, fn = pcall(chunk)
   if not ok then error(path .. ": " .. tostring(fn), 0) end
   if type(fn) ~= "function" then
     error(path .. ": must return a function, returned a " .. type(fn), 0)
   end
-  return fn
+  return function(...)
+    set_hook()
+    return fn(...)
+  end
 end
 
 local function read_json(path)
@@ -279,12 +340,14 @@ function M.strategy(path, opts)
   local fn = load_function(path)
   local identify = changes_mod.build({ automatic = false,
     manual = { __test = { { sv = "__test", name = name, fn = fn } } } })
-  return setmetatable({ fn = fn, name = name, path = path, identify = identify }, Strategy)
+  return setmetatable({ fn = fn, name = name, path = path, identify = identify,
+    max_exec_ms = opts.max_exec_ms or DEFAULT_MS }, Strategy)
 end
 
 function Strategy:run(document, given)
   local run = new_run(given)
-  local results = self.identify("__test", { { doc = stored(document) } }, run.db, run.log)
+  local results = limited(self.max_exec_ms, self.identify, "__test", { { doc = stored(document) } },
+    run.db, run.log)
   local ids = {}
   for _, r in ipairs(results) do ids[#ids + 1] = r.identifier end
   return ids, run
@@ -445,8 +508,9 @@ function M.load(where)
   if #problems > 0 then problems_error(problems) end
   local identify, involved = changes_mod.build(spec)
   if not identify then problems_error(involved) end
+  local ms = math.tointeger(tonumber(vars.STRATEGIES_MAX_EXEC_TIME_MS or "")) or DEFAULT_MS
   return setmetatable({ projections = projections, identify = identify, involved = involved,
-    automatic = automatic, variables = vars }, Config)
+    automatic = automatic, variables = vars, max_exec_ms = ms }, Config)
 end
 
 local function images_of(images)
@@ -472,7 +536,8 @@ function Config:changes(projection, images, given)
   if before ~= nil then docs[#docs + 1] = { doc = stored(before), origin = 1 } end
   if after ~= nil then docs[#docs + 1] = { doc = stored(after), origin = 2 } end
   if not self.involved[projection] then return value.array({}), run end
-  return sorted_changes(self.identify(projection, docs, run.db, run.log)), run
+  return sorted_changes(limited(self.max_exec_ms, self.identify, projection, docs, run.db, run.log)),
+    run
 end
 
 M.null = null

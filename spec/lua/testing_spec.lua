@@ -245,3 +245,30 @@ describe("rtu.testing.load", function()
     os.execute("rm -rf '" .. d .. "'")
   end)
 end)
+
+describe("rtu.testing's time limit", function()
+  it("stops a strategy that loops, also through the sandbox's pcall and its coroutines", function()
+    local d = tmpdir()
+    write(d .. "/loop.lua", "return function() while true do end end")
+    write(d .. "/catch.lua", table.concat({
+      "return function()",
+      "  local ok = pcall(function() while true do end end)",
+      "  local co = coroutine.create(function() while true do end end)",
+      "  coroutine.resume(co)",
+      "  pcall(coroutine.wrap(function() while true do end end))",
+      "  return { { survived = true } }",
+      "end" }, "\n"))
+    for _, name in ipairs({ "loop", "catch" }) do
+      local s = testing.strategy(d .. "/" .. name .. ".lua", { max_exec_ms = 50 })
+      local t0 = os.clock()
+      assert.has_error(function() s:run({}) end, "strategy exceeded STRATEGIES_MAX_EXEC_TIME_MS (50 ms)")
+      assert.is_true(os.clock() - t0 < 2)
+    end
+    -- the limit is gone after the run: later code is not interrupted
+    local s = testing.strategy(d .. "/catch.lua", { max_exec_ms = 0 })
+    assert.is_nil(debug.gethook())
+    assert.is_false(require("rtu.limits").timed_out())
+    os.execute("rm -rf '" .. d .. "'")
+    assert.is_not_nil(s)
+  end)
+end)
