@@ -13,7 +13,7 @@ FROM debian:12-slim AS build
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       build-essential cmake pkg-config \
-      librdkafka-dev libmongoc-dev libbson-dev liblua5.4-dev libmicrohttpd-dev \
+      librdkafka-dev libmongoc-dev libbson-dev liblua5.4-dev libmicrohttpd-dev libcurl4-openssl-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
@@ -24,7 +24,8 @@ RUN cmake -S . -B build -DCMAKE_BUILD_TYPE=Release \
 FROM debian:12-slim
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      librdkafka1 libmongoc-1.0-0 libbson-1.0-0 liblua5.4-0 libmicrohttpd12 ca-certificates \
+      librdkafka1 libmongoc-1.0-0 libbson-1.0-0 liblua5.4-0 libmicrohttpd12 libcurl4 \
+      ca-certificates \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --user-group --no-create-home --home-dir /nonexistent \
       --shell /usr/sbin/nologin rtu

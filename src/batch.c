@@ -11,12 +11,12 @@
  * counter so a concurrent writer (another instance during a rebalance) is never
  * overwritten by an older change.
  *
- * It also owns the batch's strategies stage: the documents a run's strategies
- * need wait for the other runs of the batch, and each projection's go through
- * one identify call, so a hop's lookup and a single view found from several
- * partitions are paid once per batch, not once per partition run.
+ * After the writes it hands the records as stored to the strategies stage
+ * (stage.c: deferred to the poll's stage, or run at once) and the records
+ * written to their pr-update messages (messages.c).
  *
- * It knows nothing of Lua (script.c maps) or of the MongoDB API (store.c writes).
+ * It knows nothing of Lua (script.c maps), of the database (the store writes,
+ * through store.h) or of message formats (messages.c).
  */
 #include "batch.h"
 
@@ -24,12 +24,12 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "bson_raw.h"
-#include "emit.h"
-#include "json_write.h"
-#include "key_text.h"
 #include "log.h"
+#include "messages.h"
 #include "metrics.h"
+#include "util.h"
+#include "bson_raw.h"
+#include "key_text.h"
 #include "script_map.h"
 #include "strategies.h"
 
@@ -68,6 +68,7 @@ struct rtu_batch_s {
   rtu_script_t *script;
   rtu_store_t *store;
   rtu_emit_t *emit; /* NULL when nothing is produced */
+  rtu_stage_t *stage; /* the strategies of a run not deferred */
   rtu_mapped_t *mapped; /* per message; never moved once initialised */
   size_t mapped_cap;
   event_t *events;
@@ -84,15 +85,26 @@ rtu_batch_t *rtu_batch_new(const rtu_config_t *cfg, rtu_script_t *script, rtu_st
   b->cfg = cfg;
   b->script = script;
   b->store = store;
+  b->stage = rtu_stage_new(cfg, script, store);
+  if (!b->stage) {
+    free(b);
+    return NULL;
+  }
   return b;
 }
 
 void rtu_batch_set_generation(rtu_batch_t *b, const rtu_config_t *cfg, rtu_script_t *script) {
   b->cfg = cfg;
   b->script = script;
+  rtu_stage_set_generation(b->stage, cfg, script);
 }
 
-void rtu_batch_set_emit(rtu_batch_t *b, rtu_emit_t *emit) { b->emit = emit; }
+void rtu_batch_set_emit(rtu_batch_t *b, rtu_emit_t *emit) {
+  b->emit = emit;
+  rtu_stage_set_emit(b->stage, emit);
+}
+
+rtu_stage_t *rtu_batch_stage(rtu_batch_t *b) { return b->stage; }
 
 /* Capacities up to this many messages are kept between runs; above it the buffers
  * are released after a run that used less than a quarter of them, so one large run
@@ -162,6 +174,7 @@ static bool reserve_writes(rtu_batch_t *b, size_t ngroups) {
 void rtu_batch_free(rtu_batch_t *b) {
   if (!b) return;
   release(b);
+  rtu_stage_free(b->stage);
   free(b);
 }
 
@@ -296,8 +309,8 @@ static void simulate(rtu_batch_t *b, const group_t *g, const rtu_msg_t *msgs, ui
 /* ---- building writes ---------------------------------------------------- */
 
 /* {$or: [{__internal__counter: {$lte: counter}}, {__internal__counter: {$exists: false}}]},
- * written as bytes (rtu_bson_raw_t): it and the metadata go into every write, and
- * twenty bson_append_* calls per record were about 8 % of a basic message. */
+ * written as bytes (rtu_bson_raw_t) rather than with twenty bson_append_* calls: it
+ * and the metadata go into every write. */
 static void append_guard(bson_t *filter, int64_t counter) {
   rtu_bson_raw_t r;
   rtu_bson_raw_init(&r);
@@ -447,16 +460,7 @@ static void build_write(rtu_batch_t *b, const group_t *g, const outcome_t *o,
   if (!g->s0_exists && o->state == ST_DELETED && !fields_written) *emit = false;
 }
 
-static void fail_at(rtu_run_result_t *res, rtu_err_t err, const rtu_msg_t *msg,
-                    const char *cause) {
-  if (res->failed && res->fail_offset <= msg->offset) return;
-  res->failed = true;
-  res->err = err;
-  res->fail_offset = msg->offset;
-  snprintf(res->cause, sizeof res->cause, "%s", cause);
-}
-
-/* ---- strategies --------------------------------------------------------- */
+/* ---- after the writes: strategies and pr-update messages ------------------ */
 
 /* The record as stored after the run: what the writes made of the stored one.
  * Its fields and metadata are those its write sets, taken from the write when
@@ -489,363 +493,120 @@ static void build_image(rtu_batch_t *b, const group_t *g, const outcome_t *o,
   if (!rtu_bson_raw_find(&seen, img, "_id")) BSON_APPEND_OID(img, "_id", &o->oid);
 }
 
-static rtu_err_t find_cb(void *ctx, const char *collection, const bson_t *filter, const bson_t *opts,
-                         void (*each)(void *, const bson_t *), void *each_ctx, char *errstr,
-                         size_t sz) {
-  return rtu_store_find(ctx, collection, filter, opts, each, each_ctx, errstr, sz);
+/* The records as stored after the run, built once for the strategies and the
+ * pr-update messages both. */
+typedef struct {
+  bson_t *images; /* per group */
+  bool *has;      /* per group: images[g] was built (the record is not gone) */
+  size_t n;
+} images_t;
+
+static void images_free(images_t *im) {
+  for (size_t g = 0; im->has && g < im->n; g++)
+    if (im->has[g]) bson_destroy(&im->images[g]);
+  free(im->images);
+  free(im->has);
 }
 
-/* Empties s for the next message and keeps its buffer: the producer copies what
- * it is given, and a new string a message grew from nothing by reallocations
- * (bson_string_truncate would shrink the buffer to 16 bytes). */
-static void sb_clear(bson_string_t *s) {
-  s->len = 0;
-  s->str[0] = '\0';
+/* True when the record's last applied message is one the run keeps. */
+static bool group_counts(const rtu_batch_t *b, size_t g, const rtu_msg_t *msgs,
+                         const rtu_run_result_t *res) {
+  const outcome_t *o = &b->outcomes[g];
+  return o->last_event >= 0 && msgs[b->events[o->last_event].msg].offset < res->next_offset;
 }
 
-/* The original key and Kafka coordinates, as pr-update and PC messages carry them. */
-static void append_kafka_info_json(bson_string_t *out, const rtu_msg_t *msg, bool ts_as_ms) {
-  bson_t tmp = BSON_INITIALIZER; /* the key alone */
-  rtu_key_text_append(&tmp, "key", msg->key, msg->key_len);
-  bson_string_append(out, "{\"topic\":");
-  rtu_json_write_string(out, msg->topic, strlen(msg->topic));
-  bson_string_append(out, ",\"partition\":");
-  rtu_json_write_int(out, msg->partition);
-  bson_string_append(out, ",\"offset\":");
-  rtu_json_write_int(out, msg->offset);
-  bson_string_append(out, ",\"key\":");
-  rtu_json_write_first(&tmp, out);
-  bson_string_append(out, ",\"timestamp\":");
-  /* a string either way: the milliseconds' digits, or the ISO date */
-  bson_string_append_c(out, '"');
-  if (ts_as_ms) {
-    rtu_json_write_int(out, msg->timestamp);
-  } else {
-    char ts[40];
-    rtu_iso8601(msg->timestamp, ts, sizeof ts);
-    bson_string_append(out, ts);
-  }
-  bson_string_append_c(out, '"');
-  bson_string_append_c(out, '}');
-  bson_destroy(&tmp);
-}
-
-/* Kafka projection-change messages (kafkaProjectionChanges.json), key = identifier;
- * named[d] is the message the changes found from document d name. */
-static rtu_err_t emit_pc_messages(rtu_batch_t *b, const rtu_projection_t *p,
-                                  const rtu_identified_t *ids, size_t nids,
-                                  const rtu_msg_t *const *named, bool *produced, char *err,
-                                  size_t sz) {
-  bson_string_t *key = bson_string_new(NULL), *val = bson_string_new(NULL);
-  rtu_err_t rc = RTU_OK;
-  for (size_t i = 0; i < nids && rc == RTU_OK; i++) {
-    const char *topic = NULL;
-    for (size_t t = 0; t < p->npc_topics; t++)
-      if (!strcmp(p->pc_topics[t].single_view, ids[i].type)) topic = p->pc_topics[t].strategy;
-    if (!topic) continue;
-    sb_clear(key);
-    sb_clear(val);
-    rtu_json_write_doc(&ids[i].identifier, false, key);
-    bson_string_append(val, "{\"identifier\":");
-    bson_string_append(val, key->str);
-    bson_string_append(val, ",\"__internal__kafkaInfo\":");
-    append_kafka_info_json(val, named[ids[i].origin], true);
-    bson_string_append(val, "}");
-    rc = rtu_emit_produce(b->emit, topic, key->str, key->len, val->str, val->len, err, sz);
-    if (rc == RTU_OK) *produced = true;
-  }
-  bson_string_free(key, true);
-  bson_string_free(val, true);
-  return rc;
-}
-
-/* pr-update v1: one message per record written, key = its primary key. */
-static rtu_err_t emit_pr_updates(rtu_batch_t *b, const rtu_projection_t *p, const rtu_msg_t *msgs,
-                                 size_t ngroups, const bson_t *images, const bool *has_image,
-                                 int64_t now, const rtu_run_result_t *res, bool *produced,
-                                 char *err, size_t sz) {
-  const rtu_config_t *cfg = b->cfg;
-  bool db2 = !strcmp(cfg->adapter, "basic") || !strcmp(cfg->adapter, "db2");
-  char iso[40];
-  rtu_iso8601(now, iso, sizeof iso);
-  bson_string_t *key = bson_string_new(NULL), *val = bson_string_new(NULL);
-  rtu_err_t rc = RTU_OK;
-  for (size_t g = 0; g < ngroups && rc == RTU_OK; g++) {
+/* The images of the records the run keeps, and (with strategies) the documents
+ * for them in run: each record's image, and its stored document when it may
+ * have left single views. */
+static void collect_docs(rtu_batch_t *b, size_t projection, const rtu_msg_t *msgs, size_t ngroups,
+                         int64_t now, bool strategies, images_t *im, rtu_deferred_t *run) {
+  size_t n = 0;
+  for (size_t g = 0; g < ngroups; g++) {
     const outcome_t *o = &b->outcomes[g];
     const group_t *gr = &b->groups[g];
-    if (o->last_event < 0) continue;
-    const event_t *last = &b->events[o->last_event];
-    if (msgs[last->msg].offset >= res->next_offset) continue;
-    if (o->state == ST_ABSENT && !gr->s0_exists) continue; /* nothing was ever stored */
-    const char *op = !gr->s0_exists ? "INSERT"
-                     : (o->state == ST_ABSENT || o->state == ST_DELETED) ? "DELETE"
-                                                                        : "UPDATE";
-    char id[25] = "";
-    bson_iter_t it;
-    const bson_t *after = has_image[g] ? &images[g] : NULL;
-    if (after && rtu_bson_raw_find(&it, after, "_id") && BSON_ITER_HOLDS_OID(&it))
-      bson_oid_to_string(bson_iter_oid(&it), id);
-    else if (gr->s0 && rtu_bson_raw_find(&it, gr->s0, "_id") && BSON_ITER_HOLDS_OID(&it))
-      bson_oid_to_string(bson_iter_oid(&it), id);
-    sb_clear(key);
-    sb_clear(val);
-    rtu_json_write_doc(last->key, false, key);
-    /* By hand: printf and libbson's escape were a tenth of a food message. */
-    bson_string_append(val, "{\"operationType\":\"");
-    bson_string_append(val, op);
-    bson_string_append(val, "\",\"operationTimestamp\":\"");
-    bson_string_append(val, iso);
-    bson_string_append(val, "\",\"documentId\":\"");
-    bson_string_append(val, id);
-    bson_string_append(val, "\",\"projectionName\":");
-    rtu_json_write_string(val, p->name, strlen(p->name));
-    bson_string_append(val, ",\"source\":");
-    rtu_json_write_string(val, cfg->system_of_records, strlen(cfg->system_of_records));
-    bson_string_append(val, ",\"primaryKeys\":[");
-    for (size_t k = 0; k < p->npk; k++) {
-      if (k) bson_string_append_c(val, ',');
-      rtu_json_write_string(val, p->pk_dst[k], strlen(p->pk_dst[k]));
+    if (!group_counts(b, g, msgs, run->res)) continue;
+    uint32_t first_msg = UINT32_MAX;
+    for (uint32_t e = gr->first; e < gr->first + gr->count; e++)
+      if (b->events[e].msg < first_msg) first_msg = b->events[e].msg;
+    if (o->state != ST_ABSENT) {
+      bson_init(&im->images[g]);
+      build_image(b, gr, o, msgs, now, &im->images[g]);
+      im->has[g] = true;
     }
-    bson_string_append(val, "]");
-    /* Reference 6.2: before is null with db2 and absent on insert; after is absent
-     * on delete (soft ones too). */
-    if (db2) {
-      bson_string_append(val, ",\"before\":null");
-    } else if (gr->s0) {
-      bson_string_append(val, ",\"before\":");
-      rtu_json_write_doc(gr->s0, false, val);
+    /* Before the run, the record may have belonged to single views it left:
+     * they are looked for too, unless the strategies would read the same of it
+     * before and after (most updates touch no relation), which finds them twice. */
+    bool same = strategies && gr->s0 && im->has[g] &&
+                rtu_strategies_same_input(b->script, projection, gr->s0, &im->images[g]);
+    if (gr->s0 && !same) {
+      run->docs[n] = gr->s0;
+      run->origin[n] = run->since[n] = first_msg;
+      n++;
     }
-    if (after && strcmp(op, "DELETE") != 0) {
-      bson_string_append(val, ",\"after\":");
-      rtu_json_write_doc(after, false, val);
+    if (im->has[g]) {
+      run->docs[n] = &im->images[g];
+      run->origin[n] = b->events[o->last_event].msg;
+      run->since[n] = same ? first_msg : run->origin[n];
+      n++;
     }
-    bson_string_append(val, ",\"__internal__kafkaInfo\":");
-    append_kafka_info_json(val, &msgs[last->msg], false);
-    bson_string_append(val, "}");
-    rc = rtu_emit_produce(b->emit, p->pr_update_topic, key->str, key->len, val->str, val->len, err,
-                          sz);
-    if (rc == RTU_OK) *produced = true;
   }
-  bson_string_free(key, true);
-  bson_string_free(val, true);
-  return rc;
+  run->n = n;
 }
 
-/* The documents handed to strategies, in the order of the messages their
- * changes name (the latest of a record's run for its image), so that a single
- * view several of them lead to names the latest. since is the earliest message a
- * document stands for: where the partition stops when its strategies fail. It is
- * the same message but for an image that also stands for the record before the
- * run (rtu_strategies_same_input): it answers for the run's first message of it. */
-typedef struct {
-  const bson_t *doc;
-  uint32_t origin; /* index of the message */
-  uint32_t since;  /* index of the earliest message */
-  uint32_t pos;    /* ties keep the order they were found in */
-} run_doc_t;
-
-static int run_doc_cmp(const void *pa, const void *pb) {
-  const run_doc_t *a = pa, *b = pb;
-  if (a->origin != b->origin) return a->origin < b->origin ? -1 : 1;
-  return a->pos < b->pos ? -1 : a->pos > b->pos;
-}
-
-static int run_doc_since_cmp(const void *pa, const void *pb) {
-  const run_doc_t *a = pa, *b = pb;
-  if (a->since != b->since) return a->since < b->since ? -1 : 1;
-  return a->pos < b->pos ? -1 : a->pos > b->pos;
-}
-
-/* Sorts docs, origin and since by origin, and fills rerun with the indexes of
- * the sorted documents by since: the order in which the one-by-one reruns look
- * for the failing document, so that it is the one of the earliest message. */
-static bool sort_run_docs(const bson_t **docs, uint32_t *origin, uint32_t *since, uint32_t *rerun,
-                          size_t n) {
-  run_doc_t *order = calloc(n ? n : 1, sizeof *order);
-  if (!order) return false;
-  for (size_t i = 0; i < n; i++) order[i] = (run_doc_t){docs[i], origin[i], since[i], (uint32_t)i};
-  qsort(order, n, sizeof *order, run_doc_cmp);
-  for (size_t i = 0; i < n; i++) {
-    docs[i] = order[i].doc;
-    origin[i] = order[i].origin;
-    since[i] = order[i].since;
-    order[i].pos = (uint32_t)i;
+/* Hands run's documents to the strategies: to the poll's stage through defer
+ * (as copies: they outlive this run's buffers), or to the stage at once. */
+static rtu_err_t hand_to_strategies(rtu_batch_t *b, size_t projection, rtu_deferred_t *run,
+                                    rtu_deferred_t *defer) {
+  if (!rtu_deferred_order(run)) {
+    snprintf(run->res->cause, sizeof run->res->cause, "out of memory");
+    return RTU_ERR_FATAL;
   }
-  qsort(order, n, sizeof *order, run_doc_since_cmp);
-  for (size_t i = 0; i < n; i++) rerun[i] = order[i].pos;
-  free(order);
-  return true;
-}
-
-/* A strategy failed on doc: the partition stops at the message it stands for,
- * and the cause names the record. */
-static void strategy_failed(const rtu_projection_t *p, const bson_t *doc, const rtu_msg_t *msg,
-                            const char *err, rtu_run_result_t *res) {
-  bson_t key = BSON_INITIALIZER;
-  bson_iter_t it;
-  for (size_t i = 0; i < p->npk; i++)
-    if (bson_iter_init_find(&it, doc, p->pk_dst[i])) bson_append_iter(&key, p->pk_dst[i], -1, &it);
-  bson_string_t *k = bson_string_new(NULL);
-  rtu_json_write_doc(&key, false, k);
-  char cause[RTU_ERRSTR_SIZE];
-  snprintf(cause, sizeof cause, "strategy failed on the %.60s record %.100s: %.300s", p->name,
-           k->str, err);
-  bson_string_free(k, true);
-  bson_destroy(&key);
-  fail_at(res, RTU_ERR_SCRIPT, msg, cause);
-  res->next_offset = res->fail_offset;
-  rtu_metrics_add(strstr(err, "STRATEGIES_MAX_EXEC_TIME_MS") ? RTU_C_STRATEGY_TIMEOUTS
-                                                             : RTU_C_STRATEGY_ERRORS,
-                  NULL, 1);
-}
-
-/* ---- the strategies stage ------------------------------------------------ */
-
-/* A call of the stage reads at most this many documents at once (whole runs, so
- * a run alone may exceed it): the Lua heap of a merged identify call and its
- * lookups' answers grow with it, a poll's documents do not reach it whole. */
-#define STAGE_MAX_DOCS 512
-
-void rtu_deferred_free(rtu_deferred_t *d) {
-  if (d->owned)
-    for (size_t k = 0; k < d->n; k++) bson_destroy((bson_t *)d->docs[k]);
-  free(d->docs);
-  free(d->origin);
-  free(d->since);
-  free(d->rerun);
-  free(d->skipped);
-  memset(d, 0, sizeof *d);
-}
-
-/* A run whose end moved back: count what it applied again, as rtu_batch_run does. */
-static void recount_applied(rtu_deferred_t *d) {
-  rtu_run_result_t *res = d->res;
-  if (!d->skipped) return; /* a run of its own: rtu_batch_run counts after */
-  res->applied = 0;
-  for (size_t i = 0; i < d->nmsgs && d->msgs[i].offset < res->next_offset; i++)
-    if (!d->skipped[i]) res->applied++;
-  if (res->applied >= res->stale) res->applied -= res->stale;
-}
-
-static void stage_fail(rtu_deferred_t *const *runs, size_t nruns, rtu_err_t rc, const char *err,
-                       bool kafka) {
-  for (size_t r = 0; r < nruns; r++) {
-    runs[r]->err = rc;
-    snprintf(runs[r]->res->cause, sizeof runs[r]->res->cause, "%s", err);
-    runs[r]->res->kafka_unavailable = kafka;
+  if (!defer) {
+    rtu_stage_run(b->stage, projection, (rtu_deferred_t *[]){run}, 1);
+    return run->err;
   }
+  for (size_t k = 0; k < run->n; k++)
+    run->docs[k] = rtu_strategies_copy_input(b->script, projection, run->docs[k]);
+  run->owned = true;
+  *defer = *run;
+  memset(run, 0, sizeof *run);
+  return RTU_OK;
 }
 
-/*
- * One identify call over the documents of runs[0..nruns) (distinct partitions),
- * then one bulk of projection changes, their Kafka messages and one flush.
- * Returns how many of the runs it settled: all of them, or, when a strategy
- * fails, those up to the run it failed in (stopped at the failing document's
- * earliest message, everything before it done); the caller goes on with the
- * others. A transient or fatal error is set on every run it settled.
- */
-static size_t stage_call(rtu_batch_t *b, size_t projection, rtu_deferred_t *const *runs,
-                         size_t nruns) {
-  const rtu_projection_t *p = &b->cfg->projections[projection];
-  size_t n = 0, handled = nruns, nids = 0, nuse;
-  for (size_t r = 0; r < nruns; r++) n += runs[r]->n;
-  const bson_t **docs = calloc(n ? n : 1, sizeof *docs);
-  const rtu_msg_t **named = calloc(n ? n : 1, sizeof *named);
-  const rtu_msg_t **from = calloc(n ? n : 1, sizeof *from);
-  uint32_t *rerun = calloc(n ? n : 1, sizeof *rerun);
-  uint32_t *run_of = calloc(n ? n : 1, sizeof *run_of);
-  rtu_identified_t *ids = NULL;
-  rtu_pc_t *pcs = NULL;
+/* pr-update v1: one message per record written that the run keeps. */
+static rtu_err_t produce_pr_updates(rtu_batch_t *b, const rtu_projection_t *p,
+                                    const rtu_msg_t *msgs, size_t ngroups, const images_t *im,
+                                    int64_t now, rtu_run_result_t *res) {
   char err[RTU_ERRSTR_SIZE];
-  bool produced = false;
-  rtu_err_t rc;
-  if (!docs || !named || !from || !rerun || !run_of) {
-    stage_fail(runs, nruns, RTU_ERR_FATAL, "out of memory", false);
-    goto done;
+  size_t n = 0;
+  rtu_pr_update_t *ups = calloc(ngroups ? ngroups : 1, sizeof *ups);
+  if (!ups) {
+    snprintf(res->cause, sizeof res->cause, "out of memory");
+    return RTU_ERR_FATAL;
   }
-  /* Run after run, each by the message its changes name; the reruns that look
-   * for a failing document go run after run too, each by its earliest messages. */
-  for (size_t r = 0, base = 0; r < nruns; base += runs[r]->n, r++) {
-    const rtu_deferred_t *d = runs[r];
-    for (size_t k = 0; k < d->n; k++) {
-      docs[base + k] = d->docs[k];
-      named[base + k] = &d->msgs[d->origin[k]];
-      from[base + k] = &d->msgs[d->since[k]];
-      rerun[base + k] = (uint32_t)base + d->rerun[k];
-      run_of[base + k] = (uint32_t)r;
-    }
+  for (size_t g = 0; g < ngroups; g++) {
+    const outcome_t *o = &b->outcomes[g];
+    const group_t *gr = &b->groups[g];
+    if (!group_counts(b, g, msgs, res)) continue;
+    if (o->state == ST_ABSENT && !gr->s0_exists) continue; /* nothing was ever stored */
+    const event_t *last = &b->events[o->last_event];
+    ups[n++] = (rtu_pr_update_t){
+        .op = !gr->s0_exists                                       ? "INSERT"
+              : (o->state == ST_ABSENT || o->state == ST_DELETED) ? "DELETE"
+                                                                   : "UPDATE",
+        .key = last->key,
+        .before = gr->s0,
+        .after = im->has[g] ? &im->images[g] : NULL,
+        .msg = &msgs[last->msg],
+    };
   }
-  size_t failed;
-  rtu_metrics_add(RTU_C_STRATEGY_DOCUMENTS, NULL, n);
-  int64_t t0 = rtu_now_mono_us();
-  rc = rtu_strategies_identify(b->script, projection, docs, rerun, n, find_cb, b->store, &ids,
-                               &nids, &failed, err, sizeof err);
-  rtu_metrics_observe(RTU_H_STRATEGY, (double)(rtu_now_mono_us() - t0) / 1e6);
-  nuse = nids;
-  if (rc == RTU_ERR_SCRIPT) {
-    if (failed >= n) failed = 0; /* cannot happen: the earliest, then */
-    size_t fr = run_of[failed];
-    strategy_failed(p, docs[failed], from[failed], err, runs[fr]->res);
-    recount_applied(runs[fr]);
-    /* The single views came from the reruns, run after run and in each by the
-     * earliest message: those of the runs before and of the failing run's
-     * earlier messages lead, each naming the earliest message that found it, as
-     * applying the messages one by one up to the failing one would. */
-    nuse = 0;
-    while (nuse < nids && (run_of[ids[nuse].origin] < fr ||
-                           (run_of[ids[nuse].origin] == fr &&
-                            from[ids[nuse].origin]->offset < from[failed]->offset)))
-      nuse++;
-    memcpy(named, from, n * sizeof *named);
-    handled = fr + 1;
-    rc = RTU_OK;
-  }
+  rtu_err_t rc = rtu_messages_pr_updates(b->emit, b->cfg, p, ups, n, now, err, sizeof err);
+  free(ups);
   if (rc != RTU_OK) {
-    stage_fail(runs, handled, rc, err, false);
-    goto done;
+    snprintf(res->cause, sizeof res->cause, "%s", err);
+    res->kafka_unavailable = rc == RTU_ERR_TRANSIENT;
   }
-  pcs = calloc(nuse ? nuse : 1, sizeof *pcs);
-  if (!pcs) {
-    stage_fail(runs, handled, RTU_ERR_FATAL, "out of memory", false);
-    goto done;
-  }
-  for (size_t i = 0; i < nuse; i++)
-    pcs[i] = (rtu_pc_t){ids[i].type, &ids[i].identifier, named[ids[i].origin]};
-  rc = rtu_store_write_pcs(b->store, pcs, nuse, err, sizeof err);
-  if (rc != RTU_OK) {
-    /* e.g. an upsert race: retry the runs */
-    stage_fail(runs, handled, rc == RTU_ERR_DATA ? RTU_ERR_TRANSIENT : rc, err, false);
-    goto done;
-  }
-  for (size_t i = 0; i < nuse; i++) {
-    runs[run_of[ids[i].origin]]->res->changes++;
-    rtu_metrics_add(RTU_C_PROJECTION_CHANGES, ids[i].type, 1);
-  }
-  if (b->emit && b->cfg->gen_kafka_pc) {
-    rc = emit_pc_messages(b, p, ids, nuse, named, &produced, err, sizeof err);
-    if (rc == RTU_OK && produced) rc = rtu_emit_flush(b->emit, 10000, err, sizeof err);
-    if (rc != RTU_OK) stage_fail(runs, handled, rc, err, rc == RTU_ERR_TRANSIENT);
-  }
-done:
-  free(docs);
-  free(named);
-  free(from);
-  free(rerun);
-  free(run_of);
-  free(pcs);
-  rtu_identified_free(ids, nids);
-  return handled; /* at least 1: all runs, or up to the failing one */
-}
-
-void rtu_batch_strategies(rtu_batch_t *b, size_t projection, rtu_deferred_t *const *runs,
-                          size_t nruns) {
-  size_t i = 0;
-  while (i < nruns) {
-    size_t j = i, ndocs = 0;
-    do ndocs += runs[j++]->n;
-    while (j < nruns && ndocs + runs[j]->n <= STAGE_MAX_DOCS);
-    i += stage_call(b, projection, runs + i, j - i);
-  }
+  return rc;
 }
 
 /* After the projection writes: the documents for the strategies (run here, or
@@ -858,117 +619,43 @@ void rtu_batch_strategies(rtu_batch_t *b, size_t projection, rtu_deferred_t *con
 static rtu_err_t after_writes(rtu_batch_t *b, size_t projection, const rtu_msg_t *msgs,
                               size_t nmsgs, size_t ngroups, int64_t now, bool strategies,
                               bool pr_updates, rtu_deferred_t *defer, rtu_run_result_t *res) {
-  const rtu_projection_t *p = &b->cfg->projections[projection];
-  outcome_t *outcomes = b->outcomes;
-  size_t cap = 2 * ngroups, n = 0;
-  bson_t *images = rtu_aligned_calloc(ngroups ? ngroups : 1, sizeof *images);
-  bool *has_image = calloc(ngroups ? ngroups : 1, sizeof *has_image);
+  size_t cap = ngroups ? 2 * ngroups : 1;
+  images_t im = {rtu_aligned_calloc(ngroups ? ngroups : 1, sizeof *im.images),
+                 calloc(ngroups ? ngroups : 1, sizeof *im.has), ngroups};
   rtu_deferred_t run = {.msgs = msgs, .nmsgs = nmsgs, .res = res};
-  run.docs = calloc(cap ? cap : 1, sizeof *run.docs);
-  run.origin = calloc(cap ? cap : 1, sizeof *run.origin);
-  run.since = calloc(cap ? cap : 1, sizeof *run.since);
-  run.rerun = calloc(cap ? cap : 1, sizeof *run.rerun);
-  char err[RTU_ERRSTR_SIZE];
-  bool produced = false;
+  run.docs = calloc(cap, sizeof *run.docs);
+  run.origin = calloc(cap, sizeof *run.origin);
+  run.since = calloc(cap, sizeof *run.since);
+  run.rerun = calloc(cap, sizeof *run.rerun);
   rtu_err_t rc = RTU_OK;
-  if (!images || !has_image || !run.docs || !run.origin || !run.since || !run.rerun) {
+  if (!im.images || !im.has || !run.docs || !run.origin || !run.since || !run.rerun) {
     rc = RTU_ERR_FATAL;
     snprintf(res->cause, sizeof res->cause, "out of memory");
     goto done;
   }
-  for (size_t g = 0; g < ngroups; g++) {
-    const outcome_t *o = &outcomes[g];
-    const group_t *gr = &b->groups[g];
-    if (o->last_event < 0) continue;
-    if (msgs[b->events[o->last_event].msg].offset >= res->next_offset) continue;
-    uint32_t first_msg = UINT32_MAX;
-    for (uint32_t e = gr->first; e < gr->first + gr->count; e++)
-      if (b->events[e].msg < first_msg) first_msg = b->events[e].msg;
-    if (o->state != ST_ABSENT) {
-      bson_init(&images[g]);
-      build_image(b, gr, o, msgs, now, &images[g]);
-      has_image[g] = true;
-    }
-    /* Before the run, the record may have belonged to single views it left:
-     * they are looked for too, unless the strategies would read the same of it
-     * before and after (most updates touch no relation), which finds them twice. */
-    bool same = strategies && gr->s0 && has_image[g] &&
-                rtu_strategies_same_input(b->script, projection, gr->s0, &images[g]);
-    if (gr->s0 && !same) {
-      run.docs[n] = gr->s0;
-      run.origin[n] = run.since[n] = first_msg;
-      n++;
-    }
-    if (has_image[g]) {
-      run.docs[n] = &images[g];
-      run.origin[n] = b->events[o->last_event].msg;
-      run.since[n] = same ? first_msg : run.origin[n];
-      n++;
-    }
+  collect_docs(b, projection, msgs, ngroups, now, strategies, &im, &run);
+  if (strategies && run.n > 0) {
+    rc = hand_to_strategies(b, projection, &run, defer);
+    if (rc != RTU_OK) goto done;
   }
-  run.n = n;
-
-  if (strategies && n > 0) {
-    if (!sort_run_docs(run.docs, run.origin, run.since, run.rerun, n)) {
-      rc = RTU_ERR_FATAL;
-      snprintf(res->cause, sizeof res->cause, "out of memory");
-      goto done;
-    }
-    if (defer) {
-      /* The documents outlive this run's buffers: copies go to the stage. */
-      for (size_t k = 0; k < n; k++)
-        run.docs[k] = rtu_strategies_copy_input(b->script, projection, run.docs[k]);
-      run.owned = true;
-      *defer = run;
-      memset(&run, 0, sizeof run);
-    } else {
-      rtu_batch_strategies(b, projection, (rtu_deferred_t *[]){&run}, 1);
-      if (run.err != RTU_OK) {
-        rc = run.err;
-        goto done;
-      }
-    }
-  }
-  if (pr_updates) {
-    rc = emit_pr_updates(b, p, msgs, ngroups, images, has_image, now, res, &produced, err,
-                         sizeof err);
-    if (rc == RTU_OK && produced) rc = rtu_emit_flush(b->emit, 10000, err, sizeof err);
-    if (rc != RTU_OK) {
-      snprintf(res->cause, sizeof res->cause, "%s", err);
-      res->kafka_unavailable = rc == RTU_ERR_TRANSIENT;
-    }
-  }
+  if (pr_updates) rc = produce_pr_updates(b, &b->cfg->projections[projection], msgs, ngroups, &im,
+                                          now, res);
 done:
-  for (size_t g = 0; g < ngroups; g++)
-    if (has_image && has_image[g]) bson_destroy(&images[g]);
-  free(images);
-  free(has_image);
+  images_free(&im);
   rtu_deferred_free(&run);
   return rc;
 }
 
 /* ---- the run ------------------------------------------------------------ */
 
-
-rtu_err_t rtu_batch_run(rtu_batch_t *b, size_t projection, const rtu_msg_t *msgs, size_t n,
-                        rtu_deferred_t *defer, rtu_run_result_t *res) {
-  const rtu_projection_t *p = &b->cfg->projections[projection];
+/* Step 1: maps every message into b->mapped and lists its events (a primary-key
+ * change makes two); the first message that cannot be mapped ends the run
+ * (*limit). RTU_ERR_FATAL only when the script cannot go on at all. */
+static rtu_err_t map_messages(rtu_batch_t *b, size_t projection, const rtu_msg_t *msgs,
+                              uint32_t *limit, size_t *nevents, rtu_run_result_t *res) {
   char err[RTU_ERRSTR_SIZE];
-  int64_t t0 = rtu_now_mono_us(), t1;
-  memset(res, 0, sizeof *res);
-  if (defer) memset(defer, 0, sizeof *defer);
-  res->messages = n;
-  if (n == 0) return RTU_OK;
-  res->next_offset = msgs[n - 1].offset + 1;
-  if (!reserve(b, n)) {
-    snprintf(res->cause, sizeof res->cause, "out of memory for a run of %zu messages", n);
-    return RTU_ERR_FATAL;
-  }
-
-  /* 1. Map every message; the first that cannot be mapped ends the run. */
-  uint32_t limit = (uint32_t)n;
-  size_t nevents = 0;
-  for (uint32_t i = 0; i < limit; i++) {
+  *nevents = 0;
+  for (uint32_t i = 0; i < *limit; i++) {
     rtu_mapped_t *m = &b->mapped[i];
     rtu_mapped_reset(m);
     rtu_err_t rc = rtu_script_map(b->script, projection, &msgs[i], m, err, sizeof err);
@@ -977,21 +664,24 @@ rtu_err_t rtu_batch_run(rtu_batch_t *b, size_t projection, const rtu_msg_t *msgs
       return rc;
     }
     if (rc != RTU_OK) {
-      fail_at(res, rc, &msgs[i], err);
-      limit = i;
+      rtu_run_fail_at(res, rc, &msgs[i], err);
+      *limit = i;
       break;
     }
     if (m->skip) {
       res->skipped++;
-      rtu_log(RTU_LOG_DEBUG, "message skipped", "topic", msgs[i].topic,
-              "reason", err, NULL);
+      rtu_log(RTU_LOG_DEBUG, "message skipped", "topic", msgs[i].topic, "reason", err, NULL);
       continue;
     }
-    if (m->has_old_key) b->events[nevents++] = (event_t){&m->old_key, i, true, false};
-    b->events[nevents++] = (event_t){&m->key, i, false, false};
+    if (m->has_old_key) b->events[(*nevents)++] = (event_t){&m->old_key, i, true, false};
+    b->events[(*nevents)++] = (event_t){&m->key, i, false, false};
   }
+  return RTU_OK;
+}
 
-  /* 2. Group per record, in offset order within each record. */
+/* Step 2: groups the events per record, in offset order within each record.
+ * Returns the number of records. */
+static size_t group_events(rtu_batch_t *b, size_t nevents) {
   qsort(b->events, nevents, sizeof *b->events, event_cmp);
   size_t ngroups = 0;
   for (size_t e = 0; e < nevents; e++) {
@@ -999,140 +689,193 @@ rtu_err_t rtu_batch_run(rtu_batch_t *b, size_t projection, const rtu_msg_t *msgs
       b->groups[ngroups++] = (group_t){.first = (uint32_t)e};
     b->groups[ngroups - 1].count++;
   }
+  return ngroups;
+}
 
-  if (!reserve_writes(b, ngroups)) {
-    snprintf(res->cause, sizeof res->cause, "out of memory for a run of %zu messages", n);
-    return RTU_ERR_FATAL;
-  }
+static void drop_stored(rtu_batch_t *b, size_t ngroups) {
+  for (size_t g = 0; g < ngroups; g++)
+    if (b->groups[g].s0) {
+      bson_destroy(b->groups[g].s0);
+      b->groups[g].s0 = NULL;
+    }
+}
 
-  bool strategies = b->cfg->pc_enabled && rtu_strategies_involved(b->script, projection);
-  bool pr_updates = b->emit && b->cfg->gen_kafka_pr_updates && p->pr_update_topic;
+/* Step 3: what is stored now for these records (one read). A failed read is
+ * always retryable: RTU_ERR_TRANSIENT. */
+static rtu_err_t read_stored(rtu_batch_t *b, const rtu_projection_t *p, size_t ngroups,
+                             bool keep_docs, rtu_run_result_t *res) {
+  char err[RTU_ERRSTR_SIZE];
+  if (ngroups == 0) return RTU_OK;
+  bson_t **keys = malloc(ngroups * sizeof *keys);
+  if (!keys) return RTU_ERR_FATAL;
+  for (size_t g = 0; g < ngroups; g++) keys[g] = (bson_t *)b->events[b->groups[g].first].key;
+  read_ctx_t ctx = {b, p, ngroups, keep_docs};
+  rtu_err_t rc = rtu_store_find_keys(b->store, p, keys, ngroups, on_stored, &ctx, err, sizeof err);
+  free(keys);
+  if (rc == RTU_OK) return RTU_OK;
+  snprintf(res->cause, sizeof res->cause, "%s", err);
+  drop_stored(b, ngroups);
+  return rc == RTU_ERR_DATA ? RTU_ERR_TRANSIENT : rc;
+}
 
-  t1 = rtu_now_mono_us();
-  rtu_metrics_observe(RTU_H_PREPARATION, (double)(t1 - t0) / 1e6);
-  t0 = t1;
-
-  /* 3. What is stored now for these records. */
-  if (ngroups > 0) {
-    bson_t **keys = malloc(ngroups * sizeof *keys);
-    if (!keys) return RTU_ERR_FATAL;
-    for (size_t g = 0; g < ngroups; g++) keys[g] = (bson_t *)b->events[b->groups[g].first].key;
-    read_ctx_t ctx = {b, p, ngroups, strategies || pr_updates};
-    rtu_err_t frc = rtu_store_find_keys(b->store, p, keys, ngroups, on_stored, &ctx, err, sizeof err);
-    free(keys);
-    if (frc != RTU_OK) {
-      snprintf(res->cause, sizeof res->cause, "%s", err);
-      for (size_t g = 0; g < ngroups; g++)
-        if (b->groups[g].s0) {
-          bson_destroy(b->groups[g].s0);
-          b->groups[g].s0 = NULL;
-        }
-      return frc == RTU_ERR_DATA ? RTU_ERR_TRANSIENT : frc; /* a read is always retryable */
+/* Step 4: simulates each record; a conflict moves the end of the run before it. */
+static void find_conflicts(rtu_batch_t *b, const rtu_msg_t *msgs, size_t ngroups, uint32_t *limit,
+                           rtu_run_result_t *res) {
+  outcome_t o;
+  for (size_t g = 0; g < ngroups; g++) {
+    simulate(b, &b->groups[g], msgs, *limit, &o);
+    if (o.fail_msg >= 0 && (uint32_t)o.fail_msg < *limit) {
+      rtu_run_fail_at(res, RTU_ERR_DATA, &msgs[o.fail_msg], o.fail_cause);
+      *limit = (uint32_t)o.fail_msg;
     }
   }
+}
 
-  /* 4. Simulate each record; a conflict moves the end of the run before it, and
-   * the records are simulated again against the shorter run. */
+/* One write per record of the run up to limit, in b->writes; returns how many. */
+static size_t build_writes(rtu_batch_t *b, const rtu_msg_t *msgs, size_t ngroups, uint32_t limit,
+                           int64_t now, rtu_run_result_t *res) {
+  size_t nwrites = 0;
   outcome_t o;
-  rtu_err_t rc = RTU_OK;
+  res->stale = 0;
   for (size_t g = 0; g < ngroups; g++) {
     simulate(b, &b->groups[g], msgs, limit, &o);
-    if (o.fail_msg >= 0 && (uint32_t)o.fail_msg < limit) {
-      fail_at(res, RTU_ERR_DATA, &msgs[o.fail_msg], o.fail_cause);
-      limit = (uint32_t)o.fail_msg;
-    }
+    bson_oid_init(&o.oid, NULL);
+    b->outcomes[g] = o;
+    res->stale += o.stale;
+    if (o.last_event < 0) continue;
+    bool emit;
+    build_write(b, &b->groups[g], &o, msgs, &b->writes[nwrites], now, &emit);
+    if (!emit) continue;
+    b->outcomes[g].write = (int32_t)nwrites;
+    b->write_group[nwrites++] = (int32_t)g;
   }
+  return nwrites;
+}
 
-  /* 5. One write per record. A write the driver refuses (before sending
-   * anything) ends the run before its record's first message, and the writes
-   * are built again for the shorter run. */
-  size_t nwrites;
-  int64_t now = rtu_now_ms();
-  outcome_t *outcomes = b->outcomes;
+/* The run's first applied message of the record written by write w. */
+static uint32_t first_applied(const rtu_batch_t *b, size_t w) {
+  const group_t *g = &b->groups[b->write_group[w]];
+  uint32_t first = UINT32_MAX;
+  for (uint32_t e = g->first; e < g->first + g->count; e++)
+    if (b->events[e].applied && b->events[e].msg < first) first = b->events[e].msg;
+  return first;
+}
+
+static void write_refused(rtu_run_result_t *res, const rtu_write_t *w, const rtu_msg_t *msg) {
+  char cause[RTU_ERRSTR_SIZE];
+  snprintf(cause, sizeof cause, "MongoDB refused the write: %.400s", w->error ? w->error : "");
+  rtu_run_fail_at(res, RTU_ERR_DATA, msg, cause);
+}
+
+/* Step 5: one write per record, sent as one bulk. A write the driver refuses
+ * (before sending anything) ends the run before its record's first message, and
+ * the writes are built again for the shorter run. */
+static rtu_err_t write_records(rtu_batch_t *b, const rtu_projection_t *p, const rtu_msg_t *msgs,
+                               size_t ngroups, uint32_t limit, int64_t now, size_t *nwrites,
+                               rtu_run_result_t *res) {
+  char err[RTU_ERRSTR_SIZE];
+  rtu_err_t rc;
   for (;;) {
-    nwrites = 0;
-    res->stale = 0;
-    for (size_t g = 0; g < ngroups; g++) {
-      simulate(b, &b->groups[g], msgs, limit, &o);
-      bson_oid_init(&o.oid, NULL);
-      outcomes[g] = o;
-      res->stale += o.stale;
-      if (o.last_event < 0) continue;
-      bool emit;
-      build_write(b, &b->groups[g], &o, msgs, &b->writes[nwrites], now, &emit);
-      if (!emit) continue;
-      outcomes[g].write = (int32_t)nwrites;
-      b->write_group[nwrites++] = (int32_t)g;
-    }
-    res->writes = nwrites;
-    rc = rtu_store_write(b->store, p, b->writes, nwrites, err, sizeof err);
+    *nwrites = build_writes(b, msgs, ngroups, limit, now, res);
+    res->writes = *nwrites;
+    rc = rtu_store_write(b->store, p, b->writes, *nwrites, err, sizeof err);
     if (rc != RTU_ERR_DATA) break;
     uint32_t new_limit = limit;
-    for (size_t w = 0; w < nwrites; w++) {
+    for (size_t w = 0; w < *nwrites; w++) {
       if (b->writes[w].status != RTU_WRITE_FAILED) continue;
-      const group_t *g = &b->groups[b->write_group[w]];
-      uint32_t first = UINT32_MAX;
-      for (uint32_t e = g->first; e < g->first + g->count; e++)
-        if (b->events[e].applied && b->events[e].msg < first) first = b->events[e].msg;
+      uint32_t first = first_applied(b, w);
       if (first < new_limit) {
-        char cause[RTU_ERRSTR_SIZE];
-        snprintf(cause, sizeof cause, "MongoDB refused the write: %.400s",
-                 b->writes[w].error ? b->writes[w].error : "");
-        fail_at(res, RTU_ERR_DATA, &msgs[first], cause);
+        write_refused(res, &b->writes[w], &msgs[first]);
         new_limit = first;
       }
     }
     if (new_limit >= limit) break; /* cannot happen: a failed write has an applied message */
     limit = new_limit;
   }
-  if (rc == RTU_ERR_TRANSIENT || rc == RTU_ERR_FATAL || rc == RTU_ERR_DATA) {
-    if (rc == RTU_ERR_DATA) rc = RTU_ERR_FATAL;
-    snprintf(res->cause, sizeof res->cause, "%s", err);
-    goto done;
-  }
-  rc = RTU_OK;
+  if (rc == RTU_OK) return RTU_OK;
+  snprintf(res->cause, sizeof res->cause, "%s", err);
+  return rc == RTU_ERR_DATA ? RTU_ERR_FATAL : rc;
+}
+
+/* What the server said of each write: stale ones count, a failed one stops the
+ * run at its record's first message of the run (all of it is re-applied,
+ * idempotently by the guard, when the partition is resumed). */
+static void read_statuses(rtu_batch_t *b, const rtu_msg_t *msgs, size_t nwrites,
+                          rtu_run_result_t *res) {
   for (size_t w = 0; w < nwrites; w++) {
     const group_t *g = &b->groups[b->write_group[w]];
-    if (b->writes[w].status == RTU_WRITE_STALE) {
+    if (b->writes[w].status == RTU_WRITE_STALE)
       res->stale++;
-    } else if (b->writes[w].status == RTU_WRITE_FAILED) {
-      /* Stop at the record's first message of the run: all of it is re-applied
-       * (idempotently, by the guard) when the partition is resumed. */
-      char cause[RTU_ERRSTR_SIZE];
-      snprintf(cause, sizeof cause, "MongoDB refused the write: %.400s",
-                 b->writes[w].error ? b->writes[w].error : "");
-      fail_at(res, RTU_ERR_DATA, &msgs[b->events[g->first].msg], cause);
-    }
+    else if (b->writes[w].status == RTU_WRITE_FAILED)
+      write_refused(res, &b->writes[w], &msgs[b->events[g->first].msg]);
   }
+}
 
-  t1 = rtu_now_mono_us();
-  rtu_metrics_observe(RTU_H_STORAGE, (double)(t1 - t0) / 1e6);
-  t0 = t1;
-  if (res->failed) res->next_offset = res->fail_offset;
-  if (strategies || pr_updates) {
-    rc = after_writes(b, projection, msgs, n, ngroups, now, strategies, pr_updates, defer, res);
-    rtu_metrics_observe(RTU_H_PRODUCER, (double)(rtu_now_mono_us() - t0) / 1e6);
-    if (rc != RTU_OK) goto done;
-  }
+/* The messages applied (not skipped, not stale) before the run's end; with a
+ * deferred stage, which were skipped, for it to count them again. */
+static rtu_err_t count_applied(rtu_batch_t *b, const rtu_msg_t *msgs, size_t n,
+                               rtu_deferred_t *defer, rtu_run_result_t *res) {
   for (uint32_t i = 0; i < n && msgs[i].offset < res->next_offset; i++)
     if (!b->mapped[i].skip) res->applied++;
   if (res->applied >= res->stale) res->applied -= res->stale;
-  if (defer && defer->n > 0) {
-    /* the stage may move the run's end back: applied is counted again then */
-    defer->skipped = malloc(n);
-    if (!defer->skipped) {
-      rc = RTU_ERR_FATAL;
-      snprintf(res->cause, sizeof res->cause, "out of memory");
-      goto done;
-    }
-    for (uint32_t i = 0; i < n; i++) defer->skipped[i] = b->mapped[i].skip;
+  if (!defer || defer->n == 0) return RTU_OK;
+  /* the stage may move the run's end back: applied is counted again then */
+  defer->skipped = malloc(n);
+  if (!defer->skipped) {
+    snprintf(res->cause, sizeof res->cause, "out of memory");
+    return RTU_ERR_FATAL;
   }
+  for (uint32_t i = 0; i < n; i++) defer->skipped[i] = b->mapped[i].skip;
+  return RTU_OK;
+}
+
+static void observe(rtu_hist_t h, int64_t *t0) {
+  int64_t t1 = rtu_now_mono_us();
+  rtu_metrics_observe(h, (double)(t1 - *t0) / 1e6);
+  *t0 = t1;
+}
+
+rtu_err_t rtu_batch_run(rtu_batch_t *b, size_t projection, const rtu_msg_t *msgs, size_t n,
+                        rtu_deferred_t *defer, rtu_run_result_t *res) {
+  const rtu_projection_t *p = &b->cfg->projections[projection];
+  int64_t t0 = rtu_now_mono_us();
+  memset(res, 0, sizeof *res);
+  if (defer) memset(defer, 0, sizeof *defer);
+  res->messages = n;
+  if (n == 0) return RTU_OK;
+  res->next_offset = msgs[n - 1].offset + 1;
+  if (!reserve(b, n)) goto oom;
+  uint32_t limit = (uint32_t)n;
+  size_t nevents, ngroups = 0, nwrites;
+  rtu_err_t rc = map_messages(b, projection, msgs, &limit, &nevents, res);
+  if (rc != RTU_OK) return rc;
+  ngroups = group_events(b, nevents);
+  if (!reserve_writes(b, ngroups)) goto oom;
+  bool strategies = b->cfg->pc_enabled && rtu_strategies_involved(b->script, projection);
+  bool pr_updates = b->emit && b->cfg->gen_kafka_pr_updates && p->pr_update_topic;
+  observe(RTU_H_PREPARATION, &t0);
+
+  rc = read_stored(b, p, ngroups, strategies || pr_updates, res);
+  if (rc != RTU_OK) return rc;
+  find_conflicts(b, msgs, ngroups, &limit, res);
+  int64_t now = rtu_now_ms();
+  rc = write_records(b, p, msgs, ngroups, limit, now, &nwrites, res);
+  if (rc != RTU_OK) goto done;
+  read_statuses(b, msgs, nwrites, res);
+  observe(RTU_H_STORAGE, &t0);
+
+  if (res->failed) res->next_offset = res->fail_offset;
+  if (strategies || pr_updates) {
+    rc = after_writes(b, projection, msgs, n, ngroups, now, strategies, pr_updates, defer, res);
+    observe(RTU_H_PRODUCER, &t0);
+    if (rc != RTU_OK) goto done;
+  }
+  rc = count_applied(b, msgs, n, defer, res);
 done:
-  for (size_t g = 0; g < ngroups; g++)
-    if (b->groups[g].s0) {
-      bson_destroy(b->groups[g].s0);
-      b->groups[g].s0 = NULL;
-    }
+  drop_stored(b, ngroups);
   if (b->mapped_cap > KEEP_CAP && n < b->mapped_cap / 4) release(b);
   return rc;
+oom:
+  snprintf(res->cause, sizeof res->cause, "out of memory for a run of %zu messages", n);
+  return RTU_ERR_FATAL;
 }

@@ -23,7 +23,7 @@
 
 #include "checker_lowcode.h"
 #include "config_files.h"
-#include "consumer.h"
+#include "kafka.h"
 #include "script.h"
 
 /* The built-in casts (lua/rtu/casts.lua), with the Projection Storer names. */
@@ -193,11 +193,10 @@ static void check_kafka(const rtu_config_t *cfg, bool client, rtu_problems_t *pr
                     cfg->kafka_sasl_mechanism ? cfg->kafka_sasl_mechanism : "plain");
   if (!cfg->kafka_brokers || !cfg->kafka_sasl_mechanism) return;
   char err[512];
-  rd_kafka_conf_t *conf = rd_kafka_conf_new();
-  if (!rtu_kafka_conf_common(cfg, conf, err, sizeof err)) {
+  rd_kafka_conf_t *conf = rtu_kafka_conf_new(cfg, RTU_KAFKA_PRODUCER, err, sizeof err);
+  if (!conf) {
     rtu_problems_at(pr, RTU_PROBLEM_ERROR, "KAFKA_BROKERS", NULL, 0, 0, NULL,
                     "librdkafka refuses the Kafka settings: %s", err);
-    rd_kafka_conf_destroy(conf);
     return;
   }
   if (!client) {

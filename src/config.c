@@ -21,7 +21,6 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "config_files.h"
 
 #define OFF(f) offsetof(rtu_config_t, f)
 #define NOFF ((size_t)-1)
@@ -461,8 +460,8 @@ static void settle(const char *(*getenv_fn)(const char *), rtu_config_t *cfg, rt
                     "Lua runtime folder '%s' not found", cfg->lua_dir ? cfg->lua_dir : "(none)");
 }
 
-rtu_config_t *rtu_config_read(const char *(*getenv_fn)(const char *), const char *default_lua_dir,
-                              rtu_problems_t *problems) {
+rtu_config_t *rtu_config_read_env(const char *(*getenv_fn)(const char *),
+                                  const char *default_lua_dir, rtu_problems_t *problems) {
   rtu_config_t *cfg = calloc(1, sizeof *cfg);
   if (!cfg) {
     rtu_problems_add(problems, "out of memory");
@@ -470,18 +469,6 @@ rtu_config_t *rtu_config_read(const char *(*getenv_fn)(const char *), const char
   }
   read_env(getenv_fn, default_lua_dir, cfg, problems);
   settle(getenv_fn, cfg, problems);
-  rtu_config_read_files(cfg, problems);
-  return cfg;
-}
-
-rtu_config_t *rtu_config_load(const char *(*getenv_fn)(const char *), const char *default_lua_dir,
-                              rtu_problems_t *problems) {
-  size_t before = problems->nerrors;
-  rtu_config_t *cfg = rtu_config_read(getenv_fn, default_lua_dir, problems);
-  if (cfg && problems->nerrors > before) {
-    rtu_config_free(cfg);
-    return NULL;
-  }
   return cfg;
 }
 

@@ -159,18 +159,12 @@ void rtu_config_print_table(FILE *f, bool markdown);
  * are set in the environment. */
 void rtu_config_unhonoured(const char *(*getenv_fn)(const char *), rtu_problems_t *problems);
 
-/*
- * Reads the environment (through getenv_fn, so tests can pass their own) and the
- * files it names. Returns NULL when any error was found; problems (warnings too)
- * are appended to *problems either way. default_lua_dir is used when
- * LUA_RUNTIME_FOLDER is unset.
- */
-rtu_config_t *rtu_config_load(const char *(*getenv_fn)(const char *),
-                              const char *default_lua_dir, rtu_problems_t *problems);
-/* As rtu_config_load, but returns what could be read even when there were
- * errors (NULL only when out of memory): `rtu check` goes on with it. */
-rtu_config_t *rtu_config_read(const char *(*getenv_fn)(const char *),
-                              const char *default_lua_dir, rtu_problems_t *problems);
+/* The variables alone (through getenv_fn, so tests can pass their own), every
+ * problem appended; NULL only when out of memory. config_files.h's
+ * rtu_config_load reads the files they name too. default_lua_dir is used when
+ * LUA_RUNTIME_FOLDER is unset. */
+rtu_config_t *rtu_config_read_env(const char *(*getenv_fn)(const char *),
+                                  const char *default_lua_dir, rtu_problems_t *problems);
 void rtu_config_free(rtu_config_t *cfg);
 
 /* The projection bound to a topic, or NULL. */

@@ -466,3 +466,21 @@ void rtu_config_read_files(rtu_config_t *cfg, rtu_problems_t *problems) {
   if (cfg->nprojections && cfg->gen_kafka_pc && is_dir(cfg->kafka_pc_folder)) load_pc_topics(cfg, problems);
   if (cfg->topic_map_json) load_topic_map(cfg, cfg->topic_map_json, problems);
 }
+
+rtu_config_t *rtu_config_read(const char *(*getenv_fn)(const char *), const char *default_lua_dir,
+                              rtu_problems_t *problems) {
+  rtu_config_t *cfg = rtu_config_read_env(getenv_fn, default_lua_dir, problems);
+  if (cfg) rtu_config_read_files(cfg, problems);
+  return cfg;
+}
+
+rtu_config_t *rtu_config_load(const char *(*getenv_fn)(const char *), const char *default_lua_dir,
+                              rtu_problems_t *problems) {
+  size_t before = problems->nerrors;
+  rtu_config_t *cfg = rtu_config_read(getenv_fn, default_lua_dir, problems);
+  if (cfg && problems->nerrors > before) {
+    rtu_config_free(cfg);
+    return NULL;
+  }
+  return cfg;
+}

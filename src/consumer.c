@@ -20,13 +20,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <time.h>
 
 #include "emit.h"
 #include "health.h"
+#include "kafka.h"
 #include "log.h"
 #include "metrics.h"
+#include "oauth.h"
+#include "util.h"
 
 typedef enum { PART_RUNNING, PART_STOPPED, PART_OUTAGE } part_state_t;
 
@@ -51,8 +53,6 @@ struct rtu_consumer_s {
   rtu_msg_t *views;
   rtu_job_t *jobs;
   rd_kafka_message_t **job_first; /* the first message of each job */
-  rtu_job_t *sjobs;               /* strategies jobs: at most one per projection */
-  rtu_deferred_t **sruns;         /* their runs, grouped per projection */
   size_t msgs_cap;
   int64_t outage_retry_at; /* monotonic ms; 0 when no partition waits on an outage */
   int outage_backoff_ms;
@@ -61,11 +61,6 @@ struct rtu_consumer_s {
   size_t since_applied, since_stale, since_skipped, since_failed;
   int64_t commit_logged_at;
 };
-
-static bool set_conf(rd_kafka_conf_t *conf, const char *k, const char *v, char *errstr,
-                     size_t sz) {
-  return rd_kafka_conf_set(conf, k, v, errstr, sz) == RD_KAFKA_CONF_OK;
-}
 
 /* ---- partitions ---------------------------------------------------------- */
 
@@ -236,21 +231,6 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
   if (e) rtu_log(RTU_LOG_ERROR, "unassign failed", "cause", rd_kafka_err2str(e), NULL);
 }
 
-static void log_cb(const rd_kafka_t *rk, int level, const char *fac, const char *buf) {
-  (void)rk;
-  rtu_log(level <= 3 ? RTU_LOG_ERROR : level <= 4 ? RTU_LOG_WARN : RTU_LOG_DEBUG, buf,
-          "source", "librdkafka", "facility", fac, NULL);
-}
-
-static void error_cb(rd_kafka_t *rk, int err, const char *reason, void *opaque) {
-  (void)rk;
-  (void)opaque;
-  if (err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN || err == RD_KAFKA_RESP_ERR__TRANSPORT)
-    rtu_health_dependency(RTU_DEP_KAFKA, false, reason);
-  rtu_log(err == RD_KAFKA_RESP_ERR__FATAL ? RTU_LOG_FATAL : RTU_LOG_WARN, "kafka error",
-          "cause", reason, "code", rd_kafka_err2name((rd_kafka_resp_err_t)err), NULL);
-}
-
 static int stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque) {
   (void)rk;
   (void)opaque;
@@ -258,75 +238,54 @@ static int stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque) {
   return 0; /* librdkafka frees json */
 }
 
-bool rtu_kafka_conf_common(const rtu_config_t *cfg, rd_kafka_conf_t *conf, char *errstr,
-                           size_t errstr_size) {
-  char num[32];
-  if (!set_conf(conf, "bootstrap.servers", cfg->kafka_brokers, errstr, errstr_size))
-    return false;
-  snprintf(num, sizeof num, "%d", cfg->kafka_connection_timeout_ms);
-  if (!set_conf(conf, "socket.connection.setup.timeout.ms", num, errstr, errstr_size))
-    return false;
-  if (cfg->kafka_sasl_username && cfg->kafka_sasl_password) {
-    const char *mech = cfg->kafka_sasl_mechanism;
-    const char *m = !strcasecmp(mech, "scram-sha-256")   ? "SCRAM-SHA-256"
-                    : !strcasecmp(mech, "scram-sha-512") ? "SCRAM-SHA-512"
-                    : !strcasecmp(mech, "oauthbearer")   ? "OAUTHBEARER"
-                                                         : "PLAIN";
-    if (!set_conf(conf, "security.protocol", cfg->ca_cert_path ? "SASL_SSL" : "SASL_PLAINTEXT",
-                  errstr, errstr_size) ||
-        !set_conf(conf, "sasl.mechanism", m, errstr, errstr_size) ||
-        !set_conf(conf, "sasl.username", cfg->kafka_sasl_username, errstr, errstr_size) ||
-        !set_conf(conf, "sasl.password", cfg->kafka_sasl_password, errstr, errstr_size))
-      return false;
-  } else if (cfg->ca_cert_path) {
-    if (!set_conf(conf, "security.protocol", "SSL", errstr, errstr_size)) return false;
-  }
-  if (cfg->ca_cert_path && !set_conf(conf, "ssl.ca.location", cfg->ca_cert_path, errstr, errstr_size))
-    return false;
-  rd_kafka_conf_set_log_cb(conf, log_cb);
-  rd_kafka_conf_set_error_cb(conf, error_cb);
-  return true;
-}
-
 /* ---- life ---------------------------------------------------------------- */
 
-rtu_consumer_t *rtu_consumer_new(const rtu_config_t *cfg, char *errstr, size_t errstr_size) {
-  rtu_consumer_t *c = calloc(1, sizeof *c);
-  rd_kafka_conf_t *conf = rd_kafka_conf_new();
-  char num[32];
-  errstr[0] = '\0';
-  if (!c || !conf) goto fail;
-  c->cfg = cfg;
-  c->outage_backoff_ms = 100;
-  if (!rtu_kafka_conf_common(cfg, conf, errstr, errstr_size) ||
-      !set_conf(conf, "group.id", cfg->kafka_group_id, errstr, errstr_size) ||
-      !set_conf(conf, "client.id", "rtu", errstr, errstr_size) ||
-      !set_conf(conf, "enable.auto.commit", "false", errstr, errstr_size) ||
-      !set_conf(conf, "enable.auto.offset.store", "false", errstr, errstr_size) ||
-      !set_conf(conf, "auto.offset.reset", cfg->kafka_latest ? "latest" : "earliest", errstr,
-                errstr_size) ||
-      !set_conf(conf, "enable.partition.eof", "false", errstr, errstr_size) ||
-      !set_conf(conf, "statistics.interval.ms", "5000", errstr, errstr_size) ||
-      /* Prefetch bounds memory whatever the backlog (librdkafka's default: 64 MiB). */
-      !set_conf(conf, "queued.max.messages.kbytes", "16384", errstr, errstr_size) ||
-      /* The prefetch bounds only decide whether to fetch again: one fetch response
-       * is queued whole beyond them, and its limits count compressed bytes, so
-       * librdkafka's 50 MiB (1 MiB per partition) of lz4 batches held a whole
-       * backlog of small messages (about 200 bytes of state each beyond their
-       * payload). 1 MiB compressed per fetch (message.max.bytes is the floor)
-       * still brings thousands of messages per round trip. */
-      !set_conf(conf, "fetch.max.bytes", "1048576", errstr, errstr_size) ||
-      !set_conf(conf, "max.partition.fetch.bytes", "262144", errstr, errstr_size))
-    goto fail;
+/* The consumer's own settings on top of the shared ones (kafka.c). */
+static bool consumer_conf(const rtu_config_t *cfg, rd_kafka_conf_t *conf, char *errstr,
+                          size_t errstr_size) {
+  char batch[32], session[32], heartbeat[32];
   /* Queued messages cost a few hundred bytes each beyond their payload (not
    * counted by queued.max.messages.kbytes): librdkafka's default of 100,000 lets
    * small messages take tens of MiB. Two batches keep the workers fed. */
-  snprintf(num, sizeof num, "%d", cfg->kafka_max_batch < 500 ? 1000 : 2 * cfg->kafka_max_batch);
-  if (!set_conf(conf, "queued.min.messages", num, errstr, errstr_size)) goto fail;
-  snprintf(num, sizeof num, "%d", cfg->kafka_session_timeout_ms);
-  if (!set_conf(conf, "session.timeout.ms", num, errstr, errstr_size)) goto fail;
-  snprintf(num, sizeof num, "%d", cfg->kafka_heartbeat_interval_ms);
-  if (!set_conf(conf, "heartbeat.interval.ms", num, errstr, errstr_size)) goto fail;
+  snprintf(batch, sizeof batch, "%d", cfg->kafka_max_batch < 500 ? 1000 : 2 * cfg->kafka_max_batch);
+  snprintf(session, sizeof session, "%d", cfg->kafka_session_timeout_ms);
+  snprintf(heartbeat, sizeof heartbeat, "%d", cfg->kafka_heartbeat_interval_ms);
+  const char *settings[][2] = {
+      {"group.id", cfg->kafka_group_id},
+      {"client.id", "rtu"},
+      {"enable.auto.commit", "false"},
+      {"enable.auto.offset.store", "false"},
+      {"auto.offset.reset", cfg->kafka_latest ? "latest" : "earliest"},
+      {"enable.partition.eof", "false"},
+      {"statistics.interval.ms", "5000"},
+      /* Prefetch bounds memory whatever the backlog (librdkafka's default: 64 MiB). */
+      {"queued.max.messages.kbytes", "16384"},
+      /* The prefetch bounds only decide whether to fetch again: one fetch response
+       * is queued whole beyond them, and its limits count compressed bytes, so
+       * librdkafka's 50 MiB (1 MiB per partition) of lz4 batches held a whole
+       * backlog of small messages. 1 MiB compressed per fetch (message.max.bytes
+       * is the floor) still brings thousands of messages per round trip. */
+      {"fetch.max.bytes", "1048576"},
+      {"max.partition.fetch.bytes", "262144"},
+      {"queued.min.messages", batch},
+      {"session.timeout.ms", session},
+      {"heartbeat.interval.ms", heartbeat},
+  };
+  for (size_t i = 0; i < sizeof settings / sizeof settings[0]; i++)
+    if (!rtu_kafka_conf_set(conf, settings[i][0], settings[i][1], errstr, errstr_size))
+      return false;
+  return true;
+}
+
+rtu_consumer_t *rtu_consumer_new(const rtu_config_t *cfg, char *errstr, size_t errstr_size) {
+  rtu_consumer_t *c = calloc(1, sizeof *c);
+  rd_kafka_conf_t *conf = NULL;
+  errstr[0] = '\0';
+  if (!c) goto fail;
+  c->cfg = cfg;
+  c->outage_backoff_ms = 100;
+  conf = rtu_kafka_conf_new(cfg, RTU_KAFKA_CONSUMER, errstr, errstr_size);
+  if (!conf || !consumer_conf(cfg, conf, errstr, errstr_size)) goto fail;
   rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
   rd_kafka_conf_set_stats_cb(conf, stats_cb);
   rd_kafka_conf_set_opaque(conf, c);
@@ -334,6 +293,7 @@ rtu_consumer_t *rtu_consumer_new(const rtu_config_t *cfg, char *errstr, size_t e
   c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, errstr_size);
   if (!c->rk) goto fail;
   conf = NULL; /* owned by rk now */
+  if (rtu_oauth_start(c->rk, errstr, errstr_size) != RTU_OK) goto fail;
   rd_kafka_poll_set_consumer(c->rk);
   c->queue = rd_kafka_queue_get_consumer(c->rk);
 
@@ -356,9 +316,7 @@ rtu_consumer_t *rtu_consumer_new(const rtu_config_t *cfg, char *errstr, size_t e
   c->views = calloc(c->msgs_cap, sizeof *c->views);
   c->jobs = calloc(c->msgs_cap, sizeof *c->jobs);
   c->job_first = calloc(c->msgs_cap, sizeof *c->job_first);
-  c->sjobs = calloc(cfg->nprojections ? cfg->nprojections : 1, sizeof *c->sjobs);
-  c->sruns = calloc(c->msgs_cap, sizeof *c->sruns);
-  if (!c->msgs || !c->views || !c->jobs || !c->job_first || !c->sjobs || !c->sruns) goto fail;
+  if (!c->msgs || !c->views || !c->jobs || !c->job_first) goto fail;
   return c;
 fail:
   if (!errstr[0]) snprintf(errstr, errstr_size, "out of memory");
@@ -378,8 +336,6 @@ void rtu_consumer_free(rtu_consumer_t *c) {
   free(c->views);
   free(c->jobs);
   free(c->job_first);
-  free(c->sjobs);
-  free(c->sruns);
   free(c);
 }
 
@@ -556,23 +512,6 @@ static size_t build_jobs(rtu_consumer_t *c, size_t n) {
   return njobs;
 }
 
-/* The strategies jobs of a poll, after its runs: one per projection whose runs
- * deferred documents, the projections in parallel on the workers, each run in
- * job order (by topic, then partition). */
-static size_t build_strategies_jobs(rtu_consumer_t *c, size_t njobs) {
-  size_t nsjobs = 0, nruns = 0;
-  for (size_t proj = 0; proj < c->cfg->nprojections; proj++) {
-    size_t start = nruns;
-    for (size_t k = 0; k < njobs; k++)
-      if (c->jobs[k].projection == proj && c->jobs[k].err == RTU_OK && c->jobs[k].deferred.n > 0)
-        c->sruns[nruns++] = &c->jobs[k].deferred;
-    if (nruns > start)
-      c->sjobs[nsjobs++] =
-          (rtu_job_t){.projection = proj, .runs = &c->sruns[start], .nruns = nruns - start};
-  }
-  return nsjobs;
-}
-
 /* What became of one job. Returns false on a fatal error (errstr set). */
 static bool settle(rtu_consumer_t *c, rtu_job_t *job, rd_kafka_message_t *first, bool *stored,
                    char *errstr, size_t errstr_size) {
@@ -656,20 +595,15 @@ rtu_err_t rtu_consumer_run(rtu_consumer_t *c, rtu_pool_t *pool, const rtu_consum
     int64_t t0 = rtu_now_mono_us();
     qsort(c->msgs, (size_t)n, sizeof *c->msgs, msg_cmp);
     size_t njobs = build_jobs(c, (size_t)n);
-    rtu_pool_run(pool, c->jobs, njobs);
-    size_t nsjobs = build_strategies_jobs(c, njobs);
-    rtu_pool_run(pool, c->sjobs, nsjobs);
-    for (size_t k = 0; k < njobs; k++)
-      if (c->jobs[k].err == RTU_OK) c->jobs[k].err = c->jobs[k].deferred.err;
+    rc = rtu_pool_run(pool, c->jobs, njobs, errstr, errstr_size);
     bool stored = false;
-    for (size_t k = 0; k < njobs; k++) {
+    for (size_t k = 0; k < njobs && rc == RTU_OK; k++) {
       if (!settle(c, &c->jobs[k], c->job_first[k], &stored, errstr, errstr_size)) {
         rc = RTU_ERR_FATAL;
         break;
       }
       log_counts(&c->jobs[k]);
     }
-    for (size_t k = 0; k < njobs; k++) rtu_deferred_free(&c->jobs[k].deferred);
     for (ssize_t k = 0; k < n; k++) rd_kafka_message_destroy(c->msgs[k]);
     if (rc != RTU_OK) break;
     if (stored) commit_async(c);

@@ -7,7 +7,6 @@
 #ifndef RTU_CONSUMER_H
 #define RTU_CONSUMER_H
 
-#include <librdkafka/rdkafka.h>
 #include <signal.h>
 #include <stdbool.h>
 
@@ -16,11 +15,6 @@
 #include "rtu.h"
 
 typedef struct rtu_consumer_s rtu_consumer_t;
-
-/* The settings every Kafka client of rtu shares: brokers, SASL/TLS, log and error
- * callbacks. */
-bool rtu_kafka_conf_common(const rtu_config_t *cfg, rd_kafka_conf_t *conf, char *errstr,
-                           size_t errstr_size);
 
 rtu_consumer_t *rtu_consumer_new(const rtu_config_t *cfg, char *errstr, size_t errstr_size);
 void rtu_consumer_free(rtu_consumer_t *c);

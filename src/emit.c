@@ -1,8 +1,9 @@
 /*
- * emit.c: owns the librdkafka producer (idempotent, acks=all, compression from
- * PRODUCER_COMPRESSION) and its delivery reports. It formats nothing: batch.c
- * builds the messages. It never commits offsets: it only tells whether every
- * message of a run was acknowledged.
+ * emit.c: owns the librdkafka producer (its settings are kafka.c's) and its
+ * delivery reports. It formats nothing: messages.c builds the pr-update and
+ * projection-change messages, consumer.c hands over the dead letters. It never
+ * commits offsets: it only tells whether every message of a run was
+ * acknowledged.
  */
 #include "emit.h"
 
@@ -11,8 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "consumer.h"
+#include "kafka.h"
 #include "log.h"
+#include "oauth.h"
 
 struct rtu_emit_s {
   rd_kafka_t *rk;
@@ -50,18 +52,19 @@ rtu_emit_t *rtu_emit_new(const rtu_config_t *cfg, char *errstr, size_t errstr_si
 rtu_emit_t *rtu_emit_new_producer(const rtu_config_t *cfg, char *errstr, size_t errstr_size) {
   errstr[0] = '\0';
   rtu_emit_t *em = calloc(1, sizeof *em);
-  rd_kafka_conf_t *conf = rd_kafka_conf_new();
-  if (!em || !conf) goto fail;
-  if (!rtu_kafka_conf_common(cfg, conf, errstr, errstr_size) ||
-      rd_kafka_conf_set(conf, "enable.idempotence", "true", errstr, errstr_size) ||
-      rd_kafka_conf_set(conf, "acks", "all", errstr, errstr_size) ||
-      rd_kafka_conf_set(conf, "linger.ms", "5", errstr, errstr_size) ||
-      rd_kafka_conf_set(conf, "compression.type", cfg->producer_compression, errstr, errstr_size))
-    goto fail;
+  rd_kafka_conf_t *conf = NULL;
+  if (!em) goto fail;
+  conf = rtu_kafka_conf_new(cfg, RTU_KAFKA_PRODUCER, errstr, errstr_size);
+  if (!conf) goto fail;
   rd_kafka_conf_set_dr_msg_cb(conf, dr_cb);
   rd_kafka_conf_set_opaque(conf, em);
   em->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, errstr_size);
   if (!em->rk) goto fail;
+  if (rtu_oauth_start(em->rk, errstr, errstr_size) != RTU_OK) {
+    rd_kafka_destroy(em->rk);
+    free(em);
+    return NULL;
+  }
   return em;
 fail:
   if (conf && !(em && em->rk)) rd_kafka_conf_destroy(conf);

@@ -16,6 +16,7 @@
 #include <string.h>
 
 #include "rtu.h"
+#include "util.h"
 
 #define DETAIL_SIZE 256
 

@@ -5,6 +5,7 @@
  */
 #include "log.h"
 #include "rtu.h"
+#include "util.h"
 
 #include <stdarg.h>
 #include <stdatomic.h>

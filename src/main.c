@@ -18,6 +18,7 @@
 
 #include "checker.h"
 #include "config.h"
+#include "config_files.h"
 #include "consumer.h"
 #include "health.h"
 #include "http.h"
@@ -150,6 +151,47 @@ static bool between_batches(void *ud) {
   return rtu_reload_apply(b->reload, b->pool);
 }
 
+static void install_signals(void) {
+  struct sigaction sa = {0};
+  sa.sa_handler = on_signal;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGTERM, &sa, NULL);
+  sigaction(SIGINT, &sa, NULL);
+  sa.sa_handler = on_hup;
+  sigaction(SIGHUP, &sa, NULL);
+  signal(SIGPIPE, SIG_IGN);
+}
+
+/* Creates the projection indexes, waiting for MongoDB as long as it is out.
+ * False when it cannot, or when asked to stop meanwhile. */
+static bool ensure_indexes(rtu_pool_t *pool) {
+  char err[RTU_ERRSTR_SIZE];
+  int backoff = 200;
+  rtu_err_t e;
+  while ((e = rtu_store_ensure_indexes(rtu_pool_store(pool), err, sizeof err)) ==
+             RTU_ERR_TRANSIENT &&
+         !stop_flag) {
+    rtu_log(RTU_LOG_WARN, "MongoDB unavailable; retrying", "cause", err, NULL);
+    rtu_health_heartbeat(); /* waiting on MongoDB is not being stuck */
+    usleep((useconds_t)backoff * 1000);
+    backoff = backoff < 5000 ? backoff * 2 : 5000;
+  }
+  if (stop_flag) return false;
+  if (e != RTU_OK) {
+    rtu_log(RTU_LOG_FATAL, "cannot create the projection indexes", "cause", err, NULL);
+    return false;
+  }
+  return true;
+}
+
+static void log_started(const rtu_config_t *cfg) {
+  char workers[16];
+  snprintf(workers, sizeof workers, "%d", cfg->workers);
+  rtu_log(RTU_LOG_INFO, "rtu started", "version", RTU_VERSION, "group", cfg->kafka_group_id,
+          "adapter", cfg->adapter, "#workers", workers, "hotReload",
+          cfg->hot_reload ? "on" : "off", NULL);
+}
+
 static int cmd_run(void) {
   int rc = 1;
   char err[RTU_ERRSTR_SIZE];
@@ -186,14 +228,7 @@ static int cmd_run(void) {
   rtu_metrics_set(RTU_G_SCRIPT_GENERATION, gen->id);
   rtu_metrics_set(RTU_G_WORKERS, cfg->workers);
 
-  struct sigaction sa = {0};
-  sa.sa_handler = on_signal;
-  sigemptyset(&sa.sa_mask);
-  sigaction(SIGTERM, &sa, NULL);
-  sigaction(SIGINT, &sa, NULL);
-  sa.sa_handler = on_hup;
-  sigaction(SIGHUP, &sa, NULL);
-  signal(SIGPIPE, SIG_IGN);
+  install_signals();
 
   /* Before MongoDB: /-/healthz must answer while the indexes wait for it. */
   http = rtu_http_start(cfg, err, sizeof err);
@@ -208,22 +243,8 @@ static int cmd_run(void) {
     goto done;
   }
   /* Indexes first: without the unique key index, upserts could duplicate records. */
-  int backoff = 200;
-  rtu_err_t e;
-  while ((e = rtu_store_ensure_indexes(rtu_pool_store(pool), err, sizeof err)) ==
-             RTU_ERR_TRANSIENT &&
-         !stop_flag) {
-    rtu_log(RTU_LOG_WARN, "MongoDB unavailable; retrying", "cause", err, NULL);
-    rtu_health_heartbeat(); /* waiting on MongoDB is not being stuck */
-    usleep((useconds_t)backoff * 1000);
-    backoff = backoff < 5000 ? backoff * 2 : 5000;
-  }
-  if (stop_flag) {
-    rc = 0;
-    goto done;
-  }
-  if (e != RTU_OK) {
-    rtu_log(RTU_LOG_FATAL, "cannot create the projection indexes", "cause", err, NULL);
+  if (!ensure_indexes(pool)) {
+    rc = stop_flag ? 0 : 1;
     goto done;
   }
   consumer = rtu_consumer_new(cfg, err, sizeof err);
@@ -237,11 +258,7 @@ static int cmd_run(void) {
     rtu_log(RTU_LOG_FATAL, "cannot set up script reloads", "cause", err, NULL);
     goto done;
   }
-  char workers[16];
-  snprintf(workers, sizeof workers, "%d", cfg->workers);
-  rtu_log(RTU_LOG_INFO, "rtu started", "version", RTU_VERSION, "group", cfg->kafka_group_id,
-          "adapter", cfg->adapter, "#workers", workers, "hotReload",
-          cfg->hot_reload ? "on" : "off", NULL);
+  log_started(cfg);
   between_t between = {reload, pool};
   rtu_consumer_loop_t loop = {&stop_flag, between_batches, &between};
   if (rtu_consumer_run(consumer, pool, &loop, err, sizeof err) != RTU_OK) {

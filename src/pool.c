@@ -1,8 +1,10 @@
 /*
  * pool.c: owns the worker threads and everything a worker uses alone (batch
- * context, Lua state, MongoDB client, Kafka producer), and the script
- * generations. It decides nothing about offsets or pauses: it applies the runs
- * it is given and says what became of each (consumer.c decides).
+ * context, Lua state, MongoDB store, Kafka producer), and the script
+ * generations. A poll's runs go out in two rounds: the partition runs (batch.c),
+ * then one strategies stage per projection over what they deferred (stage.c).
+ * It decides nothing about offsets or pauses: it returns what became of each
+ * run (consumer.c decides).
  *
  * Why a barrier per poll rather than a queue per partition: a poll gathers at
  * most one run per partition, the runs are independent, and the consumer must
@@ -16,9 +18,21 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "config_files.h"
 #include "emit.h"
 #include "log.h"
 #include "metrics.h"
+#include "store_mongo.h"
+#include "util.h"
+
+/* What a worker takes in a round: a partition run, or (runs != NULL) the
+ * strategies stage of one projection. */
+typedef struct {
+  rtu_job_t *job;
+  size_t projection;
+  rtu_deferred_t **runs;
+  size_t nruns;
+} task_t;
 
 typedef struct {
   rtu_pool_t *pool;
@@ -39,9 +53,12 @@ struct rtu_pool_s {
   pthread_mutex_t lock;
   pthread_cond_t work;  /* a new round of jobs, or shutdown */
   pthread_cond_t done;  /* the round's last job finished */
-  rtu_job_t *jobs;
-  size_t njobs, next_job, finished;
+  task_t *tasks; /* the round's */
+  size_t ntasks, next_task, finished;
   bool shutdown;
+  task_t *buf;            /* the tasks of a poll, grown as polls grow */
+  rtu_deferred_t **sruns; /* the deferred runs, grouped per projection */
+  size_t buf_cap;
 };
 
 /* ---- generations -------------------------------------------------------- */
@@ -117,11 +134,12 @@ void rtu_generation_free(rtu_generation_t *gen) {
 
 /* ---- workers ------------------------------------------------------------ */
 
-static void run_job(worker_t *w, rtu_job_t *job) {
-  if (job->runs) {
-    rtu_batch_strategies(w->batch, job->projection, job->runs, job->nruns);
+static void run_task(worker_t *w, task_t *t) {
+  if (t->runs) {
+    rtu_stage_run(rtu_batch_stage(w->batch), t->projection, t->runs, t->nruns);
     return;
   }
+  rtu_job_t *job = t->job;
   int64_t t0 = rtu_now_mono_us();
   job->err = rtu_batch_run(w->batch, job->projection, job->msgs, job->n, &job->deferred,
                            &job->res);
@@ -133,13 +151,13 @@ static void *worker_main(void *arg) {
   rtu_pool_t *p = w->pool;
   pthread_mutex_lock(&p->lock);
   for (;;) {
-    while (!p->shutdown && p->next_job >= p->njobs) pthread_cond_wait(&p->work, &p->lock);
+    while (!p->shutdown && p->next_task >= p->ntasks) pthread_cond_wait(&p->work, &p->lock);
     if (p->shutdown) break;
-    rtu_job_t *job = &p->jobs[p->next_job++];
+    task_t *t = &p->tasks[p->next_task++];
     pthread_mutex_unlock(&p->lock);
-    run_job(w, job);
+    run_task(w, t);
     pthread_mutex_lock(&p->lock);
-    if (++p->finished == p->njobs) pthread_cond_signal(&p->done);
+    if (++p->finished == p->ntasks) pthread_cond_signal(&p->done);
   }
   pthread_mutex_unlock(&p->lock);
   return NULL;
@@ -168,7 +186,7 @@ rtu_pool_t *rtu_pool_new(const rtu_config_t *base, rtu_generation_t *gen, size_t
     worker_t *w = &p->workers[i];
     w->pool = p;
     w->index = i;
-    w->store = rtu_store_new(base, errstr, errstr_size);
+    w->store = rtu_store_mongo_new(base, errstr, errstr_size);
     if (!w->store) goto fail;
     w->emit = rtu_emit_new(base, errstr, errstr_size);
     if (!w->emit && errstr[0]) goto fail;
@@ -208,6 +226,8 @@ void rtu_pool_free(rtu_pool_t *p) {
     rtu_store_free(w->store);
   }
   free(p->workers);
+  free(p->buf);
+  free(p->sruns);
   rtu_generation_free(p->gen);
   pthread_cond_destroy(&p->work);
   pthread_cond_destroy(&p->done);
@@ -219,23 +239,68 @@ size_t rtu_pool_size(const rtu_pool_t *p) { return p->nworkers; }
 rtu_store_t *rtu_pool_store(rtu_pool_t *p) { return p->workers[0].store; }
 const rtu_generation_t *rtu_pool_generation(const rtu_pool_t *p) { return p->gen; }
 
-void rtu_pool_run(rtu_pool_t *p, rtu_job_t *jobs, size_t n) {
+/* Runs tasks[0..n) across the workers; returns when every one is done. */
+static void run_round(rtu_pool_t *p, task_t *tasks, size_t n) {
   if (n == 0) return;
   if (p->nworkers == 1 || n == 1) {
     /* No hand-over when there is nothing to share out. */
-    for (size_t i = 0; i < n; i++) run_job(&p->workers[0], &jobs[i]);
+    for (size_t i = 0; i < n; i++) run_task(&p->workers[0], &tasks[i]);
     return;
   }
   pthread_mutex_lock(&p->lock);
-  p->jobs = jobs;
-  p->njobs = n;
-  p->next_job = 0;
+  p->tasks = tasks;
+  p->ntasks = n;
+  p->next_task = 0;
   p->finished = 0;
   pthread_cond_broadcast(&p->work);
-  while (p->finished < p->njobs) pthread_cond_wait(&p->done, &p->lock);
-  p->jobs = NULL;
-  p->njobs = 0;
+  while (p->finished < p->ntasks) pthread_cond_wait(&p->done, &p->lock);
+  p->tasks = NULL;
+  p->ntasks = 0;
   pthread_mutex_unlock(&p->lock);
+}
+
+static bool reserve_tasks(rtu_pool_t *p, size_t n) {
+  if (n <= p->buf_cap) return true;
+  task_t *buf = realloc(p->buf, n * sizeof *buf);
+  if (buf) p->buf = buf;
+  rtu_deferred_t **sruns = realloc(p->sruns, n * sizeof *sruns);
+  if (sruns) p->sruns = sruns;
+  if (!buf || !sruns) return false;
+  p->buf_cap = n;
+  return true;
+}
+
+/* The strategies tasks of a poll, after its runs: one per projection whose runs
+ * deferred documents, the projections in parallel on the workers, each run in
+ * job order (by topic, then partition). */
+static size_t strategies_tasks(rtu_pool_t *p, rtu_job_t *jobs, size_t njobs) {
+  size_t ntasks = 0, nruns = 0;
+  for (size_t proj = 0; proj < p->gen->cfg->nprojections; proj++) {
+    size_t start = nruns;
+    for (size_t k = 0; k < njobs; k++)
+      if (jobs[k].projection == proj && jobs[k].err == RTU_OK && jobs[k].deferred.n > 0)
+        p->sruns[nruns++] = &jobs[k].deferred;
+    if (nruns > start)
+      p->buf[ntasks++] =
+          (task_t){.projection = proj, .runs = &p->sruns[start], .nruns = nruns - start};
+  }
+  return ntasks;
+}
+
+rtu_err_t rtu_pool_run(rtu_pool_t *p, rtu_job_t *jobs, size_t n, char *errstr,
+                       size_t errstr_size) {
+  if (!reserve_tasks(p, n)) {
+    snprintf(errstr, errstr_size, "out of memory for a poll of %zu runs", n);
+    return RTU_ERR_FATAL;
+  }
+  for (size_t k = 0; k < n; k++) p->buf[k] = (task_t){.job = &jobs[k]};
+  run_round(p, p->buf, n);
+  run_round(p, p->buf, strategies_tasks(p, jobs, n));
+  for (size_t k = 0; k < n; k++) {
+    if (jobs[k].err == RTU_OK) jobs[k].err = jobs[k].deferred.err;
+    rtu_deferred_free(&jobs[k].deferred);
+  }
+  return RTU_OK;
 }
 
 void rtu_pool_swap(rtu_pool_t *p, rtu_generation_t *gen) {

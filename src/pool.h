@@ -1,9 +1,10 @@
 /*
  * pool.h: the workers that apply partition runs in parallel. Each worker owns a
- * batch context, a Lua state of the current script generation, a MongoDB client
- * and a Kafka producer, so nothing on the message path is shared between
- * threads. The consumer hands over the runs of one poll (at most one run per
- * partition, so a partition's order holds) and gets them back all done.
+ * batch context, a Lua state of the current script generation, a store and a
+ * Kafka producer, so nothing on the message path is shared between threads.
+ * The consumer hands over the runs of one poll (at most one run per partition,
+ * so a partition's order holds) and gets their results back, the strategies
+ * stage included: what each run applied and the offset it allows to commit.
  */
 #ifndef RTU_POOL_H
 #define RTU_POOL_H
@@ -13,23 +14,23 @@
 
 #include "batch.h"
 #include "config.h"
+#include "result.h"
 #include "rtu.h"
 #include "script.h"
+#include "stage.h"
 #include "store.h"
 
 typedef struct rtu_pool_s rtu_pool_t;
 
-/* One partition run to apply, and what became of it; or (runs != NULL) the
- * strategies stage of one projection over the documents its runs deferred. */
+/* One partition run to apply (the consumer sets projection, msgs and n), and
+ * what became of it (rtu_pool_run sets err and res). */
 typedef struct {
   size_t projection;
   const rtu_msg_t *msgs;
   size_t n;
-  rtu_err_t err; /* of rtu_batch_run */
-  rtu_run_result_t res;
-  rtu_deferred_t deferred;      /* its strategies' documents; free once settled */
-  rtu_deferred_t *const *runs;  /* a strategies job: rtu_batch_strategies over these */
-  size_t nruns;
+  rtu_err_t err;        /* of the run and its strategies stage */
+  rtu_run_result_t res; /* res.next_offset: the offset to commit */
+  rtu_deferred_t deferred; /* the pool's, between the run and the stage */
 } rtu_job_t;
 
 /* A script generation: a configuration and one Lua state per worker. */
@@ -63,9 +64,12 @@ size_t rtu_pool_size(const rtu_pool_t *p);
 rtu_store_t *rtu_pool_store(rtu_pool_t *p);
 const rtu_generation_t *rtu_pool_generation(const rtu_pool_t *p);
 
-/* Applies jobs[0..n) across the workers; returns when every one is done. Jobs
- * must be of distinct partitions (strategies jobs: of distinct projections). */
-void rtu_pool_run(rtu_pool_t *p, rtu_job_t *jobs, size_t n);
+/* Applies jobs[0..n) across the workers, then the strategies stage of each
+ * projection over what they deferred; returns when every job has its result.
+ * Jobs must be of distinct partitions. RTU_ERR_FATAL (errstr set) only when the
+ * pool could not hold the poll's strategies jobs. */
+rtu_err_t rtu_pool_run(rtu_pool_t *p, rtu_job_t *jobs, size_t n, char *errstr,
+                       size_t errstr_size);
 
 /* Swaps in a generation between runs (no job in flight): takes gen, frees the
  * previous one. */

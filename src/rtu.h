@@ -1,6 +1,7 @@
 /*
- * rtu.h: what every subsystem shares: the status codes and the error-buffer
- * convention. Nothing here allocates or touches I/O.
+ * rtu.h: what every subsystem shares: the status codes, the error-buffer
+ * convention and the view of one consumed message. Nothing here allocates or
+ * touches I/O.
  *
  * Convention (librdkafka's): a function that can fail returns rtu_err_t and writes
  * one human line into a caller buffer `char *errstr, size_t errstr_size`. The
@@ -49,21 +50,8 @@ const struct rd_kafka_headers_s *rtu_msg_headers(const rtu_msg_t *m);
 
 const char *rtu_err_name(rtu_err_t err);
 
-/* Zeroed memory for n elements of size bytes, aligned for structs that hold a
- * bson_t: Debian's libbson aligns bson_t to 128 bytes, more than malloc gives.
- * NULL on overflow or OOM; release with free(). */
-void *rtu_aligned_calloc(size_t n, size_t size);
-
-/* Monotonic milliseconds, and wall-clock milliseconds since the epoch. */
-int64_t rtu_now_mono_ms(void);
-int64_t rtu_now_mono_us(void);
-int64_t rtu_now_ms(void);
-
-/* ISO-8601 UTC with milliseconds, as JavaScript's toISOString; buf >= 32 bytes. */
-void rtu_iso8601(int64_t ms, char *buf, size_t size);
-
-/* The decimal text of v in buf (NUL-terminated); returns its length. By hand:
- * snprintf per message showed in the profile. */
-size_t rtu_int_text(int64_t v, char buf[24]);
+/* Transitional: value.c and script.c (split in parallel) still take util.c's
+ * helpers from here; once they include util.h themselves, this line goes. */
+#include "util.h"
 
 #endif

@@ -11,7 +11,10 @@
 
 #include "config.h"
 #include "rtu.h"
-#include "script.h"
+
+/* script.h's handle, declared here too so that this lower layer does not
+ * include the generation's header (script.c includes this one). */
+typedef struct rtu_script_s rtu_script_t;
 
 typedef enum { RTU_OP_UPSERT, RTU_OP_INSERT, RTU_OP_UPDATE, RTU_OP_DELETE } rtu_op_t;
 

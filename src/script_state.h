@@ -13,8 +13,11 @@
 
 #include "config.h"
 #include "sandbox.h"
-#include "script.h"
 #include "strategies_db.h"
+
+/* script.h's handle, declared here too so that this lower layer does not
+ * include the generation's header (script.c includes this one). */
+typedef struct rtu_script_s rtu_script_t;
 
 struct rtu_script_s {
   rtu_sandbox_t sb; /* the Lua state and its limits */

@@ -1,13 +1,16 @@
 /*
- * store.h: MongoDB for one worker: index set-up, the read of the stored records
- * of a run, and the bulk of projection writes with the counter guard. Policy (what
- * to write) is batch.c's; store.c only says what happened to each write.
+ * store.h: the store a worker writes through: index set-up, the read of the
+ * stored records of a run, the bulk of projection writes with the counter guard,
+ * the strategies' lookups and the projection changes. An interface: a table of
+ * operations behind a handle, so batch.c and stage.c run the same against
+ * MongoDB (store_mongo.c) or another implementation. The calls are per bulk or
+ * per lookup, never per message. Policy (what to write) is batch.c's; a store
+ * only says what happened to each write. Nothing here needs more than libbson.
  */
 #ifndef RTU_STORE_H
 #define RTU_STORE_H
 
 #include <bson/bson.h>
-#include <mongoc/mongoc.h>
 #include <stdbool.h>
 
 #include "config.h"
@@ -33,10 +36,10 @@ typedef struct {
   bson_t filter; /* primary key, plus the guard */
   bson_t update; /* update document or replacement; unused for deletes */
   bool upsert;
-  /* Check the update client-side (libmongoc's validation, a seventh of a basic
-   * run's instructions). The values were checked for UTF-8 where they were built
-   * (bson_lua.c, json_read.c); only an empty field name is left for the driver to refuse, so
-   * batch.c asks for the check when there is one. */
+  /* Check the update client-side (costly, so only when needed). The values were
+   * checked for UTF-8 where they were built (value.c); only an empty field name
+   * is left for the driver to refuse, so batch.c asks for the check when there
+   * is one. */
   bool validate;
   rtu_write_status_t status;
   /* Why it failed (bson_malloc'd), NULL otherwise: not inline, as a run holds a
@@ -49,8 +52,40 @@ typedef struct {
   uint64_t lookups;  /* of which strategy lookups */
 } rtu_store_stats_t;
 
-/* Connects (lazily: the first command opens the connection). */
-rtu_store_t *rtu_store_new(const rtu_config_t *cfg, char *errstr, size_t errstr_size);
+/* One projection change to record: single view `type`, its identifier, and the
+ * message that caused it. */
+typedef struct {
+  const char *type;
+  const bson_t *identifier;
+  const rtu_msg_t *msg;
+} rtu_pc_t;
+
+/* Called for each document a read finds. */
+typedef void (*rtu_store_each_fn)(void *ctx, const bson_t *doc);
+
+/* What an implementation provides; see the rtu_store_* calls below for each. */
+typedef struct {
+  rtu_err_t (*ping)(rtu_store_t *st, char *errstr, size_t errstr_size);
+  rtu_err_t (*ensure_indexes)(rtu_store_t *st, char *errstr, size_t errstr_size);
+  rtu_err_t (*find_keys)(rtu_store_t *st, const rtu_projection_t *p, bson_t *const *keys,
+                         size_t n, rtu_store_each_fn fn, void *ctx, char *errstr,
+                         size_t errstr_size);
+  rtu_err_t (*write)(rtu_store_t *st, const rtu_projection_t *p, rtu_write_t *writes, size_t n,
+                     char *errstr, size_t errstr_size);
+  rtu_err_t (*find)(rtu_store_t *st, const char *collection, const bson_t *filter,
+                    const bson_t *opts, rtu_store_each_fn fn, void *ctx, char *errstr,
+                    size_t errstr_size);
+  rtu_err_t (*write_pcs)(rtu_store_t *st, const rtu_pc_t *pcs, size_t n, char *errstr,
+                         size_t errstr_size);
+  const rtu_store_stats_t *(*stats)(const rtu_store_t *st);
+  void (*free)(rtu_store_t *st);
+} rtu_store_ops_t;
+
+/* The handle: an implementation's own struct begins with it. */
+struct rtu_store_s {
+  const rtu_store_ops_t *ops;
+};
+
 void rtu_store_free(rtu_store_t *st);
 
 /* Pings the server; RTU_ERR_TRANSIENT when it cannot be reached. */
@@ -62,8 +97,8 @@ rtu_err_t rtu_store_ensure_indexes(rtu_store_t *st, char *errstr, size_t errstr_
 /* Reads the stored documents whose primary keys are among keys[0..n); calls fn
  * for each. One query (and its getMores) for the whole set. */
 rtu_err_t rtu_store_find_keys(rtu_store_t *st, const rtu_projection_t *p, bson_t *const *keys,
-                              size_t n, void (*fn)(void *ctx, const bson_t *doc), void *ctx,
-                              char *errstr, size_t errstr_size);
+                              size_t n, rtu_store_each_fn fn, void *ctx, char *errstr,
+                              size_t errstr_size);
 
 /* Executes writes[0..n) on p's collection as one unordered bulk (writes touch
  * distinct records). Per-write outcome in status; RTU_ERR_TRANSIENT when the bulk
@@ -76,31 +111,16 @@ rtu_err_t rtu_store_write(rtu_store_t *st, const rtu_projection_t *p, rtu_write_
 /* A read-only lookup over the projections database for strategies: find with
  * options (projection, sort, limit, skip). Counts as a lookup. */
 rtu_err_t rtu_store_find(rtu_store_t *st, const char *collection, const bson_t *filter,
-                         const bson_t *opts, void (*fn)(void *ctx, const bson_t *doc), void *ctx,
-                         char *errstr, size_t errstr_size);
-
-/* One projection change to record: single view `type`, its identifier, and the
- * message that caused it. */
-typedef struct {
-  const char *type;
-  const bson_t *identifier;
-  const rtu_msg_t *msg;
-} rtu_pc_t;
+                         const bson_t *opts, rtu_store_each_fn fn, void *ctx, char *errstr,
+                         size_t errstr_size);
 
 /* Upserts the projection changes as one unordered bulk on
  * PROJECTIONS_CHANGES_COLLECTION_NAME: one document per (type, identifier), its
- * `changes` set to one NEW change. */
+ * `changes` set to one NEW change (with the unique index of each single view
+ * created first, once per store). */
 rtu_err_t rtu_store_write_pcs(rtu_store_t *st, const rtu_pc_t *pcs, size_t n, char *errstr,
                               size_t errstr_size);
 
-/* Creates the projection-changes collection's unique index on type and the
- * identifier keys of one single view (partial on its type), once per process. */
-rtu_err_t rtu_store_ensure_pc_index(rtu_store_t *st, const char *type, const bson_t *identifier,
-                                    char *errstr, size_t errstr_size);
-
 const rtu_store_stats_t *rtu_store_stats(const rtu_store_t *st);
-
-/* True for libmongoc errors that a retry may cure (network, server selection). */
-bool rtu_store_is_transient(const bson_error_t *err);
 
 #endif

@@ -12,8 +12,11 @@
 
 #include "config.h"
 #include "rtu.h"
-#include "script.h"
 #include "strategies_db.h"
+
+/* script.h's handle, declared here too so that this lower layer does not
+ * include the generation's header (script.c includes this one). */
+typedef struct rtu_script_s rtu_script_t;
 
 /* A single view to rebuild, found by a strategy. */
 typedef struct {

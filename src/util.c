@@ -1,37 +1,14 @@
 /*
- * util.c: status names, clocks and message views shared by every subsystem. No
- * state.
+ * util.c: clocks, number and date text, aligned allocation, shared by every
+ * subsystem. No state.
  */
-#include "rtu.h"
+#include "util.h"
 
-#include <librdkafka/rdkafka.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-/* Parsing a message's headers (which librdkafka does on the first call and
- * keeps) was 1 % of a basic message on the consumer thread, for adapters that
- * never look. The run owning the view is the only reader of its message. */
-const struct rd_kafka_headers_s *rtu_msg_headers(const rtu_msg_t *m) {
-  if (m->headers || !m->source) return m->headers;
-  rd_kafka_headers_t *hdrs = NULL;
-  if (rd_kafka_message_headers(m->source, &hdrs) != RD_KAFKA_RESP_ERR_NO_ERROR) return NULL;
-  return hdrs;
-}
-
-const char *rtu_err_name(rtu_err_t err) {
-  switch (err) {
-  case RTU_OK: return "ok";
-  case RTU_ERR_CONFIG: return "config";
-  case RTU_ERR_DATA: return "data";
-  case RTU_ERR_SCRIPT: return "script";
-  case RTU_ERR_TRANSIENT: return "transient";
-  case RTU_ERR_FATAL: return "fatal";
-  }
-  return "unknown";
-}
 
 int64_t rtu_now_mono_ms(void) {
   struct timespec ts;
@@ -51,12 +28,8 @@ int64_t rtu_now_ms(void) {
   return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* JavaScript's toISOString: years outside 0..9999 get six digits and a sign.
- * Civil-from-days (H. Hinnant) keeps it exact for the whole JS date range,
- * without gmtime's limits. */
 size_t rtu_int_text(int64_t v, char buf[24]) {
-  /* two digits a division: a digit each was ~250 instructions for a
-   * millisecond timestamp, several per pr-update message */
+  /* two digits a division: it runs for several numbers of every pr-update message */
   static const char pairs[201] =
       "00010203040506070809101112131415161718192021222324"
       "25262728293031323334353637383940414243444546474849"
@@ -88,6 +61,9 @@ static char *two_digits(char *p, unsigned v) {
   return p + 2;
 }
 
+/* JavaScript's toISOString: years outside 0..9999 get six digits and a sign.
+ * Civil-from-days (H. Hinnant) keeps it exact for the whole JS date range,
+ * without gmtime's limits. */
 void rtu_iso8601(int64_t ms, char *buf, size_t size) {
   int64_t days = ms / 86400000, rem = ms % 86400000;
   if (rem < 0) {
@@ -105,9 +81,8 @@ void rtu_iso8601(int64_t ms, char *buf, size_t size) {
   int64_t m = mp < 10 ? mp + 3 : mp - 9;
   if (m <= 2) y += 1;
   if (y >= 0 && y <= 9999 && size >= 25) {
-    /* Written by hand: snprintf was most of the metadata's cost, once per message;
-     * two digits at a time in 32 bits (a digit per 64-bit division was still
-     * ~500 instructions a date, and pr-update messages write several). */
+    /* Written by hand, two digits at a time in 32 bits: it runs once per message
+     * for the metadata, several times for a pr-update message. */
     unsigned r = (unsigned)rem, yy = (unsigned)y;
     char *p = buf;
     p = two_digits(p, yy / 100);

@@ -27,10 +27,12 @@
 #include "batch.h"
 #include "check.h"
 #include "config.h"
+#include "config_files.h"
 #include "helpers.h"
 #include "log.h"
 #include "script.h"
 #include "store.h"
+#include "store_mongo.h"
 
 #define DB_A "rtu_fold_one_by_one"
 #define DB_B "rtu_fold_folded"
@@ -337,9 +339,9 @@ typedef struct {
 
 static bool open_side(side_t *s, const rtu_config_t *cfg, rtu_script_t *script) {
   char err[RTU_ERRSTR_SIZE];
-  s->store = rtu_store_new(cfg, err, sizeof err);
+  s->store = rtu_store_mongo_new(cfg, err, sizeof err);
   if (!s->store) {
-    fprintf(stderr, "rtu_store_new: %s\n", err);
+    fprintf(stderr, "rtu_store_mongo_new: %s\n", err);
     return false;
   }
   if (rtu_store_ensure_indexes(s->store, err, sizeof err) != RTU_OK) {

@@ -19,6 +19,7 @@
 
 #include "check.h"
 #include "config.h"
+#include "config_files.h"
 #include "helpers.h"
 #include "script.h"
 #include "script_map.h"
@@ -1037,7 +1038,7 @@ static rtu_err_t identify_reviews(rtu_script_t *s, const char *const *hows, size
 }
 
 /* After a failed batch, the documents run alone in the order the caller gives
- * (batch.c: by the earliest message each stands for), and the failing one is
+ * (stage.c: by the earliest message each stands for), and the failing one is
  * the first that fails in that order, with only the views of the calls before. */
 static void test_rerun_order(rtu_script_t *s) {
   const char *hows[] = {"ok", "raise", "raise", "ok"};

@@ -124,7 +124,6 @@ local function build_filter(hop, docs)
   return filter, per_item, simple
 end
 
-
 local projections = setmetatable({}, { __mode = "k" }) -- node -> projection | false
 
 -- The projection of the lookup reaching `node`: only the fields its documents are

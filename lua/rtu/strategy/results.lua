@@ -117,7 +117,6 @@ local function candidates(f, index_of)
   return nil
 end
 
-
 -- Positions of `results` matching f, ascending, at most `limit`.
 function M.attribute(results, index_of, f, limit)
   local cands = candidates(f, index_of)

@@ -1,0 +1,576 @@
+/*
+ * store_mongo.c: the MongoDB implementation of store.h. It owns the connection
+ * of one worker and every command it sends.
+ * It sets up the indexes, reads the stored records of a run in one query, and
+ * sends a run's projection writes as one unordered bulk per collection (mongoc
+ * splits it by operation type only: updates, then deletes). It decides no policy:
+ * what to write, and whether a message is stale, is batch.c's.
+ */
+#include "store_mongo.h"
+
+#include <mongoc/mongoc.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "health.h"
+#include "log.h"
+#include "metrics.h"
+#include "util.h"
+#include "key_text.h"
+
+#define MAX_PC_INDEXES 64
+
+typedef struct {
+  rtu_store_t base; /* first: the handle batch.c and stage.c hold */
+  const rtu_config_t *cfg;
+  char *pc_indexes[MAX_PC_INDEXES]; /* identifier key sets already indexed */
+  size_t npc_indexes;
+  mongoc_client_t *client;
+  mongoc_database_t *db;
+  rtu_store_stats_t stats;
+} mongo_t;
+
+static const rtu_store_ops_t mongo_ops;
+
+static bool init_once_done = false;
+
+/* APM sees every command the driver sends (getMore, bulk splits, index builds),
+ * so rtu_mongodb_commands_total is exact without counting by hand. */
+static void on_command_started(const mongoc_apm_command_started_t *ev) {
+  rtu_metrics_add(RTU_C_MONGO_COMMANDS, mongoc_apm_command_started_get_command_name(ev), 1);
+}
+
+static void on_command_succeeded(const mongoc_apm_command_succeeded_t *ev) {
+  (void)ev;
+  rtu_health_dependency(RTU_DEP_MONGODB, true, NULL);
+}
+
+rtu_store_t *rtu_store_mongo_new(const rtu_config_t *cfg, char *errstr, size_t errstr_size) {
+  if (!init_once_done) {
+    mongoc_init(); /* idempotent in 1.23 and thread-safe behind pthread_once */
+    init_once_done = true;
+  }
+  bson_error_t err;
+  mongoc_uri_t *uri = mongoc_uri_new_with_error(cfg->mongodb_url, &err);
+  if (!uri) {
+    snprintf(errstr, errstr_size, "MONGODB_URL: %s", err.message);
+    return NULL;
+  }
+  /* Fail fast and let the caller's backoff decide: a worker must not block for the
+   * driver's 30 s default while the consumer group waits. */
+  if (!mongoc_uri_has_option(uri, MONGOC_URI_SERVERSELECTIONTIMEOUTMS))
+    mongoc_uri_set_option_as_int32(uri, MONGOC_URI_SERVERSELECTIONTIMEOUTMS, 5000);
+  /* The driver's 300 s would hold a worker (and the poll loop waiting for it) far
+   * past a shutdown deadline when a server stops answering mid-command. */
+  if (!mongoc_uri_has_option(uri, MONGOC_URI_SOCKETTIMEOUTMS))
+    mongoc_uri_set_option_as_int32(uri, MONGOC_URI_SOCKETTIMEOUTMS, 30000);
+  if (!mongoc_uri_has_option(uri, MONGOC_URI_APPNAME))
+    mongoc_uri_set_appname(uri, "rtu");
+  mongo_t *st = calloc(1, sizeof *st);
+  if (!st) {
+    mongoc_uri_destroy(uri);
+    snprintf(errstr, errstr_size, "out of memory");
+    return NULL;
+  }
+  st->base.ops = &mongo_ops;
+  st->cfg = cfg;
+  st->client = mongoc_client_new_from_uri_with_error(uri, &err);
+  mongoc_uri_destroy(uri);
+  if (!st->client) {
+    snprintf(errstr, errstr_size, "MONGODB_URL: %s", err.message);
+    free(st);
+    return NULL;
+  }
+  mongoc_client_set_error_api(st->client, MONGOC_ERROR_API_VERSION_2);
+  mongoc_apm_callbacks_t *apm = mongoc_apm_callbacks_new();
+  mongoc_apm_set_command_started_cb(apm, on_command_started);
+  mongoc_apm_set_command_succeeded_cb(apm, on_command_succeeded);
+  bool apm_ok = mongoc_client_set_apm_callbacks(st->client, apm, NULL);
+  mongoc_apm_callbacks_destroy(apm);
+  if (!apm_ok) {
+    snprintf(errstr, errstr_size, "cannot set MongoDB command monitoring");
+    mongoc_client_destroy(st->client);
+    free(st);
+    return NULL;
+  }
+  st->db = mongoc_client_get_database(st->client, cfg->projections_db);
+  return &st->base;
+}
+
+static void mongo_free(rtu_store_t *handle) {
+  mongo_t *st = (mongo_t *)handle;
+  if (!st) return;
+  for (size_t i = 0; i < st->npc_indexes; i++) free(st->pc_indexes[i]);
+  mongoc_database_destroy(st->db);
+  mongoc_client_destroy(st->client);
+  free(st);
+}
+
+static const rtu_store_stats_t *mongo_stats(const rtu_store_t *handle) {
+  return &((const mongo_t *)handle)->stats;
+}
+
+static bool is_transient(const bson_error_t *err) {
+  if (err->domain == MONGOC_ERROR_STREAM || err->domain == MONGOC_ERROR_SERVER_SELECTION ||
+      err->domain == MONGOC_ERROR_CLIENT)
+    return true;
+  switch (err->code) {
+  case 6:     /* HostUnreachable */
+  case 7:     /* HostNotFound */
+  case 89:    /* NetworkTimeout */
+  case 91:    /* ShutdownInProgress */
+  case 189:   /* PrimarySteppedDown */
+  case 262:   /* ExceededTimeLimit */
+  case 9001:  /* SocketException */
+  case 10107: /* NotWritablePrimary */
+  case 11600: /* InterruptedAtShutdown */
+  case 11602: /* InterruptedDueToReplStateChange */
+  case 13435: /* NotPrimaryNoSecondaryOk */
+  case 13436: /* NotPrimaryOrSecondary */
+    return true;
+  }
+  return false;
+}
+
+static rtu_err_t fail(const bson_error_t *err, const char *what, char *errstr, size_t sz) {
+  snprintf(errstr, sz, "MongoDB %s: %s (code %u)", what, err->message, err->code);
+  if (!is_transient(err)) return RTU_ERR_DATA;
+  /* Until the next command succeeds, /-/ready says no. */
+  rtu_health_dependency(RTU_DEP_MONGODB, false, errstr);
+  return RTU_ERR_TRANSIENT;
+}
+
+static rtu_err_t mongo_ping(rtu_store_t *handle, char *errstr, size_t errstr_size) {
+  mongo_t *st = (mongo_t *)handle;
+  bson_t cmd = BSON_INITIALIZER;
+  bson_error_t err;
+  BSON_APPEND_INT32(&cmd, "ping", 1);
+  bool ok = mongoc_database_command_simple(st->db, &cmd, NULL, NULL, &err);
+  st->stats.commands++;
+  bson_destroy(&cmd);
+  if (!ok) return fail(&err, "ping", errstr, errstr_size);
+  return RTU_OK;
+}
+
+/* createIndexes as a command: libmongoc 1.23 has no create_indexes_with_opts. */
+static rtu_err_t create_index(mongo_t *st, const char *coll, const char *name,
+                              const bson_t *keys, bool unique, const bson_t *partial,
+                              char *errstr, size_t sz) {
+  bson_t cmd = BSON_INITIALIZER, arr, idx;
+  bson_error_t err;
+  BSON_APPEND_UTF8(&cmd, "createIndexes", coll);
+  BSON_APPEND_ARRAY_BEGIN(&cmd, "indexes", &arr);
+  BSON_APPEND_DOCUMENT_BEGIN(&arr, "0", &idx);
+  BSON_APPEND_DOCUMENT(&idx, "key", keys);
+  BSON_APPEND_UTF8(&idx, "name", name);
+  if (unique) BSON_APPEND_BOOL(&idx, "unique", true);
+  if (partial) BSON_APPEND_DOCUMENT(&idx, "partialFilterExpression", partial);
+  bson_append_document_end(&arr, &idx);
+  bson_append_array_end(&cmd, &arr);
+  bool ok = mongoc_database_write_command_with_opts(st->db, &cmd, NULL, NULL, &err);
+  st->stats.commands++;
+  bson_destroy(&cmd);
+  if (ok) return RTU_OK;
+  /* An index of that name with other options is the user's own: keep it. */
+  if (err.code == 85 /* IndexOptionsConflict */ || err.code == 86 /* IndexKeySpecsConflict */) {
+    rtu_log(RTU_LOG_WARN, "an index with this name exists with another definition; kept as is",
+            "collection", coll, "index", name, "cause", err.message, NULL);
+    return RTU_OK;
+  }
+  char what[256];
+  snprintf(what, sizeof what, "createIndexes %s.%s", coll, name);
+  return fail(&err, what, errstr, sz);
+}
+
+static rtu_err_t mongo_ensure_indexes(rtu_store_t *handle, char *errstr, size_t errstr_size) {
+  mongo_t *st = (mongo_t *)handle;
+  for (size_t i = 0; i < st->cfg->nprojections; i++) {
+    const rtu_projection_t *p = &st->cfg->projections[i];
+    bson_t pk = BSON_INITIALIZER, counter = BSON_INITIALIZER, type = BSON_INITIALIZER;
+    for (size_t k = 0; k < p->npk; k++) {
+      BSON_APPEND_INT32(&pk, p->pk_dst[k], 1);
+      BSON_APPEND_INT32(&counter, p->pk_dst[k], 1);
+      BSON_APPEND_INT32(&type, p->pk_dst[k], 1);
+    }
+    BSON_APPEND_INT32(&counter, "__internal__counter", 1);
+    BSON_APPEND_INT32(&counter, "__internal__counterType", 1);
+    BSON_APPEND_INT32(&type, "__internal__counterType", 1);
+    rtu_err_t err = create_index(st, p->destination, "mia_primary_key_index", &pk, true, NULL,
+                                 errstr, errstr_size);
+    if (!err)
+      err = create_index(st, p->destination, "mia_internal_counter_index", &counter, false, NULL,
+                         errstr, errstr_size);
+    if (!err)
+      err = create_index(st, p->destination, "mia_internal_counter_type_index", &type, false,
+                         NULL, errstr, errstr_size);
+    bson_destroy(&pk);
+    bson_destroy(&counter);
+    bson_destroy(&type);
+    if (err) return err;
+  }
+  return RTU_OK;
+}
+
+static rtu_err_t mongo_find_keys(rtu_store_t *handle, const rtu_projection_t *p,
+                                 bson_t *const *keys, size_t n, rtu_store_each_fn fn, void *ctx,
+                                 char *errstr, size_t errstr_size) {
+  mongo_t *st = (mongo_t *)handle;
+  if (n == 0) return RTU_OK;
+  bson_t filter = BSON_INITIALIZER, arr;
+  char ibuf[16];
+  const char *ikey;
+  if (p->npk == 1) {
+    /* {pk: {$in: [...]}}: one index range scan on a real server. */
+    bson_t in;
+    BSON_APPEND_DOCUMENT_BEGIN(&filter, p->pk_dst[0], &in);
+    BSON_APPEND_ARRAY_BEGIN(&in, "$in", &arr);
+    for (size_t i = 0; i < n; i++) {
+      bson_iter_t it;
+      bson_uint32_to_string((uint32_t)i, &ikey, ibuf, sizeof ibuf);
+      if (bson_iter_init(&it, keys[i]) && bson_iter_next(&it))
+        bson_append_iter(&arr, ikey, -1, &it);
+    }
+    bson_append_array_end(&in, &arr);
+    bson_append_document_end(&filter, &in);
+  } else {
+    BSON_APPEND_ARRAY_BEGIN(&filter, "$or", &arr);
+    for (size_t i = 0; i < n; i++) {
+      bson_uint32_to_string((uint32_t)i, &ikey, ibuf, sizeof ibuf);
+      BSON_APPEND_DOCUMENT(&arr, ikey, keys[i]);
+    }
+    bson_append_array_end(&filter, &arr);
+  }
+  bson_t opts = BSON_INITIALIZER;
+  BSON_APPEND_INT32(&opts, "batchSize", (int32_t)(n < 100000 ? n + 1 : 100000));
+  mongoc_collection_t *coll = mongoc_database_get_collection(st->db, p->destination);
+  mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, &filter, &opts, NULL);
+  const bson_t *doc;
+  uint64_t batches = 1;
+  while (mongoc_cursor_next(cur, &doc)) fn(ctx, doc);
+  bson_error_t err;
+  rtu_err_t rc = RTU_OK;
+  if (mongoc_cursor_error(cur, &err)) rc = fail(&err, "find", errstr, errstr_size);
+  if (mongoc_cursor_get_id(cur) != 0) batches++;
+  st->stats.commands += batches;
+  mongoc_cursor_destroy(cur);
+  mongoc_collection_destroy(coll);
+  bson_destroy(&opts);
+  bson_destroy(&filter);
+  return rc;
+}
+
+static bool is_primary_key_dup(const bson_t *write_error) {
+  bson_iter_t it;
+  if (!bson_iter_init_find(&it, write_error, "code") || bson_iter_as_int64(&it) != 11000)
+    return false;
+  if (bson_iter_init_find(&it, write_error, "errmsg") && BSON_ITER_HOLDS_UTF8(&it))
+    return strstr(bson_iter_utf8(&it, NULL), "mia_primary_key_index") != NULL;
+  return false;
+}
+
+/* Adds writes[0..n) to bulk; bulk_index[k] gets the write of the k-th operation
+ * added. Returns how many were added: fewer than n when the driver refused some
+ * (they are RTU_WRITE_FAILED). */
+static size_t add_writes(mongoc_bulk_operation_t *bulk, rtu_write_t *writes, size_t n,
+                         size_t *bulk_index, size_t *nupd, size_t *ndel) {
+  bson_t upsert_opts = BSON_INITIALIZER, plain_opts = BSON_INITIALIZER;
+  bson_t upsert_trusted = BSON_INITIALIZER, plain_trusted = BSON_INITIALIZER;
+  bson_error_t err;
+  BSON_APPEND_BOOL(&upsert_opts, "upsert", true);
+  BSON_APPEND_BOOL(&upsert_trusted, "upsert", true);
+  BSON_APPEND_BOOL(&upsert_trusted, "validate", false);
+  BSON_APPEND_BOOL(&plain_trusted, "validate", false);
+  size_t nadded = 0;
+  for (size_t i = 0; i < n; i++) {
+    rtu_write_t *w = &writes[i];
+    bool ok = false;
+    w->status = RTU_WRITE_PENDING;
+    switch (w->kind) {
+    case RTU_WRITE_UPDATE:
+      ok = mongoc_bulk_operation_update_one_with_opts(
+          bulk, &w->filter, &w->update,
+          w->validate ? (w->upsert ? &upsert_opts : &plain_opts)
+                      : (w->upsert ? &upsert_trusted : &plain_trusted),
+          &err);
+      (*nupd)++;
+      break;
+    case RTU_WRITE_REPLACE:
+      ok = mongoc_bulk_operation_replace_one_with_opts(
+          bulk, &w->filter, &w->update, w->upsert ? &upsert_opts : &plain_opts, &err);
+      (*nupd)++;
+      break;
+    case RTU_WRITE_DELETE:
+      ok = mongoc_bulk_operation_remove_one_with_opts(bulk, &w->filter, NULL, &err);
+      (*ndel)++;
+      break;
+    }
+    if (!ok) {
+      /* The driver refused the operation itself (e.g. an empty field name): that
+       * record fails, the others still go out. Indexes in the reply count only
+       * the operations added, so remember where each write went. */
+      w->status = RTU_WRITE_FAILED;
+      bson_free(w->error);
+      w->error = bson_strdup_printf("%.200s", err.message);
+      continue;
+    }
+    bulk_index[nadded++] = i;
+  }
+  bson_destroy(&upsert_opts);
+  bson_destroy(&plain_opts);
+  bson_destroy(&upsert_trusted);
+  bson_destroy(&plain_trusted);
+  return nadded;
+}
+
+/* One entry of a bulk reply's writeErrors: a stale or a failed write. */
+static void on_write_error(const bson_t *we, rtu_write_t *w) {
+  bson_iter_t f;
+  if (is_primary_key_dup(we)) {
+    /* The guard excluded the stored record and the upsert hit its key: a newer
+     * change is already stored. */
+    w->status = RTU_WRITE_STALE;
+    return;
+  }
+  w->status = RTU_WRITE_FAILED;
+  const char *msg = "write error";
+  if (bson_iter_init_find(&f, we, "errmsg") && BSON_ITER_HOLDS_UTF8(&f))
+    msg = bson_iter_utf8(&f, NULL);
+  int64_t code = 0;
+  if (bson_iter_init_find(&f, we, "code")) code = bson_iter_as_int64(&f);
+  bson_free(w->error);
+  w->error = bson_strdup_printf("%.400s (code %lld)", msg, (long long)code);
+}
+
+/* Sets the status of the writes the reply's writeErrors name; true when any. */
+static bool read_write_errors(const bson_t *reply, rtu_write_t *writes, const size_t *bulk_index,
+                              size_t nadded) {
+  bson_iter_t it, arr;
+  bool any = false;
+  if (!bson_iter_init_find(&it, reply, "writeErrors") || !BSON_ITER_HOLDS_ARRAY(&it) ||
+      !bson_iter_recurse(&it, &arr))
+    return false;
+  while (bson_iter_next(&arr)) {
+    bson_t we;
+    const uint8_t *data;
+    uint32_t len;
+    if (!BSON_ITER_HOLDS_DOCUMENT(&arr)) continue;
+    bson_iter_document(&arr, &len, &data);
+    if (!bson_init_static(&we, data, len)) continue;
+    bson_iter_t f;
+    int64_t index = -1;
+    if (bson_iter_init_find(&f, &we, "index")) index = bson_iter_as_int64(&f);
+    if (index < 0 || (size_t)index >= nadded) continue;
+    any = true;
+    on_write_error(&we, &writes[bulk_index[index]]);
+  }
+  return any;
+}
+
+static rtu_err_t mongo_write(rtu_store_t *handle, const rtu_projection_t *p, rtu_write_t *writes,
+                             size_t n, char *errstr, size_t errstr_size) {
+  mongo_t *st = (mongo_t *)handle;
+  if (n == 0) return RTU_OK;
+  rtu_err_t rc = RTU_OK;
+  bson_t opts = BSON_INITIALIZER, reply;
+  bson_error_t err;
+  BSON_APPEND_BOOL(&opts, "ordered", false);
+  mongoc_collection_t *coll = mongoc_database_get_collection(st->db, p->destination);
+  mongoc_bulk_operation_t *bulk = mongoc_collection_create_bulk_operation_with_opts(coll, &opts);
+  size_t nupd = 0, ndel = 0;
+  size_t *bulk_index = malloc(n * sizeof *bulk_index);
+  if (!bulk_index) {
+    snprintf(errstr, errstr_size, "out of memory");
+    rc = RTU_ERR_FATAL;
+    goto done;
+  }
+  size_t nadded = add_writes(bulk, writes, n, bulk_index, &nupd, &ndel);
+  if (nadded < n) {
+    /* Nothing is sent: the caller shortens the run before the refused record. */
+    snprintf(errstr, errstr_size, "MongoDB driver refused a write");
+    rc = RTU_ERR_DATA;
+    goto done;
+  }
+
+  uint32_t server_id = mongoc_bulk_operation_execute(bulk, &reply, &err);
+  /* One command per operation type, more only past maxWriteBatchSize. */
+  st->stats.commands += (nupd ? 1 + nupd / 100000 : 0) + (ndel ? 1 + ndel / 100000 : 0);
+  bool has_write_errors = read_write_errors(&reply, writes, bulk_index, nadded);
+  bson_iter_t it;
+  if (!server_id && !has_write_errors) {
+    rc = fail(&err, "bulk write", errstr, errstr_size);
+  } else if (!server_id && bson_iter_init_find(&it, &reply, "writeConcernErrors") &&
+             BSON_ITER_HOLDS_ARRAY(&it)) {
+    rc = fail(&err, "bulk write (write concern)", errstr, errstr_size);
+  }
+  if (rc == RTU_OK)
+    for (size_t i = 0; i < n; i++)
+      if (writes[i].status == RTU_WRITE_PENDING) writes[i].status = RTU_WRITE_DONE;
+  bson_destroy(&reply);
+done:
+  free(bulk_index);
+  mongoc_bulk_operation_destroy(bulk);
+  mongoc_collection_destroy(coll);
+  bson_destroy(&opts);
+  return rc;
+}
+
+static rtu_err_t mongo_find(rtu_store_t *handle, const char *collection, const bson_t *filter,
+                            const bson_t *opts, rtu_store_each_fn fn, void *ctx, char *errstr,
+                            size_t errstr_size) {
+  mongo_t *st = (mongo_t *)handle;
+  mongoc_collection_t *coll = mongoc_database_get_collection(st->db, collection);
+  /* The server's first batch is 101 documents by default: a lookup of a whole
+   * poll's projection finds more, and would pay a getMore round trip. One batch
+   * (up to the server's 16 MiB) unless the strategy asked otherwise. */
+  bson_t sized = BSON_INITIALIZER;
+  if (opts) bson_concat(&sized, opts);
+  if (!opts || !bson_has_field(opts, "batchSize")) BSON_APPEND_INT32(&sized, "batchSize", 100000);
+  mongoc_cursor_t *cur = mongoc_collection_find_with_opts(coll, filter, &sized, NULL);
+  const bson_t *doc;
+  uint64_t batches = 1;
+  while (mongoc_cursor_next(cur, &doc)) {
+    fn(ctx, doc);
+    if (mongoc_cursor_get_id(cur) != 0) batches = 2; /* at least one getMore */
+  }
+  bson_error_t err;
+  rtu_err_t rc = RTU_OK;
+  if (mongoc_cursor_error(cur, &err)) {
+    char what[256];
+    snprintf(what, sizeof what, "find on %.200s", collection);
+    rc = fail(&err, what, errstr, errstr_size);
+  }
+  st->stats.commands += batches;
+  st->stats.lookups += batches;
+  rtu_metrics_add(RTU_C_STRATEGY_LOOKUPS, NULL, 1);
+  mongoc_cursor_destroy(cur);
+  mongoc_collection_destroy(coll);
+  bson_destroy(&sized);
+  return rc;
+}
+
+static rtu_err_t ensure_pc_index(mongo_t *st, const char *type, const bson_t *identifier,
+                                 char *errstr, size_t errstr_size) {
+  /* One unique index per single view, partial on its type: the identifier keys of
+   * one single view are absent (null) in the documents of another, so an index
+   * over all types would see duplicates. */
+  char sig[600];
+  size_t len = (size_t)snprintf(sig, sizeof sig, "type_%.200s", type);
+  bson_iter_t it;
+  if (!bson_iter_init(&it, identifier)) return RTU_OK;
+  while (bson_iter_next(&it) && len < sizeof sig - 2)
+    len += (size_t)snprintf(sig + len, sizeof sig - len, "_%.100s", bson_iter_key(&it));
+  if (len >= sizeof sig) len = sizeof sig - 1;
+  for (size_t i = 0; i < st->npc_indexes; i++)
+    if (!strcmp(st->pc_indexes[i], sig)) return RTU_OK;
+  bson_t keys = BSON_INITIALIZER, partial = BSON_INITIALIZER;
+  char path[300];
+  BSON_APPEND_INT32(&keys, "type", 1);
+  bson_iter_init(&it, identifier);
+  while (bson_iter_next(&it)) {
+    snprintf(path, sizeof path, "identifier.%.250s", bson_iter_key(&it));
+    BSON_APPEND_INT32(&keys, path, 1);
+  }
+  BSON_APPEND_UTF8(&partial, "type", type);
+  rtu_err_t rc = create_index(st, st->cfg->pc_collection, sig, &keys, true, &partial, errstr,
+                              errstr_size);
+  bson_destroy(&keys);
+  bson_destroy(&partial);
+  if (rc == RTU_OK && st->npc_indexes < MAX_PC_INDEXES)
+    st->pc_indexes[st->npc_indexes++] = strdup(sig);
+  return rc;
+}
+
+/* True when the original key has an empty field name (the update must then be
+ * validated, so the driver refuses it as MongoDB would). */
+static bool append_change(bson_t *arr, const rtu_msg_t *msg) {
+  bson_t ch;
+  char iso[40], offset[24];
+  rtu_iso8601(msg->timestamp, iso, sizeof iso);
+  rtu_int_text(msg->offset, offset);
+  BSON_APPEND_DOCUMENT_BEGIN(arr, "0", &ch);
+  BSON_APPEND_UTF8(&ch, "state", "NEW");
+  BSON_APPEND_UTF8(&ch, "topic", msg->topic);
+  BSON_APPEND_INT32(&ch, "partition", msg->partition);
+  BSON_APPEND_UTF8(&ch, "offset", offset);
+  bool empty = rtu_key_text_append(&ch, "key", msg->key, msg->key_len);
+  BSON_APPEND_UTF8(&ch, "timestamp", iso);
+  bson_append_document_end(arr, &ch);
+  return empty;
+}
+
+static rtu_err_t mongo_write_pcs(rtu_store_t *handle, const rtu_pc_t *pcs, size_t n, char *errstr,
+                                 size_t errstr_size) {
+  mongo_t *st = (mongo_t *)handle;
+  if (n == 0) return RTU_OK;
+  rtu_err_t rc = RTU_OK;
+  for (size_t i = 0; i < n && rc == RTU_OK; i++)
+    rc = ensure_pc_index(st, pcs[i].type, pcs[i].identifier, errstr, errstr_size);
+  if (rc != RTU_OK) return rc;
+  bson_t opts = BSON_INITIALIZER, upsert = BSON_INITIALIZER, trusted = BSON_INITIALIZER, reply;
+  bson_error_t err;
+  BSON_APPEND_BOOL(&opts, "ordered", false);
+  BSON_APPEND_BOOL(&upsert, "upsert", true);
+  /* Every string here was checked for UTF-8 where it was built (value.c), as for
+   * the projection writes: the driver's validation (costly) is kept only for
+   * an original key with an empty field name. */
+  BSON_APPEND_BOOL(&trusted, "upsert", true);
+  BSON_APPEND_BOOL(&trusted, "validate", false);
+  mongoc_collection_t *coll = mongoc_database_get_collection(st->db, st->cfg->pc_collection);
+  mongoc_bulk_operation_t *bulk = mongoc_collection_create_bulk_operation_with_opts(coll, &opts);
+  int64_t now = rtu_now_ms();
+  for (size_t i = 0; i < n; i++) {
+    /* Filter by type and each identifier key (the unique index's fields), so the
+     * upsert finds the record whatever the order of the identifier's keys. */
+    bson_t filter = BSON_INITIALIZER, update = BSON_INITIALIZER, set, arr, soi;
+    bson_iter_t it;
+    char path[300];
+    BSON_APPEND_UTF8(&filter, "type", pcs[i].type);
+    if (bson_iter_init(&it, pcs[i].identifier))
+      while (bson_iter_next(&it)) {
+        snprintf(path, sizeof path, "identifier.%.250s", bson_iter_key(&it));
+        bson_append_iter(&filter, path, -1, &it);
+      }
+    BSON_APPEND_DOCUMENT_BEGIN(&update, "$set", &set);
+    BSON_APPEND_ARRAY_BEGIN(&set, "changes", &arr);
+    bool empty = append_change(&arr, pcs[i].msg);
+    bson_append_array_end(&set, &arr);
+    BSON_APPEND_DATE_TIME(&set, "updatedAt", now);
+    bson_append_document_end(&update, &set);
+    BSON_APPEND_DOCUMENT_BEGIN(&update, "$setOnInsert", &soi);
+    BSON_APPEND_DATE_TIME(&soi, "createdAt", now);
+    bson_append_document_end(&update, &soi);
+    bool ok = mongoc_bulk_operation_update_one_with_opts(bulk, &filter, &update,
+                                                         empty ? &upsert : &trusted, &err);
+    bson_destroy(&filter);
+    bson_destroy(&update);
+    if (!ok) {
+      snprintf(errstr, errstr_size, "projection change: %.400s", err.message);
+      rc = RTU_ERR_DATA;
+      goto done;
+    }
+  }
+  if (!mongoc_bulk_operation_execute(bulk, &reply, &err))
+    rc = fail(&err, "projection changes bulk", errstr, errstr_size);
+  st->stats.commands += 1 + n / 100000;
+  bson_destroy(&reply);
+done:
+  mongoc_bulk_operation_destroy(bulk);
+  mongoc_collection_destroy(coll);
+  bson_destroy(&opts);
+  bson_destroy(&upsert);
+  bson_destroy(&trusted);
+  return rc;
+}
+
+static const rtu_store_ops_t mongo_ops = {
+    .ping = mongo_ping,
+    .ensure_indexes = mongo_ensure_indexes,
+    .find_keys = mongo_find_keys,
+    .write = mongo_write,
+    .find = mongo_find,
+    .write_pcs = mongo_write_pcs,
+    .stats = mongo_stats,
+    .free = mongo_free,
+};
