@@ -67,6 +67,7 @@ typedef struct rtu_config_s {
   int kafka_heartbeat_interval_ms;
   int kafka_connection_timeout_ms;
   char *producer_compression;
+  char *kafka_assignment_strategy; /* partition.assignment.strategy */
 
   /* MongoDB */
   char *mongodb_url;
