@@ -91,6 +91,12 @@ const rtu_var_t rtu_config_vars[] = {
    "folder of `mapTable.json`"},
   {"CAST_FUNCTIONS_FOLDER", RTU_VAR_FOLDER, OFF(cast_functions_folder), NULL, 0, 0, NULL, 0, NULL,
    "folder of custom casts `NAME.lua`"},
+  {"LOGGING_UNMAPPED_FIELDS", RTU_VAR_BOOL, OFF(log_unmapped_fields), "false", 0, 0, NULL, 0, NULL,
+   "log the message fields that `mapTable.json` does not name, and the values a built-in cast cannot "
+   "convert (one line per projection, field and kind per run)"},
+  {"COLLECTION_NAME_UNMAPPED_FIELDS_STORAGE", RTU_VAR_STRING, OFF(unmapped_collection), NULL, 0, 0, NULL,
+   0, NULL, "collection recording those fields (`UNKNOWN_FIELD`, `UNCASTABLE_FIELD`): one document per "
+   "projection, field and kind"},
   /* Strategies */
   {"USE_AUTOMATIC_STRATEGIES", RTU_VAR_BOOL, OFF(use_automatic_strategies), "false", 0, 0, NULL, 0, NULL,
    "low-code strategies (else the `changes` of `mapTable.json`)"},
@@ -160,10 +166,6 @@ const rtu_var_t rtu_config_vars[] = {
    "`resume`"},
   {"CONTROL_PLANE_BINDINGS_PATH", RTU_VAR_IGNORED, NOFF, NULL, 0, 0, NULL, 0, NULL,
    "no Runtime Management bindings: every topic of `INVARIANT_TOPIC_MAP` is consumed"},
-  {"LOGGING_UNMAPPED_FIELDS", RTU_VAR_IGNORED, NOFF, NULL, 0, 0, NULL, 0, NULL,
-   "fields a record has beyond `conversion` are dropped without a log line"},
-  {"COLLECTION_NAME_UNMAPPED_FIELDS_STORAGE", RTU_VAR_IGNORED, NOFF, NULL, 0, 0, NULL, 0, NULL,
-   "unmapped or uncastable fields are not recorded in a collection"},
 };
 /* clang-format on */
 const size_t rtu_config_nvars = sizeof rtu_config_vars / sizeof rtu_config_vars[0];

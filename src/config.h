@@ -89,6 +89,8 @@ typedef struct rtu_config_s {
   char *pc_schema_folder;
   char *strategies_folder;
   int strategies_max_exec_ms;
+  bool log_unmapped_fields; /* LOGGING_UNMAPPED_FIELDS */
+  char *unmapped_collection; /* COLLECTION_NAME_UNMAPPED_FIELDS_STORAGE: NULL = not recorded */
   bool use_upsert;
   rtu_delete_t delete_mechanism;
   bool force_check_on_offset;
@@ -174,5 +176,10 @@ const rtu_projection_t *rtu_config_projection_for_topic(const rtu_config_t *cfg,
 
 /* "__fromFile__[name]" -> "name" (malloc'd); NULL when not of that form. */
 char *rtu_config_from_file_name(const char *s);
+
+/* Whether the mapping notes unmapped and uncastable fields (either variable). */
+static inline bool rtu_config_notes_unmapped(const rtu_config_t *cfg) {
+  return cfg->log_unmapped_fields || cfg->unmapped_collection;
+}
 
 #endif

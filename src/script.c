@@ -140,10 +140,13 @@ static bool push_pipeline_spec(rtu_script_t *s, rtu_problems_t *problems) {
   lua_setfield(L, -2, "use_upsert");
   lua_pushboolean(L, strcmp(cfg->adapter, "golden-gate") || cfg->use_pos_as_counter);
   lua_setfield(L, -2, "use_position");
+  lua_pushboolean(L, rtu_config_notes_unmapped(cfg));
+  lua_setfield(L, -2, "unmapped");
   return true;
 }
 
-/* rtu.pipeline.build for the configuration: its process function at process_ref. */
+/* rtu.pipeline.build for the configuration: its process function at process_ref
+ * (and its notes function at notes_ref when unmapped fields are noted). */
 static bool build_pipeline(rtu_script_t *s, rtu_problems_t *problems) {
   lua_State *L = s->sb.L;
   lua_getfield(L, LUA_REGISTRYINDEX, "rtu.pipeline");
@@ -153,11 +156,13 @@ static bool build_pipeline(rtu_script_t *s, rtu_problems_t *problems) {
     lua_pop(L, 1);
     return false;
   }
-  if (!rtu_sandbox_pcall(&s->sb, 1, 2)) {
+  if (!rtu_sandbox_pcall(&s->sb, 1, 3)) {
     rtu_problems_add(problems, "Lua runtime: rtu.pipeline.build: %s", lua_tostring(L, -1));
     lua_pop(L, 1);
     return false;
   }
+  if (lua_isfunction(L, -1)) s->notes_ref = luaL_ref(L, LUA_REGISTRYINDEX);
+  else lua_pop(L, 1);
   if (lua_isnil(L, -2)) {
     lua_Integer n = luaL_len(L, -1);
     for (lua_Integer i = 1; i <= n; i++) {
@@ -203,7 +208,7 @@ rtu_script_t *rtu_script_new(const rtu_config_t *cfg, rtu_problems_t *problems) 
   if (!s) goto oom;
   s->cfg = cfg;
   s->process_ref = s->log_ref = s->identify_ref = s->db_ref = s->message_ref = LUA_NOREF;
-  s->names_ref = LUA_NOREF;
+  s->names_ref = s->notes_ref = LUA_NOREF;
   if (!rtu_sandbox_open(&s->sb, cfg->lua_dir, cfg->strategies_max_exec_ms)) goto oom;
   if (load_runtime(s, problems) && build_pipeline(s, problems) &&
       (!cfg->pc_enabled || rtu_strategies_load(s, problems)))

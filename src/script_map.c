@@ -16,6 +16,7 @@
 #include "bson_lua.h"
 #include "bson_raw.h"
 #include "script_state.h"
+#include "store.h"
 
 /* The names the core reads from and writes to the pipeline's tables, made Lua
  * strings once: lua_getfield and lua_setfield find a C string in Lua's string
@@ -268,6 +269,82 @@ rtu_err_t rtu_script_map(rtu_script_t *s, size_t projection, const rtu_msg_t *ms
     err = take_change(L, chg, names, &s->cfg->projections[projection], pnames, out, errstr,
                       errstr_size);
   }
+  lua_settop(L, top);
+  return err;
+}
+
+/* One entry of the pipeline's notes (the table at the top) into u. */
+static rtu_err_t take_note(lua_State *L, rtu_unmapped_t *u, char *errstr, size_t errstr_size) {
+  int e = lua_gettop(L);
+  lua_getfield(L, e, "type");
+  const char *type = lua_tostring(L, -1);
+  u->type = type && !strcmp(type, "UNKNOWN_FIELD") ? "UNKNOWN_FIELD" : "UNCASTABLE_FIELD";
+  lua_getfield(L, e, "field");
+  const char *field = lua_tostring(L, -1);
+  u->field = strdup(field ? field : "");
+  lua_getfield(L, e, "topic");
+  const char *topic = lua_tostring(L, -1);
+  u->topic = strdup(topic ? topic : "");
+  lua_getfield(L, e, "count");
+  u->count = lua_tointeger(L, -1);
+  lua_getfield(L, e, "partition");
+  u->partition = (int32_t)lua_tointeger(L, -1);
+  lua_getfield(L, e, "offset");
+  u->offset = lua_tointeger(L, -1);
+  lua_getfield(L, e, "value");
+  u->sample = bson_new();
+  if (!u->field || !u->topic || !u->sample) {
+    lua_settop(L, e);
+    snprintf(errstr, errstr_size, "out of memory");
+    return RTU_ERR_FATAL;
+  }
+  /* A value that has no BSON form (it cannot come from JSON) is recorded as null. */
+  char ignored[RTU_ERRSTR_SIZE];
+  if (lua_isnil(L, -1) ||
+      rtu_bson_lua_append(L, -1, u->sample, "value", -1, ignored, sizeof ignored) != RTU_OK) {
+    bson_reinit(u->sample);
+    BSON_APPEND_NULL(u->sample, "value");
+  }
+  lua_settop(L, e);
+  return RTU_OK;
+}
+
+rtu_err_t rtu_script_map_notes(rtu_script_t *s, size_t projection, rtu_unmapped_t **out,
+                               size_t *n, char *errstr, size_t errstr_size) {
+  *out = NULL;
+  *n = 0;
+  if (s->notes_ref == LUA_NOREF) return RTU_OK;
+  lua_State *L = s->sb.L;
+  int top = lua_gettop(L);
+  rtu_err_t err = RTU_OK;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, s->notes_ref);
+  lua_pushinteger(L, (lua_Integer)projection + 1);
+  if (!rtu_sandbox_pcall(&s->sb, 1, 1)) {
+    snprintf(errstr, errstr_size, "unmapped fields: %s", lua_tostring(L, -1));
+    err = RTU_ERR_FATAL;
+    goto done;
+  }
+  size_t len = lua_istable(L, -1) ? (size_t)lua_rawlen(L, -1) : 0;
+  if (len == 0) goto done;
+  rtu_unmapped_t *u = calloc(len, sizeof *u);
+  if (!u) {
+    snprintf(errstr, errstr_size, "out of memory");
+    err = RTU_ERR_FATAL;
+    goto done;
+  }
+  size_t i = 0;
+  for (; i < len && err == RTU_OK; i++) {
+    lua_rawgeti(L, -1, (lua_Integer)i + 1);
+    if (lua_istable(L, -1)) err = take_note(L, &u[i], errstr, errstr_size);
+    lua_pop(L, 1);
+  }
+  if (err != RTU_OK) {
+    rtu_unmapped_free(u, i);
+    goto done;
+  }
+  *out = u;
+  *n = len;
+done:
   lua_settop(L, top);
   return err;
 }

@@ -45,6 +45,14 @@ void rtu_mapped_destroy(rtu_mapped_t *m);
 rtu_err_t rtu_script_map(rtu_script_t *s, size_t projection, const rtu_msg_t *msg,
                          rtu_mapped_t *out, char *errstr, size_t errstr_size);
 
+/* The unmapped and uncastable fields the mapping met since the previous call for
+ * this projection (an array of *n in *out, to free with rtu_unmapped_free), and
+ * forgets them; none when neither LOGGING_UNMAPPED_FIELDS nor
+ * COLLECTION_NAME_UNMAPPED_FIELDS_STORAGE is set. */
+typedef struct rtu_unmapped_s rtu_unmapped_t;
+rtu_err_t rtu_script_map_notes(rtu_script_t *s, size_t projection, rtu_unmapped_t **out,
+                               size_t *n, char *errstr, size_t errstr_size);
+
 /* Pushes the names rtu_script_map reads and writes, as Lua strings, for cfg
  * (script.c keeps them in the state's registry at names_ref). */
 void rtu_script_map_push_names(lua_State *L, const rtu_config_t *cfg);

@@ -26,6 +26,7 @@ struct rtu_script_s {
   int log_ref;     /* the log table handed to scripts */
   int message_ref; /* the message table reused when only the runtime maps (script_map.c) */
   int names_ref;   /* the names the core reads and writes, as Lua strings (script_map.c) */
+  int notes_ref;   /* the pipeline's notes of unmapped fields, LUA_NOREF when off */
   unsigned char *map_kind; /* per projection: 0 not known yet, runtime only, user code */
   int identify_ref; /* rtu.changes identify function, LUA_NOREF when strategies are off */
   int db_ref;       /* the read-only db object handed to strategies */

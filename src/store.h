@@ -60,6 +60,22 @@ typedef struct {
   const rtu_msg_t *msg;
 } rtu_pc_t;
 
+/* One unmapped or uncastable field of a projection met during a run: the
+ * document recorded for (projection, field, type) on
+ * COLLECTION_NAME_UNMAPPED_FIELDS_STORAGE gets count more and the rest as its
+ * latest values. */
+typedef struct rtu_unmapped_s {
+  const char *type; /* "UNKNOWN_FIELD" or "UNCASTABLE_FIELD" (static) */
+  char *field;      /* its name in the message */
+  bson_t *sample;   /* {"value": the last value met} */
+  int64_t count;
+  char *topic; /* of the last message that had it */
+  int32_t partition;
+  int64_t offset;
+} rtu_unmapped_t;
+
+void rtu_unmapped_free(rtu_unmapped_t *u, size_t n);
+
 /* Called for each document a read finds. */
 typedef void (*rtu_store_each_fn)(void *ctx, const bson_t *doc);
 
@@ -77,6 +93,9 @@ typedef struct {
                     size_t errstr_size);
   rtu_err_t (*write_pcs)(rtu_store_t *st, const rtu_pc_t *pcs, size_t n, char *errstr,
                          size_t errstr_size);
+  /* Optional (NULL: nothing is recorded). */
+  rtu_err_t (*write_unmapped)(rtu_store_t *st, const rtu_projection_t *p, const rtu_unmapped_t *u,
+                              size_t n, char *errstr, size_t errstr_size);
   const rtu_store_stats_t *(*stats)(const rtu_store_t *st);
   void (*free)(rtu_store_t *st);
 } rtu_store_ops_t;
@@ -121,6 +140,18 @@ rtu_err_t rtu_store_find(rtu_store_t *st, const char *collection, const bson_t *
 rtu_err_t rtu_store_write_pcs(rtu_store_t *st, const rtu_pc_t *pcs, size_t n, char *errstr,
                               size_t errstr_size);
 
+/* Upserts u[0..n) as one unordered bulk on COLLECTION_NAME_UNMAPPED_FIELDS_STORAGE
+ * (see README, outputs): one document per (projection, field, type). RTU_OK
+ * doing nothing when the store records none. RTU_ERR_TRANSIENT: retry. */
+rtu_err_t rtu_store_write_unmapped(rtu_store_t *st, const rtu_projection_t *p,
+                                   const rtu_unmapped_t *u, size_t n, char *errstr,
+                                   size_t errstr_size);
+
 const rtu_store_stats_t *rtu_store_stats(const rtu_store_t *st);
+
+/* Appends to arr, as element "0", the NEW change of a projection-change
+ * document naming msg. True when the original key has an empty field name (the
+ * update must then be validated, so the driver refuses it as MongoDB would). */
+bool rtu_store_append_change(bson_t *arr, const rtu_msg_t *msg);
 
 #endif

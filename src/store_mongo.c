@@ -18,7 +18,6 @@
 #include "log.h"
 #include "metrics.h"
 #include "util.h"
-#include "key_text.h"
 
 #define MAX_PC_INDEXES 64
 
@@ -210,7 +209,17 @@ static rtu_err_t mongo_ensure_indexes(rtu_store_t *handle, char *errstr, size_t 
     bson_destroy(&type);
     if (err) return err;
   }
-  return RTU_OK;
+  if (!st->cfg->unmapped_collection) return RTU_OK;
+  /* One document per (projection, field, type): workers of one projection upsert
+   * concurrently, and without the index two could insert the same one. */
+  bson_t keys = BSON_INITIALIZER;
+  BSON_APPEND_INT32(&keys, "projection", 1);
+  BSON_APPEND_INT32(&keys, "field", 1);
+  BSON_APPEND_INT32(&keys, "type", 1);
+  rtu_err_t err = create_index(st, st->cfg->unmapped_collection, "rtu_unmapped_field_index", &keys,
+                               true, NULL, errstr, errstr_size);
+  bson_destroy(&keys);
+  return err;
 }
 
 static rtu_err_t mongo_find_keys(rtu_store_t *handle, const rtu_projection_t *p,
@@ -482,24 +491,6 @@ static rtu_err_t ensure_pc_index(mongo_t *st, const char *type, const bson_t *id
   return rc;
 }
 
-/* True when the original key has an empty field name (the update must then be
- * validated, so the driver refuses it as MongoDB would). */
-static bool append_change(bson_t *arr, const rtu_msg_t *msg) {
-  bson_t ch;
-  char iso[40], offset[24];
-  rtu_iso8601(msg->timestamp, iso, sizeof iso);
-  rtu_int_text(msg->offset, offset);
-  BSON_APPEND_DOCUMENT_BEGIN(arr, "0", &ch);
-  BSON_APPEND_UTF8(&ch, "state", "NEW");
-  BSON_APPEND_UTF8(&ch, "topic", msg->topic);
-  BSON_APPEND_INT32(&ch, "partition", msg->partition);
-  BSON_APPEND_UTF8(&ch, "offset", offset);
-  bool empty = rtu_key_text_append(&ch, "key", msg->key, msg->key_len);
-  BSON_APPEND_UTF8(&ch, "timestamp", iso);
-  bson_append_document_end(arr, &ch);
-  return empty;
-}
-
 static rtu_err_t mongo_write_pcs(rtu_store_t *handle, const rtu_pc_t *pcs, size_t n, char *errstr,
                                  size_t errstr_size) {
   mongo_t *st = (mongo_t *)handle;
@@ -534,7 +525,7 @@ static rtu_err_t mongo_write_pcs(rtu_store_t *handle, const rtu_pc_t *pcs, size_
       }
     BSON_APPEND_DOCUMENT_BEGIN(&update, "$set", &set);
     BSON_APPEND_ARRAY_BEGIN(&set, "changes", &arr);
-    bool empty = append_change(&arr, pcs[i].msg);
+    bool empty = rtu_store_append_change(&arr, pcs[i].msg);
     bson_append_array_end(&set, &arr);
     BSON_APPEND_DATE_TIME(&set, "updatedAt", now);
     bson_append_document_end(&update, &set);
@@ -564,6 +555,73 @@ done:
   return rc;
 }
 
+/* The update of one unmapped-field document (README, outputs). */
+static void unmapped_update(const rtu_unmapped_t *u, int64_t now, bson_t *update) {
+  bson_t set, inc, soi;
+  bson_iter_t it;
+  char offset[24];
+  rtu_int_text(u->offset, offset);
+  BSON_APPEND_DOCUMENT_BEGIN(update, "$set", &set);
+  BSON_APPEND_UTF8(&set, "__STATE__", "PUBLIC");
+  if (bson_iter_init_find(&it, u->sample, "value")) bson_append_iter(&set, "value", -1, &it);
+  BSON_APPEND_UTF8(&set, "topic", u->topic ? u->topic : "");
+  BSON_APPEND_INT32(&set, "partition", u->partition);
+  BSON_APPEND_UTF8(&set, "offset", offset);
+  BSON_APPEND_DATE_TIME(&set, "updatedAt", now);
+  bson_append_document_end(update, &set);
+  BSON_APPEND_DOCUMENT_BEGIN(update, "$inc", &inc);
+  BSON_APPEND_INT64(&inc, "count", u->count);
+  bson_append_document_end(update, &inc);
+  BSON_APPEND_DOCUMENT_BEGIN(update, "$setOnInsert", &soi);
+  BSON_APPEND_DATE_TIME(&soi, "createdAt", now);
+  bson_append_document_end(update, &soi);
+}
+
+static rtu_err_t mongo_write_unmapped(rtu_store_t *handle, const rtu_projection_t *p,
+                                      const rtu_unmapped_t *u, size_t n, char *errstr,
+                                      size_t errstr_size) {
+  mongo_t *st = (mongo_t *)handle;
+  if (n == 0 || !st->cfg->unmapped_collection) return RTU_OK;
+  rtu_err_t rc = RTU_OK;
+  bson_t opts = BSON_INITIALIZER, upsert = BSON_INITIALIZER, reply = BSON_INITIALIZER;
+  bson_error_t err;
+  BSON_APPEND_BOOL(&opts, "ordered", false);
+  BSON_APPEND_BOOL(&upsert, "upsert", true);
+  mongoc_collection_t *coll =
+      mongoc_database_get_collection(st->db, st->cfg->unmapped_collection);
+  mongoc_bulk_operation_t *bulk = mongoc_collection_create_bulk_operation_with_opts(coll, &opts);
+  int64_t now = rtu_now_ms();
+  size_t added = 0;
+  for (size_t i = 0; i < n; i++) {
+    bson_t filter = BSON_INITIALIZER, update = BSON_INITIALIZER;
+    BSON_APPEND_UTF8(&filter, "projection", p->name);
+    BSON_APPEND_UTF8(&filter, "field", u[i].field);
+    BSON_APPEND_UTF8(&filter, "type", u[i].type);
+    unmapped_update(&u[i], now, &update);
+    bool ok = mongoc_bulk_operation_update_one_with_opts(bulk, &filter, &update, &upsert, &err);
+    bson_destroy(&filter);
+    bson_destroy(&update);
+    if (!ok) {
+      /* a field name or value MongoDB refuses: not worth stopping the partition */
+      rtu_log(RTU_LOG_WARN, "unmapped field not recorded", "projection", p->name, "field",
+              u[i].field, "cause", err.message, NULL);
+      continue;
+    }
+    added++;
+  }
+  if (added) {
+    if (!mongoc_bulk_operation_execute(bulk, &reply, &err))
+      rc = fail(&err, "unmapped fields bulk", errstr, errstr_size);
+    st->stats.commands += 1 + added / 100000;
+  }
+  bson_destroy(&reply);
+  mongoc_bulk_operation_destroy(bulk);
+  mongoc_collection_destroy(coll);
+  bson_destroy(&opts);
+  bson_destroy(&upsert);
+  return rc;
+}
+
 static const rtu_store_ops_t mongo_ops = {
     .ping = mongo_ping,
     .ensure_indexes = mongo_ensure_indexes,
@@ -571,6 +629,7 @@ static const rtu_store_ops_t mongo_ops = {
     .write = mongo_write,
     .find = mongo_find,
     .write_pcs = mongo_write_pcs,
+    .write_unmapped = mongo_write_unmapped,
     .stats = mongo_stats,
     .free = mongo_free,
 };

@@ -7,7 +7,8 @@ Value model (rtu.value): Lua nil is JS undefined (the core stores it as null),
 value.null is JS null, Lua numbers are JS numbers, value.date(ms) is a Date, a
 table with the value.Array metatable is an Array, any other table a plain Object.
 Returning nil means "undefined"; an invalid input also calls
-log.debug("<fieldName> is invalid, will be casted to undefined") when log is given.
+log.debug("<fieldName> is invalid, will be casted to undefined") when log is given,
+and returns true as a second value (the value could not be converted).
 
 The JS coercions are implemented here, in full where data can reach them:
   Number(x)   StringToNumber (JS white space, signs, exponents, "Infinity",
@@ -54,7 +55,9 @@ local function invalid(fieldName, log)
   if log and log.debug then
     log.debug(tostring(fieldName) .. " is invalid, will be casted to undefined")
   end
-  return nil
+  -- The second value tells rtu.pipeline the value could not be converted (an
+  -- UNCASTABLE_FIELD); a caller taking one value never sees it.
+  return nil, true
 end
 
 -- Integral doubles come back as Lua integers, so that "12" cast to a number is

@@ -13,6 +13,7 @@ build(spec) -> process, problems
     adapter = function(message, primaryKeys, log),
     casts = { name -> function(value, fieldName, log) },
     use_upsert = bool, use_position = bool,
+    unmapped = bool,  -- note unmapped and uncastable fields (see notes below)
   }
   process(projection_index, message, log) ->
     { op = "upsert"|"insert"|"update"|"delete", key = {dst -> v}, fields = {dst -> v} | nil,
@@ -22,6 +23,14 @@ build(spec) -> process, problems
   The change, its key and its fields are tables of the projection that the next
   call of process reuses (not three tables allocated and grown per message): read
   them before calling again, as the C core does. old_key is a new table each time.
+
+With spec.unmapped, build returns a third value, notes(projection_index) -> list:
+what the calls of process since the previous notes call met, one entry per
+(field, type): { type = "UNKNOWN_FIELD" (a field of the record that the
+conversion does not name) | "UNCASTABLE_FIELD" (a built-in cast could not
+convert it), field = its name in the message, value = the last such value,
+count, topic, partition, offset (of the last message) }. Without it the mapping
+has none of the checks.
 ]]
 local value = require("rtu.value")
 
@@ -37,6 +46,10 @@ local keep = {
   [builtin.defaultIdentity] = true,
   [builtin.defaultCastToString] = "string",
 }
+-- The built-in casts, which return true as a second value for a value they cannot
+-- convert; a CAST_FUNCTIONS_FOLDER function may return anything there.
+local is_builtin = {}
+for _, f in pairs(builtin) do is_builtin[f] = true end
 
 -- The field mapping of one projection, written out as Lua source and loaded
 -- once, rather than a loop over the field descriptions reading four of their
@@ -46,11 +59,14 @@ local keep = {
 -- destination, nil included, so the reused output holds nothing of the previous
 -- message. When two sources share a destination, the destinations are emptied
 -- first instead and an absent source writes nothing, so that it does not erase an
--- earlier value.
-local function compile_map_fields(proj)
+-- earlier value. With note (unmapped fields on), it also calls note(type, field,
+-- value) for each value a built-in cast could not convert and each field of the
+-- record the conversion does not name; without it, none of that code exists.
+local function compile_map_fields(proj, note)
   local fields, shared = proj.fields, proj.shared_dst
-  local casts, keeps = {}, {}
-  local src = { "local C, K, null, type = ...\nreturn function(record, out, log)\n  local v\n" }
+  local casts, keeps, named = {}, {}, {}
+  local src = { "local C, K, null, type, note, S, next = ...\nreturn function(record, out, log)\n"
+    .. "  local v, bad\n" }
   local function add(fmt, ...) src[#src + 1] = string.format(fmt, ...) end
   if shared then
     local done = {}
@@ -62,16 +78,25 @@ local function compile_map_fields(proj)
   for i, f in ipairs(fields) do
     casts[i], keeps[i] = f.cast, f.keep
     add("  v = record[%q]\n", f.src)
-    if f.cast ~= nil then
+    named[f.src] = true
+    if f.cast ~= nil and note and is_builtin[f.cast] then
+      add("  if v ~= nil%s then\n    local raw = v\n    v, bad = C[%d](v, %q, log)\n"
+        .. "    if bad then note(\"UNCASTABLE_FIELD\", %q, raw) end\n"
+        .. "    if v == nil then v = null end\n  end\n",
+        f.keep ~= nil and string.format(" and type(v) ~= K[%d]", i) or "", i, f.dst, f.src)
+    elseif f.cast ~= nil then
       add("  if v ~= nil%s then\n    v = C[%d](v, %q, log)\n    if v == nil then v = null end\n  end\n",
         f.keep ~= nil and string.format(" and type(v) ~= K[%d]", i) or "", i, f.dst)
     end
     add(shared and "  if v ~= nil then out[%q] = v end\n" or "  out[%q] = v\n", f.dst)
   end
+  if note then
+    add("  for k, x in next, record do\n    if not S[k] then note(\"UNKNOWN_FIELD\", k, x) end\n  end\n")
+  end
   add("  return out\nend\n")
   local chunk, err = load(table.concat(src), "=mapping of " .. tostring(proj.name), "t", {})
   if not chunk then error("cannot compile the mapping of " .. tostring(proj.name) .. ": " .. err) end
-  return chunk(casts, keeps, null, type)
+  return chunk(casts, keeps, null, type, note, named, next)
 end
 
 -- The projection key of a record that has every primary key, written out as the
@@ -104,7 +129,7 @@ local function compile_key(proj)
   return chunk(casts, null)
 end
 
-local function compile_projection(p, casts, problems)
+local function compile_projection(p, casts, problems, note)
   local fields = {}
   local by_src, dsts = {}, {}
   local shared = false
@@ -130,7 +155,7 @@ local function compile_projection(p, casts, problems)
   local change = { op = nil, key = nil, fields = nil, old_key = nil, position = nil }
   local proj = { name = p.name, fields = fields, pk = pk, pk_src = p.pk_src, shared_dst = shared,
                  change = change, key = {}, out = {} }
-  proj.map_fields = compile_map_fields(proj)
+  proj.map_fields = compile_map_fields(proj, note)
   proj.key_of = compile_key(proj)
   return proj
 end
@@ -206,11 +231,50 @@ local function message_key(proj, key_object, other, what, log)
   return map_key(proj, other or {}, what, log, proj.key)
 end
 
+-- The notes of unmapped and uncastable fields: note(type, field, value) for the
+-- message being mapped (set by process), notes(pi) the list since the last call.
+local function new_notes()
+  local by_proj, current, current_pi = {}, nil, nil
+  local function note(kind, field, v)
+    field = tostring(field)
+    local acc = by_proj[current_pi]
+    if not acc then acc = {}; by_proj[current_pi] = acc end
+    local id = kind .. "\0" .. field
+    local e = acc[id]
+    if not e then
+      e = { type = kind, field = field, count = 0 }
+      acc[id] = e
+    end
+    e.count = e.count + 1
+    e.value = v
+    e.topic, e.partition, e.offset = current.topic, current.partition, current.offset
+  end
+  local function set_message(pi, message)
+    current_pi, current = pi, type(message) == "table" and message or {}
+  end
+  local function notes(pi)
+    local acc = by_proj[pi]
+    by_proj[pi] = nil
+    local list = {}
+    if acc then
+      for _, e in pairs(acc) do list[#list + 1] = e end
+      table.sort(list, function(a, b)
+        if a.type ~= b.type then return a.type < b.type end
+        return a.field < b.field
+      end)
+    end
+    return list
+  end
+  return note, set_message, notes
+end
+
 function M.build(spec)
   local problems = {}
   local projections = {}
+  local note, set_message, notes
+  if spec.unmapped then note, set_message, notes = new_notes() end
   for i, p in ipairs(spec.projections) do
-    projections[i] = compile_projection(p, spec.casts, problems)
+    projections[i] = compile_projection(p, spec.casts, problems, note)
   end
   if #problems > 0 then return nil, problems end
 
@@ -260,6 +324,7 @@ function M.build(spec)
     else change.op = "upsert" end
 
     change.key = message_key(proj, key_object, record, "the record", log)
+    if set_message then set_message(pi, message) end
     change.fields = proj.map_fields(record, proj.out, log)
 
     -- A primary-key change: the before image names another record, which goes away.
@@ -278,7 +343,7 @@ function M.build(spec)
     return change
   end
 
-  return process, nil
+  return process, nil, notes
 end
 
 return M
