@@ -27,6 +27,7 @@
 #include "kafka.h"
 #include "log.h"
 #include "metrics.h"
+#include "metrics_client.h"
 #include "oauth.h"
 #include "util.h"
 
@@ -217,8 +218,10 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     for (int i = 0; i < parts->cnt; i++) add_part(c, parts->elems[i].topic, parts->elems[i].partition);
     set_assigned_gauge(c);
     rtu_health_joined(true);
+    rtu_metrics_client_rebalance_end();
     return;
   }
+  rtu_metrics_client_rebalance_begin();
   rtu_log(RTU_LOG_INFO, "partitions revoked", "partitions", list, NULL);
   /* Commit what was applied before the partitions go to another member. */
   rd_kafka_resp_err_t e = rd_kafka_commit(rk, NULL, 0);
@@ -305,6 +308,7 @@ rtu_consumer_t *rtu_consumer_new(const rtu_config_t *cfg, char *errstr, size_t e
   rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new((int)cfg->ntopics);
   for (size_t i = 0; i < cfg->ntopics; i++)
     rd_kafka_topic_partition_list_add(topics, cfg->topics[i].topic, RD_KAFKA_PARTITION_UA);
+  rtu_metrics_client_rebalance_begin(); /* joining is the first rebalance */
   rd_kafka_resp_err_t err = rd_kafka_subscribe(c->rk, topics);
   rd_kafka_topic_partition_list_destroy(topics);
   if (err) {
