@@ -125,6 +125,10 @@ rtu_err_t rtu_emit_flush(rtu_emit_t *em, int timeout_ms, char *errstr, size_t er
   return RTU_OK;
 }
 
+void rtu_emit_poll(rtu_emit_t *em) {
+  if (em) rd_kafka_poll(em->rk, 0);
+}
+
 unsigned long rtu_emit_delivered(const rtu_emit_t *em) { return em ? em->delivered : 0; }
 
 /* The source and the error go in headers so the value stays byte for byte what
