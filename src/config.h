@@ -68,6 +68,7 @@ typedef struct rtu_config_s {
   int kafka_connection_timeout_ms;
   int liveness_interval_ms;
   char *producer_compression;
+  char *kafka_assignment_strategy; /* partition.assignment.strategy */
 
   /* MongoDB */
   char *mongodb_url;

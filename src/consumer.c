@@ -55,6 +55,9 @@ struct rtu_consumer_s {
   rtu_job_t *jobs;
   rd_kafka_message_t **job_first; /* the first message of each job */
   size_t msgs_cap;
+  int64_t *stamps;            /* the Kafka timestamps of a run, for rtu_freshness_seconds */
+  int64_t settled_at;         /* epoch ms when the poll's writes were all acknowledged */
+  int64_t commits_held_until; /* monotonic ms; see commit_cb */
   int64_t outage_retry_at; /* monotonic ms; 0 when no partition waits on an outage */
   int outage_backoff_ms;
   int64_t kafka_check_at;
@@ -199,39 +202,109 @@ static size_t resume_stopped(rtu_consumer_t *c) {
 
 /* ---- librdkafka callbacks ------------------------------------------------ */
 
-static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
-                         rd_kafka_topic_partition_list_t *parts, void *opaque) {
-  rtu_consumer_t *c = opaque;
-  char list[1024];
-  size_t len = 0;
-  list[0] = '\0';
-  for (int i = 0; i < parts->cnt && len < sizeof list - 64; i++)
-    len += (size_t)snprintf(list + len, sizeof list - len, "%s%s[%d]", i ? "," : "",
-                            parts->elems[i].topic, parts->elems[i].partition);
-  if (err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
-    rtu_log(RTU_LOG_INFO, "partitions assigned", "partitions", list, NULL);
-    rd_kafka_resp_err_t e = rd_kafka_assign(rk, parts);
+/* Assigned partitions start running, even one paused in an earlier assignment. */
+static void on_assigned(rtu_consumer_t *c, rd_kafka_topic_partition_list_t *parts,
+                        bool cooperative) {
+  if (cooperative) {
+    rd_kafka_error_t *e = rd_kafka_incremental_assign(c->rk, parts);
+    if (e) {
+      rtu_log(RTU_LOG_ERROR, "incremental assign failed", "cause", rd_kafka_error_string(e), NULL);
+      rd_kafka_error_destroy(e);
+    }
+  } else {
+    rd_kafka_resp_err_t e = rd_kafka_assign(c->rk, parts);
     if (e) rtu_log(RTU_LOG_ERROR, "assign failed", "cause", rd_kafka_err2str(e), NULL);
-    /* A partition paused in an earlier assignment must not stay paused. */
-    e = rd_kafka_resume_partitions(rk, parts);
-    if (e) rtu_log(RTU_LOG_WARN, "resume after assign failed", "cause", rd_kafka_err2str(e), NULL);
-    for (int i = 0; i < parts->cnt; i++) add_part(c, parts->elems[i].topic, parts->elems[i].partition);
-    set_assigned_gauge(c);
-    rtu_health_joined(true);
-    rtu_metrics_client_rebalance_end();
-    return;
   }
+  rd_kafka_resp_err_t e = rd_kafka_resume_partitions(c->rk, parts);
+  if (e) rtu_log(RTU_LOG_WARN, "resume after assign failed", "cause", rd_kafka_err2str(e), NULL);
+  for (int i = 0; i < parts->cnt; i++) add_part(c, parts->elems[i].topic, parts->elems[i].partition);
+  set_assigned_gauge(c);
+  rtu_health_joined(true);
+  rtu_metrics_client_rebalance_end();
+}
+
+/* Revoked partitions: what was applied is committed before they go to another
+ * member. The poll loop calls librdkafka only between batches, so no run of
+ * theirs is in flight here. Eager: every partition is revoked; cooperative: only
+ * those that move, and the others keep their state and keep flowing. */
+static void on_revoked(rtu_consumer_t *c, rd_kafka_topic_partition_list_t *parts,
+                       bool cooperative) {
   rtu_metrics_client_rebalance_begin();
-  rtu_log(RTU_LOG_INFO, "partitions revoked", "partitions", list, NULL);
-  /* Commit what was applied before the partitions go to another member. */
-  rd_kafka_resp_err_t e = rd_kafka_commit(rk, NULL, 0);
+  rd_kafka_resp_err_t e = RD_KAFKA_RESP_ERR_NO_ERROR;
+  /* A lost assignment (session timed out) has already gone to others: a commit
+   * would be refused. */
+  if (!rd_kafka_assignment_lost(c->rk)) e = rd_kafka_commit(c->rk, NULL, 0);
   if (e && e != RD_KAFKA_RESP_ERR__NO_OFFSET)
     rtu_log(RTU_LOG_WARN, "commit on revoke failed; the new owner may redeliver", "cause",
             rd_kafka_err2str(e), NULL);
   for (int i = 0; i < parts->cnt; i++) remove_part(c, parts->elems[i].topic, parts->elems[i].partition);
   set_assigned_gauge(c);
-  e = rd_kafka_assign(rk, NULL);
+  if (cooperative) {
+    rd_kafka_error_t *err = rd_kafka_incremental_unassign(c->rk, parts);
+    if (err) {
+      rtu_log(RTU_LOG_ERROR, "incremental unassign failed", "cause", rd_kafka_error_string(err),
+              NULL);
+      rd_kafka_error_destroy(err);
+    }
+    return;
+  }
+  e = rd_kafka_assign(c->rk, NULL);
   if (e) rtu_log(RTU_LOG_ERROR, "unassign failed", "cause", rd_kafka_err2str(e), NULL);
+}
+
+/* "t[0],t[1]": a partition list for the log. */
+static void format_parts(const rd_kafka_topic_partition_list_t *parts, char *buf, size_t size) {
+  size_t len = 0;
+  buf[0] = '\0';
+  for (int i = 0; i < parts->cnt && len + 64 < size; i++)
+    len += (size_t)snprintf(buf + len, size - len, "%s%s[%d]", i ? "," : "", parts->elems[i].topic,
+                            parts->elems[i].partition);
+}
+
+static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                         rd_kafka_topic_partition_list_t *parts, void *opaque) {
+  rtu_consumer_t *c = opaque;
+  char list[1024], whole[1024];
+  c->commits_held_until = 0; /* the rebalance is over for this member */
+  format_parts(parts, list, sizeof list);
+  bool cooperative = !strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE");
+  if (err != RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+    rtu_log(RTU_LOG_INFO, "partitions revoked", "partitions", list, "protocol",
+            cooperative ? "cooperative" : "eager", NULL);
+    on_revoked(c, parts, cooperative);
+    return;
+  }
+  on_assigned(c, parts, cooperative);
+  /* "partitions" is the whole assignment after the change under either protocol
+   * ("added": what this rebalance brought). */
+  rd_kafka_topic_partition_list_t *now = NULL;
+  if (!cooperative || rd_kafka_assignment(rk, &now) || !now) {
+    rtu_log(RTU_LOG_INFO, "partitions assigned", "partitions", list, "protocol",
+            cooperative ? "cooperative" : "eager", NULL);
+  } else {
+    rd_kafka_topic_partition_list_sort(now, NULL, NULL);
+    format_parts(now, whole, sizeof whole);
+    rtu_log(RTU_LOG_INFO, "partitions assigned", "partitions", whole, "added", list, "protocol",
+            "cooperative", NULL);
+  }
+  if (now) rd_kafka_topic_partition_list_destroy(now);
+}
+
+/* A commit refused because the group is rebalancing: no commit until the
+ * rebalance ends (the next rebalance callback) or a session timeout passes. A
+ * commit still carrying the old generation when the coordinator moves to the
+ * new one is answered ILLEGAL_GENERATION, and librdkafka then counts the whole
+ * assignment as lost: under the cooperative protocol the partitions that were
+ * to stay would stop too. What was applied stays stored and goes with the next
+ * commit, or with the commit of the revoke callback. */
+static void commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
+                      rd_kafka_topic_partition_list_t *offsets, void *opaque) {
+  (void)rk;
+  rtu_consumer_t *c = opaque;
+  bool rebalancing = err == RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS;
+  for (int i = 0; offsets && i < offsets->cnt && !rebalancing; i++)
+    rebalancing = offsets->elems[i].err == RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS;
+  if (rebalancing) c->commits_held_until = rtu_now_mono_ms() + c->cfg->kafka_session_timeout_ms;
 }
 
 static int stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque) {
@@ -246,13 +319,14 @@ static int stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque) {
 /* The consumer's own settings on top of the shared ones (kafka.c). */
 static bool consumer_conf(const rtu_config_t *cfg, rd_kafka_conf_t *conf, char *errstr,
                           size_t errstr_size) {
-  char batch[32], session[32], heartbeat[32];
+  char batch[32], session[32], heartbeat[32], wait[32];
   /* Queued messages cost a few hundred bytes each beyond their payload (not
    * counted by queued.max.messages.kbytes): librdkafka's default of 100,000 lets
    * small messages take tens of MiB. Two batches keep the workers fed. */
   snprintf(batch, sizeof batch, "%d", cfg->kafka_max_batch < 500 ? 1000 : 2 * cfg->kafka_max_batch);
   snprintf(session, sizeof session, "%d", cfg->kafka_session_timeout_ms);
   snprintf(heartbeat, sizeof heartbeat, "%d", cfg->kafka_heartbeat_interval_ms);
+  snprintf(wait, sizeof wait, "%d", cfg->kafka_max_wait_ms);
   const char *settings[][2] = {
       {"group.id", cfg->kafka_group_id},
       {"client.id", "rtu"},
@@ -273,6 +347,11 @@ static bool consumer_conf(const rtu_config_t *cfg, rd_kafka_conf_t *conf, char *
       {"queued.min.messages", batch},
       {"session.timeout.ms", session},
       {"heartbeat.interval.ms", heartbeat},
+      /* KAFKA_CONSUMER_MAX_WAIT_TIME is, as in kafkajs, the broker's fetch wait:
+       * with fetch.min.bytes 1 a broker answers as soon as data is there, so the
+       * wait costs nothing while messages flow and bounds idle fetches otherwise. */
+      {"fetch.wait.max.ms", wait},
+      {"partition.assignment.strategy", cfg->kafka_assignment_strategy},
   };
   for (size_t i = 0; i < sizeof settings / sizeof settings[0]; i++)
     if (!rtu_kafka_conf_set(conf, settings[i][0], settings[i][1], errstr, errstr_size))
@@ -291,6 +370,7 @@ rtu_consumer_t *rtu_consumer_new(const rtu_config_t *cfg, char *errstr, size_t e
   if (!conf || !consumer_conf(cfg, conf, errstr, errstr_size)) goto fail;
   rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
   rd_kafka_conf_set_stats_cb(conf, stats_cb);
+  rd_kafka_conf_set_offset_commit_cb(conf, commit_cb);
   rd_kafka_conf_set_opaque(conf, c);
 
   c->rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, errstr, errstr_size);
@@ -320,7 +400,8 @@ rtu_consumer_t *rtu_consumer_new(const rtu_config_t *cfg, char *errstr, size_t e
   c->views = calloc(c->msgs_cap, sizeof *c->views);
   c->jobs = calloc(c->msgs_cap, sizeof *c->jobs);
   c->job_first = calloc(c->msgs_cap, sizeof *c->job_first);
-  if (!c->msgs || !c->views || !c->jobs || !c->job_first) goto fail;
+  c->stamps = calloc(c->msgs_cap, sizeof *c->stamps);
+  if (!c->msgs || !c->views || !c->jobs || !c->job_first || !c->stamps) goto fail;
   return c;
 fail:
   if (!errstr[0]) snprintf(errstr, errstr_size, "out of memory");
@@ -340,6 +421,7 @@ void rtu_consumer_free(rtu_consumer_t *c) {
   free(c->views);
   free(c->jobs);
   free(c->job_first);
+  free(c->stamps);
   free(c);
 }
 
@@ -372,6 +454,8 @@ static int msg_cmp(const void *pa, const void *pb) {
 }
 
 static void commit_async(rtu_consumer_t *c) {
+  if (c->commits_held_until && rtu_now_mono_ms() < c->commits_held_until) return;
+  c->commits_held_until = 0;
   rd_kafka_resp_err_t err = rd_kafka_commit(c->rk, NULL, 1);
   if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
     rtu_log(RTU_LOG_WARN, "commit failed; will be retried with the next batch", "cause",
@@ -516,6 +600,15 @@ static size_t build_jobs(rtu_consumer_t *c, size_t n) {
   return njobs;
 }
 
+/* The messages a run got through (applied, stale or skipped: all before
+ * next_offset), from their Kafka timestamps to the poll's last acknowledgment. */
+static void observe_freshness(rtu_consumer_t *c, const part_t *p, const rtu_job_t *job) {
+  size_t n = 0;
+  for (size_t i = 0; i < job->n && job->msgs[i].offset < job->res.next_offset; i++)
+    if (job->msgs[i].timestamp > 0) c->stamps[n++] = job->msgs[i].timestamp;
+  rtu_metrics_freshness(c->cfg->projections[p->projection].name, c->settled_at, c->stamps, n);
+}
+
 /* What became of one job. Returns false on a fatal error (errstr set). */
 static bool settle(rtu_consumer_t *c, rtu_job_t *job, rd_kafka_message_t *first, bool *stored,
                    char *errstr, size_t errstr_size) {
@@ -543,6 +636,7 @@ static bool settle(rtu_consumer_t *c, rtu_job_t *job, rd_kafka_message_t *first,
     *stored = true;
   }
   p->next = res->next_offset;
+  observe_freshness(c, p, job);
   if (!res->failed) return true;
   rtu_metrics_add(RTU_C_FAILED, p->topic, 1);
   c->since_failed++;
@@ -572,6 +666,30 @@ static void log_counts(const rtu_job_t *job) {
   rtu_log(RTU_LOG_DEBUG, "run applied", "topic", job->msgs[0].topic, "#counts", counts, NULL);
 }
 
+/* Takes what has arrived and goes: waits up to `wait` ms for the first message
+ * only, then up to POLL_GRACE_MS for the rest of the batch.
+ * rd_kafka_consume_batch_queue returns early only when the array is full, so one
+ * call with the full wait held a message that arrived alone for the whole
+ * KAFKA_CONSUMER_MAX_WAIT_TIME. The grace is for the fetch response the first
+ * message came in: the broker thread queues its partitions one after the other,
+ * and a poll woken by the first one would otherwise take that partition alone
+ * (one more batch, strategies stage and commit for the rest). Batches still grow
+ * under load: the queue fills (up to queued.min.messages) while the workers apply
+ * the previous batch, and a full array returns at once. */
+#define POLL_GRACE_MS 5
+
+static ssize_t poll_batch(rtu_consumer_t *c, int wait) {
+  ssize_t n = rd_kafka_consume_batch_queue(c->queue, wait, c->msgs, 1);
+  if (n <= 0 || c->msgs_cap == 1) return n;
+  ssize_t more =
+      rd_kafka_consume_batch_queue(c->queue, POLL_GRACE_MS, c->msgs + 1, c->msgs_cap - 1);
+  if (more < 0) {
+    rd_kafka_message_destroy(c->msgs[0]);
+    return more;
+  }
+  return n + more;
+}
+
 rtu_err_t rtu_consumer_run(rtu_consumer_t *c, rtu_pool_t *pool, const rtu_consumer_loop_t *loop,
                            char *errstr, size_t errstr_size) {
   const rtu_config_t *cfg = c->cfg;
@@ -589,7 +707,7 @@ rtu_err_t rtu_consumer_run(rtu_consumer_t *c, rtu_pool_t *pool, const rtu_consum
       if (left < wait) wait = left > 0 ? (int)left : 0;
     }
     if (wait > 1000) wait = 1000; /* keep the heartbeat and the stop flag fresh */
-    ssize_t n = rd_kafka_consume_batch_queue(c->queue, wait, c->msgs, c->msgs_cap);
+    ssize_t n = poll_batch(c, wait);
     if (n < 0) {
       snprintf(errstr, errstr_size, "consume: %s", rd_kafka_err2str(rd_kafka_last_error()));
       rc = RTU_ERR_FATAL;
@@ -601,6 +719,7 @@ rtu_err_t rtu_consumer_run(rtu_consumer_t *c, rtu_pool_t *pool, const rtu_consum
     size_t njobs = build_jobs(c, (size_t)n);
     rc = rtu_pool_run(pool, c->jobs, njobs, errstr, errstr_size);
     bool stored = false;
+    c->settled_at = rtu_now_ms();
     for (size_t k = 0; k < njobs && rc == RTU_OK; k++) {
       if (!settle(c, &c->jobs[k], c->job_first[k], &stored, errstr, errstr_size)) {
         rc = RTU_ERR_FATAL;

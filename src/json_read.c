@@ -124,8 +124,9 @@ static bool prescan(const char *s, size_t len, char *errstr, size_t sz) {
     } else if (c == '-' || (c >= '0' && c <= '9')) {
       if (!prescan_number(s, len, &i, errstr, sz)) return false;
     } else if (c == 'N' || c == 'I') {
-      /* NaN and Infinity: libbson takes them, JSON.parse does not. */
-      snprintf(errstr, sz, "'%.8s' is not a JSON value", s + i);
+      /* NaN and Infinity: libbson takes them, JSON.parse does not. At most the
+       * bytes there are: a Kafka payload is not NUL-terminated. */
+      snprintf(errstr, sz, "'%.*s' is not a JSON value", (int)(len - i < 8 ? len - i : 8), s + i);
       return false;
     } else if (c == '/') {
       snprintf(errstr, sz, "unexpected '/' at byte %zu", i);

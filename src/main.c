@@ -192,6 +192,42 @@ static void log_started(const rtu_config_t *cfg) {
           cfg->hot_reload ? "on" : "off", NULL);
 }
 
+/* The checks at start, then the base configuration (what the clients are built
+ * from, for the whole run) and the first script generation. False when rtu
+ * cannot start (the problems printed). */
+static bool load_base(const char *lua_dir, rtu_config_t **cfg, rtu_generation_t **gen) {
+  rtu_problems_t problems = {0};
+  /* The log level first: the checker's warnings are logged. */
+  const char *level_name = env_get("LOG_LEVEL");
+  rtu_log_level_t level;
+  if (level_name && rtu_log_parse_level(level_name, &level)) rtu_log_set_level(level);
+  if (!check_at_start(lua_dir)) {
+    mongoc_cleanup();
+    return false;
+  }
+  *cfg = rtu_config_load(env_get, lua_dir, &problems);
+  if (*cfg) *gen = rtu_generation_load(*cfg, lua_dir, (size_t)(*cfg)->workers, &problems);
+  if (!*gen) print_problems(&problems);
+  else rtu_problems_free(&problems);
+  if (!*gen) {
+    rtu_config_free(*cfg);
+    *cfg = NULL;
+    return false;
+  }
+  return true;
+}
+
+/* The configured log level, metrics and health, before anything else starts. */
+static void start_observing(const rtu_config_t *cfg, const rtu_generation_t *gen) {
+  rtu_log_level_t level;
+  if (rtu_log_parse_level(cfg->log_level, &level)) rtu_log_set_level(level);
+  rtu_metrics_init();
+  rtu_health_init();
+  rtu_health_dependency(RTU_DEP_SCRIPTS, true, NULL);
+  rtu_metrics_set(RTU_G_SCRIPT_GENERATION, gen->id);
+  rtu_metrics_set(RTU_G_WORKERS, cfg->workers);
+}
+
 static int cmd_run(void) {
   int rc = 1;
   char err[RTU_ERRSTR_SIZE];
@@ -201,32 +237,11 @@ static int cmd_run(void) {
   rtu_reload_t *reload = NULL;
   rtu_http_t *http = NULL;
   rtu_generation_t *gen = NULL;
-  rtu_problems_t problems = {0};
 
+  rtu_config_t *cfg = NULL;
   default_lua_dir(lua_dir, sizeof lua_dir);
-  /* The log level first: the checker's warnings are logged. */
-  const char *level_name = env_get("LOG_LEVEL");
-  rtu_log_level_t level;
-  if (level_name && rtu_log_parse_level(level_name, &level)) rtu_log_set_level(level);
-  if (!check_at_start(lua_dir)) {
-    mongoc_cleanup();
-    return 2;
-  }
-  /* The base configuration: what the clients are built from, for the whole run. */
-  rtu_config_t *cfg = rtu_config_load(env_get, lua_dir, &problems);
-  if (cfg) gen = rtu_generation_load(cfg, lua_dir, (size_t)cfg->workers, &problems);
-  if (!gen) print_problems(&problems);
-  else rtu_problems_free(&problems);
-  if (!gen) {
-    rtu_config_free(cfg);
-    return 2;
-  }
-  if (rtu_log_parse_level(cfg->log_level, &level)) rtu_log_set_level(level);
-  rtu_metrics_init();
-  rtu_health_init();
-  rtu_health_dependency(RTU_DEP_SCRIPTS, true, NULL);
-  rtu_metrics_set(RTU_G_SCRIPT_GENERATION, gen->id);
-  rtu_metrics_set(RTU_G_WORKERS, cfg->workers);
+  if (!load_base(lua_dir, &cfg, &gen)) return 2;
+  start_observing(cfg, gen);
 
   install_signals();
 

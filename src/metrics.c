@@ -93,6 +93,11 @@ static const double bounds[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
                                 0.1,    0.25,  0.5,    1,     2.5,  5,     10};
 #define NBOUNDS (sizeof bounds / sizeof bounds[0])
 
+/* Freshness spans milliseconds (messages that flow) to hours (a backlog). */
+static const double fresh_bounds[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
+                                      2.5,   5,    10,    30,   60,  300, 1800};
+#define NFRESH (sizeof fresh_bounds / sizeof fresh_bounds[0])
+
 typedef struct {
   char *label;
   _Atomic uint64_t value;
@@ -119,7 +124,18 @@ typedef struct {
   bool paused;
 } part_t;
 
+/* One histogram per projection, for rtu_freshness_seconds. */
+typedef struct {
+  char *label;
+  uint64_t buckets[NFRESH + 1]; /* per bucket, not cumulative; last = +Inf */
+  double sum;
+  uint64_t count;
+} fresh_slot_t;
+
 static counter_t counters[RTU_C__COUNT];
+static pthread_mutex_t fresh_mu = PTHREAD_MUTEX_INITIALIZER;
+static fresh_slot_t fresh[MAX_LABELS + 1]; /* + "_other" */
+static size_t nfresh;
 static hist_t hists[RTU_H__COUNT];
 static _Atomic double gauges[RTU_G__COUNT];
 static pthread_mutex_t parts_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -153,6 +169,11 @@ void rtu_metrics_free(void) {
     pthread_mutex_destroy(&counters[i].mu);
   }
   for (size_t i = 0; i < RTU_H__COUNT; i++) pthread_mutex_destroy(&hists[i].mu);
+  pthread_mutex_lock(&fresh_mu);
+  for (size_t i = 0; i < nfresh; i++) free(fresh[i].label);
+  memset(fresh, 0, sizeof fresh);
+  nfresh = 0;
+  pthread_mutex_unlock(&fresh_mu);
   pthread_mutex_lock(&parts_mu);
   for (size_t i = 0; i < nparts; i++) free(parts[i].topic);
   free(parts);
@@ -210,6 +231,35 @@ void rtu_metrics_observe(rtu_hist_t h, double seconds) {
   hs->sum += seconds;
   hs->count++;
   pthread_mutex_unlock(&hs->mu);
+}
+
+/* Under fresh_mu: the slot of a projection, created on first use. */
+static fresh_slot_t *fresh_slot(const char *label) {
+  for (size_t i = 0; i < nfresh; i++)
+    if (!strcmp(fresh[i].label, label)) return &fresh[i];
+  const char *use = nfresh < MAX_LABELS ? label : "_other";
+  for (size_t i = 0; i < nfresh; i++)
+    if (!strcmp(fresh[i].label, use)) return &fresh[i];
+  char *copy = strdup(use);
+  if (!copy) return NULL;
+  fresh[nfresh] = (fresh_slot_t){.label = copy};
+  return &fresh[nfresh++];
+}
+
+void rtu_metrics_freshness(const char *projection, int64_t now_ms, const int64_t *ts_ms, size_t n) {
+  if (!projection || n == 0) return;
+  pthread_mutex_lock(&fresh_mu);
+  fresh_slot_t *s = fresh_slot(projection);
+  for (size_t i = 0; s && i < n; i++) {
+    /* A producer's clock ahead of ours reads as 0, never negative. */
+    double seconds = ts_ms[i] < now_ms ? (double)(now_ms - ts_ms[i]) / 1e3 : 0.0;
+    size_t b = 0;
+    while (b < NFRESH && seconds > fresh_bounds[b]) b++;
+    s->buckets[b]++;
+    s->sum += seconds;
+    s->count++;
+  }
+  pthread_mutex_unlock(&fresh_mu);
 }
 
 void rtu_metrics_set(rtu_gauge_t g, double v) {
@@ -393,6 +443,32 @@ static void out_double(out_t *o, double v) {
   else out_printf(o, "%.17g", v);
 }
 
+static void render_freshness(out_t *o) {
+  out_header(o, "rtu_freshness_seconds",
+             "Seconds from a message's Kafka timestamp to the acknowledgment of its writes.",
+             "histogram");
+  pthread_mutex_lock(&fresh_mu);
+  for (size_t i = 0; i < nfresh; i++) {
+    const fresh_slot_t *s = &fresh[i];
+    uint64_t cum = 0;
+    for (size_t b = 0; b <= NFRESH; b++) {
+      cum += s->buckets[b];
+      out_printf(o, "rtu_freshness_seconds_bucket{projection=\"");
+      out_label_value(o, s->label);
+      if (b < NFRESH) out_printf(o, "\",le=\"%g\"} %" PRIu64 "\n", fresh_bounds[b], cum);
+      else out_printf(o, "\",le=\"+Inf\"} %" PRIu64 "\n", cum);
+    }
+    out_printf(o, "rtu_freshness_seconds_sum{projection=\"");
+    out_label_value(o, s->label);
+    out_printf(o, "\"} ");
+    out_double(o, s->sum);
+    out_printf(o, "\nrtu_freshness_seconds_count{projection=\"");
+    out_label_value(o, s->label);
+    out_printf(o, "\"} %" PRIu64 "\n", s->count);
+  }
+  pthread_mutex_unlock(&fresh_mu);
+}
+
 char *rtu_metrics_render(size_t *len) {
   out_t o = {0};
   for (size_t c = 0; c < RTU_C__COUNT; c++) {
@@ -429,6 +505,7 @@ char *rtu_metrics_render(size_t *len) {
     out_double(&o, snap.sum);
     out_printf(&o, "\n%s_count %" PRIu64 "\n", name, snap.count);
   }
+  render_freshness(&o);
   for (size_t g = 0; g < RTU_G__COUNT; g++) {
     out_header(&o, gauge_defs[g].name, gauge_defs[g].help, "gauge");
     out_printf(&o, "%s ", gauge_defs[g].name);

@@ -61,6 +61,11 @@ void rtu_metrics_add(rtu_counter_t c, const char *label, uint64_t n);
 void rtu_metrics_observe(rtu_hist_t h, double seconds);
 void rtu_metrics_set(rtu_gauge_t g, double v);
 
+/* rtu_freshness_seconds{projection}: for each of n messages, the time from its
+ * Kafka timestamp (ts_ms, epoch ms) to now_ms, when its writes were acknowledged.
+ * One lock per call: call it once per run with the run's timestamps. */
+void rtu_metrics_freshness(const char *projection, int64_t now_ms, const int64_t *ts_ms, size_t n);
+
 /* Per-partition series: rtu_partition_lag{topic,partition} (from librdkafka's
  * statistics; -1 when unknown) and rtu_partition_paused{topic,partition}. */
 void rtu_metrics_partition(const char *topic, int32_t partition, int64_t lag, bool paused);

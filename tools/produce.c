@@ -1,10 +1,10 @@
 /*
  * rtu-produce: feed JSON lines into Kafka, for tests, benchmarks and the demo.
  *
- * This file owns: reading JSON lines (stdin or --file), a small strict JSON
- * scanner that keeps numbers exactly as written (9007199254740993 stays
- * those digits: values are never converted to doubles), turning each line
- * into one Kafka message, one idempotent producer (enable.idempotence=true,
+ * This file owns: reading JSON lines (stdin or --file) with rtu's own JSON
+ * reader (rtu_json_read_bson, which keeps integers exact:
+ * 9007199254740993 stays those digits), turning each line into one Kafka
+ * message, one idempotent producer (enable.idempotence=true,
  * linger.ms=5), optional rate limiting, and counting delivery reports.
  *
  * Input, one JSON object per line (blank lines are skipped):
@@ -12,8 +12,10 @@
  *    "timestamp": 1700000000000, "headers": {"name": "value"}}
  * All fields but key/value are optional ("topic" falls back to --topic).
  * K and V: a JSON string is sent as its raw (unescaped) bytes; an object,
- * array, number, true or false is sent as its compact JSON text, numbers
- * copied verbatim; null or absent sends a NULL key / NULL value (tombstone).
+ * array, number, true or false is sent as its compact JSON text, members in
+ * their order, integers with all their digits, a double as the shortest text
+ * that reads back as the same double and still a double ("2.0", not "2");
+ * null or absent sends a NULL key / NULL value (tombstone).
  * Header values: string (raw bytes) or null.  Unknown fields are an error.
  *
  * Exit status: 0 when every message was delivered, 1 when an input line was
@@ -25,32 +27,25 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include <bson/bson.h>
 #include <librdkafka/rdkafka.h>
 
-#define MAX_DEPTH 256
+#include "bson_lua.h"
+#include "json_module.h"
+#include "json_read.h"
+#include "json_write.h"
+#include "key_text.h"
+
 #define MAX_TOPIC_CACHE 64
 #define MAX_REPORTED_FAILURES 20
 #define MAX_CONF 64
-
-enum jtype { J_NONE = 0, J_NULL, J_BOOL, J_NUM, J_STR, J_OBJ, J_ARR };
-
-struct span {
-    const char *p; /* first byte of the JSON value */
-    size_t n;      /* its length in bytes */
-    enum jtype type;
-};
-
-struct buf {
-    char *p;
-    size_t len;
-    size_t cap;
-};
 
 struct topic_entry {
     char *name;
@@ -77,438 +72,159 @@ struct state {
 };
 
 /* ------------------------------------------------------------------ */
-/* growable byte buffer                                                */
-
-static int buf_reserve(struct buf *b, size_t need)
-{
-    char *np;
-    size_t ncap;
-
-    if (need <= b->cap)
-        return 0;
-    ncap = b->cap ? b->cap : 256;
-    while (ncap < need)
-        ncap *= 2;
-    np = realloc(b->p, ncap);
-    if (!np)
-        return -1;
-    b->p = np;
-    b->cap = ncap;
-    return 0;
-}
-
-static void buf_free(struct buf *b)
-{
-    free(b->p);
-    b->p = NULL;
-    b->len = b->cap = 0;
-}
-
-/* ------------------------------------------------------------------ */
-/* strict JSON scanning (RFC 8259); values are located, not converted  */
-
-static const char *skip_ws(const char *p, const char *e)
-{
-    while (p < e && (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r'))
-        p++;
-    return p;
-}
-
-static int is_hex(char c)
-{
-    return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f') ||
-           (c >= 'A' && c <= 'F');
-}
-
-static int hex_val(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    return c - 'A' + 10;
-}
-
-/* p points at the opening quote; returns the byte after the closing one. */
-static const char *scan_string(const char *p, const char *e)
-{
-    p++;
-    while (p < e) {
-        unsigned char c = (unsigned char)*p;
-        if (c == '"')
-            return p + 1;
-        if (c == '\\') {
-            p++;
-            if (p >= e)
-                return NULL;
-            switch (*p) {
-            case '"': case '\\': case '/': case 'b': case 'f': case 'n':
-            case 'r': case 't':
-                p++;
-                break;
-            case 'u':
-                if (e - p < 5 || !is_hex(p[1]) || !is_hex(p[2]) ||
-                    !is_hex(p[3]) || !is_hex(p[4]))
-                    return NULL;
-                p += 5;
-                break;
-            default:
-                return NULL;
-            }
-            continue;
-        }
-        if (c < 0x20)
-            return NULL;
-        p++;
-    }
-    return NULL;
-}
-
-static const char *scan_digits(const char *p, const char *e)
-{
-    const char *s = p;
-    while (p < e && *p >= '0' && *p <= '9')
-        p++;
-    return p == s ? NULL : p;
-}
-
-static const char *scan_number(const char *p, const char *e)
-{
-    if (p < e && *p == '-')
-        p++;
-    if (p >= e)
-        return NULL;
-    if (*p == '0')
-        p++;
-    else if (!(p = scan_digits(p, e)))
-        return NULL;
-    if (p < e && *p == '.') {
-        if (!(p = scan_digits(p + 1, e)))
-            return NULL;
-    }
-    if (p < e && (*p == 'e' || *p == 'E')) {
-        p++;
-        if (p < e && (*p == '+' || *p == '-'))
-            p++;
-        if (!(p = scan_digits(p, e)))
-            return NULL;
-    }
-    return p;
-}
-
-static const char *scan_literal(const char *p, const char *e, const char *lit)
-{
-    size_t n = strlen(lit);
-    if ((size_t)(e - p) < n || memcmp(p, lit, n) != 0)
-        return NULL;
-    return p + n;
-}
-
-static const char *scan_value(const char *p, const char *e, int depth,
-                              enum jtype *type)
-{
-    enum jtype dummy;
-
-    if (p >= e)
-        return NULL;
-    switch (*p) {
-    case '"':
-        *type = J_STR;
-        return scan_string(p, e);
-    case '{':
-        *type = J_OBJ;
-        if (depth >= MAX_DEPTH)
-            return NULL;
-        p = skip_ws(p + 1, e);
-        if (p < e && *p == '}')
-            return p + 1;
-        for (;;) {
-            if (p >= e || *p != '"' || !(p = scan_string(p, e)))
-                return NULL;
-            p = skip_ws(p, e);
-            if (p >= e || *p != ':')
-                return NULL;
-            p = skip_ws(p + 1, e);
-            if (!(p = scan_value(p, e, depth + 1, &dummy)))
-                return NULL;
-            p = skip_ws(p, e);
-            if (p < e && *p == ',') {
-                p = skip_ws(p + 1, e);
-                continue;
-            }
-            if (p < e && *p == '}')
-                return p + 1;
-            return NULL;
-        }
-    case '[':
-        *type = J_ARR;
-        if (depth >= MAX_DEPTH)
-            return NULL;
-        p = skip_ws(p + 1, e);
-        if (p < e && *p == ']')
-            return p + 1;
-        for (;;) {
-            if (!(p = scan_value(p, e, depth + 1, &dummy)))
-                return NULL;
-            p = skip_ws(p, e);
-            if (p < e && *p == ',') {
-                p = skip_ws(p + 1, e);
-                continue;
-            }
-            if (p < e && *p == ']')
-                return p + 1;
-            return NULL;
-        }
-    case 't':
-        *type = J_BOOL;
-        return scan_literal(p, e, "true");
-    case 'f':
-        *type = J_BOOL;
-        return scan_literal(p, e, "false");
-    case 'n':
-        *type = J_NULL;
-        return scan_literal(p, e, "null");
-    default:
-        *type = J_NUM;
-        return scan_number(p, e);
-    }
-}
-
-static void put_utf8(char *out, size_t *o, uint32_t cp)
-{
-    if (cp < 0x80) {
-        out[(*o)++] = (char)cp;
-    } else if (cp < 0x800) {
-        out[(*o)++] = (char)(0xC0 | (cp >> 6));
-        out[(*o)++] = (char)(0x80 | (cp & 0x3F));
-    } else if (cp < 0x10000) {
-        out[(*o)++] = (char)(0xE0 | (cp >> 12));
-        out[(*o)++] = (char)(0x80 | ((cp >> 6) & 0x3F));
-        out[(*o)++] = (char)(0x80 | (cp & 0x3F));
-    } else {
-        out[(*o)++] = (char)(0xF0 | (cp >> 18));
-        out[(*o)++] = (char)(0x80 | ((cp >> 12) & 0x3F));
-        out[(*o)++] = (char)(0x80 | ((cp >> 6) & 0x3F));
-        out[(*o)++] = (char)(0x80 | (cp & 0x3F));
-    }
-}
-
-static uint32_t hex4(const char *p)
-{
-    return (uint32_t)(hex_val(p[0]) << 12 | hex_val(p[1]) << 8 |
-                      hex_val(p[2]) << 4 | hex_val(p[3]));
-}
-
-/* Decode a scanned JSON string (span includes the quotes) into raw bytes. */
-static int unescape(const struct span *s, struct buf *out)
-{
-    const char *p = s->p + 1;
-    const char *e = s->p + s->n - 1;
-    size_t o = 0;
-
-    /* the decoded form is never longer than the escaped form */
-    if (buf_reserve(out, s->n + 1) != 0)
-        return -1;
-    while (p < e) {
-        if (*p != '\\') {
-            out->p[o++] = *p++;
-            continue;
-        }
-        p++;
-        switch (*p) {
-        case 'b': out->p[o++] = '\b'; p++; break;
-        case 'f': out->p[o++] = '\f'; p++; break;
-        case 'n': out->p[o++] = '\n'; p++; break;
-        case 'r': out->p[o++] = '\r'; p++; break;
-        case 't': out->p[o++] = '\t'; p++; break;
-        case 'u': {
-            uint32_t cp = hex4(p + 1);
-            p += 5;
-            if (cp >= 0xD800 && cp <= 0xDBFF) {
-                uint32_t lo;
-                if (e - p < 6 || p[0] != '\\' || p[1] != 'u')
-                    return -2;
-                lo = hex4(p + 2);
-                if (lo < 0xDC00 || lo > 0xDFFF)
-                    return -2;
-                p += 6;
-                cp = 0x10000 + ((cp - 0xD800) << 10) + (lo - 0xDC00);
-            } else if (cp >= 0xDC00 && cp <= 0xDFFF) {
-                return -2;
-            }
-            put_utf8(out->p, &o, cp);
-            break;
-        }
-        default: /* " \ / */
-            out->p[o++] = *p++;
-            break;
-        }
-    }
-    out->p[o] = '\0';
-    out->len = o;
-    return 0;
-}
-
-/* Copy a scanned JSON value without insignificant whitespace. */
-static int compact(const struct span *s, struct buf *out)
-{
-    size_t o = 0;
-    int in_str = 0;
-
-    if (buf_reserve(out, s->n + 1) != 0)
-        return -1;
-    for (size_t i = 0; i < s->n; i++) {
-        char c = s->p[i];
-        if (in_str) {
-            out->p[o++] = c;
-            if (c == '\\')
-                out->p[o++] = s->p[++i];
-            else if (c == '"')
-                in_str = 0;
-        } else if (c == ' ' || c == '\t' || c == '\n' || c == '\r') {
-            continue;
-        } else {
-            out->p[o++] = c;
-            if (c == '"')
-                in_str = 1;
-        }
-    }
-    out->p[o] = '\0';
-    out->len = o;
-    return 0;
-}
-
-/* An integer field: digits only (no fraction/exponent), fits int64. */
-static int span_int64(const struct span *s, int64_t *out)
-{
-    char tmp[32];
-    char *end = NULL;
-    long long v;
-
-    if (s->type != J_NUM || s->n >= sizeof(tmp))
-        return -1;
-    for (size_t i = 0; i < s->n; i++)
-        if (s->p[i] == '.' || s->p[i] == 'e' || s->p[i] == 'E')
-            return -1;
-    memcpy(tmp, s->p, s->n);
-    tmp[s->n] = '\0';
-    errno = 0;
-    v = strtoll(tmp, &end, 10);
-    if (errno || *end)
-        return -1;
-    *out = (int64_t)v;
-    return 0;
-}
-
-static int key_is(const struct span *k, const char *name)
-{
-    size_t n = strlen(name);
-    return k->n == n + 2 && memcmp(k->p + 1, name, n) == 0;
-}
-
-/* ------------------------------------------------------------------ */
 /* one input line -> one message                                       */
 
-struct line_msg {
-    struct span topic, partition, key, value, timestamp, headers;
+/* The fields of a line, read by rtu's own JSON reader (src/json_read.c): the tool
+ * and the service agree on what a JSON text is, and integers keep their digits
+ * (9007199254740993 is an int64, never a double). */
+enum { F_TOPIC, F_PARTITION, F_KEY, F_VALUE, F_TIMESTAMP, F_HEADERS, F_N };
+static const char *const field_names[F_N] = {"topic", "partition", "key",
+                                             "value", "timestamp", "headers"};
+
+/* bson_iter_t is over-aligned in Debian's libbson: an array of them is refused,
+ * an array of structs holding one is padded. */
+struct field {
+    bson_iter_t it;
 };
 
-static int parse_line(const char *line, size_t len, struct line_msg *m,
-                      const char **why)
-{
-    const char *p = line, *e = line + len;
+struct line_msg {
+    bson_t doc; /* {"v": the line's object} */
+    struct field f[F_N];
+    int has[F_N];
+};
 
-    memset(m, 0, sizeof(*m));
-    p = skip_ws(p, e);
-    if (p >= e || *p != '{') {
-        *why = "not a JSON object";
+/* 0 with m->doc to destroy, or -1 with *why set (nothing to destroy). */
+static int parse_line(const char *line, size_t len, struct line_msg *m,
+                      const char **why, char *errbuf, size_t errbuf_size)
+{
+    bson_iter_t it, child;
+
+    memset(m->has, 0, sizeof(m->has));
+    if (rtu_json_read_bson(line, len, &m->doc, errbuf, errbuf_size) != RTU_OK) {
+        *why = errbuf;
         return -1;
     }
-    p = skip_ws(p + 1, e);
-    if (p < e && *p == '}') {
-        p++;
-        goto tail;
+    if (!bson_iter_init_find(&it, &m->doc, "v") ||
+        !BSON_ITER_HOLDS_DOCUMENT(&it) || !bson_iter_recurse(&it, &child)) {
+        *why = "not a JSON object";
+        goto fail;
     }
-    for (;;) {
-        struct span k, v;
-        struct span *slot;
-
-        if (p >= e || *p != '"') {
-            *why = "expected a field name";
-            return -1;
-        }
-        k.p = p;
-        if (!(p = scan_string(p, e))) {
-            *why = "bad string";
-            return -1;
-        }
-        k.n = (size_t)(p - k.p);
-        k.type = J_STR;
-        p = skip_ws(p, e);
-        if (p >= e || *p != ':') {
-            *why = "expected ':'";
-            return -1;
-        }
-        p = skip_ws(p + 1, e);
-        v.p = p;
-        if (!(p = scan_value(p, e, 1, &v.type))) {
-            *why = "invalid JSON value";
-            return -1;
-        }
-        v.n = (size_t)(p - v.p);
-
-        if (key_is(&k, "topic"))
-            slot = &m->topic;
-        else if (key_is(&k, "partition"))
-            slot = &m->partition;
-        else if (key_is(&k, "key"))
-            slot = &m->key;
-        else if (key_is(&k, "value"))
-            slot = &m->value;
-        else if (key_is(&k, "timestamp"))
-            slot = &m->timestamp;
-        else if (key_is(&k, "headers"))
-            slot = &m->headers;
-        else {
+    while (bson_iter_next(&child)) {
+        int i = 0;
+        while (i < F_N && strcmp(bson_iter_key(&child), field_names[i]) != 0)
+            i++;
+        if (i == F_N) {
             *why = "unknown field (expected topic, partition, key, value, "
                    "timestamp, headers)";
-            return -1;
+            goto fail;
         }
-        *slot = v;
-
-        p = skip_ws(p, e);
-        if (p < e && *p == ',') {
-            p = skip_ws(p + 1, e);
-            continue;
-        }
-        if (p < e && *p == '}') {
-            p++;
-            break;
-        }
-        *why = "expected ',' or '}'";
-        return -1;
-    }
-tail:
-    p = skip_ws(p, e);
-    if (p != e) {
-        *why = "trailing characters after the JSON object";
-        return -1;
+        m->f[i].it = child; /* a repeated field: the last one counts */
+        m->has[i] = 1;
     }
     return 0;
+fail:
+    bson_destroy(&m->doc);
+    return -1;
+}
+
+static int given(const struct line_msg *m, int i)
+{
+    return m->has[i] && !BSON_ITER_HOLDS_NULL(&m->f[i].it);
+}
+
+/* An integer field: a JSON integer that fits int64 (not 1.0, not 1e3). */
+static int field_int64(const struct line_msg *m, int i, int64_t *out)
+{
+    if (!BSON_ITER_HOLDS_INT32(&m->f[i].it) && !BSON_ITER_HOLDS_INT64(&m->f[i].it))
+        return -1;
+    *out = bson_iter_as_int64(&m->f[i].it);
+    return 0;
+}
+
+/* A double as JSON text that reads back as the same double and still as a
+ * double: 2.0 stays "2.0" (JSON.stringify's "2" would arrive as an integer). */
+static int json_double(bson_string_t *out, double d)
+{
+    char tmp[48];
+
+    if (!isfinite(d))
+        return -1;
+    for (int prec = 15; prec <= 17; prec++) {
+        snprintf(tmp, sizeof(tmp), "%.*g", prec, d);
+        if (strtod(tmp, NULL) == d)
+            break;
+    }
+    if (!strpbrk(tmp, ".eE"))
+        strcat(tmp, ".0");
+    bson_string_append(out, tmp);
+    return 0;
+}
+
+/* Compact JSON text of the value at it: integers exact, strings escaped as
+ * JSON.stringify does, members in their order. */
+static int json_value(const bson_iter_t *it, bson_string_t *out)
+{
+    bson_iter_t child;
+    uint32_t n;
+    const char *s;
+    int first = 1;
+
+    switch (bson_iter_type(it)) {
+    case BSON_TYPE_NULL:
+        bson_string_append(out, "null");
+        return 0;
+    case BSON_TYPE_BOOL:
+        bson_string_append(out, bson_iter_bool(it) ? "true" : "false");
+        return 0;
+    case BSON_TYPE_INT32:
+    case BSON_TYPE_INT64:
+        rtu_json_write_int(out, bson_iter_as_int64(it));
+        return 0;
+    case BSON_TYPE_DOUBLE:
+        return json_double(out, bson_iter_double(it));
+    case BSON_TYPE_UTF8:
+        s = bson_iter_utf8(it, &n);
+        rtu_json_write_string(out, s, n);
+        return 0;
+    case BSON_TYPE_DOCUMENT:
+    case BSON_TYPE_ARRAY: {
+        int array = BSON_ITER_HOLDS_ARRAY(it);
+        if (!bson_iter_recurse(it, &child))
+            return -1;
+        bson_string_append_c(out, array ? '[' : '{');
+        while (bson_iter_next(&child)) {
+            if (!first)
+                bson_string_append_c(out, ',');
+            first = 0;
+            if (!array) {
+                const char *k = bson_iter_key(&child);
+                rtu_json_write_string(out, k, strlen(k));
+                bson_string_append_c(out, ':');
+            }
+            if (json_value(&child, out) != 0)
+                return -1;
+        }
+        bson_string_append_c(out, array ? ']' : '}');
+        return 0;
+    }
+    default: /* nothing else comes out of a JSON text */
+        return -1;
+    }
 }
 
 /* Build the headers of a message from the "headers" object. */
-static int build_headers(const struct span *h, rd_kafka_headers_t **out,
-                         struct buf *name, struct buf *val, const char **why)
+static int build_headers(const struct line_msg *m, rd_kafka_headers_t **out,
+                         const char **why)
 {
-    const char *p = h->p, *e = h->p + h->n;
     rd_kafka_headers_t *hdrs = NULL;
+    bson_iter_t h;
     int rc = -1;
 
     *out = NULL;
-    if (h->type == J_NULL || h->type == J_NONE)
+    if (!given(m, F_HEADERS))
         return 0;
-    if (h->type != J_OBJ) {
+    if (!BSON_ITER_HOLDS_DOCUMENT(&m->f[F_HEADERS].it) ||
+        !bson_iter_recurse(&m->f[F_HEADERS].it, &h)) {
         *why = "\"headers\" must be an object of strings";
         goto done;
     }
@@ -517,45 +233,23 @@ static int build_headers(const struct span *h, rd_kafka_headers_t **out,
         *why = "out of memory";
         goto done;
     }
-    p = skip_ws(p + 1, e);
-    while (p < e && *p == '"') {
-        struct span k, v;
+    while (bson_iter_next(&h)) {
+        const char *name = bson_iter_key(&h), *val = NULL;
+        uint32_t vlen = 0;
         rd_kafka_resp_err_t err;
 
-        k.p = p;
-        p = scan_string(p, e); /* already validated */
-        k.n = (size_t)(p - k.p);
-        k.type = J_STR;
-        p = skip_ws(p, e);
-        p = skip_ws(p + 1, e); /* ':' */
-        v.p = p;
-        p = scan_value(p, e, 1, &v.type);
-        v.n = (size_t)(p - v.p);
-        if (unescape(&k, name) != 0) {
-            *why = "bad header name string";
-            goto done;
-        }
-        if (v.type == J_STR) {
-            if (unescape(&v, val) != 0) {
-                *why = "bad header value string";
-                goto done;
-            }
-            err = rd_kafka_header_add(hdrs, name->p, (ssize_t)name->len,
-                                      val->p, (ssize_t)val->len);
-        } else if (v.type == J_NULL) {
-            err = rd_kafka_header_add(hdrs, name->p, (ssize_t)name->len,
-                                      NULL, 0);
-        } else {
+        if (BSON_ITER_HOLDS_UTF8(&h)) {
+            val = bson_iter_utf8(&h, &vlen);
+        } else if (!BSON_ITER_HOLDS_NULL(&h)) {
             *why = "header values must be strings or null";
             goto done;
         }
+        err = rd_kafka_header_add(hdrs, name, (ssize_t)strlen(name), val,
+                                  (ssize_t)vlen);
         if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
             *why = rd_kafka_err2str(err);
             goto done;
         }
-        p = skip_ws(p, e);
-        if (p < e && *p == ',')
-            p = skip_ws(p + 1, e);
     }
     *out = hdrs;
     hdrs = NULL;
@@ -566,31 +260,28 @@ done:
     return rc;
 }
 
-/* Key or value payload: NULL for null/absent, raw bytes for a string,
- * compact JSON text otherwise. */
-static int payload(const struct span *s, struct buf *b, const char **ptr,
-                   size_t *len, const char **why)
+/* Key or value payload: NULL for null/absent, the bytes of a string, compact
+ * JSON text otherwise (in b). */
+static int payload(const struct line_msg *m, int i, bson_string_t *b,
+                   const char **ptr, size_t *len, const char **why)
 {
-    switch (s->type) {
-    case J_NONE:
-    case J_NULL:
-        *ptr = NULL;
-        *len = 0;
+    uint32_t n;
+
+    *ptr = NULL;
+    *len = 0;
+    if (!given(m, i))
         return 0;
-    case J_STR:
-        if (unescape(s, b) != 0) {
-            *why = "bad string (lone surrogate escape?)";
-            return -1;
-        }
-        break;
-    default:
-        if (compact(s, b) != 0) {
-            *why = "out of memory";
-            return -1;
-        }
-        break;
+    if (BSON_ITER_HOLDS_UTF8(&m->f[i].it)) {
+        *ptr = bson_iter_utf8(&m->f[i].it, &n);
+        *len = n;
+        return 0;
     }
-    *ptr = b->p;
+    bson_string_truncate(b, 0);
+    if (json_value(&m->f[i].it, b) != 0) {
+        *why = "a number out of range";
+        return -1;
+    }
+    *ptr = b->str;
     *len = b->len;
     return 0;
 }
@@ -764,7 +455,8 @@ int main(int argc, char **argv)
     size_t line_cap = 0;
     ssize_t len;
     uint64_t lineno = 0;
-    struct buf kbuf = {0}, vbuf = {0}, tbuf = {0}, hname = {0}, hval = {0};
+    bson_string_t *kbuf = bson_string_new(NULL), *vbuf = bson_string_new(NULL);
+    char why_buf[RTU_ERRSTR_SIZE];
     char errstr[512];
     double t0, t1;
 
@@ -833,52 +525,55 @@ int main(int argc, char **argv)
         rd_kafka_resp_err_t err;
 
         lineno++;
-        if (skip_ws(line, line + len) == line + len)
+        if (strspn(line, " \t\r\n") == (size_t)len)
             continue; /* blank line */
 
-        if (parse_line(line, (size_t)len, &m, &why) != 0)
-            goto bad_line;
+        if (parse_line(line, (size_t)len, &m, &why, why_buf, sizeof(why_buf)) != 0)
+            goto report;
 
-        if (m.topic.type == J_STR) {
-            if (unescape(&m.topic, &tbuf) != 0 ||
-                strlen(tbuf.p) != tbuf.len || tbuf.len == 0) {
+        if (given(&m, F_TOPIC)) {
+            uint32_t tl = 0;
+            topic = BSON_ITER_HOLDS_UTF8(&m.f[F_TOPIC].it)
+                        ? bson_iter_utf8(&m.f[F_TOPIC].it, &tl) : NULL;
+            if (!topic) {
+                why = "\"topic\" must be a string";
+                goto bad_line;
+            }
+            if (strlen(topic) != tl || tl == 0) {
                 why = "bad \"topic\"";
                 goto bad_line;
             }
-            topic = tbuf.p;
-        } else if (m.topic.type == J_NONE || m.topic.type == J_NULL) {
+        } else {
             topic = st.default_topic;
             if (!topic) {
                 why = "no \"topic\" and no --topic";
                 goto bad_line;
             }
-        } else {
-            why = "\"topic\" must be a string";
-            goto bad_line;
         }
-        if (m.partition.type != J_NONE && m.partition.type != J_NULL) {
-            if (span_int64(&m.partition, &partition) != 0 || partition < -1 ||
+        if (given(&m, F_PARTITION)) {
+            if (field_int64(&m, F_PARTITION, &partition) != 0 || partition < -1 ||
                 partition > INT32_MAX) {
                 why = "\"partition\" must be an integer >= 0";
                 goto bad_line;
             }
         }
-        if (m.timestamp.type != J_NONE && m.timestamp.type != J_NULL) {
-            if (span_int64(&m.timestamp, &ts) != 0 || ts < 0) {
+        if (given(&m, F_TIMESTAMP)) {
+            if (field_int64(&m, F_TIMESTAMP, &ts) != 0 || ts < 0) {
                 why = "\"timestamp\" must be an integer >= 0 (ms)";
                 goto bad_line;
             }
         }
-        if (payload(&m.key, &kbuf, &kp, &kl, &why) != 0 ||
-            payload(&m.value, &vbuf, &vp, &vl, &why) != 0)
+        if (payload(&m, F_KEY, kbuf, &kp, &kl, &why) != 0 ||
+            payload(&m, F_VALUE, vbuf, &vp, &vl, &why) != 0)
             goto bad_line;
-        if (build_headers(&m.headers, &hdrs, &hname, &hval, &why) != 0)
+        if (build_headers(&m, &hdrs, &why) != 0)
             goto bad_line;
 
         rkt = topic_handle(&st, topic);
         if (!rkt) {
             if (hdrs)
                 rd_kafka_headers_destroy(hdrs);
+            bson_destroy(&m.doc);
             input_error = 1;
             break;
         }
@@ -903,6 +598,7 @@ int main(int argc, char **argv)
                 break;
             rd_kafka_poll(st.rk, 10); /* let deliveries drain */
         }
+        bson_destroy(&m.doc); /* the message took copies (MSG_F_COPY) */
         if (err != RD_KAFKA_RESP_ERR_NO_ERROR) {
             if (hdrs)
                 rd_kafka_headers_destroy(hdrs); /* not taken on failure */
@@ -917,6 +613,8 @@ int main(int argc, char **argv)
         continue;
 
     bad_line:
+        bson_destroy(&m.doc);
+    report:
         fprintf(stderr, "rtu-produce: line %" PRIu64 ": %s\n", lineno, why);
         input_error = 1;
         break;
@@ -971,10 +669,7 @@ done:
         rd_kafka_destroy(st.rk);
     if (conf)
         rd_kafka_conf_destroy(conf);
-    buf_free(&kbuf);
-    buf_free(&vbuf);
-    buf_free(&tbuf);
-    buf_free(&hname);
-    buf_free(&hval);
+    bson_string_free(kbuf, true);
+    bson_string_free(vbuf, true);
     return rc;
 }

@@ -1,7 +1,8 @@
 """End-to-end: the HTTP routes of a running rtu (HTTP_HOST=127.0.0.1, HTTP_PORT=0,
 the port read from the "http listening" log line). After messages are applied and
 one partition stopped at a malformed message: /-/healthz and /-/ready answer 200,
-/-/metrics counts exactly what was applied and carries the reference's histograms,
+/-/metrics counts exactly what was applied and carries the reference's histograms
+and rtu_freshness_seconds,
 the MongoDB command counts and the partition lag from librdkafka's statistics,
 /-/check-up names the stopped partition. With MongoDB unreachable at start, the
 routes already answer: alive, not ready, MongoDB KO."""
@@ -9,6 +10,7 @@ routes already answer: alive, not ready, MongoDB KO."""
 import json
 import os
 import sys
+import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
@@ -113,6 +115,19 @@ class Running(E2ETestCase):
             self.assertGreaterEqual(s["%s_count" % h], 1, h)
             self.assertEqual(s['%s_bucket{le="+Inf"}' % h], s["%s_count" % h], h)
         self.assertEqual(s["rtu_workers"], 2)
+
+    def test_metrics_freshness(self):
+        """rtu_freshness_seconds{projection}: one observation per message a run got
+        through (the 7 of http.ok and the first of http.bad, not the one it stopped
+        at), each from the message's Kafka timestamp (years ago here) to its write."""
+        s = harness.metric_samples(self.metrics[2])
+        series = 'rtu_freshness_seconds%s{projection="pr_rows"%s}'
+        self.assertIn("# TYPE rtu_freshness_seconds histogram", self.metrics[2])
+        self.assertEqual(s.get(series % ("_count", "")), 8, self.metrics[2])
+        self.assertEqual(s.get(series % ("_bucket", ',le="+Inf"')), 8)
+        self.assertEqual(s.get(series % ("_bucket", ',le="1800"')), 0)
+        oldest_age = time.time() - (T + 102) / 1000.0
+        self.assertGreater(s[series % ("_sum", "")], 8 * (oldest_age - 3600))
 
     def test_metrics_mongodb_commands(self):
         s = harness.metric_samples(self.metrics[2])

@@ -13,7 +13,8 @@ takes its partitions over. Then:
   one leaves: one per key, changes = [NEW change of the key's last message]
   (computed here, not compared with another run);
 - the group's committed offsets reach the end of every partition;
-- the survivor logged an assignment of all 12 partitions after the kill.
+- the survivor logged an assignment of all 12 partitions after the kill, under
+  the cooperative protocol (the default partition.assignment.strategy).
 """
 
 import datetime
@@ -108,6 +109,11 @@ class ScaleOut(E2ETestCase):
                     if l.get("msg") == "partitions assigned"]
         want = ",".join("%s[%d]" % (TOPIC, p) for p in range(N_PARTITIONS))
         self.assertIn(want, assigned, "the survivor never got all 12 partitions")
+        # cooperative-sticky by default: incremental assignments ("partitions" is
+        # the whole assignment after each one)
+        protocols = {l.get("protocol") for l in self.b_logs_after_kill
+                     if l.get("msg") in ("partitions assigned", "partitions revoked")}
+        self.assertEqual(protocols, {"cooperative"})
         self.assertEqual(self.b_errors, [])
 
     def test_documents_equal_one_by_one(self):
@@ -140,6 +146,23 @@ class ScaleOut(E2ETestCase):
         self.assertEqual(dups, [])
         self.assertEqual(sorted(got), sorted(want))
         self.assertEqual([(k, got[k]) for k in sorted(got) if got[k] != want[k]], [])
+
+
+class EagerOnRequest(E2ETestCase):
+    """KAFKA_PARTITION_ASSIGNMENT_STRATEGY=range,roundrobin keeps the eager protocol
+    for brokers and groups that need it."""
+
+    def test_eager_protocol(self):
+        c = harness.cluster()
+        sc = c.scenario("eager", {TOPIC: "pr_acc"}, streamlib.MAP_TABLE,
+                        env={"KAFKA_PARTITION_ASSIGNMENT_STRATEGY": "range,roundrobin",
+                             "PROJECTIONS_CHANGES_ENABLED": "false"})
+        rtu = sc.start()
+        line = rtu.wait_assigned(20)[0]
+        rtu.stop()
+        self.assertEqual(line.get("protocol"), "eager", line)
+        want = ",".join("%s[%d]" % (TOPIC, p) for p in range(N_PARTITIONS))
+        self.assertEqual(line.get("partitions"), want)
 
 
 if __name__ == "__main__":

@@ -30,8 +30,10 @@ S, R = {}, {}
 @harness.report_on_error
 def setUpModule():
     c = harness.start_module(TOPICS)
-    # A poll waits up to 3 s for its 5000 messages: the messages of the three
-    # partitions, all produced before rtu starts, come in one poll.
+    # The messages of the three partitions, all produced before rtu starts, come
+    # in one fetch response, which one poll takes whole (its grace after the first
+    # message); the fetch wait is long so that no fetch of another response
+    # comes between.
     env = {"KAFKA_CONSUMER_MAX_WAIT_TIME": "3000"}
     for name, topic in (("merge", "stage.m"), ("fail", "stage.f")):
         S[name] = harness.refs_scenario(c, name, {topic: "pr_rows", "stage.ref": "pr_refs"}, env)

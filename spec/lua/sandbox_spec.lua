@@ -3,7 +3,7 @@ Specs of rtu.sandbox under plain lua5.4: what a script's environment holds, and
 the guards that close what the C time-limit hook cannot see. rtu.limits is C in
 the binary; here the stand-in of spec/helpers/setup.lua, whose answer the specs
 set. The timeouts themselves (hooks, coroutines, handlers) are covered by
-tests/unit/test_script.c.
+spec/unit/test_script.c.
 ]]
 local limits = require("rtu.limits")
 local sandbox = require("rtu.sandbox")
@@ -129,7 +129,7 @@ describe("rtu.sandbox", function()
 
   describe("pattern functions", function()
     -- Methods ("s:find(p)") get M.string through the string metatable, which the
-    -- C core sets (tests/unit/test_script.c); plain lua5.4 has the real one.
+    -- C core sets (spec/unit/test_script.c); plain lua5.4 has the real one.
     it("refuse a pattern too complex for its subject", function()
       local env = sandbox.new_env()
       env.s = string.rep("a", 1e5)
