@@ -212,7 +212,10 @@ static size_t short_double(double d, char buf[40]) {
  * significant digits that read back as d (%.*e correctly rounds, so the first
  * precision that round-trips gives them), plain from 1e-6 up to below 1e21,
  * else with an exponent written e+21 / e-7. Keys are compared as bytes by
- * Kafka's partitioner, so "1e+21" and "1e21" are different partitions. */
+ * Kafka's partitioner, so "1e+21" and "1e21" are different partitions.
+ * One departure: from 2^63 up to 1e21 JavaScript writes the integer's digits,
+ * which json_read.c refuses (an integer beyond 64 bits); there the exponent
+ * form is kept, so rtu reads back what it writes. */
 static size_t js_double(double d, char buf[40]) {
   char e[40];
   for (int prec = 1; prec <= 17; prec++) {
@@ -228,11 +231,12 @@ static size_t js_double(double d, char buf[40]) {
   int n = atoi(p + 1) + 1; /* the decimal point goes after n digits */
   char *o = buf;
   if (d < 0) *o++ = '-';
-  if ((int)k <= n && n <= 21) {
+  bool beyond_int64 = fabs(d) >= 9223372036854775808.0;
+  if ((int)k <= n && n <= 21 && !beyond_int64) {
     memcpy(o, digits, k);
     o += k;
     for (int i = (int)k; i < n; i++) *o++ = '0';
-  } else if (0 < n && n <= 21) {
+  } else if (0 < n && n <= 21 && !beyond_int64) {
     memcpy(o, digits, (size_t)n);
     o += n;
     *o++ = '.';

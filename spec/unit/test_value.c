@@ -936,11 +936,28 @@ static void expect_json_double(double d, const char *want) {
  * from 1e-6 to below 1e21, e+21 / e-7 beyond, -0 as 0): every sample node
  * printed, and the non-finite ones as null. */
 static void test_json_double(void) {
+  size_t departures = 0;
   for (size_t i = 0; i < njs_samples; i++) {
     double d;
     memcpy(&d, &js_samples[i].bits, sizeof d);
+    if (fabs(d) >= 9223372036854775808.0 && fabs(d) < 1e21) {
+      /* JavaScript's digits there are an integer beyond 64 bits, which rtu's
+       * reader refuses: the exponent form instead, the same number */
+      char want[48];
+      snprintf(want, sizeof want, "%s", js_samples[i].text);
+      bson_t doc = BSON_INITIALIZER;
+      BSON_APPEND_DOUBLE(&doc, "0", d);
+      bson_string_t *s = bson_string_new(NULL);
+      rtu_json_write_doc(&doc, true, s);
+      CHECK(strchr(s->str, 'e') && strtod(s->str + 1, NULL) == d, "%s: got %s", want, s->str);
+      bson_string_free(s, true);
+      bson_destroy(&doc);
+      departures++;
+      continue;
+    }
     expect_json_double(d, js_samples[i].text);
   }
+  CHECK(departures > 10 && departures < njs_samples / 10, "%zu departures", departures);
   expect_json_double(INFINITY, "null");
   expect_json_double(-INFINITY, "null");
   expect_json_double(NAN, "null");
@@ -978,7 +995,7 @@ static void scalar_json_ref(const bson_iter_t *it, bson_string_t *out) {
     }
     /* JavaScript's text where node gave it; the writer's own for the others
      * (test_json_double holds it to node's samples). */
-    if (js_number_of(d, buf)) {
+    if (js_number_of(d, buf) && !(fabs(d) >= 9223372036854775808.0 && fabs(d) < 1e21)) {
       bson_string_append(out, buf);
     } else {
       bson_t one = BSON_INITIALIZER;
