@@ -49,6 +49,15 @@ typedef struct {
 
 typedef enum { ST_ABSENT, ST_PUBLIC, ST_DELETED } state_t;
 
+/* A record's simulated state between two events: enough to build its image. */
+typedef struct {
+  state_t state;
+  bool recreated;
+  int64_t last_event;
+  int64_t counter;
+  uint32_t fields_from;
+} prior_t;
+
 typedef struct {
   state_t state;
   bool recreated;    /* the stored record was hard-deleted within the run */
@@ -61,6 +70,12 @@ typedef struct {
   int64_t fail_msg; /* message index that cannot be applied, -1 when none */
   const char *fail_cause;
   int32_t write; /* index of its write in the run's writes, -1 when none */
+  /* The last event that one-by-one processing answers with a pr-update (the
+   * record existed before or after it: not a stale message, not a delete of
+   * nothing), -1 when none, and the record just before that event: the folded
+   * run's pr-update is that event's. */
+  int64_t pr_event;
+  prior_t pr_prev;
 } outcome_t;
 
 struct rtu_batch_s {
@@ -236,6 +251,14 @@ static int64_t counter_of(const rtu_mapped_t *m, const rtu_msg_t *msg) {
   return m->has_position ? m->position : rtu_mapped_timestamp(m, msg);
 }
 
+/* Event e, applied, gets a pr-update one by one unless the record is absent
+ * both before and after it. */
+static void note_pr_update(outcome_t *o, const prior_t *prior, uint32_t e) {
+  if (prior->state == ST_ABSENT && o->state == ST_ABSENT) return;
+  o->pr_event = e;
+  o->pr_prev = *prior;
+}
+
 /* Applies the group's events with msg < limit one by one, as the reference does
  * with a read-modify-write per message. */
 static void simulate(rtu_batch_t *b, const group_t *g, const rtu_msg_t *msgs, uint32_t limit,
@@ -247,6 +270,7 @@ static void simulate(rtu_batch_t *b, const group_t *g, const rtu_msg_t *msgs, ui
   o->guard = INT64_MIN;
   o->fail_msg = -1;
   o->write = -1;
+  o->pr_event = -1;
   bool has_counter = g->s0_has_counter;
   int64_t counter = g->s0_counter;
   o->fields_from = g->first;
@@ -261,6 +285,7 @@ static void simulate(rtu_batch_t *b, const group_t *g, const rtu_msg_t *msgs, ui
       continue;
     }
     rtu_op_t op = ev->old_key ? RTU_OP_DELETE : m->op;
+    prior_t prior = {o->state, o->recreated, o->last_event, o->counter, o->fields_from};
     switch (op) {
     case RTU_OP_INSERT:
       if (o->state != ST_ABSENT) {
@@ -295,6 +320,7 @@ static void simulate(rtu_batch_t *b, const group_t *g, const rtu_msg_t *msgs, ui
       if (c > o->guard) o->guard = c;
       o->last_event = e;
       ev->applied = true;
+      note_pr_update(o, &prior, e);
       continue;
     }
     has_counter = true;
@@ -303,6 +329,7 @@ static void simulate(rtu_batch_t *b, const group_t *g, const rtu_msg_t *msgs, ui
     if (c > o->guard) o->guard = c;
     o->last_event = e;
     ev->applied = true;
+    note_pr_update(o, &prior, e);
   }
 }
 
@@ -481,9 +508,11 @@ static void build_image(rtu_batch_t *b, const group_t *g, const outcome_t *o,
     bson_iter_document(&it, &len, &data);
     if (bson_init_static(&set, data, len)) bson_concat(img, &set);
   } else {
-    /* no write: a soft delete of a record never stored (never a replacement) */
+    /* No write: a soft delete of a record never stored, or the record as it was
+     * within the run (before its last pr-update), never written as such. */
     append_merged_fields(b, g, o->fields_from, o->last_event, img);
     append_metadata(img, &b->mapped[last->msg], &msgs[last->msg], o->state, o->counter, now);
+    if (o->recreated) BSON_APPEND_DATE_TIME(img, "createdAt", now);
   }
   if (g->s0 && !o->recreated) {
     rtu_bson_raw_append_missing(img, g->s0);
@@ -574,39 +603,67 @@ static rtu_err_t hand_to_strategies(rtu_batch_t *b, size_t projection, rtu_defer
   return RTU_OK;
 }
 
-/* pr-update v1: one message per record written that the run keeps. */
+/* The record just before the event of its pr-update: the stored one when that
+ * is the run's first event of it, NULL when there was none, else the image the
+ * earlier events made (built in *img, *built set). */
+static const bson_t *image_before(rtu_batch_t *b, const group_t *g, const outcome_t *o,
+                                  const rtu_msg_t *msgs, int64_t now, bson_t *img, bool *built) {
+  const prior_t *pv = &o->pr_prev;
+  *built = false;
+  if (pv->state == ST_ABSENT) return NULL;
+  if (pv->last_event < 0) return g->s0;
+  outcome_t prefix = {.state = pv->state, .recreated = pv->recreated,
+                      .last_event = pv->last_event, .counter = pv->counter,
+                      .fields_from = pv->fields_from, .write = -1, .oid = o->oid};
+  bson_init(img);
+  build_image(b, g, &prefix, msgs, now, img);
+  *built = true;
+  return img;
+}
+
+/* pr-update v1: one message per record that the run keeps and that one-by-one
+ * processing would have answered with one: the last of those, its operation
+ * from the record just before its event and just after it, so a record
+ * inserted and deleted within the run ends with a DELETE as it would one by one. */
 static rtu_err_t produce_pr_updates(rtu_batch_t *b, const rtu_projection_t *p,
                                     const rtu_msg_t *msgs, size_t ngroups, const images_t *im,
                                     int64_t now, rtu_run_result_t *res) {
   char err[RTU_ERRSTR_SIZE];
   size_t n = 0;
-  rtu_pr_update_t *ups = calloc(ngroups ? ngroups : 1, sizeof *ups);
-  if (!ups) {
+  size_t cap = ngroups ? ngroups : 1;
+  rtu_pr_update_t *ups = calloc(cap, sizeof *ups);
+  bson_t *befores = rtu_aligned_calloc(cap, sizeof *befores);
+  bool *built = calloc(cap, sizeof *built);
+  rtu_err_t rc = RTU_ERR_FATAL;
+  if (!ups || !befores || !built) {
     snprintf(res->cause, sizeof res->cause, "out of memory");
-    return RTU_ERR_FATAL;
+    goto done;
   }
   for (size_t g = 0; g < ngroups; g++) {
     const outcome_t *o = &b->outcomes[g];
     const group_t *gr = &b->groups[g];
-    if (!group_counts(b, g, msgs, res)) continue;
-    if (o->state == ST_ABSENT && !gr->s0_exists) continue; /* nothing was ever stored */
-    const event_t *last = &b->events[o->last_event];
+    if (!group_counts(b, g, msgs, res) || o->pr_event < 0) continue;
+    const event_t *ev = &b->events[o->pr_event];
+    bool existed = o->pr_prev.state != ST_ABSENT;
     ups[n++] = (rtu_pr_update_t){
-        .op = !gr->s0_exists                                       ? "INSERT"
-              : (o->state == ST_ABSENT || o->state == ST_DELETED) ? "DELETE"
-                                                                   : "UPDATE",
-        .key = last->key,
-        .before = gr->s0,
+        .op = !existed ? "INSERT" : o->state == ST_PUBLIC ? "UPDATE" : "DELETE",
+        .key = ev->key,
+        .before = image_before(b, gr, o, msgs, now, &befores[g], &built[g]),
         .after = im->has[g] ? &im->images[g] : NULL,
-        .msg = &msgs[last->msg],
+        .msg = &msgs[ev->msg],
     };
   }
-  rtu_err_t rc = rtu_messages_pr_updates(b->emit, b->cfg, p, ups, n, now, err, sizeof err);
-  free(ups);
+  rc = rtu_messages_pr_updates(b->emit, b->cfg, p, ups, n, now, err, sizeof err);
   if (rc != RTU_OK) {
     snprintf(res->cause, sizeof res->cause, "%s", err);
     res->kafka_unavailable = rc == RTU_ERR_TRANSIENT;
   }
+done:
+  for (size_t g = 0; built && befores && g < ngroups; g++)
+    if (built[g]) bson_destroy(&befores[g]);
+  free(built);
+  free(befores);
+  free(ups);
   return rc;
 }
 

@@ -23,6 +23,16 @@ bool rtu_emit_needed(const rtu_config_t *cfg);
 rtu_emit_t *rtu_emit_new(const rtu_config_t *cfg, char *errstr, size_t errstr_size);
 void rtu_emit_free(rtu_emit_t *em);
 
+/* Where a capture puts each message (rtu test): the buffers are the caller's,
+ * valid during the call only. */
+typedef rtu_err_t (*rtu_emit_sink_fn)(void *ctx, const char *topic, const char *key,
+                                      size_t key_len, const char *value, size_t value_len,
+                                      char *errstr, size_t errstr_size);
+
+/* A producer that hands every message to sink instead of Kafka: nothing connects,
+ * every message counts as delivered at once. */
+rtu_emit_t *rtu_emit_new_capture(rtu_emit_sink_fn sink, void *ctx);
+
 /* A producer whatever the configuration says (for the dead-letter topic). */
 rtu_emit_t *rtu_emit_new_producer(const rtu_config_t *cfg, char *errstr, size_t errstr_size);
 

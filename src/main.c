@@ -28,6 +28,7 @@
 #include "reload.h"
 #include "rtu.h"
 #include "store.h"
+#include "testrun.h"
 
 static volatile sig_atomic_t stop_flag = 0;
 static volatile sig_atomic_t hup_flag = 0;
@@ -75,6 +76,10 @@ static void usage(FILE *f) {
           "            FILE:LINE:COL: error|warning: JSON.PATH: what is wrong, one line\n"
           "            per problem, then `N errors, M warnings`; exit 2 on any error;\n"
           "            --json: the same problems as JSON lines\n"
+          "  test      [--explain] PATH...: run *.test.json cases offline (no Kafka,\n"
+          "            no MongoDB): ok/FAIL per case, then `k/n passed`; exit 1 when\n"
+          "            one fails, 2 on a configuration error; --explain: each lookup\n"
+          "            the strategies sent, what it found, the identifiers produced\n"
           "  version   print the version\n"
           "  help      this text; `help config [--markdown]`: every variable\n"
           "\n"
@@ -306,6 +311,13 @@ int main(int argc, char **argv) {
   const char *cmd = argc > 1 ? argv[1] : "help";
   if (!strcmp(cmd, "run")) return cmd_run();
   if (!strcmp(cmd, "check")) return cmd_check(argc, argv);
+  if (!strcmp(cmd, "test")) {
+    char lua_dir[PATH_MAX];
+    default_lua_dir(lua_dir, sizeof lua_dir);
+    int rc = rtu_testrun_main(argc, argv, lua_dir);
+    mongoc_cleanup();
+    return rc;
+  }
   if (!strcmp(cmd, "version") || !strcmp(cmd, "--version")) {
     printf("rtu %s (librdkafka %s, libmongoc %s, %s)\n", RTU_VERSION, rd_kafka_version_str(),
            MONGOC_VERSION_S, LUA_RELEASE);

@@ -27,6 +27,8 @@ struct rtu_stage_s {
   rtu_script_t *script;
   rtu_store_t *store;
   rtu_emit_t *emit; /* NULL when nothing is produced */
+  rtu_stage_trace_fn trace; /* rtu test --explain only */
+  void *trace_ctx;
 };
 
 /* A call of the stage reads at most this many documents at once (whole runs, so
@@ -46,6 +48,11 @@ rtu_stage_t *rtu_stage_new(const rtu_config_t *cfg, rtu_script_t *script, rtu_st
 void rtu_stage_free(rtu_stage_t *s) { free(s); }
 
 void rtu_stage_set_emit(rtu_stage_t *s, rtu_emit_t *emit) { s->emit = emit; }
+
+void rtu_stage_set_trace(rtu_stage_t *s, rtu_stage_trace_fn fn, void *ctx) {
+  s->trace = fn;
+  s->trace_ctx = ctx;
+}
 
 void rtu_stage_set_generation(rtu_stage_t *s, const rtu_config_t *cfg, rtu_script_t *script) {
   s->cfg = cfg;
@@ -278,10 +285,12 @@ static size_t stage_call(rtu_stage_t *s, size_t projection, rtu_deferred_t *cons
     goto done;
   }
   rtu_metrics_add(RTU_C_STRATEGY_DOCUMENTS, NULL, c.n);
+  if (s->trace) s->trace(s->trace_ctx, p, c.docs, c.n, NULL, 0);
   int64_t t0 = rtu_now_mono_us();
   rtu_err_t rc = rtu_strategies_identify(s->script, projection, c.docs, c.rerun, c.n, find_cb,
                                      s->store, &ids, &nids, &failed, err, sizeof err);
   rtu_metrics_observe(RTU_H_STRATEGY, (double)(rtu_now_mono_us() - t0) / 1e6);
+  if (s->trace) s->trace(s->trace_ctx, p, c.docs, c.n, ids, nids);
   nuse = nids;
   if (rc == RTU_ERR_SCRIPT) {
     handled = on_failed(p, &c, runs, failed, err, ids, nids, &nuse);

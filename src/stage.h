@@ -18,6 +18,7 @@
 #include "rtu.h"
 #include "script.h"
 #include "store.h"
+#include "strategies.h"
 
 typedef struct rtu_stage_s rtu_stage_t;
 
@@ -53,6 +54,13 @@ void rtu_deferred_free(rtu_deferred_t *d);
 rtu_stage_t *rtu_stage_new(const rtu_config_t *cfg, rtu_script_t *script, rtu_store_t *store);
 void rtu_stage_free(rtu_stage_t *s);
 void rtu_stage_set_emit(rtu_stage_t *s, rtu_emit_t *emit);
+/* What rtu test --explain sees of an identify call: called with ids NULL before
+ * it (the documents handed to the strategies), then with the identifiers it
+ * produced (each naming its document by origin). NULL in rtu run. */
+typedef void (*rtu_stage_trace_fn)(void *ctx, const rtu_projection_t *p,
+                                   const bson_t *const *docs, size_t ndocs,
+                                   const rtu_identified_t *ids, size_t nids);
+void rtu_stage_set_trace(rtu_stage_t *s, rtu_stage_trace_fn fn, void *ctx);
 void rtu_stage_set_generation(rtu_stage_t *s, const rtu_config_t *cfg, rtu_script_t *script);
 
 /*

@@ -1,9 +1,13 @@
 /*
  * store.c: the store interface's calls, each handed to the implementation behind
  * the handle. It holds no state and knows no database: store_mongo.c is the
- * MongoDB implementation.
+ * MongoDB implementation, store_memory.c the in-memory one of rtu test. The
+ * projection change's entry is formatted here, the same for both.
  */
 #include "store.h"
+
+#include "key_text.h"
+#include "util.h"
 
 void rtu_store_free(rtu_store_t *st) {
   if (st) st->ops->free(st);
@@ -40,3 +44,22 @@ rtu_err_t rtu_store_write_pcs(rtu_store_t *st, const rtu_pc_t *pcs, size_t n, ch
 }
 
 const rtu_store_stats_t *rtu_store_stats(const rtu_store_t *st) { return st->ops->stats(st); }
+
+/* True when the original key has an empty field name (the update must then be
+ * validated, so the driver refuses it as MongoDB would). */
+bool rtu_store_append_change(bson_t *arr, const rtu_msg_t *msg) {
+  bson_t ch;
+  char iso[40], offset[24];
+  rtu_iso8601(msg->timestamp, iso, sizeof iso);
+  rtu_int_text(msg->offset, offset);
+  BSON_APPEND_DOCUMENT_BEGIN(arr, "0", &ch);
+  BSON_APPEND_UTF8(&ch, "state", "NEW");
+  BSON_APPEND_UTF8(&ch, "topic", msg->topic);
+  BSON_APPEND_INT32(&ch, "partition", msg->partition);
+  BSON_APPEND_UTF8(&ch, "offset", offset);
+  bool empty = rtu_key_text_append(&ch, "key", msg->key, msg->key_len);
+  BSON_APPEND_UTF8(&ch, "timestamp", iso);
+  bson_append_document_end(arr, &ch);
+  return empty;
+}
+

@@ -123,4 +123,9 @@ rtu_err_t rtu_store_write_pcs(rtu_store_t *st, const rtu_pc_t *pcs, size_t n, ch
 
 const rtu_store_stats_t *rtu_store_stats(const rtu_store_t *st);
 
+/* Appends to arr, as element "0", the NEW change of a projection-change
+ * document naming msg. True when the original key has an empty field name (the
+ * update must then be validated, so the driver refuses it as MongoDB would). */
+bool rtu_store_append_change(bson_t *arr, const rtu_msg_t *msg);
+
 #endif

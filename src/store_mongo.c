@@ -19,7 +19,6 @@
 #include "metrics.h"
 #include "util.h"
 #include "metrics_client.h"
-#include "key_text.h"
 
 #define MAX_PC_INDEXES 64
 
@@ -513,24 +512,6 @@ static rtu_err_t ensure_pc_index(mongo_t *st, const char *type, const bson_t *id
   return rc;
 }
 
-/* True when the original key has an empty field name (the update must then be
- * validated, so the driver refuses it as MongoDB would). */
-static bool append_change(bson_t *arr, const rtu_msg_t *msg) {
-  bson_t ch;
-  char iso[40], offset[24];
-  rtu_iso8601(msg->timestamp, iso, sizeof iso);
-  rtu_int_text(msg->offset, offset);
-  BSON_APPEND_DOCUMENT_BEGIN(arr, "0", &ch);
-  BSON_APPEND_UTF8(&ch, "state", "NEW");
-  BSON_APPEND_UTF8(&ch, "topic", msg->topic);
-  BSON_APPEND_INT32(&ch, "partition", msg->partition);
-  BSON_APPEND_UTF8(&ch, "offset", offset);
-  bool empty = rtu_key_text_append(&ch, "key", msg->key, msg->key_len);
-  BSON_APPEND_UTF8(&ch, "timestamp", iso);
-  bson_append_document_end(arr, &ch);
-  return empty;
-}
-
 static rtu_err_t mongo_write_pcs(rtu_store_t *handle, const rtu_pc_t *pcs, size_t n, char *errstr,
                                  size_t errstr_size) {
   mongo_t *st = (mongo_t *)handle;
@@ -565,7 +546,7 @@ static rtu_err_t mongo_write_pcs(rtu_store_t *handle, const rtu_pc_t *pcs, size_
       }
     BSON_APPEND_DOCUMENT_BEGIN(&update, "$set", &set);
     BSON_APPEND_ARRAY_BEGIN(&set, "changes", &arr);
-    bool empty = append_change(&arr, pcs[i].msg);
+    bool empty = rtu_store_append_change(&arr, pcs[i].msg);
     bson_append_array_end(&set, &arr);
     BSON_APPEND_DATE_TIME(&set, "updatedAt", now);
     bson_append_document_end(&update, &set);

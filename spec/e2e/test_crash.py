@@ -142,7 +142,10 @@ class Rebalance(_Checks, E2ETestCase):
         b, cc = sc.start(), sc.start()
         b.wait_assigned(20)
         cc.wait_assigned(20)
-        producer = c.produce(lines, rate=RATE // 2, background=True)
+        # About 25 s of stream: the kill, the session timeout (3 s) and the third
+        # instance's join take two rebalances each with cooperative assignment, each
+        # held open about 5 s by the mock cluster, and all must happen mid-stream.
+        producer = c.produce(lines, rate=RATE // 5, background=True)
         wait_for(lambda: coll.count_documents({}) >= 60, 30, "some documents", [b, cc],
                  interval=0.02)
         cls.producer_running_at_kill = producer.poll() is None

@@ -1,7 +1,7 @@
 """End-to-end: the debezium adapter: c/r/u/d with and without the Kafka Connect
 schema envelope, tombstones and truncates skipped, a primary-key change, soft and
 hard delete, and a record hard-deleted and created again within one run (its
-pr-update carries the new record, under the stored _id)."""
+last pr-update is the INSERT of the new record, under the stored _id)."""
 
 import json
 import os
@@ -225,12 +225,21 @@ class DeletedAndCreatedAgain(E2ETestCase):
         wait_for(lambda: coll.find_one({"accountId": 999}), 30, "the second marker", R["again"])
         d = coll.find_one({"accountId": 1})
         self.assertEqual((d["name"], d["coins"], d["_id"]), ("again", 5, stored_id))
-        updates = [json.loads(m["value"]) for m in CLUSTER[0].read_topic("dbz.again.pr")
-                   if json.loads(m["key"]) == {"accountId": 1}]
-        self.assertEqual([u["operationType"] for u in updates], ["INSERT", "UPDATE"])
+
+        def read_updates():
+            return [json.loads(m["value"]) for m in CLUSTER[0].read_topic("dbz.again.pr")
+                    if json.loads(m["key"]) == {"accountId": 1}]
+
+        # pr-updates are produced after the writes: the marker's document can be
+        # there before the run's messages are.
+        wait_for(lambda: len(read_updates()) >= 2, 30, "the record's second pr-update", R["again"])
+        updates = read_updates()
+        # One by one, the run's delete and create end with an INSERT without before
+        # (issue 18 item 2: a folded run ends where one-by-one processing ends).
+        self.assertEqual([u["operationType"] for u in updates], ["INSERT", "INSERT"])
         last = updates[-1]
         self.assertEqual(last["documentId"], str(stored_id))
-        self.assertEqual(last["before"]["name"], "first")
+        self.assertNotIn("before", last)
         after = last["after"]
         self.assertEqual((after["name"], after["coins"], after["accountId"]), ("again", 5, 1))
         self.assertEqual(after["__STATE__"], "PUBLIC")
