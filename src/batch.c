@@ -251,7 +251,7 @@ static void on_stored(void *vctx, const bson_t *doc) {
 
 
 static int64_t counter_of(const rtu_mapped_t *m, const rtu_msg_t *msg) {
-  return m->has_position ? m->position : msg->timestamp;
+  return m->has_position ? m->position : rtu_mapped_timestamp(m, msg);
 }
 
 /* Event e, applied, gets a pr-update one by one unless the record is absent
@@ -365,7 +365,8 @@ static void append_guard(bson_t *filter, int64_t counter) {
 static bool append_metadata(bson_t *set, const rtu_mapped_t *m, const rtu_msg_t *msg,
                             state_t state, int64_t counter, int64_t now) {
   char iso[40], offset[24];
-  rtu_iso8601(msg->timestamp, iso, sizeof iso);
+  int64_t ts = rtu_mapped_timestamp(m, msg);
+  rtu_iso8601(ts, iso, sizeof iso);
   size_t offset_len = rtu_int_text(msg->offset, offset);
   const char *st = state == ST_DELETED ? "DELETED" : "PUBLIC";
   const char *type = m->has_position ? "position" : "timestamp";
@@ -373,7 +374,7 @@ static bool append_metadata(bson_t *set, const rtu_mapped_t *m, const rtu_msg_t 
   rtu_bson_raw_init(&r);
   rtu_bson_raw_utf8(&r, "__STATE__", st, strlen(st));
   rtu_bson_raw_int(&r, BSON_TYPE_DATE_TIME, "updatedAt", now);
-  rtu_bson_raw_int(&r, BSON_TYPE_DATE_TIME, "timestamp", msg->timestamp);
+  rtu_bson_raw_int(&r, BSON_TYPE_DATE_TIME, "timestamp", ts);
   rtu_bson_raw_int(&r, BSON_TYPE_INT64, "__internal__counter", counter);
   rtu_bson_raw_utf8(&r, "__internal__counterType", type, strlen(type));
   size_t info = rtu_bson_raw_doc_begin(&r, BSON_TYPE_DOCUMENT, "__internal__kafkaInfo");

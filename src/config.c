@@ -132,6 +132,9 @@ const rtu_var_t rtu_config_vars[] = {
    NULL, "a failing message pauses its whole topic, not only its partition"},
   {"COMMIT_MESSAGE_LOGGING_INTERVAL", RTU_VAR_INT, OFF(commit_log_interval_ms), "3000", 0, 3600000, NULL,
    0, NULL, "ms between `messages committed` info lines (counts since the last one); `0`: none"},
+  {"LIVENESS_INTERVAL_MS", RTU_VAR_INT, OFF(liveness_interval_ms), "30000", 1000, 3600000, NULL, 0, NULL,
+   "`/-/healthz` and `/-/check-up` turn KO when the consumer loop has not polled Kafka for this long "
+   "(ms)"},
   /* Additions of ours */
   {"KAFKA_CONSUMER_MAX_BATCH_SIZE", RTU_VAR_INT, OFF(kafka_max_batch), "5000", 1, 100000, NULL,
    RTU_VAR_OURS, NULL, "most messages taken in one batch"},
@@ -159,8 +162,6 @@ const rtu_var_t rtu_config_vars[] = {
   /* Of the contract, not honoured */
   {"LC39_HTTP_PORT", RTU_VAR_IGNORED, NOFF, NULL, 0, 0, NULL, 0, NULL,
    "the older name of `HTTP_PORT`: rtu reads `HTTP_PORT` only"},
-  {"LIVENESS_INTERVAL_MS", RTU_VAR_IGNORED, NOFF, NULL, 0, 0, NULL, 0, NULL,
-   "`/-/healthz` answers from the consumer loop's own heartbeat; there is no interval to set"},
   {"CONTROL_PLANE_CONFIG_PATH", RTU_VAR_IGNORED, NOFF, NULL, 0, 0, NULL, 0, NULL,
    "no Runtime Management: rtu starts consuming at once, where the service starts paused until a "
    "`resume`"},

@@ -66,6 +66,7 @@ typedef struct rtu_config_s {
   int kafka_session_timeout_ms;
   int kafka_heartbeat_interval_ms;
   int kafka_connection_timeout_ms;
+  int liveness_interval_ms;
   char *producer_compression;
   char *kafka_assignment_strategy; /* partition.assignment.strategy */
 

@@ -28,6 +28,7 @@
 #include "kafka.h"
 #include "log.h"
 #include "metrics.h"
+#include "metrics_client.h"
 #include "oauth.h"
 #include "util.h"
 
@@ -229,6 +230,7 @@ static void on_assigned(rtu_consumer_t *c, rd_kafka_topic_partition_list_t *part
   for (int i = 0; i < parts->cnt; i++) add_part(c, parts->elems[i].topic, parts->elems[i].partition);
   set_assigned_gauge(c);
   rtu_health_joined(true);
+  rtu_metrics_client_rebalance_end();
 }
 
 /* Revoked partitions: what was applied is committed before they go to another
@@ -237,6 +239,7 @@ static void on_assigned(rtu_consumer_t *c, rd_kafka_topic_partition_list_t *part
  * those that move, and the others keep their state and keep flowing. */
 static void on_revoked(rtu_consumer_t *c, rd_kafka_topic_partition_list_t *parts,
                        bool cooperative) {
+  rtu_metrics_client_rebalance_begin();
   rd_kafka_resp_err_t e = RD_KAFKA_RESP_ERR_NO_ERROR;
   /* A lost assignment (session timed out) has already gone to others: a commit
    * would be refused. */
@@ -400,6 +403,7 @@ rtu_consumer_t *rtu_consumer_new(const rtu_config_t *cfg, char *errstr, size_t e
   rd_kafka_topic_partition_list_t *topics = rd_kafka_topic_partition_list_new((int)cfg->ntopics);
   for (size_t i = 0; i < cfg->ntopics; i++)
     rd_kafka_topic_partition_list_add(topics, cfg->topics[i].topic, RD_KAFKA_PARTITION_UA);
+  rtu_metrics_client_rebalance_begin(); /* joining is the first rebalance */
   rd_kafka_resp_err_t err = rd_kafka_subscribe(c->rk, topics);
   rd_kafka_topic_partition_list_destroy(topics);
   if (err) {

@@ -14,6 +14,7 @@
 
 #include "kafka.h"
 #include "log.h"
+#include "metrics_client.h"
 #include "oauth.h"
 
 struct rtu_emit_s {
@@ -39,6 +40,13 @@ static void dr_cb(rd_kafka_t *rk, const rd_kafka_message_t *msg, void *opaque) {
   }
 }
 
+static int stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque) {
+  (void)rk;
+  (void)opaque;
+  rtu_metrics_client_kafka_json(json, len);
+  return 0; /* librdkafka frees json */
+}
+
 bool rtu_emit_needed(const rtu_config_t *cfg) {
   bool any = false;
   for (size_t i = 0; i < cfg->nprojections; i++)
@@ -60,6 +68,9 @@ rtu_emit_t *rtu_emit_new_producer(const rtu_config_t *cfg, char *errstr, size_t 
   if (!em) goto fail;
   conf = rtu_kafka_conf_new(cfg, RTU_KAFKA_PRODUCER, errstr, errstr_size);
   if (!conf) goto fail;
+  /* the kafka_producer_* series (metrics_client.c) */
+  if (!rtu_kafka_conf_set(conf, "statistics.interval.ms", "5000", errstr, errstr_size)) goto fail;
+  rd_kafka_conf_set_stats_cb(conf, stats_cb);
   rd_kafka_conf_set_dr_msg_cb(conf, dr_cb);
   rd_kafka_conf_set_opaque(conf, em);
   em->rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, errstr, errstr_size);
@@ -93,6 +104,7 @@ void rtu_emit_free(rtu_emit_t *em) {
   }
   rd_kafka_resp_err_t err = rd_kafka_flush(em->rk, 5000);
   if (err) rtu_log(RTU_LOG_WARN, "producer flush at exit failed", "cause", rd_kafka_err2str(err), NULL);
+  rtu_metrics_client_forget(rd_kafka_name(em->rk));
   rd_kafka_destroy(em->rk);
   free(em);
 }
@@ -132,6 +144,10 @@ rtu_err_t rtu_emit_flush(rtu_emit_t *em, int timeout_ms, char *errstr, size_t er
     return RTU_ERR_TRANSIENT;
   }
   return RTU_OK;
+}
+
+void rtu_emit_poll(rtu_emit_t *em) {
+  if (em) rd_kafka_poll(em->rk, 0);
 }
 
 unsigned long rtu_emit_delivered(const rtu_emit_t *em) { return em ? em->delivered : 0; }

@@ -51,6 +51,10 @@ rtu_err_t rtu_emit_produce(rtu_emit_t *em, const char *topic, const char *key, s
 rtu_err_t rtu_emit_flush(rtu_emit_t *em, int timeout_ms, char *errstr, size_t errstr_size);
 
 /* Messages acknowledged since start. */
+/* Serves the producer's pending callbacks (statistics) without waiting; from
+ * the thread that owns em, as every other call. */
+void rtu_emit_poll(rtu_emit_t *em);
+
 unsigned long rtu_emit_delivered(const rtu_emit_t *em);
 
 #endif

@@ -22,6 +22,7 @@
 struct rtu_http_s {
   struct MHD_Daemon *daemon;
   int port;
+  int64_t liveness_ms; /* LIVENESS_INTERVAL_MS */
 };
 
 static void mhd_logger(void *cls, const char *fmt, va_list ap) {
@@ -82,7 +83,7 @@ static enum MHD_Result status_reply(struct MHD_Connection *conn, bool ok) {
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version, const char *upload_data,
                                   size_t *upload_data_size, void **req_cls) {
-  (void)cls;
+  const rtu_http_t *h = cls;
   (void)version;
   (void)upload_data;
   (void)upload_data_size;
@@ -100,13 +101,13 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     body = dup_printf(&len, "{\"error\":\"method not allowed\"}");
     return reply(conn, MHD_HTTP_METHOD_NOT_ALLOWED, body, len, "application/json; charset=utf-8");
   }
-  if (!strcmp(url, "/-/healthz")) return status_reply(conn, rtu_health_alive(RTU_HTTP_LIVENESS_MS));
+  if (!strcmp(url, "/-/healthz")) return status_reply(conn, rtu_health_alive(h->liveness_ms));
   if (!strcmp(url, "/-/ready")) return status_reply(conn, rtu_health_ready());
   if (!strcmp(url, "/-/check-up")) {
     bool ok = false;
     body = rtu_health_checkup_json(&len, &ok);
     /* A stalled poll loop is as bad as a dependency down. */
-    if (ok && !rtu_health_alive(RTU_HTTP_LIVENESS_MS)) ok = false;
+    if (ok && !rtu_health_alive(h->liveness_ms)) ok = false;
     return reply(conn, ok ? MHD_HTTP_OK : MHD_HTTP_SERVICE_UNAVAILABLE, body, len,
                  "application/json; charset=utf-8");
   }
@@ -138,9 +139,10 @@ rtu_http_t *rtu_http_start(const rtu_config_t *cfg, char *errstr, size_t errstr_
     snprintf(errstr, errstr_size, "out of memory");
     return NULL;
   }
+  h->liveness_ms = cfg->liveness_interval_ms > 0 ? cfg->liveness_interval_ms : RTU_HTTP_LIVENESS_MS;
   /* A handful of probes and a scraper: a small cap keeps a misbehaving client
    * from taking threads or memory from the pipeline. */
-  h->daemon = MHD_start_daemon(flags, (uint16_t)cfg->http_port, NULL, NULL, on_request, NULL,
+  h->daemon = MHD_start_daemon(flags, (uint16_t)cfg->http_port, NULL, NULL, on_request, h,
                                /* first, or MHD logs its own way before reading it */
                                MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL,
                                MHD_OPTION_SOCK_ADDR, addr,

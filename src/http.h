@@ -12,7 +12,8 @@
 
 typedef struct rtu_http_s rtu_http_t;
 
-/* Health routes fail /-/healthz after this long without a poll-loop heartbeat. */
+/* Health routes fail /-/healthz after this long without a poll-loop heartbeat,
+ * when cfg->liveness_interval_ms (LIVENESS_INTERVAL_MS) is not set. */
 #define RTU_HTTP_LIVENESS_MS 30000
 
 /* Binds cfg->http_host:cfg->http_port (port 0: a free port) and starts serving;

@@ -9,6 +9,7 @@
 
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "bson_raw.h"
@@ -207,6 +208,58 @@ static size_t short_double(double d, char buf[40]) {
   return 0;
 }
 
+/* d (finite, not 0) as JavaScript's Number::toString writes it: the fewest
+ * significant digits that read back as d (%.*e correctly rounds, so the first
+ * precision that round-trips gives them), plain from 1e-6 up to below 1e21,
+ * else with an exponent written e+21 / e-7. Keys are compared as bytes by
+ * Kafka's partitioner, so "1e+21" and "1e21" are different partitions.
+ * One departure: from 2^63 up to 1e21 JavaScript writes the integer's digits,
+ * which json_read.c refuses (an integer beyond 64 bits); there the exponent
+ * form is kept, so rtu reads back what it writes. */
+static size_t js_double(double d, char buf[40]) {
+  char e[40];
+  for (int prec = 1; prec <= 17; prec++) {
+    snprintf(e, sizeof e, "%.*e", prec - 1, d);
+    if (strtod(e, NULL) == d) break;
+  }
+  char digits[20];
+  size_t k = 0;
+  const char *p = e + (e[0] == '-');
+  for (; *p && *p != 'e'; p++)
+    if (*p >= '0' && *p <= '9') digits[k++] = *p;
+  while (k > 1 && digits[k - 1] == '0') k--;
+  int n = atoi(p + 1) + 1; /* the decimal point goes after n digits */
+  char *o = buf;
+  if (d < 0) *o++ = '-';
+  bool beyond_int64 = fabs(d) >= 9223372036854775808.0;
+  if ((int)k <= n && n <= 21 && !beyond_int64) {
+    memcpy(o, digits, k);
+    o += k;
+    for (int i = (int)k; i < n; i++) *o++ = '0';
+  } else if (0 < n && n <= 21 && !beyond_int64) {
+    memcpy(o, digits, (size_t)n);
+    o += n;
+    *o++ = '.';
+    memcpy(o, digits + n, k - (size_t)n);
+    o += k - (size_t)n;
+  } else if (-6 < n && n <= 0) {
+    *o++ = '0';
+    *o++ = '.';
+    for (int i = n; i < 0; i++) *o++ = '0';
+    memcpy(o, digits, k);
+    o += k;
+  } else {
+    *o++ = digits[0];
+    if (k > 1) {
+      *o++ = '.';
+      memcpy(o, digits + 1, k - 1);
+      o += k - 1;
+    }
+    o += snprintf(o, 8, "e%c%d", n - 1 >= 0 ? '+' : '-', abs(n - 1));
+  }
+  return (size_t)(o - buf);
+}
+
 static void json_double(bson_string_t *out, double d) {
   if (!isfinite(d)) {
     sb_put(out, "null", 4); /* as JSON.stringify */
@@ -215,18 +268,12 @@ static void json_double(bson_string_t *out, double d) {
   char buf[40];
   size_t n;
   if (d == 0) {
-    n = signbit(d) ? 2 : 1;
-    memcpy(buf, signbit(d) ? "-0" : "0", n);
+    n = 1; /* -0 too: JSON.stringify(-0) is "0" */
+    buf[0] = '0';
   } else {
     n = short_double(d, buf);
   }
-  if (n == 0) {
-    for (int prec = 15; prec <= 17; prec++) {
-      snprintf(buf, sizeof buf, "%.*g", prec, d);
-      if (strtod(buf, NULL) == d) break;
-    }
-    n = strlen(buf);
-  }
+  if (n == 0) n = js_double(d, buf);
   sb_put(out, buf, n);
 }
 

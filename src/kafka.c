@@ -65,7 +65,10 @@ static bool set_security(const rtu_config_t *cfg, rd_kafka_conf_t *conf, char *e
 
 static bool set_delivery(const rtu_config_t *cfg, rd_kafka_conf_t *conf, char *errstr,
                          size_t sz) {
-  return rtu_kafka_conf_set(conf, "enable.idempotence", "true", errstr, sz) &&
+  /* Keyed messages go where the Java client and kafkajs put them (murmur2 of the
+   * key bytes), so consumers co-partitioned with those producers meet them. */
+  return rtu_kafka_conf_set(conf, "partitioner", "murmur2_random", errstr, sz) &&
+         rtu_kafka_conf_set(conf, "enable.idempotence", "true", errstr, sz) &&
          rtu_kafka_conf_set(conf, "acks", "all", errstr, sz) &&
          rtu_kafka_conf_set(conf, "linger.ms", "5", errstr, sz) &&
          rtu_kafka_conf_set(conf, "compression.type", cfg->producer_compression, errstr, sz);

@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "health.h"
+#include "metrics_client.h"
 
 /* Label values beyond this many fold into "_other": a bounded registry even if a
  * caller were to label by something unbounded. */
@@ -158,6 +159,7 @@ void rtu_metrics_init(void) {
     pthread_mutex_init(&hists[i].mu, NULL);
   }
   for (size_t i = 0; i < RTU_G__COUNT; i++) atomic_init(&gauges[i], 0.0);
+  rtu_metrics_client_init();
 }
 
 void rtu_metrics_free(void) {
@@ -182,6 +184,7 @@ void rtu_metrics_free(void) {
   parts = NULL;
   nparts = parts_cap = 0;
   pthread_mutex_unlock(&parts_mu);
+  rtu_metrics_client_free();
 }
 
 /* The slot of a label value. Slots are only appended and a slot is fully written
@@ -372,6 +375,7 @@ void rtu_metrics_kafka_stats(const char *json, size_t len) {
     }
     if (known) rtu_health_dependency(RTU_DEP_KAFKA, up > 0, up ? NULL : "no Kafka broker is up");
   }
+  rtu_metrics_client_kafka(doc);
   bson_destroy(doc);
 }
 
@@ -529,6 +533,14 @@ char *rtu_metrics_render(size_t *len) {
     out_printf(&o, "\",partition=\"%d\"} %d\n", parts[i].partition, parts[i].paused ? 1 : 0);
   }
   pthread_mutex_unlock(&parts_mu);
+  bson_string_t *client = bson_string_new(NULL);
+  rtu_metrics_client_render(client);
+  out_reserve(&o, client->len);
+  if (!o.oom) {
+    memcpy(o.buf + o.len, client->str, client->len + 1);
+    o.len += client->len;
+  }
+  bson_string_free(client, true);
   if (o.oom) {
     free(o.buf);
     return NULL;

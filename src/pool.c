@@ -13,10 +13,12 @@
  */
 #include "pool.h"
 
+#include <errno.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "config_files.h"
 #include "emit.h"
@@ -152,7 +154,18 @@ static void *worker_main(void *arg) {
   rtu_pool_t *p = w->pool;
   pthread_mutex_lock(&p->lock);
   for (;;) {
-    while (!p->shutdown && p->next_task >= p->ntasks) pthread_cond_wait(&p->work, &p->lock);
+    while (!p->shutdown && p->next_task >= p->ntasks) {
+      /* An idle worker serves its producer's statistics (a producer's callbacks
+       * run only when its owner polls it): the kafka_producer_* series. */
+      struct timespec until;
+      clock_gettime(CLOCK_REALTIME, &until);
+      until.tv_sec += 1;
+      if (pthread_cond_timedwait(&p->work, &p->lock, &until) == ETIMEDOUT && w->emit) {
+        pthread_mutex_unlock(&p->lock);
+        rtu_emit_poll(w->emit);
+        pthread_mutex_lock(&p->lock);
+      }
+    }
     if (p->shutdown) break;
     task_t *t = &p->tasks[p->next_task++];
     pthread_mutex_unlock(&p->lock);

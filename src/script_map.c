@@ -61,8 +61,8 @@ void rtu_mapped_reset(rtu_mapped_t *m) {
   bson_reinit(&m->key);
   bson_reinit(&m->fields);
   bson_reinit(&m->old_key);
-  m->skip = m->has_old_key = m->has_position = m->empty_key = false;
-  m->position = 0;
+  m->skip = m->has_old_key = m->has_position = m->has_timestamp = m->empty_key = false;
+  m->position = m->timestamp = 0;
   m->op = RTU_OP_UPSERT;
 }
 
@@ -231,6 +231,13 @@ static rtu_err_t take_change(lua_State *L, int chg, int names, const rtu_project
   if (get_named(L, chg, names, N_POSITION) == LUA_TNUMBER) {
     out->has_position = true;
     out->position = lua_tointeger(L, -1);
+  }
+  lua_pop(L, 1);
+
+  /* the message's "timestamp" name serves the change's too */
+  if (get_named(L, chg, names, N_TIMESTAMP) == LUA_TNUMBER) {
+    out->has_timestamp = true;
+    out->timestamp = lua_tointeger(L, -1);
   }
   lua_pop(L, 1);
 

@@ -29,8 +29,16 @@ typedef struct {
   bson_t old_key; /* primary-key change: the record that goes away */
   bool has_position;
   int64_t position;
+  bool has_timestamp; /* the adapter's timestampDate */
+  int64_t timestamp;  /* ms */
   bool empty_key; /* a field name in fields is empty: the driver must refuse the write */
 } rtu_mapped_t;
+
+/* The message's time for its projection: the adapter's timestampDate, else the
+ * Kafka timestamp. */
+static inline int64_t rtu_mapped_timestamp(const rtu_mapped_t *m, const rtu_msg_t *msg) {
+  return m->has_timestamp ? m->timestamp : msg->timestamp;
+}
 
 void rtu_mapped_init(rtu_mapped_t *m);
 void rtu_mapped_reset(rtu_mapped_t *m);

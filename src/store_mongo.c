@@ -18,6 +18,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "util.h"
+#include "metrics_client.h"
 
 #define MAX_PC_INDEXES 64
 
@@ -27,6 +28,10 @@ typedef struct {
   char *pc_indexes[MAX_PC_INDEXES]; /* identifier key sets already indexed */
   size_t npc_indexes;
   mongoc_client_t *client;
+  /* The command in flight (a client serves one thread, one command at a time):
+   * its collection, which the succeeded and failed events do not carry. */
+  int64_t apm_request_id;
+  char apm_collection[128];
   mongoc_database_t *db;
   rtu_store_stats_t stats;
 } mongo_t;
@@ -39,11 +44,36 @@ static bool init_once_done = false;
  * so rtu_mongodb_commands_total is exact without counting by hand. */
 static void on_command_started(const mongoc_apm_command_started_t *ev) {
   rtu_metrics_add(RTU_C_MONGO_COMMANDS, mongoc_apm_command_started_get_command_name(ev), 1);
+  mongo_t *st = mongoc_apm_command_started_get_context(ev);
+  const bson_t *cmd = mongoc_apm_command_started_get_command(ev);
+  bson_iter_t it;
+  st->apm_request_id = mongoc_apm_command_started_get_request_id(ev);
+  st->apm_collection[0] = '\0';
+  /* {find: "coll"}, {insert: "coll"}, ...; getMore names it in "collection" */
+  if (cmd && bson_iter_init(&it, cmd) && bson_iter_next(&it) &&
+      (BSON_ITER_HOLDS_UTF8(&it) ||
+       (bson_iter_init_find(&it, cmd, "collection") && BSON_ITER_HOLDS_UTF8(&it))))
+    snprintf(st->apm_collection, sizeof st->apm_collection, "%s", bson_iter_utf8(&it, NULL));
+}
+
+/* The collection of the command that ended: the one started last. */
+static const char *apm_collection(mongo_t *st, int64_t request_id) {
+  return st->apm_request_id == request_id ? st->apm_collection : "";
 }
 
 static void on_command_succeeded(const mongoc_apm_command_succeeded_t *ev) {
-  (void)ev;
+  mongo_t *st = mongoc_apm_command_succeeded_get_context(ev);
+  rtu_metrics_client_mongo(apm_collection(st, mongoc_apm_command_succeeded_get_request_id(ev)),
+                           mongoc_apm_command_succeeded_get_command_name(ev), true,
+                           (double)mongoc_apm_command_succeeded_get_duration(ev) / 1e6);
   rtu_health_dependency(RTU_DEP_MONGODB, true, NULL);
+}
+
+static void on_command_failed(const mongoc_apm_command_failed_t *ev) {
+  mongo_t *st = mongoc_apm_command_failed_get_context(ev);
+  rtu_metrics_client_mongo(apm_collection(st, mongoc_apm_command_failed_get_request_id(ev)),
+                           mongoc_apm_command_failed_get_command_name(ev), false,
+                           (double)mongoc_apm_command_failed_get_duration(ev) / 1e6);
 }
 
 rtu_store_t *rtu_store_mongo_new(const rtu_config_t *cfg, char *errstr, size_t errstr_size) {
@@ -90,7 +120,8 @@ rtu_store_t *rtu_store_mongo_new(const rtu_config_t *cfg, char *errstr, size_t e
   mongoc_apm_callbacks_t *apm = mongoc_apm_callbacks_new();
   mongoc_apm_set_command_started_cb(apm, on_command_started);
   mongoc_apm_set_command_succeeded_cb(apm, on_command_succeeded);
-  bool apm_ok = mongoc_client_set_apm_callbacks(st->client, apm, NULL);
+  mongoc_apm_set_command_failed_cb(apm, on_command_failed);
+  bool apm_ok = mongoc_client_set_apm_callbacks(st->client, apm, st);
   mongoc_apm_callbacks_destroy(apm);
   if (!apm_ok) {
     snprintf(errstr, errstr_size, "cannot set MongoDB command monitoring");

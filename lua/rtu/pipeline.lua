@@ -17,7 +17,7 @@ build(spec) -> process, problems
   }
   process(projection_index, message, log) ->
     { op = "upsert"|"insert"|"update"|"delete", key = {dst -> v}, fields = {dst -> v} | nil,
-      old_key = {dst -> v} | nil, position = integer | nil }
+      old_key = {dst -> v} | nil, position = integer | nil, timestamp = integer ms | nil }
     or nil, reason   (the message is skipped, e.g. a Debezium tombstone)
   It raises an error naming the cause for a message that cannot be applied.
   The change, its key and its fields are tables of the projection that the next
@@ -152,7 +152,8 @@ local function compile_projection(p, casts, problems, note)
     pk[i] = by_src[src]
   end
   -- the tables reused by every change of this projection
-  local change = { op = nil, key = nil, fields = nil, old_key = nil, position = nil }
+  local change = { op = nil, key = nil, fields = nil, old_key = nil, position = nil,
+                   timestamp = nil }
   local proj = { name = p.name, fields = fields, pk = pk, pk_src = p.pk_src, shared_dst = shared,
                  change = change, key = {}, out = {} }
   proj.map_fields = compile_map_fields(proj, note)
@@ -301,6 +302,19 @@ function M.build(spec)
     end
     local change = proj.change
     change.position, change.old_key, change.fields = nil, nil, nil
+    -- The adapter's timestampDate is the message's time for the projection (its
+    -- timestamp, __internal__kafkaInfo.timestamp, and the counter when there is no
+    -- operationPosition), as the reference takes it from the adapter's output.
+    local ts = r.timestampDate
+    if ts == nil or ts == null then
+      change.timestamp = nil
+    elseif value.is_date(ts) and math.tointeger(ts.ms) then
+      change.timestamp = math.tointeger(ts.ms)
+    elseif math.tointeger(ts) then
+      change.timestamp = math.tointeger(ts)
+    else
+      error("timestampDate '" .. tostring(ts) .. "' is not a date(ms)", 0)
+    end
     if use_position and r.operationPosition ~= nil then
       local pos = math.tointeger(r.operationPosition)
       if pos == nil then

@@ -217,3 +217,38 @@ describe("rtu.pipeline with the debezium and golden-gate adapters", function()
     assert.are.same({ id = 1, k2 = "a" }, copy(change.key))
   end)
 end)
+
+describe("rtu.pipeline timestampDate", function()
+  local value = require("rtu.value")
+  local function process_with(result)
+    return build(result, {})(1, {}, nil)
+  end
+
+  it("is the change's timestamp, from a date(ms) or whole milliseconds", function()
+    local change = process_with({ keyObject = { ID = 1 }, value = { ID = 1 },
+                                  timestampDate = value.date(1700000000123) })
+    assert.are.equal(1700000000123, change.timestamp)
+    change = process_with({ keyObject = { ID = 1 }, value = { ID = 1 }, timestampDate = 42 })
+    assert.are.equal(42, change.timestamp)
+  end)
+
+  it("is nil when the adapter gives none, also after a change that had one", function()
+    local calls = {}
+    local result = { keyObject = { ID = 1 }, value = { ID = 1 }, timestampDate = value.date(5) }
+    local process = build(result, calls)
+    assert.are.equal(5, process(1, {}, nil).timestamp)
+    result.timestampDate = nil
+    assert.is_nil(process(1, {}, nil).timestamp)
+    result.timestampDate = value.null
+    assert.is_nil(process(1, {}, nil).timestamp)
+  end)
+
+  it("is refused when it is not a date", function()
+    assert.has_error(function()
+      process_with({ keyObject = { ID = 1 }, value = { ID = 1 }, timestampDate = "yesterday" })
+    end, "timestampDate 'yesterday' is not a date(ms)")
+    assert.has_error(function()
+      process_with({ keyObject = { ID = 1 }, value = { ID = 1 }, timestampDate = 1.5 })
+    end, "timestampDate '1.5' is not a date(ms)")
+  end)
+end)

@@ -134,6 +134,24 @@ int main(void) {
   rtu_http_stop(h2);
 
   rtu_http_stop(h);
+
+  /* LIVENESS_INTERVAL_MS: /-/healthz turns KO after that long without a
+   * heartbeat, and OK again with the next one. */
+  cfg.http_port = 0;
+  cfg.liveness_interval_ms = 1000;
+  rtu_health_heartbeat();
+  h = rtu_http_start(&cfg, err, sizeof err);
+  CHECK(h != NULL, "%s", err);
+  if (h) {
+    port = rtu_http_port(h);
+    expect("GET", "/-/healthz", 200, "{\"status\":\"OK\"");
+    usleep(1300 * 1000);
+    expect("GET", "/-/healthz", 503, "{\"status\":\"KO\"");
+    expect("GET", "/-/check-up", 503, "{\"status\":\"OK\""); /* dependencies fine, loop stalled */
+    rtu_health_heartbeat();
+    expect("GET", "/-/healthz", 200, "{\"status\":\"OK\"");
+    rtu_http_stop(h);
+  }
   rtu_health_free();
   rtu_metrics_free();
   return CHECK_DONE();

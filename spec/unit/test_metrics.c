@@ -11,10 +11,12 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "check.h"
 #include "health.h"
 #include "metrics.h"
+#include "metrics_client.h"
 
 static char *render(void) {
   size_t len = 0;
@@ -72,7 +74,11 @@ static void test_format(void) {
     char *nl = strchr(p, '\n');
     CHECK(nl != NULL);
     if (!nl) break;
-    CHECK(*p == '#' || !strncmp(p, "rtu_", 4), "bad line start: %.40s", p);
+    /* rtu's own series, and the clients' under the Java client's and
+     * Micrometer's names (metrics_client.c) */
+    CHECK(*p == '#' || !strncmp(p, "rtu_", 4) || !strncmp(p, "kafka_consumer_", 15) ||
+              !strncmp(p, "kafka_producer_", 15) || !strncmp(p, "mongodb_driver_", 15),
+          "bad line start: %.40s", p);
     CHECK(nl > p, "empty line");
     p = nl + 1;
   }
@@ -231,7 +237,8 @@ static void test_kafka_stats(void) {
   if (!t) return;
   CHECK_LINE(t, "rtu_partition_lag{topic=\"orders\",partition=\"1\"} 7");
   CHECK_LINE(t, "rtu_partition_paused{topic=\"orders\",partition=\"1\"} 0");
-  CHECK(!strstr(t, "topic=\"items\",partition"), "forgotten partition still shown");
+  CHECK(!strstr(t, "rtu_partition_lag{topic=\"items\",partition"), "forgotten partition still shown");
+  CHECK(!strstr(t, "rtu_partition_paused{topic=\"items\",partition"), "forgotten partition still shown");
   free(t);
   rtu_health_free();
 }
@@ -300,6 +307,100 @@ static void test_checkup(void) {
   rtu_health_free();
 }
 
+/* The Java client's names from librdkafka's statistics: a consumer's two
+ * documents one second apart give totals, rates and latencies in ms. */
+static const char *CONS1 =
+    "{\"name\":\"rtu#consumer-9\",\"type\":\"consumer\",\"ts\":1000000,"
+    "\"brokers\":{\"b:9092/1\":{\"nodeid\":1,\"state\":\"UP\",\"rtt\":{\"avg\":2000,\"max\":9000,\"cnt\":3}},"
+    "\"GroupCoordinator\":{\"nodeid\":-1,\"rtt\":{\"avg\":4000,\"max\":5000,\"cnt\":2}}},"
+    "\"topics\":{\"orders\":{\"partitions\":{\"0\":{\"consumer_lag\":5,\"rxmsgs\":100,\"rxbytes\":1000},"
+    "\"1\":{\"consumer_lag\":-1,\"rxmsgs\":20,\"rxbytes\":200},\"-1\":{\"rxmsgs\":0}}}}}";
+static const char *CONS2 =
+    "{\"name\":\"rtu#consumer-9\",\"type\":\"consumer\",\"ts\":3000000,"
+    "\"brokers\":{\"b:9092/1\":{\"nodeid\":1,\"state\":\"UP\",\"rtt\":{\"avg\":1000,\"max\":3000,\"cnt\":1}},"
+    "\"b:9092/2\":{\"nodeid\":2,\"state\":\"UP\",\"rtt\":{\"avg\":4000,\"max\":6000,\"cnt\":1}}},"
+    "\"topics\":{\"orders\":{\"partitions\":{\"0\":{\"consumer_lag\":0,\"rxmsgs\":160,\"rxbytes\":1600},"
+    "\"1\":{\"consumer_lag\":2,\"rxmsgs\":40,\"rxbytes\":400}}}}}";
+static const char *PROD =
+    "{\"name\":\"rtu#producer-2\",\"type\":\"producer\",\"ts\":%d,\"txmsgs\":%d,\"txmsg_bytes\":%d,"
+    "\"tx\":%d,\"rx\":%d,\"brokers\":{\"b:9092/1\":{\"nodeid\":1,\"rtt\":{\"avg\":3000,\"max\":7000,\"cnt\":4}}},"
+    "\"topics\":{\"pr\":{\"partitions\":{\"0\":{\"txmsgs\":1}}}}}";
+
+static void test_client_series(void) {
+  rtu_health_init();
+  rtu_metrics_kafka_stats(CONS1, strlen(CONS1));
+  char *t = render();
+  if (!t) return;
+  CHECK_LINE(t, "kafka_consumer_fetch_manager_records_lag{topic=\"orders\",partition=\"0\"} 5");
+  CHECK(!strstr(t, "records_lag{topic=\"orders\",partition=\"1\"}"), "unknown lag shown");
+  CHECK_LINE(t, "kafka_consumer_fetch_manager_records_consumed_total{topic=\"orders\"} 120");
+  CHECK_LINE(t, "kafka_consumer_fetch_manager_records_consumed_rate{topic=\"orders\"} 0");
+  CHECK_LINE(t, "kafka_consumer_fetch_manager_fetch_latency_avg 2");
+  CHECK_LINE(t, "kafka_consumer_fetch_manager_fetch_latency_max 9");
+  CHECK_LINE(t, "kafka_consumer_coordinator_commit_latency_avg 4");
+  CHECK_LINE(t, "kafka_consumer_coordinator_commit_latency_max 5");
+  CHECK_LINE(t, "# TYPE kafka_consumer_fetch_manager_records_consumed_total counter");
+  free(t);
+  rtu_metrics_kafka_stats(CONS2, strlen(CONS2));
+  t = render();
+  if (!t) return;
+  CHECK_LINE(t, "kafka_consumer_fetch_manager_records_lag{topic=\"orders\",partition=\"1\"} 2");
+  CHECK_LINE(t, "kafka_consumer_fetch_manager_records_consumed_total{topic=\"orders\"} 200");
+  CHECK_LINE(t, "kafka_consumer_fetch_manager_records_consumed_rate{topic=\"orders\"} 40");
+  CHECK_LINE(t, "kafka_consumer_fetch_manager_bytes_consumed_rate{topic=\"orders\"} 400");
+  CHECK_LINE(t, "kafka_consumer_fetch_manager_fetch_latency_avg 2.5"); /* two round trips */
+  CHECK_LINE(t, "kafka_consumer_fetch_manager_fetch_latency_max 6");
+  free(t);
+
+  char doc[1024];
+  snprintf(doc, sizeof doc, PROD, 1000000, 10, 1000, 5, 4);
+  rtu_metrics_client_kafka_json(doc, strlen(doc));
+  snprintf(doc, sizeof doc, PROD, 1500000, 60, 6000, 15, 14);
+  rtu_metrics_client_kafka_json(doc, strlen(doc));
+  t = render();
+  if (!t) return;
+  CHECK_LINE(t, "kafka_producer_record_send_total 60");
+  CHECK_LINE(t, "kafka_producer_record_send_rate 100");
+  CHECK_LINE(t, "kafka_producer_outgoing_byte_rate 10000");
+  CHECK_LINE(t, "kafka_producer_request_rate 20");
+  CHECK_LINE(t, "kafka_producer_response_rate 20");
+  CHECK_LINE(t, "kafka_producer_request_latency_avg 3");
+  CHECK_LINE(t, "kafka_producer_request_latency_max 7");
+  CHECK(!strstr(t, "topic=\"pr\""), "a producer's topic among the consumer's");
+  free(t);
+  rtu_metrics_client_forget("rtu#producer-2");
+  t = render();
+  if (t) CHECK_LINE(t, "kafka_producer_record_send_total 0");
+  free(t);
+
+  rtu_metrics_client_rebalance_begin();
+  usleep(20000);
+  rtu_metrics_client_rebalance_end();
+  rtu_metrics_client_rebalance_end(); /* no rebalance under way: nothing */
+  rtu_metrics_client_mongo("pr_orders", "update", true, 0.003);
+  rtu_metrics_client_mongo("pr_orders", "update", true, 0.2);
+  rtu_metrics_client_mongo("pr_orders", "find", false, 0.001);
+  t = render();
+  if (!t) return;
+  CHECK_LINE(t, "kafka_consumer_coordinator_rebalance_total 1");
+  CHECK(strstr(t, "\nkafka_consumer_coordinator_rebalance_latency_max 2") ||
+            strstr(t, "\nkafka_consumer_coordinator_rebalance_latency_max 3"),
+        "a rebalance of 20 ms");
+  CHECK_LINE(t, "# TYPE mongodb_driver_commands_seconds histogram");
+  CHECK_LINE(t, "mongodb_driver_commands_seconds_count{collection=\"pr_orders\",command=\"update\","
+                "status=\"SUCCESS\"} 2");
+  CHECK_LINE(t, "mongodb_driver_commands_seconds_bucket{collection=\"pr_orders\",command=\"update\","
+                "status=\"SUCCESS\",le=\"0.005\"} 1");
+  CHECK_LINE(t, "mongodb_driver_commands_seconds_bucket{collection=\"pr_orders\",command=\"update\","
+                "status=\"SUCCESS\",le=\"+Inf\"} 2");
+  CHECK_LINE(t, "mongodb_driver_commands_seconds_sum{collection=\"pr_orders\",command=\"update\","
+                "status=\"SUCCESS\"} 0.20300000000000001");
+  CHECK_LINE(t, "mongodb_driver_commands_seconds_count{collection=\"pr_orders\",command=\"find\","
+                "status=\"FAILED\"} 1");
+  free(t);
+  rtu_health_free();
+}
+
 int main(void) {
   rtu_metrics_init();
   test_format();
@@ -309,6 +410,7 @@ int main(void) {
   test_concurrency();
   test_kafka_stats();
   test_checkup();
+  test_client_series();
   rtu_metrics_free();
   return CHECK_DONE();
 }
