@@ -80,3 +80,30 @@ bool rtu_store_append_change(bson_t *arr, const rtu_msg_t *msg) {
   return empty;
 }
 
+void rtu_store_keys_filter(const rtu_projection_t *p, bson_t *const *keys, size_t n,
+                           bson_t *filter) {
+  bson_t arr;
+  char ibuf[16];
+  const char *ikey;
+  if (p->npk == 1) {
+    /* {pk: {$in: [...]}}: one index range scan on a real server. */
+    bson_t in;
+    BSON_APPEND_DOCUMENT_BEGIN(filter, p->pk_dst[0], &in);
+    BSON_APPEND_ARRAY_BEGIN(&in, "$in", &arr);
+    for (size_t i = 0; i < n; i++) {
+      bson_iter_t it;
+      bson_uint32_to_string((uint32_t)i, &ikey, ibuf, sizeof ibuf);
+      if (bson_iter_init(&it, keys[i]) && bson_iter_next(&it))
+        bson_append_iter(&arr, ikey, -1, &it);
+    }
+    bson_append_array_end(&in, &arr);
+    bson_append_document_end(filter, &in);
+    return;
+  }
+  BSON_APPEND_ARRAY_BEGIN(filter, "$or", &arr);
+  for (size_t i = 0; i < n; i++) {
+    bson_uint32_to_string((uint32_t)i, &ikey, ibuf, sizeof ibuf);
+    BSON_APPEND_DOCUMENT(&arr, ikey, keys[i]);
+  }
+  bson_append_array_end(filter, &arr);
+}

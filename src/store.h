@@ -154,4 +154,10 @@ const rtu_store_stats_t *rtu_store_stats(const rtu_store_t *st);
  * update must then be validated, so the driver refuses it as MongoDB would). */
 bool rtu_store_append_change(bson_t *arr, const rtu_msg_t *msg);
 
+/* Appends to filter the query that finds the stored records of keys[0..n) of
+ * p: {pk: {$in: [...]}} for a one-field key, else {$or: [key, ...]}. Shared by
+ * the implementations so that both answer find_keys from the same query. */
+void rtu_store_keys_filter(const rtu_projection_t *p, bson_t *const *keys, size_t n,
+                           bson_t *filter);
+
 #endif

@@ -332,15 +332,8 @@ static rtu_err_t memory_find_keys(rtu_store_t *handle, const rtu_projection_t *p
                                   char *errstr, size_t errstr_size) {
   memory_t *st = (memory_t *)handle;
   if (n == 0) return RTU_OK;
-  bson_t filter = BSON_INITIALIZER, arr;
-  char ibuf[16];
-  const char *ikey;
-  BSON_APPEND_ARRAY_BEGIN(&filter, "$or", &arr);
-  for (size_t i = 0; i < n; i++) {
-    bson_uint32_to_string((uint32_t)i, &ikey, ibuf, sizeof ibuf);
-    BSON_APPEND_DOCUMENT(&arr, ikey, keys[i]);
-  }
-  bson_append_array_end(&filter, &arr);
+  bson_t filter = BSON_INITIALIZER;
+  rtu_store_keys_filter(p, keys, n, &filter);
   bson_t **found;
   ssize_t *pos;
   size_t m;

@@ -309,30 +309,8 @@ static rtu_err_t mongo_find_keys(rtu_store_t *handle, const rtu_projection_t *p,
                                  char *errstr, size_t errstr_size) {
   mongo_t *st = (mongo_t *)handle;
   if (n == 0) return RTU_OK;
-  bson_t filter = BSON_INITIALIZER, arr;
-  char ibuf[16];
-  const char *ikey;
-  if (p->npk == 1) {
-    /* {pk: {$in: [...]}}: one index range scan on a real server. */
-    bson_t in;
-    BSON_APPEND_DOCUMENT_BEGIN(&filter, p->pk_dst[0], &in);
-    BSON_APPEND_ARRAY_BEGIN(&in, "$in", &arr);
-    for (size_t i = 0; i < n; i++) {
-      bson_iter_t it;
-      bson_uint32_to_string((uint32_t)i, &ikey, ibuf, sizeof ibuf);
-      if (bson_iter_init(&it, keys[i]) && bson_iter_next(&it))
-        bson_append_iter(&arr, ikey, -1, &it);
-    }
-    bson_append_array_end(&in, &arr);
-    bson_append_document_end(&filter, &in);
-  } else {
-    BSON_APPEND_ARRAY_BEGIN(&filter, "$or", &arr);
-    for (size_t i = 0; i < n; i++) {
-      bson_uint32_to_string((uint32_t)i, &ikey, ibuf, sizeof ibuf);
-      BSON_APPEND_DOCUMENT(&arr, ikey, keys[i]);
-    }
-    bson_append_array_end(&filter, &arr);
-  }
+  bson_t filter = BSON_INITIALIZER;
+  rtu_store_keys_filter(p, keys, n, &filter);
   bson_t opts = BSON_INITIALIZER;
   BSON_APPEND_INT32(&opts, "batchSize", (int32_t)(n < 100000 ? n + 1 : 100000));
   mongoc_collection_t *coll = mongoc_database_get_collection(st->db, p->destination);
