@@ -32,26 +32,63 @@ def ratios(med, contenders):
         print("ratio=%s/rtu %s" % (c.name, " ".join(out)), flush=True)
 
 
-def plot(path, sweep, contenders, scenario):
+def _pyplot():
     try:
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
         fail("--plot needs matplotlib (python3-matplotlib, tools/install-deps)")
-    ns = sorted(sweep)
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for c in contenders:
-        ax1.plot(ns, [sweep[n][c.name]["cpu_us_per_msg"] for n in ns], marker="o", label=c.name)
-        ax2.plot(ns, [sweep[n][c.name]["peak_rss_mib"] for n in ns], marker="o", label=c.name)
-    for ax, title in ((ax1, "CPU per message (µs)"), (ax2, "peak RSS (MiB)")):
+    return plt
+
+
+def plot(path, sweep, contenders, scenario, axis="messages", title=None):
+    """CPU per message and peak RSS (and lookups per 1,000 messages for food)
+    against the swept value (AXIS: messages, keys or fan-out), one line per
+    contender; SWEEP maps each value to {contender: medians}."""
+    plt = _pyplot()
+    xs = sorted(sweep)
+    panels = [("cpu_us_per_msg", "CPU per message (µs)"), ("peak_rss_mib", "peak RSS (MiB)")]
+    if scenario == "food":
+        panels.append(("lookups_per_1000", "lookups per 1,000 messages"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2))
+    for ax, (field, label) in zip(axes, panels):
+        for c in contenders:
+            ax.plot(xs, [sweep[x][c.name][field] for x in xs], marker="o", label=c.name)
         ax.set_xscale("log")
-        ax.set_xlabel("messages")
-        ax.set_title(title)
+        ax.set_xticks(xs)
+        ax.set_xticklabels(["{:,}".format(x) for x in xs])
+        ax.minorticks_off()
+        ax.set_xlabel(axis)
+        ax.set_title(label)
         ax.set_ylim(bottom=0)
         ax.grid(True, alpha=0.3)
         ax.legend()
-    fig.suptitle("tools/bench, scenario %s: medians per message count" % scenario)
+    fig.suptitle(title or "tools/bench, scenario %s: medians per %s" % (scenario, axis))
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    say("plot written to %s" % path)
+
+
+def plot_memory(path, results, contenders, title):
+    """Resident memory and messages applied against time, a line per run and
+    contender (RESULTS: {contender: [runs]}, each with its _samples)."""
+    plt = _pyplot()
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4.2))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for k, c in enumerate(contenders):
+        for i, r in enumerate(results[c.name]):
+            t = [s[0] for s in r["_samples"]]
+            label = c.name if i == 0 else None
+            ax1.plot(t, [s[1] for s in r["_samples"]], color=colors[k % len(colors)], label=label)
+            ax2.plot(t, [s[2] for s in r["_samples"]], color=colors[k % len(colors)], label=label)
+    for ax, label in ((ax1, "resident memory (MiB)"), (ax2, "messages applied (committed)")):
+        ax.set_xlabel("seconds since start")
+        ax.set_title(label)
+        ax.set_ylim(bottom=0)
+        ax.grid(True, alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     say("plot written to %s" % path)

@@ -111,13 +111,46 @@ FOOD_PK = {"pr_registry": ["ID_USER"], "pr_restaurants": ["ID_RESTAURANT"],
 ORDER_STATUS = ["CREATED", "ACCEPTED", "PREPARING", "DELIVERING", "DELIVERED"]
 
 
-def food_records(k, rng):
-    """The K records (projection, after image), parents before children."""
+def food_counts(k, fan_out=0):
+    """Records per projection for K keys. Without a fan-out, FOOD_SHARES. With
+    fan-out F, each restaurant has F orders and each dish F order lines (the
+    records a change of it finds on the way to its single views): users,
+    reviews and dish-allergens keep their shares, orders and lines share the
+    rest 30:21 with their restaurants and dishes (O + O/F + L + L/F)."""
     counts = {"pr_allergens": min(14, k)}
     rest = max(0, k - counts["pr_allergens"])
-    for name, share in FOOD_SHARES:
-        counts[name] = max(1, int(rest * share)) if rest else 0
-    counts["pr_orders"] += rest - sum(c for n, c in counts.items() if n != "pr_allergens")
+    if not fan_out:
+        for name, share in FOOD_SHARES:
+            counts[name] = max(1, int(rest * share)) if rest else 0
+        counts["pr_orders"] += rest - sum(c for n, c in counts.items() if n != "pr_allergens")
+        return counts
+    shares = dict(FOOD_SHARES)
+    for name in ("pr_registry", "pr_reviews", "pr_dishes_allergens"):
+        counts[name] = max(1, int(rest * shares[name]))
+    left = rest - sum(counts[n] for n in ("pr_registry", "pr_reviews", "pr_dishes_allergens"))
+    chain = left * fan_out / (fan_out + 1.0)
+    lines = max(fan_out, int(chain * 21 / 51))
+    counts["pr_dishes"] = max(1, lines // fan_out)
+    counts["pr_orders_dishes"] = counts["pr_dishes"] * fan_out
+    # a dish's allergens are distinct: at most half of them per dish
+    cap = counts["pr_dishes"] * len(ALLERGENS) // 2
+    if counts["pr_dishes_allergens"] > cap:
+        counts["pr_registry"] += counts["pr_dishes_allergens"] - cap
+        counts["pr_dishes_allergens"] = cap
+    orders = left - counts["pr_dishes"] - counts["pr_orders_dishes"]
+    counts["pr_restaurants"] = max(1, orders // (fan_out + 1))
+    counts["pr_orders"] = counts["pr_restaurants"] * fan_out
+    counts["pr_registry"] += orders - counts["pr_restaurants"] - counts["pr_orders"]
+    if min(counts.values()) < 1:
+        raise ValueError("%d keys are too few for a fan-out of %d" % (k, fan_out))
+    return counts
+
+
+def food_records(k, rng, fan_out=0):
+    """The K records (projection, after image), parents before children; with
+    a fan-out (food_counts), orders go round the restaurants and lines round
+    the dishes, so that each has exactly F."""
+    counts = food_counts(k, fan_out)
     recs = []
     for a in ALLERGENS[:counts["pr_allergens"]]:
         recs.append(("pr_allergens", {"ID_ALLERGEN": a, "NAME": "Allergen " + a,
@@ -152,7 +185,7 @@ def food_records(k, rng):
     base_order = 1785623401234567169
     order_rest = {}
     for o in range(counts["pr_orders"]):
-        r = rng.randrange(nrest)
+        r = o % nrest if fan_out else rng.randrange(nrest)
         order_rest[o] = r
         recs.append(("pr_orders", {
             "ID_ORDER": base_order + o, "ID_USER_ORDER": "user-%07d" % rng.randrange(nuser),
@@ -162,7 +195,7 @@ def food_records(k, rng):
     for i in range(counts["pr_orders_dishes"]):
         recs.append(("pr_orders_dishes", {
             "ID_ORDER_DISH": 5001 + i, "ID_ORDER": base_order + rng.randrange(norder),
-            "ID_DISH": "dish-%06d" % rng.randrange(ndish),
+            "ID_DISH": "dish-%06d" % (i % ndish if fan_out else rng.randrange(ndish)),
             "ID_DISH_SUBSTITUTE": "dish-%06d" % rng.randrange(ndish) if i % 10 == 0 else None,
             "QUANTITY": 1 + i % 3, "UNIT_PRICE": 8.5, "NOTES": None}))
     for i in range(counts["pr_reviews"]):
@@ -198,16 +231,28 @@ def food_update(proj, after, i):
     return a
 
 
-def food_messages(n, k, partitions, out, rng):
-    recs = food_records(k, rng)
+def food_messages(n, k, partitions, out, rng, fan_out=0):
+    recs = food_records(k, rng, fan_out)
     k = len(recs)
     current = [None] * k
     expected = {}
     lsn = 24024432
+    # with a fan-out, updates go to the projections in FOOD_SHARES' proportions
+    # whatever their record counts, so that only what a change finds grows
+    by_proj = {}
+    for r, (proj, _) in enumerate(recs):
+        by_proj.setdefault(proj, []).append(r)
+    names = [name for name, _ in FOOD_SHARES if name in by_proj]
+    weights = [share for name, share in FOOD_SHARES if name in by_proj]
     for i in range(n):
         # the first K messages create every record (parents first), the others
         # update records at random
-        r = i if i < k else rng.randrange(k)
+        if i < k:
+            r = i
+        elif fan_out:
+            r = rng.choice(by_proj[rng.choices(names, weights)[0]])
+        else:
+            r = rng.randrange(k)
         proj, after = recs[r]
         before = current[r]
         new = after if before is None else food_update(proj, before, i)
@@ -257,7 +302,7 @@ def food_env():
 # ---------------------------------------------------------------------------
 # the scenario of a run
 
-def generate(a, n, keys, tmp, rng):
+def generate(a, n, keys, tmp, rng, fan_out=0):
     msgs = os.path.join(tmp, "messages.jsonl")
     t = time.monotonic()
     with open(msgs, "w") as out:
@@ -271,7 +316,7 @@ def generate(a, n, keys, tmp, rng):
                 probs = count_check(db, expected, {"items": "items"})
                 return probs or basic_check(db, last, crng)
         else:
-            expected = food_messages(n, keys, a.partitions, out, rng)
+            expected = food_messages(n, keys, a.partitions, out, rng, fan_out)
             ingest, outputs = food_topics(a.partitions)
             env = food_env()
 

@@ -50,12 +50,15 @@ def one_run(a, run_no, c, env_base, servers, tools, topics, n, check):
             "_from_start": not run.assigned}
 
 
-def throughput(a, contenders, tools, tmp, n, keys):
-    """All runs of one message count; returns {contender: medians}."""
+def throughput(a, contenders, tools, tmp, n, keys, fan_out=0):
+    """All runs of one point of a sweep (a message count, a key count or a
+    fan-out); returns {contender: medians}."""
     rng = random.Random(a.seed)
-    tmp = os.path.join(tmp, "n%d" % n)   # the servers' files, per message count
+    # the servers' files, per point
+    tmp = os.path.join(tmp, "n%d-k%d-f%d" % (n, keys, fan_out))
     os.makedirs(tmp)
-    msgs, ingest, outputs, env, check = generate(a, n, keys, tmp, rng)
+    msgs, ingest, outputs, env, check = generate(a, n, keys, tmp, rng, fan_out)
+    point = "messages=%d keys=%d" % (n, keys) + (" fan_out=%d" % fan_out if fan_out else "")
     servers = None
     results = {c.name: [] for c in contenders}
     try:
@@ -70,8 +73,8 @@ def throughput(a, contenders, tools, tmp, n, keys):
             for c in contenders[k:] + contenders[:k]:
                 r = one_run(a, i, c, env, servers, tools, ingest, n, check)
                 results[c.name].append(r)
-                print("run=%d contender=%s scenario=%s messages=%d keys=%d %s" % (
-                    i, c.name, a.scenario, n, keys, fmt(r)), flush=True)
+                print("run=%d contender=%s scenario=%s %s %s" % (
+                    i, c.name, a.scenario, point, fmt(r)), flush=True)
                 if a.verbose:
                     say("run %d %s: %.1f s from %s to the last commit; server counts %s; "
                         "CPU %s" % (i, c.name, r["_wall"],
@@ -85,7 +88,7 @@ def throughput(a, contenders, tools, tmp, n, keys):
     for c in contenders:
         rs = results[c.name]
         med[c.name] = {f: statistics.median(r[f] for r in rs) for f in FIELDS}
-        print("contender=%s scenario=%s messages=%d keys=%d runs=%d %s" % (
-            c.name, a.scenario, n, keys, len(rs), fmt(med[c.name])), flush=True)
+        print("contender=%s scenario=%s %s runs=%d %s" % (
+            c.name, a.scenario, point, len(rs), fmt(med[c.name])), flush=True)
     ratios(med, contenders)
     return med
