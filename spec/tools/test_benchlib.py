@@ -83,6 +83,21 @@ class FanOut(unittest.TestCase):
         self.assertGreater(len(set(orders.values())), 5)
 
 
+class BasicFold(unittest.TestCase):
+    def records(self, n, k, partitions, set_size):
+        return scenarios.basic_messages(n, k, partitions, io.StringIO(), set_size)[2]
+
+    def test_records_are_the_distinct_keys_of_each_set(self):
+        # one partition, one set: every key once
+        self.assertEqual(self.records(5000, 300, 1, 5000), 300)
+        # distinct keys: nothing folds
+        self.assertEqual(self.records(5000, 5000, 12, 100), 5000)
+        # sets of 1: one record a message
+        self.assertEqual(self.records(3000, 10, 4, 1), 3000)
+        # one partition, sets of 1000 over 250 keys visited in a cycle: 250 a set
+        self.assertEqual(self.records(4000, 250, 1, 1000), 1000)
+
+
 class Memory(unittest.TestCase):
     def test_summary(self):
         samples = [(1.0, 20.0, 0), (2.0, 60.5, 1000), (3.0, 41.0, 3000)]

@@ -73,6 +73,7 @@ class Running:
         self.t_start = time.monotonic()
         self.proc = spawn(cmd, env=env, stdout=subprocess.PIPE, stderr=self.log, cwd=c.cwd)
         self.assigned = []
+        self.cpu_assigned = None   # CPU seconds when it logged its assignment
         self.lines = []
         self.th = threading.Thread(target=self._read, daemon=True)
         self.th.start()
@@ -82,6 +83,10 @@ class Running:
             self.lines.append(raw)
             if not self.assigned and self.c.marker and self.c.marker in raw:
                 self.assigned.append(time.monotonic())
+                try:   # what the start cost, for --verbose
+                    self.cpu_assigned = read_proc(self.proc.pid)[0]
+                except OSError:
+                    pass
 
     def tail(self):
         return b"".join(self.lines[-40:]).decode("utf-8", "replace")

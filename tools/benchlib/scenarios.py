@@ -48,9 +48,13 @@ BASIC_MAP_TABLE = {
 }
 
 
-def basic_messages(n, k, partitions, out):
-    """Writes the JSON lines; returns (expected docs, {key: last value})."""
+def basic_messages(n, k, partitions, out, set_size=1000):
+    """Writes the JSON lines; returns (expected docs, {key: last value},
+    records: the distinct keys of each message set summed, i.e. the records
+    rtu writes when each set is one partition run)."""
     last = {}
+    sets = {}   # partition -> [messages in its open set, keys in it]
+    records = 0
     for i in range(n):
         key = (i * 7919) % k
         kt = '{"ID":%d}' % key
@@ -58,10 +62,18 @@ def basic_messages(n, k, partitions, out):
                "PRICE": "%d.%02d" % (i % 97, i % 100), "ACTIVE": "true" if i % 2 else "false",
                "UPDATED": "2024-03-01T10:%02d:%02dZ" % (i // 60 % 60, i % 60)}
         vt = json.dumps(val, separators=(",", ":"))
+        part = part_of(kt, partitions)
         out.write('{"topic":"%s","partition":%d,"key":%s,"value":%s,"timestamp":%d}\n'
-                  % (BASIC_TOPIC, part_of(kt, partitions), json.dumps(kt), json.dumps(vt), T0 + i))
+                  % (BASIC_TOPIC, part, json.dumps(kt), json.dumps(vt), T0 + i))
         last[key] = val
-    return {"items": len(last)}, last
+        open_set = sets.setdefault(part, [0, set()])
+        if open_set[0] == set_size:
+            records += len(open_set[1])
+            open_set[0], open_set[1] = 0, set()
+        open_set[0] += 1
+        open_set[1].add(key)
+    records += sum(len(keys) for _, keys in sets.values())
+    return {"items": len(last)}, last, records
 
 
 def basic_env(cfg_dir):
@@ -307,7 +319,7 @@ def generate(a, n, keys, tmp, rng, fan_out=0):
     t = time.monotonic()
     with open(msgs, "w") as out:
         if a.scenario == "basic":
-            expected, last = basic_messages(n, keys, a.partitions, out)
+            expected, last, records = basic_messages(n, keys, a.partitions, out, a.set_size)
             ingest, outputs = [BASIC_TOPIC], []
             env = basic_env(os.path.join(tmp, "cfg"))
             crng = random.Random(a.seed + 1)
@@ -316,6 +328,7 @@ def generate(a, n, keys, tmp, rng, fan_out=0):
                 probs = count_check(db, expected, {"items": "items"})
                 return probs or basic_check(db, last, crng)
         else:
+            records = None
             expected = food_messages(n, keys, a.partitions, out, rng, fan_out)
             ingest, outputs = food_topics(a.partitions)
             env = food_env()
@@ -328,6 +341,9 @@ def generate(a, n, keys, tmp, rng, fan_out=0):
     say("generated %d messages over %d keys in %.1f s (%s)" % (
         n, sum(expected.values()), time.monotonic() - t,
         ", ".join("%s=%d" % kv for kv in sorted(expected.items()))))
+    if records is not None:
+        say("sets of %d fold to %d records written (%.0f per 1,000 messages)" % (
+            a.set_size, records, records * 1000.0 / n))
     return msgs, ingest, outputs, env, check
 
 

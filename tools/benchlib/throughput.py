@@ -46,7 +46,8 @@ def one_run(a, run_no, c, env_base, servers, tools, topics, n, check):
             "mongo_cmds_per_1000": cmds * 1000.0 / n,
             "lookups_per_1000": lookups * 1000.0 / n,
             "peak_rss_mib": hwm or 0.0,
-            "_stats": mine, "_wall": t_done - t_from, "_cpu": split,
+            "_stats": mine, "_wall": t_done - t_from,
+            "_cpu": dict(split, cpu_s_at_assignment=run.cpu_assigned),
             "_from_start": not run.assigned}
 
 
