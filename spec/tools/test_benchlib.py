@@ -4,6 +4,7 @@ lines, the key count kept, the update mix held to FOOD_SHARES), that a fan-out
 of 0 is the scenario as it was, the memory mode's summary and curve, and the
 options the driver refuses before building anything."""
 import collections
+import contextlib
 import io
 import json
 import os
@@ -17,7 +18,7 @@ ROOT = os.environ.get("RTU_SOURCE_DIR") or os.path.abspath(
 sys.dont_write_bytecode = True
 sys.path.insert(0, os.path.join(ROOT, "tools"))
 
-from benchlib import memory, scenarios  # noqa: E402
+from benchlib import memory, report, scenarios  # noqa: E402
 
 
 def messages(n, k, fan_out, seed=1):
@@ -115,6 +116,24 @@ class Memory(unittest.TestCase):
         text = memory.curve_text(samples, 10)
         self.assertEqual(text.split(), ["10:20.0:1000", "20:30.0:2000", "23:33.0:2300"])
         self.assertEqual(len(memory.curve_text(samples, 1).split()), 23)
+
+
+class Marginal(unittest.TestCase):
+    def test_fixed_start_and_flat_cost_are_told_apart(self):
+        class C:
+            name = "rtu"
+        # 0.5 s of start and 8 us a message, then 12 us a message past 100,000
+        total = {10000: 0.5e6 + 8 * 10000, 100000: 0.5e6 + 8 * 100000,
+                 1000000: 0.5e6 + 8 * 100000 + 12 * 900000}
+        sweep = {n: {"rtu": {"cpu_us_per_msg": t / n}} for n, t in total.items()}
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            report.marginals(sweep, [C])
+        lines = out.getvalue().splitlines()
+        self.assertEqual(lines, [
+            "marginal contender=rtu messages=10000->100000 cpu_us_per_msg=8.00 start_cpu_s=0.50",
+            "marginal contender=rtu messages=100000->1000000 cpu_us_per_msg=12.00 "
+            "start_cpu_s=-3.10"])
 
 
 class Options(unittest.TestCase):

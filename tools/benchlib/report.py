@@ -8,8 +8,8 @@ count, one line per contender; python3-matplotlib). It measures nothing.
 
 from .proc import fail, say
 
-FIELDS = ["msgs_per_s", "cpu_us_per_msg", "mongo_cmds_per_1000", "lookups_per_1000",
-          "peak_rss_mib"]
+FIELDS = ["msgs_per_s", "cpu_us_per_msg", "cpu_after_start_us_per_msg", "mongo_cmds_per_1000",
+          "lookups_per_1000", "peak_rss_mib"]
 FRESH_FIELDS = ["fresh_write_p50_ms", "fresh_write_p99_ms", "fresh_write_max_ms",
                 "fresh_change_p50_ms", "fresh_change_p99_ms", "fresh_change_max_ms"]
 
@@ -30,6 +30,23 @@ def ratios(med, contenders):
             if r[f] > 0 and (o[f] > 0 or f != "lookups_per_1000"):
                 out.append("%s=%.2f" % (f, o[f] / r[f]))
         print("ratio=%s/rtu %s" % (c.name, " ".join(out)), flush=True)
+
+
+def marginals(sweep, contenders):
+    """After a --messages sweep: the CPU each contender spent per message
+    between two consecutive counts (its total CPU at the larger count less that
+    at the smaller, over the messages between them), and the start it implies
+    (the smaller count's CPU less that many messages at the marginal cost). A
+    cost that grows with the work shows as a growing marginal figure; a fixed
+    cost (the start, a warm-up) does not."""
+    ns = sorted(sweep)
+    for c in contenders:
+        for n1, n2 in zip(ns, ns[1:]):
+            c1 = sweep[n1][c.name]["cpu_us_per_msg"] * n1
+            c2 = sweep[n2][c.name]["cpu_us_per_msg"] * n2
+            marginal = (c2 - c1) / (n2 - n1)
+            print("marginal contender=%s messages=%d->%d cpu_us_per_msg=%.2f start_cpu_s=%.2f"
+                  % (c.name, n1, n2, marginal, (c1 - marginal * n1) / 1e6), flush=True)
 
 
 def _pyplot():
@@ -53,8 +70,14 @@ def plot(path, sweep, contenders, scenario, axis="messages", title=None):
         panels.append(("lookups_per_1000", "lookups per 1,000 messages"))
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 4.2))
     for ax, (field, label) in zip(axes, panels):
-        for c in contenders:
-            ax.plot(xs, [sweep[x][c.name][field] for x in xs], marker="o", label=c.name)
+        for k, c in enumerate(contenders):
+            color = "C%d" % k
+            ax.plot(xs, [sweep[x][c.name][field] for x in xs], marker="o", label=c.name,
+                    color=color)
+            after = "cpu_after_start_us_per_msg"
+            if field == "cpu_us_per_msg" and all(after in sweep[x][c.name] for x in xs):
+                ax.plot(xs, [sweep[x][c.name][after] for x in xs], marker="o", linestyle="--",
+                        color=color, label=c.name + " after its start")
         ax.set_xscale("log")
         ax.set_xticks(xs)
         ax.set_xticklabels(["{:,}".format(x) for x in xs])

@@ -41,14 +41,19 @@ def one_run(a, run_no, c, env_base, servers, tools, topics, n, check):
     if problems:
         fail("run %d: %s: documents do not match: %s" % (run_no, c.name, problems[:3]))
     servers.client.drop_database(dbname)
-    return {"msgs_per_s": n / max(t_done - t_from, 1e-9),
-            "cpu_us_per_msg": cpu_s * 1e6 / n,
-            "mongo_cmds_per_1000": cmds * 1000.0 / n,
-            "lookups_per_1000": lookups * 1000.0 / n,
-            "peak_rss_mib": hwm or 0.0,
-            "_stats": mine, "_wall": t_done - t_from,
-            "_cpu": dict(split, cpu_s_at_assignment=run.cpu_assigned),
-            "_from_start": not run.assigned}
+    r = {"msgs_per_s": n / max(t_done - t_from, 1e-9),
+         "cpu_us_per_msg": cpu_s * 1e6 / n,
+         "mongo_cmds_per_1000": cmds * 1000.0 / n,
+         "lookups_per_1000": lookups * 1000.0 / n,
+         "peak_rss_mib": hwm or 0.0,
+         "_stats": mine, "_wall": t_done - t_from,
+         "_cpu": dict(split, cpu_s_at_assignment=run.cpu_assigned),
+         "_from_start": not run.assigned}
+    if run.cpu_assigned is not None:
+        # without the start (the Lua runtime, the configuration, the group
+        # join), which a short run spreads over few messages
+        r["cpu_after_start_us_per_msg"] = (cpu_s - run.cpu_assigned) * 1e6 / n
+    return r
 
 
 def throughput(a, contenders, tools, tmp, n, keys, fan_out=0):
@@ -88,7 +93,8 @@ def throughput(a, contenders, tools, tmp, n, keys, fan_out=0):
     med = {}
     for c in contenders:
         rs = results[c.name]
-        med[c.name] = {f: statistics.median(r[f] for r in rs) for f in FIELDS}
+        med[c.name] = {f: statistics.median(r[f] for r in rs) for f in FIELDS
+                       if all(f in r for r in rs)}
         print("contender=%s scenario=%s %s runs=%d %s" % (
             c.name, a.scenario, point, len(rs), fmt(med[c.name])), flush=True)
     ratios(med, contenders)
