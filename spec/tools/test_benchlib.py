@@ -133,7 +133,7 @@ class Marginal(unittest.TestCase):
         self.assertEqual(lines, [
             "marginal contender=rtu messages=10000->100000 cpu_us_per_msg=8.00 start_cpu_s=0.50",
             "marginal contender=rtu messages=100000->1000000 cpu_us_per_msg=12.00 "
-            "start_cpu_s=-3.10"])
+            "start_cpu_s=0.10"])
 
 
 class Options(unittest.TestCase):
