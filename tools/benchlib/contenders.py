@@ -10,6 +10,7 @@ peak RSS read just before SIGTERM, the errors it logged), the Node.js peer
 ci) and a second rtu from another commit (build_baseline).
 """
 
+import json
 import os
 import shutil
 import signal
@@ -17,6 +18,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 
 from .proc import ROOT, fail, read_proc, reap, say, spawn
 
@@ -74,6 +76,7 @@ class Running:
         self.proc = spawn(cmd, env=env, stdout=subprocess.PIPE, stderr=self.log, cwd=c.cwd)
         self.assigned = []
         self.cpu_assigned = None   # CPU seconds when it logged its assignment
+        self.http_port = None      # rtu's metrics endpoint, from its log
         self.lines = []
         self.th = threading.Thread(target=self._read, daemon=True)
         self.th.start()
@@ -81,12 +84,34 @@ class Running:
     def _read(self):
         for raw in self.proc.stdout:
             self.lines.append(raw)
+            if self.http_port is None and b'"http listening"' in raw:
+                try:
+                    self.http_port = int(json.loads(raw)["port"])
+                except (ValueError, KeyError):
+                    pass
             if not self.assigned and self.c.marker and self.c.marker in raw:
                 self.assigned.append(time.monotonic())
                 try:   # what the start cost, for --verbose
                     self.cpu_assigned = read_proc(self.proc.pid)[0]
                 except OSError:
                     pass
+
+    def metric(self, name):
+        """The sum of a counter over its labels from rtu's /-/metrics, or None
+        (not rtu, or no answer)."""
+        if self.http_port is None:
+            return None
+        try:
+            with urllib.request.urlopen("http://127.0.0.1:%d/-/metrics" % self.http_port,
+                                        timeout=10) as f:
+                text = f.read().decode()
+        except OSError:
+            return None
+        total = 0.0
+        for line in text.splitlines():
+            if line.startswith(name + "{") or line.startswith(name + " "):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
 
     def tail(self):
         return b"".join(self.lines[-40:]).decode("utf-8", "replace")

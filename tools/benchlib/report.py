@@ -9,7 +9,7 @@ count, one line per contender; python3-matplotlib). It measures nothing.
 from .proc import fail, say
 
 FIELDS = ["msgs_per_s", "cpu_us_per_msg", "cpu_after_start_us_per_msg", "mongo_cmds_per_1000",
-          "lookups_per_1000", "peak_rss_mib"]
+          "lookups_per_1000", "changes_per_1000", "peak_rss_mib"]
 FRESH_FIELDS = ["fresh_write_p50_ms", "fresh_write_p99_ms", "fresh_write_max_ms",
                 "fresh_change_p50_ms", "fresh_change_p99_ms", "fresh_change_max_ms"]
 

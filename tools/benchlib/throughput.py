@@ -30,6 +30,7 @@ def one_run(a, run_no, c, env_base, servers, tools, topics, n, check):
     servers.stats(reset=True)
     run = Running(a, c, env, servers, "%s-%d" % (c.name, run_no))
     t_done = wait_committed(a, run, servers, tools, group, topics, run_no)
+    changes = run.metric("rtu_projection_changes_total")
     cpu_s, hwm, split = run.stop(run_no)
     stats = servers.stats(reset=True)
     mine = dict(stats.get(c.app, {}))
@@ -49,6 +50,8 @@ def one_run(a, run_no, c, env_base, servers, tools, topics, n, check):
          "_stats": mine, "_wall": t_done - t_from,
          "_cpu": dict(split, cpu_s_at_assignment=run.cpu_assigned),
          "_from_start": not run.assigned}
+    if changes is not None and a.scenario == "food":
+        r["changes_per_1000"] = changes * 1000.0 / n
     if run.cpu_assigned is not None:
         # without the start (the Lua runtime, the configuration, the group
         # join), which a short run spreads over few messages
