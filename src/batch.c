@@ -93,6 +93,10 @@ struct rtu_batch_s {
   outcome_t *outcomes; /* per group, for the strategies stage */
   size_t events_cap, writes_cap;
   int64_t outputs_done; /* pr-updates of messages below it were acknowledged already */
+  /* A worker's own OID context: libbson's default one calls getpid() for every
+   * OID to notice a fork, a system call per record written. A batch is used by
+   * one worker thread at a time and rtu never forks, so it needs neither. */
+  bson_context_t *oids;
 };
 
 rtu_batch_t *rtu_batch_new(const rtu_config_t *cfg, rtu_script_t *script, rtu_store_t *store) {
@@ -102,7 +106,10 @@ rtu_batch_t *rtu_batch_new(const rtu_config_t *cfg, rtu_script_t *script, rtu_st
   b->script = script;
   b->store = store;
   b->stage = rtu_stage_new(cfg, script, store);
-  if (!b->stage) {
+  b->oids = bson_context_new(BSON_CONTEXT_NONE);
+  if (!b->stage || !b->oids) {
+    rtu_stage_free(b->stage);
+    if (b->oids) bson_context_destroy(b->oids);
     free(b);
     return NULL;
   }
@@ -193,6 +200,7 @@ void rtu_batch_free(rtu_batch_t *b) {
   if (!b) return;
   release(b);
   rtu_stage_free(b->stage);
+  bson_context_destroy(b->oids);
   free(b);
 }
 
@@ -803,7 +811,7 @@ static size_t build_writes(rtu_batch_t *b, const rtu_msg_t *msgs, size_t ngroups
   res->stale = 0;
   for (size_t g = 0; g < ngroups; g++) {
     simulate(b, &b->groups[g], msgs, limit, &o);
-    bson_oid_init(&o.oid, NULL);
+    bson_oid_init(&o.oid, b->oids);
     b->outcomes[g] = o;
     res->stale += o.stale;
     if (o.last_event < 0) continue;
