@@ -9,5 +9,6 @@ docstring says what it measures and how to read it).
   throughput   the default mode: everything produced first, runs and medians
   freshness    --rate
   scale        --scale (rebalances)
-  report       printed figures, ratios, --plot
+  memory       --duration (resident memory sampled behind a backlog)
+  report       printed figures, ratios, marginal costs of a sweep, --plot
 """
