@@ -938,6 +938,21 @@ static void observe(rtu_hist_t h, int64_t *t0) {
   *t0 = t1;
 }
 
+/* A whole command refused for a reason of configuration (credentials, a role
+ * without the right, an unsatisfiable write concern) is no outage to wait out and
+ * no fault of a message: the run stops at its first message, named as such, and
+ * so does its partition (never dead-lettered). Returned as it is, a run result
+ * without a failure would let the consumer commit past messages never applied. */
+static rtu_err_t stop_if_refused(rtu_err_t rc, const rtu_msg_t *msgs, rtu_run_result_t *res) {
+  if (rc != RTU_ERR_CONFIG) return rc;
+  char cause[sizeof res->cause];
+  snprintf(cause, sizeof cause, "%s", res->cause);
+  rtu_run_fail_at(res, RTU_ERR_CONFIG, &msgs[0], cause);
+  res->next_offset = res->fail_offset;
+  res->applied = res->stale = res->skipped = 0;
+  return RTU_OK;
+}
+
 rtu_err_t rtu_batch_run(rtu_batch_t *b, size_t projection, const rtu_msg_t *msgs, size_t n,
                         rtu_deferred_t *defer, rtu_run_result_t *res) {
   const rtu_projection_t *p = &b->cfg->projections[projection];
@@ -964,14 +979,17 @@ rtu_err_t rtu_batch_run(rtu_batch_t *b, size_t projection, const rtu_msg_t *msgs
   rc = read_stored(b, p, ngroups, strategies || pr_updates, res);
   if (rc != RTU_OK) {
     record_unmapped(b, projection, false, res);
-    return rc;
+    return stop_if_refused(rc, msgs, res);
   }
   find_conflicts(b, msgs, ngroups, &limit, res);
   int64_t now = rtu_now_ms();
   rc = write_records(b, p, msgs, ngroups, limit, now, &nwrites, res);
   rtu_err_t urc = record_unmapped(b, projection, rc == RTU_OK, res);
   if (rc == RTU_OK) rc = urc;
-  if (rc != RTU_OK) goto done;
+  if (rc != RTU_OK) {
+    rc = stop_if_refused(rc, msgs, res);
+    goto done;
+  }
   read_statuses(b, msgs, nwrites, res);
   observe(RTU_H_STORAGE, &t0);
 
