@@ -15,6 +15,7 @@
 
 #include "bson_lua.h"
 #include "bson_raw.h"
+#include "map_fast.h"
 #include "script_state.h"
 #include "store.h"
 
@@ -167,6 +168,42 @@ static bool map_runs_user_code(rtu_script_t *s, size_t projection) {
   return user;
 }
 
+/* The C path's plan for projection p, NULL when its messages all go through
+ * Lua: user code (which could see the difference), notes of unmapped fields (the
+ * pipeline's), or a mapping map_fast.c does not run. Decided once per projection. */
+static const rtu_map_fast_t *fast_plan(rtu_script_t *s, size_t projection, bool runtime_only) {
+  if (!runtime_only || !s->map_fast_on || s->notes_ref != LUA_NOREF) return NULL;
+  if (!s->map_fast) {
+    s->map_fast = calloc(s->cfg->nprojections, sizeof *s->map_fast);
+    s->map_fast_tried = calloc(s->cfg->nprojections, 1);
+    if (!s->map_fast || !s->map_fast_tried) {
+      free(s->map_fast);
+      free(s->map_fast_tried);
+      s->map_fast = NULL;
+      s->map_fast_tried = NULL;
+      return NULL; /* the Lua path maps everything */
+    }
+  }
+  if (!s->map_fast_tried[projection]) {
+    s->map_fast_tried[projection] = 1;
+    s->map_fast[projection] = rtu_map_fast_plan(s->cfg, &s->cfg->projections[projection]);
+  }
+  return s->map_fast[projection];
+}
+
+void rtu_script_map_set_fast(rtu_script_t *s, bool on) { s->map_fast_on = on; }
+
+void rtu_script_map_release(rtu_script_t *s) {
+  for (size_t i = 0; s->map_fast && i < s->cfg->nprojections; i++)
+    rtu_map_fast_free(s->map_fast[i]);
+  free(s->map_fast);
+  free(s->map_fast_tried);
+  free(s->map_kind);
+  s->map_fast = NULL;
+  s->map_fast_tried = NULL;
+  s->map_kind = NULL;
+}
+
 /* The operation of the change at chg into out->op; RTU_ERR_FATAL for one the
  * pipeline cannot return. */
 static rtu_err_t take_op(lua_State *L, int chg, int names, rtu_mapped_t *out, char *errstr,
@@ -252,6 +289,11 @@ rtu_err_t rtu_script_map(rtu_script_t *s, size_t projection, const rtu_msg_t *ms
   rtu_err_t err = RTU_OK;
 
   bool runtime_only = !map_runs_user_code(s, projection);
+  const rtu_map_fast_t *fast = fast_plan(s, projection, runtime_only);
+  if (fast) {
+    if (rtu_map_fast(fast, msg, out)) return RTU_OK;
+    rtu_mapped_reset(out); /* the Lua path decides, from the start */
+  }
   lua_rawgeti(L, LUA_REGISTRYINDEX, s->names_ref);
   int names = top + 1;
   lua_rawgeti(L, names, N_COUNT + (lua_Integer)projection + 1);

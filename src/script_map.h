@@ -53,6 +53,12 @@ void rtu_mapped_destroy(rtu_mapped_t *m);
 rtu_err_t rtu_script_map(rtu_script_t *s, size_t projection, const rtu_msg_t *msg,
                          rtu_mapped_t *out, char *errstr, size_t errstr_size);
 
+/* Whether rtu_script_map may take the C path of map_fast.c (on by default); a
+ * test turns it off to map the same messages through Lua only. */
+void rtu_script_map_set_fast(rtu_script_t *s, bool on);
+/* Frees what the mapping keeps per projection (rtu_script_free). */
+void rtu_script_map_release(rtu_script_t *s);
+
 /* The unmapped and uncastable fields the mapping met since the previous call for
  * this projection (an array of *n in *out, to free with rtu_unmapped_free), and
  * forgets them; none when neither LOGGING_UNMAPPED_FIELDS nor

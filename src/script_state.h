@@ -28,6 +28,9 @@ struct rtu_script_s {
   int names_ref;   /* the names the core reads and writes, as Lua strings (script_map.c) */
   int notes_ref;   /* the pipeline's notes of unmapped fields, LUA_NOREF when off */
   unsigned char *map_kind; /* per projection: 0 not known yet, runtime only, user code */
+  bool map_fast_on;        /* the C path may map (script_map.c) */
+  struct rtu_map_fast_s **map_fast; /* per projection: its plan, NULL for Lua only */
+  unsigned char *map_fast_tried;    /* per projection: the plan was looked for */
   int identify_ref; /* rtu.changes identify function, LUA_NOREF when strategies are off */
   int db_ref;       /* the read-only db object handed to strategies */
   bool *involved;   /* per projection: can trigger a single view */

@@ -34,7 +34,12 @@ struct rtu_stage_s {
 /* A call of the stage reads at most this many documents at once (whole runs, so
  * a run alone may exceed it): the Lua heap of a merged identify call and its
  * lookups' answers grow with it, a poll's documents do not reach it whole. */
-#define STAGE_MAX_DOCS 512
+#define STAGE_MAX_DOCS_DEFAULT 512
+static size_t stage_max_docs(bool whole) {
+  static size_t v[2];
+  if (!v[whole]) { const char *e = getenv(whole ? "RTU_DBG_STAGE_MAX_WHOLE" : "RTU_DBG_STAGE_MAX"); v[whole] = e ? (size_t)atol(e) : STAGE_MAX_DOCS_DEFAULT; }
+  return v[whole];
+}
 
 rtu_stage_t *rtu_stage_new(const rtu_config_t *cfg, rtu_script_t *script, rtu_store_t *store) {
   rtu_stage_t *s = calloc(1, sizeof *s);
@@ -331,10 +336,15 @@ done:
 
 void rtu_stage_run(rtu_stage_t *s, size_t projection, rtu_deferred_t *const *runs, size_t nruns) {
   size_t i = 0;
+  size_t max = stage_max_docs(rtu_strategies_whole_docs(s->script, projection));
+  if (getenv("RTU_DBG_STAGE")) {
+    size_t nd = 0; for (size_t r = 0; r < nruns; r++) nd += runs[r]->n;
+    fprintf(stderr, "STAGE proj=%zu nruns=%zu ndocs=%zu\n", projection, nruns, nd);
+  }
   while (i < nruns) {
     size_t j = i, ndocs = 0;
     do ndocs += runs[j++]->n;
-    while (j < nruns && ndocs + runs[j]->n <= STAGE_MAX_DOCS);
+    while (j < nruns && ndocs + runs[j]->n <= max);
     i += stage_call(s, projection, runs + i, j - i);
   }
 }

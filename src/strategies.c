@@ -280,6 +280,10 @@ bool rtu_strategies_same_input(const rtu_script_t *s, size_t projection, const b
                                   s->read_fields[projection].n);
 }
 
+bool rtu_strategies_whole_docs(const rtu_script_t *s, size_t projection) {
+  return !s->read_fields || !s->read_fields[projection].names;
+}
+
 bson_t *rtu_strategies_copy_input(const rtu_script_t *s, size_t projection, const bson_t *doc) {
   if (!s->read_fields || !s->read_fields[projection].names) return bson_copy(doc);
   const rtu_projection_t *p = &s->cfg->projections[projection];
@@ -433,7 +437,9 @@ rtu_err_t rtu_strategies_identify(rtu_script_t *s, size_t projection, const bson
   s->db.find = find;
   s->db.find_ctx = find_ctx;
   lua_newtable(L);
+  size_t dbg_before = s->sb.mem_used; s->sb.mem_peak = dbg_before;
   err = identify_call(s, projection, docs, 0, n, n, top + 1, &ids, &nids, errstr, errstr_size);
+  if (getenv("RTU_DBG_STAGE")) fprintf(stderr, "IDENT proj=%zu n=%zu before=%zuK peak=%zuK after=%zuK nids=%zu\n", projection, n, dbg_before >> 10, s->sb.mem_peak >> 10, s->sb.mem_used >> 10, nids);
   if (err != RTU_ERR_SCRIPT) goto done;
   /* The batch failed: which document? Each on its own, in order, with its own
    * time limit; the single views of those before the failing one are kept. When
