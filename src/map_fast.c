@@ -32,6 +32,7 @@ typedef enum {
   CAST_FLOAT,   /* defaultCastToFloat: numbers (an integer stays one), null */
   CAST_BOOLEAN, /* defaultCastStringToBoolean: "true", "false", null */
   CAST_DATE,    /* defaultCastToDate: integer milliseconds in range, null */
+  CAST_USER,    /* a CAST_FUNCTIONS_FOLDER function: the caller's */
 } cast_t;
 
 static const struct {
@@ -238,7 +239,8 @@ static bool read_text(const char *text, size_t len, const want_t *want) {
 
 /* ---- the plan ------------------------------------------------------------ */
 
-rtu_map_fast_t *rtu_map_fast_plan(const rtu_config_t *cfg, const rtu_projection_t *p) {
+rtu_map_fast_t *rtu_map_fast_plan(const rtu_config_t *cfg, const rtu_projection_t *p,
+                                  const bool *user) {
   if (strcmp(cfg->adapter, "debezium") || p->nfields == 0 || p->nfields > FAST_MAX_FIELDS ||
       p->npk == 0)
     return NULL;
@@ -252,8 +254,9 @@ rtu_map_fast_t *rtu_map_fast_plan(const rtu_config_t *cfg, const rtu_projection_
   for (size_t i = 0; i < p->nfields; i++) {
     size_t k = 0;
     while (k < sizeof CASTS / sizeof *CASTS && strcmp(CASTS[k].name, p->fields[i].cast)) k++;
-    if (k == sizeof CASTS / sizeof *CASTS) goto no;
-    m->casts[i] = CASTS[k].cast;
+    if (user && user[i]) m->casts[i] = CAST_USER;
+    else if (k == sizeof CASTS / sizeof *CASTS) goto no;
+    else m->casts[i] = CASTS[k].cast;
     for (size_t j = 0; j < i; j++) /* a shared destination, or a source read twice */
       if (!strcmp(p->fields[j].dst, p->fields[i].dst) || !strcmp(p->fields[j].src, p->fields[i].src))
         goto no;
@@ -261,7 +264,9 @@ rtu_map_fast_t *rtu_map_fast_plan(const rtu_config_t *cfg, const rtu_projection_
   for (size_t k = 0; k < p->npk; k++) {
     size_t i = 0;
     while (i < p->nfields && strcmp(p->fields[i].src, p->pk_src[k])) i++;
-    if (i == p->nfields) goto no; /* the pipeline's map_key names what is missing */
+    /* the pipeline's map_key names what is missing; a user's cast of a key would
+     * run twice a message */
+    if (i == p->nfields || m->casts[i] == CAST_USER) goto no;
     m->pk_field[k] = i;
   }
   return m;
@@ -284,6 +289,7 @@ void rtu_map_fast_free(rtu_map_fast_t *m) {
  * defaultIdentity never); false for what the C path leaves to Lua: numbers to
  * text, text to numbers or dates, objects and arrays, what a cast refuses. */
 static bool cast_value(cast_t cast, val_t *v) {
+  if (cast == CAST_USER) return true;
   if (v->kind == V_OBJ || v->kind == V_ARR || (v->kind == V_STR && v->escaped)) return false;
   if (v->kind == V_NULL) return true; /* every built-in gives null back */
   switch (cast) {
@@ -303,6 +309,7 @@ static bool cast_value(cast_t cast, val_t *v) {
     else if (v->n == 5 && !memcmp(v->s, "false", 5)) v->kind = V_FALSE;
     else return false;
     return true;
+  case CAST_USER: return true; /* any value: the caller's function converts it */
   case CAST_DATE:
     /* new Date(ms): TimeClip keeps integers within 8.64e15 */
     if (v->kind != V_INT || v->i < -8640000000000000LL || v->i > 8640000000000000LL) return false;
@@ -420,7 +427,8 @@ static bool read_key(const rtu_msg_t *msg, const want_t *key, bool *has) {
   return true;
 }
 
-bool rtu_map_fast(const rtu_map_fast_t *m, const rtu_msg_t *msg, rtu_mapped_t *out) {
+bool rtu_map_fast(const rtu_map_fast_t *m, const rtu_msg_t *msg, rtu_mapped_t *out,
+                  rtu_map_fast_cast_fn cast, void *ctx) {
   const rtu_projection_t *p = m->p;
   size_t nf = p->nfields, npk = p->npk;
   const char *fnames[FAST_MAX_FIELDS], *knames[FAST_MAX_FIELDS + 2];
@@ -476,9 +484,18 @@ bool rtu_map_fast(const rtu_map_fast_t *m, const rtu_msg_t *msg, rtu_mapped_t *o
   rtu_bson_raw_t raw;
   rtu_bson_raw_init(&raw);
   for (size_t i = 0; i < nf; i++) {
-    if (fvals[i].kind == V_ABSENT) continue; /* the pipeline sets it to nil: not written */
+    const val_t *v = &fvals[i];
+    if (v->kind == V_ABSENT) continue; /* the pipeline sets it to nil: not written */
+    if (m->casts[i] == CAST_USER) {
+      /* the user's function, in field order as the pipeline calls it */
+      if (!cast || !cast(ctx, i, v->at, (size_t)(v->end - v->at), &raw, &out->empty_key)) {
+        if (raw.p != raw.local) bson_free(raw.p);
+        return false;
+      }
+      continue;
+    }
     if (!p->fields[i].dst[0]) out->empty_key = true;
-    append_field(&raw, p->fields[i].dst, &fvals[i]);
+    append_field(&raw, p->fields[i].dst, v);
   }
   return rtu_bson_raw_concat(&raw, &out->fields);
 }

@@ -56,6 +56,8 @@ rtu_err_t rtu_script_map(rtu_script_t *s, size_t projection, const rtu_msg_t *ms
 /* Whether rtu_script_map may take the C path of map_fast.c (on by default); a
  * test turns it off to map the same messages through Lua only. */
 void rtu_script_map_set_fast(rtu_script_t *s, bool on);
+/* How many messages the C path mapped in this state. */
+uint64_t rtu_script_map_fast_count(const rtu_script_t *s);
 /* Frees what the mapping keeps per projection (rtu_script_free). */
 void rtu_script_map_release(rtu_script_t *s);
 

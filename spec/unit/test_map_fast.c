@@ -305,7 +305,7 @@ static size_t compare_random(const rtu_config_t *cfg, rtu_script_t *fast, rtu_sc
   for (size_t p = 0; p < cfg->nprojections; p++)
     if (strcmp(cfg->projections[p].name, "pr_registry") &&
         strcmp(cfg->projections[p].name, "pr_restaurants")) /* a user cast: Lua only */
-      plans[p] = rtu_map_fast_plan(cfg, &cfg->projections[p]);
+      plans[p] = rtu_map_fast_plan(cfg, &cfg->projections[p], NULL);
   size_t taken = 0, failures = 0;
   text_t key = {0}, val = {0};
   for (size_t i = 0; i < n; i++) {
@@ -322,7 +322,7 @@ static size_t compare_random(const rtu_config_t *cfg, rtu_script_t *fast, rtu_sc
     map_one(lua, p, &msg, &b);
     if (plans[p]) {
       rtu_mapped_reset(&direct);
-      bool t = rtu_map_fast(plans[p], &msg, &direct);
+      bool t = rtu_map_fast(plans[p], &msg, &direct, NULL, NULL);
       taken += t;
       static int shown;
       if (!t && getenv("SHOW_DEFERRED") && b.rc == RTU_OK && !b.m.skip && shown++ < 8)
@@ -344,6 +344,10 @@ static size_t compare_random(const rtu_config_t *cfg, rtu_script_t *fast, rtu_sc
     }
   }
   CHECK(failures == 0, "%zu of %zu messages mapped differently", failures, n);
+  /* the projections with a user's cast took the C path too (through the state) */
+  CHECK(rtu_script_map_fast_count(fast) > taken, "%llu messages through the state's C path, "
+        "%zu of the projections without a user's cast", (unsigned long long)rtu_script_map_fast_count(fast), taken);
+  CHECK(rtu_script_map_fast_count(lua) == 0);
   for (size_t p = 0; p < cfg->nprojections; p++) rtu_map_fast_free(plans[p]);
   free(plans);
   free(key.s);
@@ -359,7 +363,7 @@ static size_t compare_random(const rtu_config_t *cfg, rtu_script_t *fast, rtu_sc
 static void test_common_form(const rtu_config_t *cfg, rtu_script_t *lua) {
   size_t orders = 0;
   while (strcmp(cfg->projections[orders].name, "pr_orders")) orders++;
-  rtu_map_fast_t *plan = rtu_map_fast_plan(cfg, &cfg->projections[orders]);
+  rtu_map_fast_t *plan = rtu_map_fast_plan(cfg, &cfg->projections[orders], NULL);
   CHECK(plan != NULL, "pr_orders has no C plan");
   if (!plan) return;
   const char *key = "{\"ID_ORDER\":1785623401234567169}";
@@ -378,7 +382,7 @@ static void test_common_form(const rtu_config_t *cfg, rtu_script_t *lua) {
                    .value_len = strlen(value)};
   rtu_mapped_t m;
   rtu_mapped_init(&m);
-  CHECK(rtu_map_fast(plan, &msg, &m), "the common form was left to Lua");
+  CHECK(rtu_map_fast(plan, &msg, &m, NULL, NULL), "the common form was left to Lua");
   outcome_t b;
   rtu_mapped_init(&b.m);
   map_one(lua, orders, &msg, &b);
