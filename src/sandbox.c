@@ -44,7 +44,6 @@ static void *l_alloc(void *ud, void *ptr, size_t osize, size_t nsize) {
   void *p = realloc(ptr, nsize);
   if (!p) return NULL;
   sb->mem_used = sb->mem_used - old + nsize;
-  if (sb->mem_used > sb->mem_peak) sb->mem_peak = sb->mem_used;
   return p;
 }
 

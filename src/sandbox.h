@@ -19,7 +19,6 @@ typedef struct {
   lua_State *L;
   const char *lua_dir; /* the runtime modules (rtu.*), kept by the caller */
   size_t mem_used, mem_limit;
-  size_t mem_peak; /* DBG */
   int64_t deadline; /* monotonic ms; 0 = no limit */
   int limit_ms;     /* STRATEGIES_MAX_EXEC_TIME_MS; 0 = none */
   bool timed_out;

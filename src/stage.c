@@ -32,14 +32,18 @@ struct rtu_stage_s {
 };
 
 /* A call of the stage reads at most this many documents at once (whole runs, so
- * a run alone may exceed it): the Lua heap of a merged identify call and its
- * lookups' answers grow with it, a poll's documents do not reach it whole. */
-#define STAGE_MAX_DOCS_DEFAULT 512
-static size_t stage_max_docs(bool whole) {
-  static size_t v[2];
-  if (!v[whole]) { const char *e = getenv(whole ? "RTU_DBG_STAGE_MAX_WHOLE" : "RTU_DBG_STAGE_MAX"); v[whole] = e ? (size_t)atol(e) : STAGE_MAX_DOCS_DEFAULT; }
-  return v[whole];
-}
+ * a run alone may exceed it) when its strategies take them whole (a custom
+ * function gets the documents): the Lua heap of a merged identify call grows
+ * with them, their lookups' answers and a coroutine each, and a poll's
+ * documents do not reach it whole. */
+#define STAGE_MAX_DOCS 512
+/* The same when the strategies read only a few fields of each document (a
+ * low-code walk): a few hundred bytes of Lua heap each, so all the runs of a
+ * poll's projection go in one call (a poll of KAFKA_CONSUMER_MAX_BATCH_SIZE's
+ * default, 5,000 messages, gives up to twice as many documents, most often
+ * fewer): each hop's lookup is then one query for the poll, not one per run
+ * (see docs/performance.md). */
+#define STAGE_MAX_READ_DOCS 16384
 
 rtu_stage_t *rtu_stage_new(const rtu_config_t *cfg, rtu_script_t *script, rtu_store_t *store) {
   rtu_stage_t *s = calloc(1, sizeof *s);
@@ -336,11 +340,8 @@ done:
 
 void rtu_stage_run(rtu_stage_t *s, size_t projection, rtu_deferred_t *const *runs, size_t nruns) {
   size_t i = 0;
-  size_t max = stage_max_docs(rtu_strategies_whole_docs(s->script, projection));
-  if (getenv("RTU_DBG_STAGE")) {
-    size_t nd = 0; for (size_t r = 0; r < nruns; r++) nd += runs[r]->n;
-    fprintf(stderr, "STAGE proj=%zu nruns=%zu ndocs=%zu\n", projection, nruns, nd);
-  }
+  size_t max = rtu_strategies_whole_docs(s->script, projection) ? STAGE_MAX_DOCS
+                                                                 : STAGE_MAX_READ_DOCS;
   while (i < nruns) {
     size_t j = i, ndocs = 0;
     do ndocs += runs[j++]->n;

@@ -437,9 +437,7 @@ rtu_err_t rtu_strategies_identify(rtu_script_t *s, size_t projection, const bson
   s->db.find = find;
   s->db.find_ctx = find_ctx;
   lua_newtable(L);
-  size_t dbg_before = s->sb.mem_used; s->sb.mem_peak = dbg_before;
   err = identify_call(s, projection, docs, 0, n, n, top + 1, &ids, &nids, errstr, errstr_size);
-  if (getenv("RTU_DBG_STAGE")) fprintf(stderr, "IDENT proj=%zu n=%zu before=%zuK peak=%zuK after=%zuK nids=%zu\n", projection, n, dbg_before >> 10, s->sb.mem_peak >> 10, s->sb.mem_used >> 10, nids);
   if (err != RTU_ERR_SCRIPT) goto done;
   /* The batch failed: which document? Each on its own, in order, with its own
    * time limit; the single views of those before the failing one are kept. When
