@@ -83,22 +83,42 @@ typedef struct {
 /* The names an object is read for: a member of one of them is read into vals[k]
  * (a second one fails: which one Lua keeps is not worth following), the others
  * are skipped. */
-typedef struct {
+typedef struct want_s {
   const char *const *names;
   const size_t *lens;
   size_t n;
   val_t *vals;
+  /* NULL, or per name the names its value is read for when it is an object
+   * (the images inside the record: read once, not skipped and read again) */
+  const struct want_s *const *sub;
 } want_t;
 
 static bool skip_value(scan_t *sc, int depth);
 static bool read_object(scan_t *sc, int depth, const want_t *want);
+
+/* rtu_json_scan_plain, eight bytes at a time while none of them is a quote, a
+ * backslash, a control character or past ASCII (most of a message's text is
+ * in strings: a byte at a time was most of the C path's reading). */
+static inline const char *scan_plain(const char *p, const char *end, bool *high) {
+  const uint64_t ones = 0x0101010101010101ull, highs = 0x8080808080808080ull;
+  while (end - p >= 8) {
+    uint64_t w;
+    memcpy(&w, p, 8);
+    uint64_t q = w ^ (ones * '"'), b = w ^ (ones * '\\');
+    /* any zero byte of q or b, any byte below 0x20, any byte from 0x80 */
+    uint64_t hit = ((q - ones) & ~q) | ((b - ones) & ~b) | ((w - ones * 0x20) & ~w) | w;
+    if (hit & highs) break;
+    p += 8;
+  }
+  return rtu_json_scan_plain(p, end, high);
+}
 
 /* The string at sc->p (its quote): s/n when it has no escape; every escape
  * checked as json_lua.c reads it, the bytes validated as UTF-8 when high. */
 static bool read_string(scan_t *sc, val_t *v) {
   const char *start = ++sc->p, *end = sc->end;
   bool high = false;
-  const char *p = rtu_json_scan_plain(start, end, &high);
+  const char *p = scan_plain(start, end, &high);
   if (!p || p >= end) return false;
   if (*p == '"') {
     size_t n = (size_t)(p - start);
@@ -221,7 +241,15 @@ static bool read_object(scan_t *sc, int depth, const want_t *want) {
         break;
       }
     if (into && into->kind != V_ABSENT) return false; /* a repeated name */
-    if (!read_value(sc, depth + 1, into)) return false;
+    const want_t *sub = into && want->sub ? want->sub[into - want->vals] : NULL;
+    if (sub && sc->p < sc->end && *sc->p == '{') {
+      into->at = sc->p;
+      if (!read_object(sc, depth + 1, sub)) return false;
+      into->kind = V_OBJ;
+      into->end = sc->p;
+    } else if (!read_value(sc, depth + 1, into)) {
+      return false;
+    }
     int next = rtu_json_scan_next(&sc->p, sc->end, '}');
     if (next < 0) return false;
     if (next == 0) return true;
@@ -391,7 +419,8 @@ static const size_t TOP_LENS[TOP_COUNT] = {2, 6, 5, 7, 6};
 static bool read_record(const rtu_msg_t *msg, const want_t *after, const want_t *before, char *op,
                         bool *has_before) {
   val_t top[TOP_COUNT] = {0};
-  want_t want = {TOP_NAMES, TOP_LENS, TOP_COUNT, top};
+  const want_t *subs[TOP_COUNT] = {[TOP_BEFORE] = before, [TOP_AFTER] = after};
+  want_t want = {TOP_NAMES, TOP_LENS, TOP_COUNT, top, subs};
   if (!msg->value || !read_text(msg->value, msg->value_len, &want)) return false;
   if (top[TOP_PAYLOAD].kind != V_ABSENT || top[TOP_SCHEMA].kind != V_ABSENT) return false;
   const val_t *o = &top[TOP_OP];
@@ -399,17 +428,11 @@ static bool read_record(const rtu_msg_t *msg, const want_t *after, const want_t 
   if (o->s[0] == 'c' || o->s[0] == 'r') *op = 'I';
   else if (o->s[0] == 'u') *op = 'U';
   else return false; /* deletes, truncates, unknown operations */
-  /* the images, read again with the names wanted from each */
+  /* the images, read with the names wanted from each */
   const val_t *a = &top[TOP_AFTER], *b = &top[TOP_BEFORE];
   if (a->kind != V_OBJ || (b->kind != V_OBJ && b->kind != V_NULL && b->kind != V_ABSENT))
     return false;
-  scan_t sc = {a->at, a->end};
-  if (!read_object(&sc, 1, after)) return false;
   *has_before = b->kind == V_OBJ;
-  if (*has_before) {
-    sc = (scan_t){b->at, b->end};
-    if (!read_object(&sc, 1, before)) return false;
-  }
   return true;
 }
 
@@ -447,8 +470,8 @@ bool rtu_map_fast(const rtu_map_fast_t *m, const rtu_msg_t *msg, rtu_mapped_t *o
   memset(fvals, 0, nf * sizeof *fvals);
   memset(bvals, 0, npk * sizeof *bvals);
   memset(kvals, 0, (npk + 2) * sizeof *kvals);
-  want_t after = {fnames, flens, nf, fvals}, before = {knames, klens, npk, bvals};
-  want_t key = {knames, klens, npk + 2, kvals};
+  want_t after = {fnames, flens, nf, fvals, NULL}, before = {knames, klens, npk, bvals, NULL};
+  want_t key = {knames, klens, npk + 2, kvals, NULL};
   char op;
   bool has_before, has_key;
   if (!read_record(msg, &after, &before, &op, &has_before) || !read_key(msg, &key, &has_key))

@@ -65,7 +65,9 @@ static void value(text_t *t, int depth) {
   static const char *strings[] = {
       "\"plain\"", "\"\"", "\"true\"", "\"false\"", "\"12\"", "\" 7 \"", "\"2024-03-01T10:00:00Z\"",
       "\"caf\xc3\xa9\"", "\"tab\\tbed\"", "\"quote\\\"d\"", "\"\\u00e9t\\u00e9\"", "\"333 123 4567\"",
-      "\"1.5e3\"", "\"$dollar\""};
+      "\"1.5e3\"", "\"$dollar\"", "\"a longer plain string, past eight bytes\"",
+      "\"a longer string with caf\xc3\xa9 past eight bytes\"", "\"twelve bytes\\\"quote and more\"",
+      "\"a raw\ttab inside a longer string\"", "\"\xff\xfe not UTF-8 at all, longer\""};
   static const char *numbers[] = {"0", "1", "-1", "42", "2147483647", "2147483648", "-2147483649",
                                   "9007199254740993", "9223372036854775807", "1.5", "-0.0",
                                   "1e3", "2.5E-3", "1709290937700", "8640000000000001",
@@ -138,7 +140,7 @@ static void image(text_t *t, const rtu_projection_t *p, int which, bool keys_onl
       else if (strstr(c, "Float")) put(t, rnd(2) ? "%d.5" : "%d", rnd(100));
       else if (strstr(c, "Boolean")) put(t, rnd(2) ? "\"true\"" : "\"false\"");
       else if (strstr(c, "Identity")) put(t, rnd(2) ? "true" : "[\"x\"]");
-      else put(t, "\"v%d\"", rnd(1000));
+      else put(t, rnd(2) ? "\"v%d\"" : "\"a value of %d, longer than eight bytes\"", rnd(1000));
     } else {
       value(t, 0);
     }
