@@ -36,6 +36,7 @@ struct rtu_script_s {
   int identify_ref; /* rtu.changes identify function, LUA_NOREF when strategies are off */
   int db_ref;       /* the read-only db object handed to strategies */
   bool *involved;   /* per projection: can trigger a single view */
+  bool *pure;       /* per projection: its strategies run no user code */
   /* Per projection: the only top-level fields strategies read from its documents
    * (low-code without custom identifier functions), names NULL for all of them. */
   struct {
