@@ -40,6 +40,10 @@ typedef struct {
 
 static void put(text_t *t, const char *fmt, ...) {
   va_list ap;
+  if (!t->s) {
+    t->cap = 256;
+    t->s = malloc(t->cap);
+  }
   for (;;) {
     va_start(ap, fmt);
     int k = vsnprintf(t->s + t->n, t->cap - t->n, fmt, ap);
