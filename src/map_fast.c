@@ -106,8 +106,15 @@ static inline const char *scan_plain(const char *p, const char *end, bool *high)
     memcpy(&w, p, 8);
     uint64_t q = w ^ (ones * '"'), b = w ^ (ones * '\\');
     /* any zero byte of q or b, any byte below 0x20, any byte from 0x80 */
-    uint64_t hit = ((q - ones) & ~q) | ((b - ones) & ~b) | ((w - ones * 0x20) & ~w) | w;
-    if (hit & highs) break;
+    uint64_t hit = (((q - ones) & ~q) | ((b - ones) & ~b) | ((w - ones * 0x20) & ~w) | w) & highs;
+    if (hit) {
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+      /* the lowest flagged byte is the first that needs a look (a borrow can
+       * only flag bytes after a true one) */
+      p += __builtin_ctzll(hit) >> 3;
+#endif
+      break;
+    }
     p += 8;
   }
   return rtu_json_scan_plain(p, end, high);

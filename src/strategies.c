@@ -294,21 +294,29 @@ bool rtu_strategies_whole_docs(const rtu_script_t *s, size_t projection) {
   return !s->read_fields || !s->read_fields[projection].names;
 }
 
+/* Whether the element name key (klen bytes, no NUL) is one of names[0..n). */
+static bool named(const uint8_t *key, uint32_t klen, char *const *names, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (!strncmp(names[i], (const char *)key, klen) && names[i][klen] == '\0') return true;
+  return false;
+}
+
 bson_t *rtu_strategies_copy_input(const rtu_script_t *s, size_t projection, const bson_t *doc) {
   if (!s->read_fields || !s->read_fields[projection].names) return bson_copy(doc);
   const rtu_projection_t *p = &s->cfg->projections[projection];
   char *const *names = s->read_fields[projection].names;
   size_t n = s->read_fields[projection].n;
+  /* read in place and copied as bytes: a document each of a run's records, a
+   * libbson iterator and appender call per field were most of this */
+  const uint8_t *data = bson_get_data(doc), *key;
+  uint32_t off = 4, next, klen;
+  rtu_bson_raw_t raw;
+  rtu_bson_raw_init(&raw);
+  for (; rtu_bson_raw_element(data, doc->len, &off, &key, &klen, &next); off = next)
+    if (named(key, klen, names, n) || named(key, klen, p->pk_dst, p->npk))
+      rtu_bson_raw_bytes(&raw, data + off, next - off);
   bson_t *out = bson_new();
-  bson_iter_t it;
-  if (!bson_iter_init(&it, doc)) return out;
-  while (bson_iter_next(&it)) {
-    const char *k = bson_iter_key(&it);
-    bool keep = false;
-    for (size_t i = 0; i < n && !keep; i++) keep = !strcmp(k, names[i]);
-    for (size_t i = 0; i < p->npk && !keep; i++) keep = !strcmp(k, p->pk_dst[i]);
-    if (keep) bson_append_iter(out, k, (int)bson_iter_key_len(&it), &it);
-  }
+  rtu_bson_raw_concat(&raw, out);
   return out;
 }
 
