@@ -10,8 +10,8 @@
 #include <stddef.h>
 
 #include "config.h"
+#include "mapped.h"
 #include "rtu.h"
-#include "script_map.h"
 
 /* A projection's mapping as the C path runs it (rtu_map_fast_plan). */
 typedef struct rtu_map_fast_s rtu_map_fast_t;
