@@ -18,6 +18,7 @@
 
 #include <librdkafka/rdkafka.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -707,6 +708,30 @@ static ssize_t poll_batch(rtu_consumer_t *c, int wait) {
   return n + more;
 }
 
+/* LOG_LEVEL=debug: where a poll's time went, the decomposition of freshness that
+ * docs/performance.md reports: the age of its oldest and newest message when the
+ * poll returned (fetch, queue and the previous poll's work), how long the poll
+ * waited, and how long the runs (with strategies) and the settling took. */
+static void log_poll(const rtu_consumer_t *c, size_t n, size_t njobs, int64_t polled_ms,
+                     int64_t wait_us, int64_t apply_us, int64_t settle_us) {
+  if (!rtu_log_enabled(RTU_LOG_DEBUG)) return;
+  int64_t lo = INT64_MAX, hi = 0;
+  for (size_t k = 0; k < n; k++) {
+    int64_t ts = c->msgs[k]->err ? -1 : rd_kafka_message_timestamp(c->msgs[k], NULL);
+    if (ts <= 0) continue;
+    if (ts < lo) lo = ts;
+    if (ts > hi) hi = ts;
+  }
+  if (!hi) return;
+  char f[240];
+  snprintf(f, sizeof f,
+           "{\"messages\":%zu,\"runs\":%zu,\"oldestAgeMs\":%lld,\"newestAgeMs\":%lld,"
+           "\"waitMs\":%.3f,\"applyMs\":%.3f,\"settleMs\":%.3f}",
+           n, njobs, (long long)(polled_ms - lo), (long long)(polled_ms - hi), wait_us / 1e3,
+           apply_us / 1e3, settle_us / 1e3);
+  rtu_log(RTU_LOG_DEBUG, "poll", "#timing", f, NULL);
+}
+
 rtu_err_t rtu_consumer_run(rtu_consumer_t *c, rtu_pool_t *pool, const rtu_consumer_loop_t *loop,
                            char *errstr, size_t errstr_size) {
   const rtu_config_t *cfg = c->cfg;
@@ -724,6 +749,7 @@ rtu_err_t rtu_consumer_run(rtu_consumer_t *c, rtu_pool_t *pool, const rtu_consum
       if (left < wait) wait = left > 0 ? (int)left : 0;
     }
     if (wait > 1000) wait = 1000; /* keep the heartbeat and the stop flag fresh */
+    int64_t t_wait = rtu_now_mono_us();
     ssize_t n = poll_batch(c, wait);
     if (n < 0) {
       snprintf(errstr, errstr_size, "consume: %s", rd_kafka_err2str(rd_kafka_last_error()));
@@ -731,10 +757,11 @@ rtu_err_t rtu_consumer_run(rtu_consumer_t *c, rtu_pool_t *pool, const rtu_consum
       break;
     }
     if (n == 0) continue;
-    int64_t t0 = rtu_now_mono_us();
+    int64_t t0 = rtu_now_mono_us(), polled_ms = rtu_now_ms();
     qsort(c->msgs, (size_t)n, sizeof *c->msgs, msg_cmp);
     size_t njobs = build_jobs(c, (size_t)n);
     rc = rtu_pool_run(pool, c->jobs, njobs, errstr, errstr_size);
+    int64_t t_applied = rtu_now_mono_us();
     bool stored = false;
     c->settled_at = rtu_now_ms();
     for (size_t k = 0; k < njobs && rc == RTU_OK; k++) {
@@ -744,9 +771,14 @@ rtu_err_t rtu_consumer_run(rtu_consumer_t *c, rtu_pool_t *pool, const rtu_consum
       }
       log_counts(&c->jobs[k]);
     }
-    for (ssize_t k = 0; k < n; k++) rd_kafka_message_destroy(c->msgs[k]);
-    if (rc != RTU_OK) break;
+    if (rc != RTU_OK) {
+      for (ssize_t k = 0; k < n; k++) rd_kafka_message_destroy(c->msgs[k]);
+      break;
+    }
     if (stored) commit_async(c);
+    int64_t t_end = rtu_now_mono_us();
+    log_poll(c, (size_t)n, njobs, polled_ms, t0 - t_wait, t_applied - t0, t_end - t_applied);
+    for (ssize_t k = 0; k < n; k++) rd_kafka_message_destroy(c->msgs[k]);
     if (njobs) rtu_metrics_observe(RTU_H_BATCH, (double)(rtu_now_mono_us() - t0) / 1e6);
   }
   /* Final: commit what was applied, synchronously, then leave the group (unless
