@@ -1,8 +1,9 @@
 /*
  * pool.c: owns the worker threads and everything a worker uses alone (batch
  * context, Lua state, MongoDB store, Kafka producer), and the script
- * generations. A poll's runs go out in two rounds: the partition runs (batch.c),
- * then one strategies stage per projection over what they deferred (stage.c).
+ * generations. A poll's runs go out in two rounds: the partition runs (batch.c;
+ * the small runs of a projection joined, to share their round trips), then one
+ * strategies stage per projection over what they deferred (stage.c).
  * It decides nothing about offsets or pauses: it returns what became of each
  * run (consumer.c decides).
  *
