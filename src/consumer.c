@@ -687,27 +687,36 @@ static void log_counts(const rtu_job_t *job) {
 }
 
 /* Takes what has arrived and goes: waits up to `wait` ms for the first message
- * only, then up to POLL_GRACE_MS for the rest of the batch.
+ * only, then takes the rest of the batch in windows of POLL_WINDOW_MS for as long
+ * as each brings more, at most POLL_GRACE_MS in all.
  * rd_kafka_consume_batch_queue returns early only when the array is full, so one
  * call with the full wait held a message that arrived alone for the whole
- * KAFKA_CONSUMER_MAX_WAIT_TIME. The grace is for the fetch response the first
- * message came in: the broker thread queues its partitions one after the other,
- * and a poll woken by the first one would otherwise take that partition alone
- * (one more batch, strategies stage and commit for the rest). Batches still grow
- * under load: the queue fills (up to queued.min.messages) while the workers apply
- * the previous batch, and a full array returns at once. */
+ * KAFKA_CONSUMER_MAX_WAIT_TIME, and a single grace call always took all of its
+ * time. The windows are for the fetch response the first message came in: the
+ * broker thread queues its partitions one after the other, and a poll woken by
+ * the first one would otherwise take that partition alone (one more batch,
+ * strategies stage and commit for the rest); once a window brings nothing, the
+ * response is in. Batches still grow under load: the queue fills (up to
+ * queued.min.messages) while the workers apply the previous batch, and a full
+ * array returns at once. */
+#define POLL_WINDOW_MS 1
 #define POLL_GRACE_MS 5
 
 static ssize_t poll_batch(rtu_consumer_t *c, int wait) {
   ssize_t n = rd_kafka_consume_batch_queue(c->queue, wait, c->msgs, 1);
-  if (n <= 0 || c->msgs_cap == 1) return n;
-  ssize_t more =
-      rd_kafka_consume_batch_queue(c->queue, POLL_GRACE_MS, c->msgs + 1, c->msgs_cap - 1);
-  if (more < 0) {
-    rd_kafka_message_destroy(c->msgs[0]);
-    return more;
+  if (n <= 0) return n;
+  int64_t until = rtu_now_mono_ms() + POLL_GRACE_MS;
+  while ((size_t)n < c->msgs_cap) {
+    ssize_t more = rd_kafka_consume_batch_queue(c->queue, POLL_WINDOW_MS, c->msgs + n,
+                                                c->msgs_cap - (size_t)n);
+    if (more < 0) {
+      for (ssize_t k = 0; k < n; k++) rd_kafka_message_destroy(c->msgs[k]);
+      return more;
+    }
+    n += more;
+    if (more == 0 || rtu_now_mono_ms() >= until) break;
   }
-  return n + more;
+  return n;
 }
 
 /* LOG_LEVEL=debug: where a poll's time went, the decomposition of freshness that
