@@ -1,6 +1,7 @@
 /*
  * map_fast.c: owns the C path of a message's mapping: the built-in debezium
- * adapter (lua/rtu/adapters/debezium.lua), a projection's field and key mapping
+ * and basic adapters (lua/rtu/adapters/debezium.lua, basic.lua), a projection's
+ * field and key mapping
  * (lua/rtu/pipeline.lua) and the built-in casts (lua/rtu/casts.lua) for the
  * cases where they give a value back unchanged or convert it trivially, read
  * straight from the message's JSON into the change's BSON. Decoding the whole
@@ -18,6 +19,7 @@
 #include "map_fast.h"
 
 #include <bson/bson.h>
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -57,6 +59,7 @@ static const struct {
 
 struct rtu_map_fast_s {
   const rtu_projection_t *p;
+  bool basic; /* the basic (db2) adapter: the value is the record; else debezium's */
   bool use_upsert;
   cast_t *casts;  /* per field */
   size_t *pk_field; /* per primary key: the index of its field */
@@ -276,12 +279,14 @@ static bool read_text(const char *text, size_t len, const want_t *want) {
 
 rtu_map_fast_t *rtu_map_fast_plan(const rtu_config_t *cfg, const rtu_projection_t *p,
                                   const bool *user) {
-  if (strcmp(cfg->adapter, "debezium") || p->nfields == 0 || p->nfields > FAST_MAX_FIELDS ||
-      p->npk == 0)
+  bool basic = !strcmp(cfg->adapter, "basic") || !strcmp(cfg->adapter, "db2");
+  if ((!basic && strcmp(cfg->adapter, "debezium")) || p->nfields == 0 ||
+      p->nfields > FAST_MAX_FIELDS || p->npk == 0)
     return NULL;
   rtu_map_fast_t *m = calloc(1, sizeof *m);
   if (!m) return NULL;
   m->p = p;
+  m->basic = basic;
   m->use_upsert = cfg->use_upsert;
   m->casts = calloc(p->nfields, sizeof *m->casts);
   m->pk_field = calloc(p->npk, sizeof *m->pk_field);
@@ -319,6 +324,50 @@ void rtu_map_fast_free(rtu_map_fast_t *m) {
 
 /* ---- casts --------------------------------------------------------------- */
 
+/* Number(s) of a string, as casts.lua's string_to_number gives it, for the
+ * plain decimals ("42", "-3.50": how basic and Golden Gate records carry
+ * numbers) that json.decimal reads without strtod; false for any other text.
+ * Its normalize: an integral double within int64 is an integer, but -0 stays a
+ * double to keep its sign. */
+static bool string_to_number(val_t *v) {
+  int64_t i = 0;
+  double d = 0;
+  bool integer;
+  switch (rtu_json_scan_decimal(v->s, v->n, &i, &d)) {
+  case RTU_DECIMAL_INT: integer = true; break;
+  case RTU_DECIMAL_FLOAT: integer = false; break;
+  default: return false;
+  }
+  if ((integer ? i == 0 : d == 0) && v->s[0] == '-') {
+    v->kind = V_DBL;
+    v->d = -0.0;
+  } else if (integer) {
+    v->kind = V_INT;
+    v->i = i;
+  } else if (d == floor(d) && d >= -9223372036854775808.0 && d < 9223372036854775808.0) {
+    v->kind = V_INT;
+    v->i = (int64_t)d;
+  } else {
+    v->kind = V_DBL;
+    v->d = d;
+  }
+  return true;
+}
+
+/* parseInt(Number(s)) as defaultCastToInteger gives it: the integer part of
+ * the number's JavaScript text, which is the truncation toward zero while that
+ * text has no exponent (1e-6 <= |x| < 1e21); outside, or past 2^53 where the
+ * truncation is no longer exact to compare, the Lua cast decides. */
+static bool string_to_integer(val_t *v) {
+  if (!string_to_number(v)) return false;
+  if (v->kind == V_INT) return true;
+  double d = v->d;
+  if (d != 0 && (fabs(d) < 1e-6 || fabs(d) >= 9007199254740992.0)) return false;
+  v->kind = V_INT;
+  v->i = (int64_t)trunc(d); /* -0 and (-1, 0) give 0, as parseInt's "-0" does */
+  return true;
+}
+
 /* v through the cast as casts.lua's function would convert it (the pipeline
  * calls defaultCastToString only for what is not a string, and
  * defaultIdentity never); false for what the C path leaves to Lua: numbers to
@@ -336,8 +385,12 @@ static bool cast_value(cast_t cast, val_t *v) {
       v->kind = V_STR;
     }
     return v->kind == V_STR;
-  case CAST_INTEGER: return v->kind == V_INT;
-  case CAST_FLOAT: return v->kind == V_INT || v->kind == V_DBL;
+  case CAST_INTEGER:
+    if (v->kind == V_STR) return string_to_integer(v);
+    return v->kind == V_INT;
+  case CAST_FLOAT:
+    if (v->kind == V_STR) return string_to_number(v);
+    return v->kind == V_INT || v->kind == V_DBL;
   case CAST_BOOLEAN:
     if (v->kind != V_STR) return false;
     if (v->n == 4 && !memcmp(v->s, "true", 4)) v->kind = V_TRUE;
@@ -443,6 +496,17 @@ static bool read_record(const rtu_msg_t *msg, const want_t *after, const want_t 
   return true;
 }
 
+/* The basic adapter's record: the value itself, an object (no operation: the
+ * pipeline upserts it). A value absent, empty or "null" is a delete, and one that
+ * is not an object an error: both are the Lua path's. */
+static bool read_basic(const rtu_msg_t *msg, const want_t *after, char *op, bool *has_before) {
+  *op = 0;
+  *has_before = false;
+  if (!msg->value || msg->value_len == 0 || (msg->value_len == 4 && !memcmp(msg->value, "null", 4)))
+    return false;
+  return read_text(msg->value, msg->value_len, after);
+}
+
 /* The message key's primary-key values into key->vals; false for a key that is
  * there but not a plain JSON object. *has: a key object was read. */
 static bool read_key(const rtu_msg_t *msg, const want_t *key, bool *has) {
@@ -481,8 +545,9 @@ bool rtu_map_fast(const rtu_map_fast_t *m, const rtu_msg_t *msg, rtu_mapped_t *o
   want_t key = {knames, klens, npk + 2, kvals, NULL};
   char op;
   bool has_before, has_key;
-  if (!read_record(msg, &after, &before, &op, &has_before) || !read_key(msg, &key, &has_key))
-    return false;
+  bool read = m->basic ? read_basic(msg, &after, &op, &has_before)
+                       : read_record(msg, &after, &before, &op, &has_before);
+  if (!read || !read_key(msg, &key, &has_key)) return false;
   /* a primary-key change: the Lua path builds the old key */
   if (has_before && !same_record(m, bvals, fvals)) return false;
 
@@ -508,8 +573,9 @@ bool rtu_map_fast(const rtu_map_fast_t *m, const rtu_msg_t *msg, rtu_mapped_t *o
   for (size_t i = 0; i < nf; i++)
     if (fvals[i].kind != V_ABSENT && !cast_value(m->casts[i], &fvals[i])) return false;
 
-  out->op = op == 'I' ? (m->use_upsert ? RTU_OP_UPSERT : RTU_OP_INSERT)
-                      : (m->use_upsert ? RTU_OP_UPSERT : RTU_OP_UPDATE);
+  if (op == 'I') out->op = m->use_upsert ? RTU_OP_UPSERT : RTU_OP_INSERT;
+  else if (op == 'U') out->op = m->use_upsert ? RTU_OP_UPSERT : RTU_OP_UPDATE;
+  else out->op = RTU_OP_UPSERT; /* basic: a whole record, whatever USE_UPSERT says */
   for (size_t k = 0; k < npk; k++) append_key(&out->key, p->pk_dst[k], &keyv[k]);
   rtu_bson_raw_t raw;
   rtu_bson_raw_init(&raw);

@@ -1,6 +1,6 @@
 /*
- * map_fast.h: the built-in debezium adapter, a projection's mapping and the
- * built-in casts in C, for the messages of the common form; every other message
+ * map_fast.h: the built-in debezium and basic adapters, a projection's mapping
+ * and the built-in casts in C, for the messages of the common form; every other message
  * is left to the Lua pipeline, which gives the same change for these.
  */
 #ifndef RTU_MAP_FAST_H
@@ -17,7 +17,7 @@
 typedef struct rtu_map_fast_s rtu_map_fast_t;
 
 /* The plan of projection p, or NULL when its mapping is not one the C path
- * runs: an adapter other than debezium, a cast it does not know, shared
+ * runs: an adapter other than debezium and basic (db2), a cast it does not know, shared
  * destinations, a primary key that is not a mapped field or has a user's cast.
  * user (NULL: none) marks the fields whose cast is a CAST_FUNCTIONS_FOLDER
  * function (which overrides a built-in of its name): rtu_map_fast hands their
@@ -27,7 +27,7 @@ rtu_map_fast_t *rtu_map_fast_plan(const rtu_config_t *cfg, const rtu_projection_
 void rtu_map_fast_free(rtu_map_fast_t *m);
 
 /* Maps msg into out (reset) as rtu.pipeline's process would with the built-in
- * debezium adapter and casts, and returns true; false, with out to be reset,
+ * debezium or basic adapter and casts, and returns true; false, with out to be reset,
  * when the message is not of the form the C path reads (a tombstone, a delete,
  * an envelope, escapes in a value it uses, a value a cast would convert, a
  * primary-key change, anything the strict JSON reader gives up on...): the Lua

@@ -190,14 +190,16 @@ static int user_cast_ref(rtu_script_t *s, const rtu_projection_t *p, size_t j) {
 }
 
 /* The C path's plan for projection p, NULL when its messages all go through
- * Lua: an adapter but the built-in debezium one (a user's could see the
+ * Lua: an adapter but the built-in debezium and basic ones (a user's could see the
  * difference), notes of unmapped fields (the pipeline's), or a mapping
  * map_fast.c does not run. The user's
  * casts are called from C with what the pipeline would give them. Decided once
  * per projection. */
 static const rtu_map_fast_t *fast_plan(rtu_script_t *s, size_t projection) {
   const rtu_config_t *cfg = s->cfg;
-  if (!s->map_fast_on || s->notes_ref != LUA_NOREF || strcmp(cfg->adapter, "debezium"))
+  if (!s->map_fast_on || s->notes_ref != LUA_NOREF ||
+      (strcmp(cfg->adapter, "debezium") && strcmp(cfg->adapter, "basic") &&
+       strcmp(cfg->adapter, "db2")))
     return NULL;
   if (!s->map_fast) {
     s->map_fast = calloc(cfg->nprojections, sizeof *s->map_fast);

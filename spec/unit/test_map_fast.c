@@ -1,6 +1,7 @@
 /*
- * test_map_fast.c: src/map_fast.c's C path of the debezium mapping gives what
- * the Lua pipeline gives. Random Debezium messages (common ones, and every form
+ * test_map_fast.c: src/map_fast.c's C path of the debezium and basic mappings
+ * gives what the Lua pipeline gives. Random Debezium and basic messages (common
+ * ones, numbers sent as strings for the casts to convert, and every form
  * the C path must leave to Lua: tombstones, deletes, envelopes, escapes, '$'
  * names, repeated names, primary-key changes, values a cast converts, broken
  * JSON, odd keys) are mapped on the food-delivery example's projections by one
@@ -71,7 +72,11 @@ static void value(text_t *t, int depth) {
       "\"caf\xc3\xa9\"", "\"tab\\tbed\"", "\"quote\\\"d\"", "\"\\u00e9t\\u00e9\"", "\"333 123 4567\"",
       "\"1.5e3\"", "\"$dollar\"", "\"a longer plain string, past eight bytes\"",
       "\"a longer string with caf\xc3\xa9 past eight bytes\"", "\"twelve bytes\\\"quote and more\"",
-      "\"a raw\ttab inside a longer string\"", "\"\xff\xfe not UTF-8 at all, longer\""};
+      "\"a raw\ttab inside a longer string\"", "\"\xff\xfe not UTF-8 at all, longer\"",
+      "\"-0\"", "\"-0.0\"", "\"12.\"", "\"007\"", "\"-3.50\"",
+      "\"0.0000001\"", "\"0.000001\"", "\"99999999999999999999\"", "\"123456789012345678\"",
+      "\"-0.5\"", "\"1e21\"", "\"12.0\"", "\"9007199254740993.5\"", "\"-12.75\"",
+      "\"4503599627370497.5\"", "\"0.1\"", "\"-\"", "\".5\"", "\"5.5.5\""};
   static const char *numbers[] = {"0", "1", "-1", "42", "2147483647", "2147483648", "-2147483649",
                                   "9007199254740993", "9223372036854775807", "1.5", "-0.0",
                                   "1e3", "2.5E-3", "1709290937700", "8640000000000001",
@@ -140,7 +145,10 @@ static void image(text_t *t, const rtu_projection_t *p, int which, bool keys_onl
     else if (rnd(12)) {
       /* the common values of the field's cast */
       const char *c = p->fields[i].cast;
-      if (strstr(c, "Integer") || strstr(c, "Date")) put(t, "%d", 1000 + rnd(100000));
+      if (strstr(c, "Integer") && rnd(2)) put(t, "\"%d\"", (int)rnd(200000) - 1000);
+      else if (strstr(c, "Integer") || strstr(c, "Date")) put(t, "%d", 1000 + rnd(100000));
+      else if (strstr(c, "Float") && rnd(2))
+        put(t, rnd(2) ? "\"%d.%02d\"" : "\"-%d.%d\"", rnd(100000), rnd(100));
       else if (strstr(c, "Float")) put(t, rnd(2) ? "%d.5" : "%d", rnd(100));
       else if (strstr(c, "Boolean")) put(t, rnd(2) ? "\"true\"" : "\"false\"");
       else if (strstr(c, "Identity")) put(t, rnd(2) ? "true" : "[\"x\"]");
@@ -201,6 +209,22 @@ static void value_text(text_t *t, const rtu_projection_t *p) {
   if (rnd(40) == 0) t->n -= 1 + rnd((uint32_t)t->n / 2); /* broken */
 }
 
+/* A basic (IBM KCOP) message's value: the whole record, or what the Lua path
+ * takes as a delete or refuses. */
+static void basic_value_text(text_t *t, const rtu_projection_t *p) {
+  switch (rnd(40)) {
+  case 0: return; /* no value: a delete */
+  case 1: put(t, "null"); return;
+  case 2: put(t, "[1]"); return;
+  case 3: put(t, "\"text\""); return;
+  default: break;
+  }
+  ws(t);
+  image(t, p, (int)rnd(5), false);
+  ws(t);
+  if (rnd(40) == 0) t->n -= 1 + rnd((uint32_t)t->n / 2); /* broken */
+}
+
 static void key_text(text_t *t, const rtu_projection_t *p) {
   switch (rnd(12)) {
   case 0: return; /* no key */
@@ -254,7 +278,7 @@ static char *example_dir(const char *sub) {
   return strdup(buf);
 }
 
-static void food_env(bool upsert) {
+static void food_env(const char *adapter, bool upsert) {
   char *map = example_dir("mapTable"), *casts = example_dir("castFunctions");
   env_clear();
   env_set("KAFKA_BROKERS", "localhost:9092");
@@ -262,7 +286,7 @@ static void food_env(bool upsert) {
   env_set("MONGODB_URL", "mongodb://localhost:27017");
   env_set("PROJECTIONS_DATABASE_NAME", "projections");
   env_set("SYSTEM_OF_RECORDS", "sor");
-  env_set("KAFKA_MESSAGE_ADAPTER", "debezium");
+  env_set("KAFKA_MESSAGE_ADAPTER", adapter);
   env_set("PROJECTIONS_CHANGES_ENABLED", "false");
   env_set("MAP_TABLE_FOLDER", map);
   env_set("CAST_FUNCTIONS_FOLDER", casts);
@@ -301,7 +325,7 @@ static rtu_script_t *new_script(const rtu_config_t *c) {
 
 /* n random messages compared; returns how many the C path mapped. */
 static size_t compare_random(const rtu_config_t *cfg, rtu_script_t *fast, rtu_script_t *lua,
-                             size_t n) {
+                             size_t n, bool basic) {
   outcome_t a, b;
   rtu_mapped_init(&a.m);
   rtu_mapped_init(&b.m);
@@ -320,7 +344,8 @@ static size_t compare_random(const rtu_config_t *cfg, rtu_script_t *fast, rtu_sc
     put(&key, "%s", "");
     put(&val, "%s", "");
     key_text(&key, &cfg->projections[p]);
-    value_text(&val, &cfg->projections[p]);
+    if (basic) basic_value_text(&val, &cfg->projections[p]);
+    else value_text(&val, &cfg->projections[p]);
     rtu_msg_t msg = {.topic = "t", .offset = (int64_t)i, .timestamp = 1700000000000,
                      .key = key.n ? key.s : NULL, .key_len = key.n,
                      .value = val.n || rnd(2) ? val.s : NULL, .value_len = val.n};
@@ -403,21 +428,99 @@ static void test_common_form(const rtu_config_t *cfg, rtu_script_t *lua) {
   rtu_map_fast_free(plan);
 }
 
-int main(void) {
-  for (int upsert = 1; upsert >= 0; upsert--) {
-    food_env(upsert);
-    rtu_config_t *cfg = load_config();
-    rtu_script_t *fast = new_script(cfg), *lua = new_script(cfg);
-    rtu_script_map_set_fast(lua, false);
-    test_common_form(cfg, lua);
-    size_t n = 20000, taken = compare_random(cfg, fast, lua, n);
-    /* a share of the random messages has the common form */
-    CHECK(taken > n / 20, "only %zu of %zu random messages took the C path", taken, n);
-    fprintf(stderr, "upsert=%d: %zu of %zu random messages took the C path\n", upsert, taken, n);
-    rtu_script_free(fast);
-    rtu_script_free(lua);
-    rtu_config_free(cfg);
+/* The benchmark's form of a basic message (numbers as strings, a boolean as
+ * text) always takes the C path, and gives the Lua pipeline's change. */
+static void test_basic_common_form(const rtu_config_t *cfg, rtu_script_t *lua) {
+  size_t orders = 0;
+  while (strcmp(cfg->projections[orders].name, "pr_orders")) orders++;
+  rtu_map_fast_t *plan = rtu_map_fast_plan(cfg, &cfg->projections[orders], NULL);
+  CHECK(plan != NULL, "pr_orders has no C plan with the basic adapter");
+  if (!plan) return;
+  const char *key = "{\"ID_ORDER\":17856234}";
+  const char *value =
+      "{\"ID_ORDER\":17856234,\"ID_USER_ORDER\":\"user-0000001\",\"ID_RESTAURANT_ORDER\":"
+      "\"rest-00001\",\"ORDER_DATE\":1709290937700,\"STATUS\":\"ACCEPTED\",\"TOTAL_PRICE\":"
+      "\"25.50\",\"DELIVERY_ADDRESS\":\"Via Canonica 21, Milano\",\"PAYMENT_METHOD\":\"CARD\"}";
+  rtu_msg_t msg = {.topic = "f", .key = key, .key_len = strlen(key), .value = value,
+                   .value_len = strlen(value)};
+  rtu_mapped_t m;
+  rtu_mapped_init(&m);
+  CHECK(rtu_map_fast(plan, &msg, &m, NULL, NULL), "the basic common form was left to Lua");
+  outcome_t b;
+  rtu_mapped_init(&b.m);
+  map_one(lua, orders, &msg, &b);
+  CHECK(b.rc == RTU_OK && !b.m.skip && b.m.op == m.op && same_bson(&b.m.key, &m.key) &&
+            same_bson(&b.m.fields, &m.fields),
+        "the basic common form mapped differently");
+  rtu_mapped_destroy(&m);
+  rtu_mapped_destroy(&b.m);
+  rtu_map_fast_free(plan);
+}
+
+/* Numbers sent as strings, each through defaultCastToInteger and
+ * defaultCastToFloat on both paths: the edges of JavaScript's Number and
+ * parseInt the C path converts itself (-0, integral decimals, truncation) or
+ * must leave to Lua (exponents in parseInt's text, past 2^53, not plain). */
+static void test_number_strings(const rtu_config_t *cfg, rtu_script_t *fast, rtu_script_t *lua) {
+  static const char *texts[] = {
+      "0", "-0", "-0.0", "0.0", "7", "007", "-7", "12.", "12.0", "-3.50", "25.5", "0.5", "-0.5",
+      "0.999999", "-0.9999999999999999", "2.9999999999999996", "0.000001", "0.0000001",
+      "-0.00000099", "123456789012345678", "-123456789012345678", "1234567890123456789",
+      "99999999999999999999", "9007199254740991.5", "9007199254740993.5", "4503599627370497.5",
+      "1e3", "1.5e3", " 7", "7 ", "", "-", ".5", "5.5.5", "+5", "0x10", "Infinity", "12a",
+      "100000000000000000000000.5", "0.30000000000000004", "1234.5678e0"};
+  size_t lines = 0;
+  while (strcmp(cfg->projections[lines].name, "pr_orders_dishes")) lines++;
+  outcome_t a, b;
+  rtu_mapped_init(&a.m);
+  rtu_mapped_init(&b.m);
+  size_t differ = 0;
+  for (size_t i = 0; i < sizeof texts / sizeof *texts; i++) {
+    char value[512];
+    snprintf(value, sizeof value,
+             "{\"ID_ORDER_DISH\":%zu,\"QUANTITY\":\"%s\",\"UNIT_PRICE\":\"%s\"}", i, texts[i],
+             texts[i]);
+    rtu_msg_t msg = {.topic = "g", .value = value, .value_len = strlen(value)};
+    map_one(fast, lines, &msg, &a);
+    map_one(lua, lines, &msg, &b);
+    if (!same_outcome(&a, &b)) {
+      char *fa = bson_as_canonical_extended_json(&a.m.fields, NULL);
+      char *fb = bson_as_canonical_extended_json(&b.m.fields, NULL);
+      fprintf(stderr, "\"%s\": C %s, Lua %s\n", texts[i], fa, fb);
+      bson_free(fa);
+      bson_free(fb);
+      differ++;
+    }
   }
+  CHECK(differ == 0, "%zu number strings cast differently", differ);
+  rtu_mapped_destroy(&a.m);
+  rtu_mapped_destroy(&b.m);
+}
+
+int main(void) {
+  static const char *adapters[] = {"debezium", "basic"};
+  for (int a = 0; a < 2; a++)
+    for (int upsert = 1; upsert >= 0; upsert--) {
+      bool basic = a == 1;
+      food_env(adapters[a], upsert);
+      rtu_config_t *cfg = load_config();
+      rtu_script_t *fast = new_script(cfg), *lua = new_script(cfg);
+      rtu_script_map_set_fast(lua, false);
+      if (basic) {
+        test_basic_common_form(cfg, lua);
+        test_number_strings(cfg, fast, lua);
+      }
+      else test_common_form(cfg, lua);
+      size_t n = 20000, taken = compare_random(cfg, fast, lua, n, basic);
+      /* a share of the random messages has the common form */
+      CHECK(taken > n / 20, "%s: only %zu of %zu random messages took the C path", adapters[a],
+            taken, n);
+      fprintf(stderr, "%s upsert=%d: %zu of %zu random messages took the C path\n", adapters[a],
+              upsert, taken, n);
+      rtu_script_free(fast);
+      rtu_script_free(lua);
+      rtu_config_free(cfg);
+    }
   env_clear();
   return CHECK_DONE();
 }
