@@ -78,7 +78,23 @@ typedef struct {
   prior_t pr_prev;
 } outcome_t;
 
+/* A run between its steps: rtu_batch_run takes one run through them in turn,
+ * rtu_batch_run_joined several runs (one context each) together. */
+typedef struct {
+  size_t projection;
+  const rtu_projection_t *p;
+  const rtu_msg_t *msgs;
+  size_t n;
+  rtu_deferred_t *defer;
+  rtu_run_result_t *res;
+  uint32_t limit;
+  size_t ngroups, nwrites;
+  bool strategies, pr_updates;
+  int64_t t0, now;
+} run_t;
+
 struct rtu_batch_s {
+  run_t run;
   const rtu_config_t *cfg;
   rtu_script_t *script;
   rtu_store_t *store;
@@ -953,58 +969,217 @@ static rtu_err_t stop_if_refused(rtu_err_t rc, const rtu_msg_t *msgs, rtu_run_re
   return RTU_OK;
 }
 
-rtu_err_t rtu_batch_run(rtu_batch_t *b, size_t projection, const rtu_msg_t *msgs, size_t n,
-                        rtu_deferred_t *defer, rtu_run_result_t *res) {
-  const rtu_projection_t *p = &b->cfg->projections[projection];
-  int64_t t0 = rtu_now_mono_us();
+/* Steps 1 and 2: the run's messages mapped, its events grouped per record.
+ * *go: the run goes on to its read (false when it is over: empty, or an error
+ * returned). */
+static rtu_err_t run_begin(rtu_batch_t *b, size_t projection, const rtu_msg_t *msgs, size_t n,
+                           rtu_deferred_t *defer, rtu_run_result_t *res, bool *go) {
+  run_t *r = &b->run;
+  *go = false;
+  *r = (run_t){.projection = projection, .p = &b->cfg->projections[projection], .msgs = msgs,
+               .n = n, .defer = defer, .res = res, .t0 = rtu_now_mono_us()};
   memset(res, 0, sizeof *res);
   if (defer) memset(defer, 0, sizeof *defer);
   res->messages = n;
   if (n == 0) return RTU_OK;
   res->next_offset = msgs[n - 1].offset + 1;
   if (!reserve(b, n)) goto oom;
-  uint32_t limit = (uint32_t)n;
-  size_t nevents, ngroups = 0, nwrites;
-  rtu_err_t rc = map_messages(b, projection, msgs, &limit, &nevents, res);
+  r->limit = (uint32_t)n;
+  size_t nevents;
+  rtu_err_t rc = map_messages(b, projection, msgs, &r->limit, &nevents, res);
   if (rc != RTU_OK) {
     record_unmapped(b, projection, false, res);
     return rc;
   }
-  ngroups = group_events(b, nevents);
-  if (!reserve_writes(b, ngroups)) goto oom;
-  bool strategies = b->cfg->pc_enabled && rtu_strategies_involved(b->script, projection);
-  bool pr_updates = b->emit && b->cfg->gen_kafka_pr_updates && p->pr_update_topic;
-  observe(RTU_H_PREPARATION, &t0);
+  r->ngroups = group_events(b, nevents);
+  if (!reserve_writes(b, r->ngroups)) goto oom;
+  r->strategies = b->cfg->pc_enabled && rtu_strategies_involved(b->script, projection);
+  r->pr_updates = b->emit && b->cfg->gen_kafka_pr_updates && r->p->pr_update_topic;
+  observe(RTU_H_PREPARATION, &r->t0);
+  *go = true;
+  return RTU_OK;
+oom:
+  snprintf(res->cause, sizeof res->cause, "out of memory for a run of %zu messages", n);
+  return RTU_ERR_FATAL;
+}
 
-  rc = read_stored(b, p, ngroups, strategies || pr_updates, res);
+/* After a failed read of the stored records (rc, err): the run is over. */
+static rtu_err_t run_unread(rtu_batch_t *b, rtu_err_t rc, const char *err) {
+  run_t *r = &b->run;
+  snprintf(r->res->cause, sizeof r->res->cause, "%s", err);
+  drop_stored(b, r->ngroups);
+  record_unmapped(b, r->projection, false, r->res);
+  return stop_if_refused(rc == RTU_ERR_DATA ? RTU_ERR_TRANSIENT : rc, r->msgs, r->res);
+}
+
+/* Steps 6 and 7, once the writes came back with rc: what the server said of
+ * each, the strategies' documents and the pr-updates, the messages counted. */
+static rtu_err_t run_finish(rtu_batch_t *b, rtu_err_t rc) {
+  run_t *r = &b->run;
+  rtu_run_result_t *res = r->res;
+  rtu_err_t urc = record_unmapped(b, r->projection, rc == RTU_OK, res);
+  if (rc == RTU_OK) rc = urc;
+  if (rc != RTU_OK) {
+    rc = stop_if_refused(rc, r->msgs, res);
+    goto done;
+  }
+  read_statuses(b, r->msgs, r->nwrites, res);
+  observe(RTU_H_STORAGE, &r->t0);
+
+  if (res->failed) res->next_offset = res->fail_offset;
+  if (r->strategies || r->pr_updates) {
+    rc = after_writes(b, r->projection, r->msgs, r->n, r->ngroups, r->now, r->strategies,
+                      r->pr_updates, r->defer, res);
+    observe(RTU_H_PRODUCER, &r->t0);
+    if (rc != RTU_OK) goto done;
+  }
+  rc = count_applied(b, r->msgs, r->n, r->defer, res);
+done:
+  drop_stored(b, r->ngroups);
+  if (b->mapped_cap > KEEP_CAP && r->n < b->mapped_cap / 4) release(b);
+  return rc;
+}
+
+rtu_err_t rtu_batch_run(rtu_batch_t *b, size_t projection, const rtu_msg_t *msgs, size_t n,
+                        rtu_deferred_t *defer, rtu_run_result_t *res) {
+  run_t *r = &b->run;
+  bool go;
+  rtu_err_t rc = run_begin(b, projection, msgs, n, defer, res, &go);
+  if (!go) return rc;
+  rc = read_stored(b, r->p, r->ngroups, r->strategies || r->pr_updates, res);
   if (rc != RTU_OK) {
     record_unmapped(b, projection, false, res);
     return stop_if_refused(rc, msgs, res);
   }
-  find_conflicts(b, msgs, ngroups, &limit, res);
-  int64_t now = rtu_now_ms();
-  rc = write_records(b, p, msgs, ngroups, limit, now, &nwrites, res);
-  rtu_err_t urc = record_unmapped(b, projection, rc == RTU_OK, res);
-  if (rc == RTU_OK) rc = urc;
-  if (rc != RTU_OK) {
-    rc = stop_if_refused(rc, msgs, res);
-    goto done;
-  }
-  read_statuses(b, msgs, nwrites, res);
-  observe(RTU_H_STORAGE, &t0);
+  find_conflicts(b, msgs, r->ngroups, &r->limit, res);
+  r->now = rtu_now_ms();
+  rc = write_records(b, r->p, msgs, r->ngroups, r->limit, r->now, &r->nwrites, res);
+  return run_finish(b, rc);
+}
 
-  if (res->failed) res->next_offset = res->fail_offset;
-  if (strategies || pr_updates) {
-    rc = after_writes(b, projection, msgs, n, ngroups, now, strategies, pr_updates, defer, res);
-    observe(RTU_H_PRODUCER, &t0);
-    if (rc != RTU_OK) goto done;
+/* ---- runs joined -------------------------------------------------------- */
+
+/* The joined runs still in step (go), each with its own read context. */
+typedef struct {
+  rtu_batch_t *const *bs;
+  const bool *go;
+  read_ctx_t *ctx;
+  size_t k;
+} joined_read_t;
+
+/* A stored record goes to the run whose records it is one of (on_stored finds
+ * nothing in the others). */
+static void on_stored_joined(void *vctx, const bson_t *doc) {
+  joined_read_t *j = vctx;
+  for (size_t i = 0; i < j->k; i++)
+    if (j->go[i]) on_stored(&j->ctx[i], doc);
+}
+
+/* Step 3 for the runs in step: one read for all their records. */
+static void read_joined(rtu_batch_t *const *bs, size_t k, bool *go, rtu_err_t *rcs) {
+  char err[RTU_ERRSTR_SIZE];
+  size_t nkeys = 0, at = 0;
+  for (size_t i = 0; i < k; i++)
+    if (go[i]) nkeys += bs[i]->run.ngroups;
+  bson_t **keys = malloc((nkeys ? nkeys : 1) * sizeof *keys);
+  read_ctx_t *ctx = calloc(k, sizeof *ctx);
+  rtu_err_t rc = RTU_ERR_FATAL;
+  snprintf(err, sizeof err, "out of memory");
+  if (keys && ctx) {
+    for (size_t i = 0; i < k; i++) {
+      if (!go[i]) continue;
+      const run_t *r = &bs[i]->run;
+      ctx[i] = (read_ctx_t){bs[i], r->p, r->ngroups, r->strategies || r->pr_updates};
+      for (size_t g = 0; g < r->ngroups; g++)
+        keys[at++] = (bson_t *)bs[i]->events[bs[i]->groups[g].first].key;
+    }
+    joined_read_t j = {bs, go, ctx, k};
+    rc = nkeys ? rtu_store_find_keys(bs[0]->store, bs[0]->run.p, keys, nkeys, on_stored_joined,
+                                     &j, err, sizeof err)
+               : RTU_OK;
   }
-  rc = count_applied(b, msgs, n, defer, res);
-done:
-  drop_stored(b, ngroups);
-  if (b->mapped_cap > KEEP_CAP && n < b->mapped_cap / 4) release(b);
-  return rc;
-oom:
-  snprintf(res->cause, sizeof res->cause, "out of memory for a run of %zu messages", n);
-  return RTU_ERR_FATAL;
+  free(keys);
+  free(ctx);
+  if (rc == RTU_OK) return;
+  for (size_t i = 0; i < k; i++)
+    if (go[i]) {
+      rcs[i] = run_unread(bs[i], rc, err);
+      go[i] = false;
+    }
+}
+
+/* Step 5 for the runs in step: their writes in one bulk, read in place (static
+ * bson_t over each run's own documents), the statuses and errors the store sets
+ * handed back to each run's writes. A write the driver refuses sends nothing:
+ * each run then writes on its own, shortening itself as it does alone. */
+static void write_joined(rtu_batch_t *const *bs, size_t k, const bool *go, rtu_err_t *rcs) {
+  char err[RTU_ERRSTR_SIZE];
+  size_t total = 0, at = 0;
+  for (size_t i = 0; i < k; i++) {
+    if (!go[i]) continue;
+    run_t *r = &bs[i]->run;
+    r->nwrites = build_writes(bs[i], r->msgs, r->ngroups, r->limit, r->now, r->res);
+    r->res->writes = r->nwrites;
+    total += r->nwrites;
+  }
+  rtu_write_t *all = rtu_aligned_calloc(total ? total : 1, sizeof *all);
+  rtu_err_t rc = RTU_ERR_DATA; /* out of memory: each run on its own */
+  if (all) {
+    for (size_t i = 0; i < k; i++)
+      for (size_t w = 0; go[i] && w < bs[i]->run.nwrites; w++, at++) {
+        const rtu_write_t *own = &bs[i]->writes[w];
+        all[at] = (rtu_write_t){.kind = own->kind, .upsert = own->upsert,
+                                .validate = own->validate};
+        bson_init_static(&all[at].filter, bson_get_data(&own->filter), own->filter.len);
+        bson_init_static(&all[at].update, bson_get_data(&own->update), own->update.len);
+      }
+    rc = rtu_store_write(bs[0]->store, bs[0]->run.p, all, total, err, sizeof err);
+  }
+  if (rc == RTU_ERR_DATA)
+    for (size_t w = 0; all && w < total; w++) bson_free(all[w].error);
+  at = 0;
+  for (size_t i = 0; i < k; i++) {
+    if (!go[i]) continue;
+    run_t *r = &bs[i]->run;
+    if (rc == RTU_ERR_DATA) {
+      rcs[i] = write_records(bs[i], r->p, r->msgs, r->ngroups, r->limit, r->now, &r->nwrites,
+                             r->res);
+      continue;
+    }
+    for (size_t w = 0; w < r->nwrites; w++, at++) {
+      bs[i]->writes[w].status = all[at].status;
+      bs[i]->writes[w].error = all[at].error;
+    }
+    rcs[i] = rc;
+    if (rc != RTU_OK) snprintf(r->res->cause, sizeof r->res->cause, "%s", err);
+  }
+  free(all);
+}
+
+void rtu_batch_run_joined(rtu_batch_t *const *bs, size_t k, size_t projection,
+                          rtu_batch_joined_t *runs) {
+  bool *go = calloc(k ? k : 1, sizeof *go);
+  rtu_err_t *rcs = calloc(k ? k : 1, sizeof *rcs);
+  if (!go || !rcs) {
+    free(go);
+    free(rcs);
+    for (size_t i = 0; i < k; i++)
+      runs[i].err = rtu_batch_run(bs[i], projection, runs[i].msgs, runs[i].n, runs[i].defer,
+                                  runs[i].res);
+    return;
+  }
+  for (size_t i = 0; i < k; i++)
+    rcs[i] = run_begin(bs[i], projection, runs[i].msgs, runs[i].n, runs[i].defer, runs[i].res,
+                       &go[i]);
+  read_joined(bs, k, go, rcs);
+  for (size_t i = 0; i < k; i++)
+    if (go[i]) {
+      run_t *r = &bs[i]->run;
+      find_conflicts(bs[i], r->msgs, r->ngroups, &r->limit, r->res);
+      r->now = rtu_now_ms();
+    }
+  write_joined(bs, k, go, rcs);
+  for (size_t i = 0; i < k; i++) runs[i].err = go[i] ? run_finish(bs[i], rcs[i]) : rcs[i];
+  free(go);
+  free(rcs);
 }

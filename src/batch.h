@@ -53,4 +53,28 @@ void rtu_batch_set_generation(rtu_batch_t *b, const rtu_config_t *cfg, rtu_scrip
 rtu_err_t rtu_batch_run(rtu_batch_t *b, size_t projection, const rtu_msg_t *msgs, size_t n,
                         rtu_deferred_t *defer, rtu_run_result_t *res);
 
+/* One run of rtu_batch_run_joined: its arguments to rtu_batch_run, and what it
+ * would have returned. */
+typedef struct {
+  const rtu_msg_t *msgs;
+  size_t n;
+  rtu_deferred_t *defer;
+  rtu_run_result_t *res;
+  rtu_err_t err;
+} rtu_batch_joined_t;
+
+/*
+ * Runs of distinct partitions of one projection, runs[i] applied by bs[i] as
+ * rtu_batch_run would (every result the same), but in step: one read of the
+ * stored records and one bulk for all of them. Under a trickle a poll brings a
+ * few messages from each partition, and two round trips per run were most of
+ * their time (docs/performance.md, Freshness). The contexts must share one
+ * store (one worker's: they run on its thread) and their script's Lua state;
+ * their outputs_done is each run's own. Not for mappings that note unmapped
+ * fields (the notes are kept in the Lua state between a run's mapping and its
+ * end, so joined runs would take each other's).
+ */
+void rtu_batch_run_joined(rtu_batch_t *const *bs, size_t k, size_t projection,
+                          rtu_batch_joined_t *runs);
+
 #endif

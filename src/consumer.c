@@ -18,6 +18,7 @@
 
 #include <librdkafka/rdkafka.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -686,27 +687,60 @@ static void log_counts(const rtu_job_t *job) {
 }
 
 /* Takes what has arrived and goes: waits up to `wait` ms for the first message
- * only, then up to POLL_GRACE_MS for the rest of the batch.
+ * only, then takes the rest of the batch in windows of POLL_WINDOW_MS for as long
+ * as each brings more, at most POLL_GRACE_MS in all.
  * rd_kafka_consume_batch_queue returns early only when the array is full, so one
  * call with the full wait held a message that arrived alone for the whole
- * KAFKA_CONSUMER_MAX_WAIT_TIME. The grace is for the fetch response the first
- * message came in: the broker thread queues its partitions one after the other,
- * and a poll woken by the first one would otherwise take that partition alone
- * (one more batch, strategies stage and commit for the rest). Batches still grow
- * under load: the queue fills (up to queued.min.messages) while the workers apply
- * the previous batch, and a full array returns at once. */
+ * KAFKA_CONSUMER_MAX_WAIT_TIME, and a single grace call always took all of its
+ * time. The windows are for the fetch response the first message came in: the
+ * broker thread queues its partitions one after the other, and a poll woken by
+ * the first one would otherwise take that partition alone (one more batch,
+ * strategies stage and commit for the rest); once a window brings nothing, the
+ * response is in. Batches still grow under load: the queue fills (up to
+ * queued.min.messages) while the workers apply the previous batch, and a full
+ * array returns at once. */
+#define POLL_WINDOW_MS 1
 #define POLL_GRACE_MS 5
 
 static ssize_t poll_batch(rtu_consumer_t *c, int wait) {
   ssize_t n = rd_kafka_consume_batch_queue(c->queue, wait, c->msgs, 1);
-  if (n <= 0 || c->msgs_cap == 1) return n;
-  ssize_t more =
-      rd_kafka_consume_batch_queue(c->queue, POLL_GRACE_MS, c->msgs + 1, c->msgs_cap - 1);
-  if (more < 0) {
-    rd_kafka_message_destroy(c->msgs[0]);
-    return more;
+  if (n <= 0) return n;
+  int64_t until = rtu_now_mono_ms() + POLL_GRACE_MS;
+  while ((size_t)n < c->msgs_cap) {
+    ssize_t more = rd_kafka_consume_batch_queue(c->queue, POLL_WINDOW_MS, c->msgs + n,
+                                                c->msgs_cap - (size_t)n);
+    if (more < 0) {
+      for (ssize_t k = 0; k < n; k++) rd_kafka_message_destroy(c->msgs[k]);
+      return more;
+    }
+    n += more;
+    if (more == 0 || rtu_now_mono_ms() >= until) break;
   }
-  return n + more;
+  return n;
+}
+
+/* LOG_LEVEL=debug: where a poll's time went, the decomposition of freshness that
+ * docs/performance.md reports: the age of its oldest and newest message when the
+ * poll returned (fetch, queue and the previous poll's work), how long the poll
+ * waited, and how long the runs (with strategies) and the settling took. */
+static void log_poll(const rtu_consumer_t *c, size_t n, size_t njobs, int64_t polled_ms,
+                     int64_t wait_us, int64_t apply_us, int64_t settle_us) {
+  if (!rtu_log_enabled(RTU_LOG_DEBUG)) return;
+  int64_t lo = INT64_MAX, hi = 0;
+  for (size_t k = 0; k < n; k++) {
+    int64_t ts = c->msgs[k]->err ? -1 : rd_kafka_message_timestamp(c->msgs[k], NULL);
+    if (ts <= 0) continue;
+    if (ts < lo) lo = ts;
+    if (ts > hi) hi = ts;
+  }
+  if (!hi) return;
+  char f[240];
+  snprintf(f, sizeof f,
+           "{\"messages\":%zu,\"runs\":%zu,\"oldestAgeMs\":%lld,\"newestAgeMs\":%lld,"
+           "\"waitMs\":%.3f,\"applyMs\":%.3f,\"settleMs\":%.3f}",
+           n, njobs, (long long)(polled_ms - lo), (long long)(polled_ms - hi), wait_us / 1e3,
+           apply_us / 1e3, settle_us / 1e3);
+  rtu_log(RTU_LOG_DEBUG, "poll", "#timing", f, NULL);
 }
 
 rtu_err_t rtu_consumer_run(rtu_consumer_t *c, rtu_pool_t *pool, const rtu_consumer_loop_t *loop,
@@ -726,6 +760,7 @@ rtu_err_t rtu_consumer_run(rtu_consumer_t *c, rtu_pool_t *pool, const rtu_consum
       if (left < wait) wait = left > 0 ? (int)left : 0;
     }
     if (wait > 1000) wait = 1000; /* keep the heartbeat and the stop flag fresh */
+    int64_t t_wait = rtu_now_mono_us();
     ssize_t n = poll_batch(c, wait);
     if (n < 0) {
       snprintf(errstr, errstr_size, "consume: %s", rd_kafka_err2str(rd_kafka_last_error()));
@@ -733,10 +768,11 @@ rtu_err_t rtu_consumer_run(rtu_consumer_t *c, rtu_pool_t *pool, const rtu_consum
       break;
     }
     if (n == 0) continue;
-    int64_t t0 = rtu_now_mono_us();
+    int64_t t0 = rtu_now_mono_us(), polled_ms = rtu_now_ms();
     qsort(c->msgs, (size_t)n, sizeof *c->msgs, msg_cmp);
     size_t njobs = build_jobs(c, (size_t)n);
     rc = rtu_pool_run(pool, c->jobs, njobs, errstr, errstr_size);
+    int64_t t_applied = rtu_now_mono_us();
     bool stored = false;
     c->settled_at = rtu_now_ms();
     for (size_t k = 0; k < njobs && rc == RTU_OK; k++) {
@@ -746,9 +782,14 @@ rtu_err_t rtu_consumer_run(rtu_consumer_t *c, rtu_pool_t *pool, const rtu_consum
       }
       log_counts(&c->jobs[k]);
     }
-    for (ssize_t k = 0; k < n; k++) rd_kafka_message_destroy(c->msgs[k]);
-    if (rc != RTU_OK) break;
+    if (rc != RTU_OK) {
+      for (ssize_t k = 0; k < n; k++) rd_kafka_message_destroy(c->msgs[k]);
+      break;
+    }
     if (stored) commit_async(c);
+    int64_t t_end = rtu_now_mono_us();
+    log_poll(c, (size_t)n, njobs, polled_ms, t0 - t_wait, t_applied - t0, t_end - t_applied);
+    for (ssize_t k = 0; k < n; k++) rd_kafka_message_destroy(c->msgs[k]);
     if (njobs) rtu_metrics_observe(RTU_H_BATCH, (double)(rtu_now_mono_us() - t0) / 1e6);
   }
   /* Final: commit what was applied, synchronously, then leave the group (unless

@@ -97,9 +97,12 @@ static const double bounds[] = {0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05,
                                 0.1,    0.25,  0.5,    1,     2.5,  5,     10};
 #define NBOUNDS (sizeof bounds / sizeof bounds[0])
 
-/* Freshness spans milliseconds (messages that flow) to hours (a backlog). */
-static const double fresh_bounds[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1,
-                                      2.5,   5,    10,    30,   60,  300, 1800};
+/* Freshness spans milliseconds (messages that flow) to hours (a backlog); about
+ * 10 ms steps up to 50 ms, so that a p99 against a goal of tens of milliseconds
+ * is read from the buckets rather than guessed inside a wide one. */
+static const double fresh_bounds[] = {0.001, 0.0025, 0.005, 0.01, 0.02, 0.025, 0.03,
+                                      0.04,  0.05,   0.075, 0.1,  0.25, 0.5,   1,
+                                      2.5,   5,      10,    30,   60,   300,   1800};
 #define NFRESH (sizeof fresh_bounds / sizeof fresh_bounds[0])
 
 typedef struct {
@@ -128,7 +131,7 @@ typedef struct {
   bool paused;
 } part_t;
 
-/* One histogram per projection, for rtu_freshness_seconds. */
+/* One histogram per label value of a freshness family. */
 typedef struct {
   char *label;
   uint64_t buckets[NFRESH + 1]; /* per bucket, not cumulative; last = +Inf */
@@ -136,10 +139,26 @@ typedef struct {
   uint64_t count;
 } fresh_slot_t;
 
+/* rtu_freshness_seconds{projection} (the projection writes) and
+ * rtu_projection_change_freshness_seconds{type} (the projection changes). */
+typedef struct {
+  const char *name, *label, *help;
+  fresh_slot_t slots[MAX_LABELS + 1]; /* + "_other" */
+  size_t n;
+} fresh_family_t;
+
 static counter_t counters[RTU_C__COUNT];
 static pthread_mutex_t fresh_mu = PTHREAD_MUTEX_INITIALIZER;
-static fresh_slot_t fresh[MAX_LABELS + 1]; /* + "_other" */
-static size_t nfresh;
+static fresh_family_t fresh_writes = {
+    .name = "rtu_freshness_seconds",
+    .label = "projection",
+    .help = "Seconds from a message's Kafka timestamp to the acknowledgment of its writes."};
+static fresh_family_t fresh_changes = {
+    .name = "rtu_projection_change_freshness_seconds",
+    .label = "type",
+    .help = "Seconds from the Kafka timestamp of the message a projection change names to "
+            "the acknowledgment of the change's write (and of its Kafka message)."};
+static fresh_family_t *const fresh_families[] = {&fresh_writes, &fresh_changes};
 static hist_t hists[RTU_H__COUNT];
 static _Atomic double gauges[RTU_G__COUNT];
 static pthread_mutex_t parts_mu = PTHREAD_MUTEX_INITIALIZER;
@@ -174,9 +193,12 @@ void rtu_metrics_free(void) {
   }
   for (size_t i = 0; i < RTU_H__COUNT; i++) pthread_mutex_destroy(&hists[i].mu);
   pthread_mutex_lock(&fresh_mu);
-  for (size_t i = 0; i < nfresh; i++) free(fresh[i].label);
-  memset(fresh, 0, sizeof fresh);
-  nfresh = 0;
+  for (size_t f = 0; f < sizeof fresh_families / sizeof fresh_families[0]; f++) {
+    fresh_family_t *fam = fresh_families[f];
+    for (size_t i = 0; i < fam->n; i++) free(fam->slots[i].label);
+    memset(fam->slots, 0, sizeof fam->slots);
+    fam->n = 0;
+  }
   pthread_mutex_unlock(&fresh_mu);
   pthread_mutex_lock(&parts_mu);
   for (size_t i = 0; i < nparts; i++) free(parts[i].topic);
@@ -237,23 +259,24 @@ void rtu_metrics_observe(rtu_hist_t h, double seconds) {
   pthread_mutex_unlock(&hs->mu);
 }
 
-/* Under fresh_mu: the slot of a projection, created on first use. */
-static fresh_slot_t *fresh_slot(const char *label) {
-  for (size_t i = 0; i < nfresh; i++)
-    if (!strcmp(fresh[i].label, label)) return &fresh[i];
-  const char *use = nfresh < MAX_LABELS ? label : "_other";
-  for (size_t i = 0; i < nfresh; i++)
-    if (!strcmp(fresh[i].label, use)) return &fresh[i];
+/* Under fresh_mu: the slot of a label value, created on first use. */
+static fresh_slot_t *fresh_slot(fresh_family_t *fam, const char *label) {
+  for (size_t i = 0; i < fam->n; i++)
+    if (!strcmp(fam->slots[i].label, label)) return &fam->slots[i];
+  const char *use = fam->n < MAX_LABELS ? label : "_other";
+  for (size_t i = 0; i < fam->n; i++)
+    if (!strcmp(fam->slots[i].label, use)) return &fam->slots[i];
   char *copy = strdup(use);
   if (!copy) return NULL;
-  fresh[nfresh] = (fresh_slot_t){.label = copy};
-  return &fresh[nfresh++];
+  fam->slots[fam->n] = (fresh_slot_t){.label = copy};
+  return &fam->slots[fam->n++];
 }
 
-void rtu_metrics_freshness(const char *projection, int64_t now_ms, const int64_t *ts_ms, size_t n) {
-  if (!projection || n == 0) return;
+static void observe_fresh(fresh_family_t *fam, const char *label, int64_t now_ms,
+                          const int64_t *ts_ms, size_t n) {
+  if (!label || n == 0) return;
   pthread_mutex_lock(&fresh_mu);
-  fresh_slot_t *s = fresh_slot(projection);
+  fresh_slot_t *s = fresh_slot(fam, label);
   for (size_t i = 0; s && i < n; i++) {
     /* A producer's clock ahead of ours reads as 0, never negative. */
     double seconds = ts_ms[i] < now_ms ? (double)(now_ms - ts_ms[i]) / 1e3 : 0.0;
@@ -264,6 +287,15 @@ void rtu_metrics_freshness(const char *projection, int64_t now_ms, const int64_t
     s->count++;
   }
   pthread_mutex_unlock(&fresh_mu);
+}
+
+void rtu_metrics_freshness(const char *projection, int64_t now_ms, const int64_t *ts_ms, size_t n) {
+  observe_fresh(&fresh_writes, projection, now_ms, ts_ms, n);
+}
+
+void rtu_metrics_change_freshness(const char *type, int64_t now_ms, const int64_t *ts_ms,
+                                  size_t n) {
+  observe_fresh(&fresh_changes, type, now_ms, ts_ms, n);
 }
 
 void rtu_metrics_set(rtu_gauge_t g, double v) {
@@ -447,29 +479,33 @@ static void out_double(out_t *o, double v) {
   else out_printf(o, "%.17g", v);
 }
 
-static void render_freshness(out_t *o) {
-  out_header(o, "rtu_freshness_seconds",
-             "Seconds from a message's Kafka timestamp to the acknowledgment of its writes.",
-             "histogram");
-  pthread_mutex_lock(&fresh_mu);
-  for (size_t i = 0; i < nfresh; i++) {
-    const fresh_slot_t *s = &fresh[i];
+/* Under fresh_mu. */
+static void render_fresh_family(out_t *o, const fresh_family_t *fam) {
+  out_header(o, fam->name, fam->help, "histogram");
+  for (size_t i = 0; i < fam->n; i++) {
+    const fresh_slot_t *s = &fam->slots[i];
     uint64_t cum = 0;
     for (size_t b = 0; b <= NFRESH; b++) {
       cum += s->buckets[b];
-      out_printf(o, "rtu_freshness_seconds_bucket{projection=\"");
+      out_printf(o, "%s_bucket{%s=\"", fam->name, fam->label);
       out_label_value(o, s->label);
       if (b < NFRESH) out_printf(o, "\",le=\"%g\"} %" PRIu64 "\n", fresh_bounds[b], cum);
       else out_printf(o, "\",le=\"+Inf\"} %" PRIu64 "\n", cum);
     }
-    out_printf(o, "rtu_freshness_seconds_sum{projection=\"");
+    out_printf(o, "%s_sum{%s=\"", fam->name, fam->label);
     out_label_value(o, s->label);
     out_printf(o, "\"} ");
     out_double(o, s->sum);
-    out_printf(o, "\nrtu_freshness_seconds_count{projection=\"");
+    out_printf(o, "\n%s_count{%s=\"", fam->name, fam->label);
     out_label_value(o, s->label);
     out_printf(o, "\"} %" PRIu64 "\n", s->count);
   }
+}
+
+static void render_freshness(out_t *o) {
+  pthread_mutex_lock(&fresh_mu);
+  for (size_t f = 0; f < sizeof fresh_families / sizeof fresh_families[0]; f++)
+    render_fresh_family(o, fresh_families[f]);
   pthread_mutex_unlock(&fresh_mu);
 }
 

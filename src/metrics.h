@@ -67,6 +67,12 @@ void rtu_metrics_set(rtu_gauge_t g, double v);
  * One lock per call: call it once per run with the run's timestamps. */
 void rtu_metrics_freshness(const char *projection, int64_t now_ms, const int64_t *ts_ms, size_t n);
 
+/* rtu_projection_change_freshness_seconds{type}: for each of n projection
+ * changes of that type, the time from the Kafka timestamp of the message it
+ * names to now_ms, when its write (and its Kafka message) was acknowledged. */
+void rtu_metrics_change_freshness(const char *type, int64_t now_ms, const int64_t *ts_ms,
+                                  size_t n);
+
 /* Per-partition series: rtu_partition_lag{topic,partition} (from librdkafka's
  * statistics; -1 when unknown) and rtu_partition_paused{topic,partition}. */
 void rtu_metrics_partition(const char *topic, int32_t partition, int64_t lag, bool paused);

@@ -1,8 +1,9 @@
 /*
  * pool.c: owns the worker threads and everything a worker uses alone (batch
  * context, Lua state, MongoDB store, Kafka producer), and the script
- * generations. A poll's runs go out in two rounds: the partition runs (batch.c),
- * then one strategies stage per projection over what they deferred (stage.c).
+ * generations. A poll's runs go out in two rounds: the partition runs (batch.c;
+ * the small runs of a projection joined, to share their round trips), then one
+ * strategies stage per projection over what they deferred (stage.c).
  * It decides nothing about offsets or pauses: it returns what became of each
  * run (consumer.c decides).
  *
@@ -27,10 +28,22 @@
 #include "store_mongo.h"
 #include "util.h"
 
-/* What a worker takes in a round: a partition run, or (runs != NULL) the
- * strategies stage of one projection. */
+/* Runs of at most JOIN_MSGS messages are joined, up to JOIN_RUNS runs and
+ * JOIN_TOTAL messages a task: under a trickle a poll brings a few messages of
+ * each partition, and a run's two round trips (its read and its bulk) were most
+ * of its time; joined, the runs of a projection share them (rtu_batch_run_joined).
+ * Larger runs keep a task each, so that the workers share the mapping's work. */
+#define JOIN_MSGS 64
+#define JOIN_RUNS 16
+#define JOIN_TOTAL 256
+
+/* What a worker takes in a round: a partition run, (njoined > 1) partition runs
+ * of one projection joined, or (runs != NULL) the strategies stage of one
+ * projection. */
 typedef struct {
   rtu_job_t *job;
+  rtu_job_t **joined; /* njoined jobs, job == joined[0] */
+  size_t njoined;
   size_t projection;
   rtu_deferred_t **runs;
   size_t nruns;
@@ -44,6 +57,9 @@ typedef struct {
   rtu_store_t *store;
   rtu_emit_t *emit;
   rtu_batch_t *batch;
+  /* Batch contexts for joined runs beyond the first (which is batch), made
+   * when first needed; they share the worker's script, store and producer. */
+  rtu_batch_t *extra[JOIN_RUNS - 1];
 } worker_t;
 
 struct rtu_pool_s {
@@ -60,6 +76,7 @@ struct rtu_pool_s {
   bool shutdown;
   task_t *buf;            /* the tasks of a poll, grown as polls grow */
   rtu_deferred_t **sruns; /* the deferred runs, grouped per projection */
+  rtu_job_t **jruns;      /* the joined runs, grouped per task */
   size_t buf_cap;
 };
 
@@ -136,9 +153,54 @@ void rtu_generation_free(rtu_generation_t *gen) {
 
 /* ---- workers ------------------------------------------------------------ */
 
+/* The worker's batch contexts for k joined runs; false when one cannot be made. */
+static bool joined_contexts(worker_t *w, size_t k, rtu_batch_t **bs) {
+  const rtu_generation_t *gen = w->pool->gen;
+  bs[0] = w->batch;
+  for (size_t i = 1; i < k; i++) {
+    if (!w->extra[i - 1]) {
+      w->extra[i - 1] = rtu_batch_new(gen->cfg, gen->scripts[w->index], w->store);
+      if (!w->extra[i - 1]) return false;
+      rtu_batch_set_emit(w->extra[i - 1], w->emit);
+    }
+    bs[i] = w->extra[i - 1];
+  }
+  return true;
+}
+
+static void run_joined(worker_t *w, task_t *t) {
+  rtu_batch_t *bs[JOIN_RUNS];
+  rtu_batch_joined_t runs[JOIN_RUNS];
+  int64_t t0 = rtu_now_mono_us();
+  if (!joined_contexts(w, t->njoined, bs)) {
+    for (size_t i = 0; i < t->njoined; i++) {
+      rtu_job_t *job = t->joined[i];
+      rtu_batch_set_outputs_done(w->batch, job->outputs_done);
+      job->err = rtu_batch_run(w->batch, job->projection, job->msgs, job->n, &job->deferred,
+                               &job->res);
+    }
+    return;
+  }
+  for (size_t i = 0; i < t->njoined; i++) {
+    rtu_job_t *job = t->joined[i];
+    rtu_batch_set_outputs_done(bs[i], job->outputs_done);
+    runs[i] = (rtu_batch_joined_t){job->msgs, job->n, &job->deferred, &job->res, RTU_OK};
+  }
+  rtu_batch_run_joined(bs, t->njoined, t->projection, runs);
+  double seconds = (double)(rtu_now_mono_us() - t0) / 1e6;
+  for (size_t i = 0; i < t->njoined; i++) {
+    t->joined[i]->err = runs[i].err;
+    rtu_metrics_observe(RTU_H_PARTITION, seconds);
+  }
+}
+
 static void run_task(worker_t *w, task_t *t) {
   if (t->runs) {
     rtu_stage_run(rtu_batch_stage(w->batch), t->projection, t->runs, t->nruns);
+    return;
+  }
+  if (t->njoined > 1) {
+    run_joined(w, t);
     return;
   }
   rtu_job_t *job = t->job;
@@ -236,12 +298,14 @@ void rtu_pool_free(rtu_pool_t *p) {
     worker_t *w = &p->workers[i];
     if (w->started) pthread_join(w->thread, NULL);
     rtu_batch_free(w->batch);
+    for (size_t i = 0; i < JOIN_RUNS - 1; i++) rtu_batch_free(w->extra[i]);
     rtu_emit_free(w->emit);
     rtu_store_free(w->store);
   }
   free(p->workers);
   free(p->buf);
   free(p->sruns);
+  free(p->jruns);
   rtu_generation_free(p->gen);
   pthread_cond_destroy(&p->work);
   pthread_cond_destroy(&p->done);
@@ -279,7 +343,9 @@ static bool reserve_tasks(rtu_pool_t *p, size_t n) {
   if (buf) p->buf = buf;
   rtu_deferred_t **sruns = realloc(p->sruns, n * sizeof *sruns);
   if (sruns) p->sruns = sruns;
-  if (!buf || !sruns) return false;
+  rtu_job_t **jruns = realloc(p->jruns, n * sizeof *jruns);
+  if (jruns) p->jruns = jruns;
+  if (!buf || !sruns || !jruns) return false;
   p->buf_cap = n;
   return true;
 }
@@ -301,14 +367,39 @@ static size_t strategies_tasks(rtu_pool_t *p, rtu_job_t *jobs, size_t njobs) {
   return ntasks;
 }
 
+/* The run tasks of a poll: small runs of a projection joined (JOIN_*), the
+ * others one a task. Joining is off when the mapping notes unmapped fields
+ * (rtu_batch_run_joined says why). */
+static size_t run_tasks(rtu_pool_t *p, rtu_job_t *jobs, size_t njobs) {
+  size_t ntasks = 0, nj = 0;
+  bool join = !rtu_config_notes_unmapped(p->gen->cfg);
+  for (size_t k = 0; k < njobs; k++)
+    if (!join || jobs[k].n > JOIN_MSGS) p->buf[ntasks++] = (task_t){.job = &jobs[k]};
+  for (size_t proj = 0; join && proj < p->gen->cfg->nprojections; proj++) {
+    task_t *t = NULL;
+    size_t total = 0;
+    for (size_t k = 0; k < njobs; k++) {
+      if (jobs[k].projection != proj || jobs[k].n > JOIN_MSGS) continue;
+      if (!t || t->njoined == JOIN_RUNS || total + jobs[k].n > JOIN_TOTAL) {
+        t = &p->buf[ntasks++];
+        *t = (task_t){.job = &jobs[k], .joined = &p->jruns[nj], .projection = proj};
+        total = 0;
+      }
+      p->jruns[nj++] = &jobs[k];
+      t->njoined++;
+      total += jobs[k].n;
+    }
+  }
+  return ntasks;
+}
+
 rtu_err_t rtu_pool_run(rtu_pool_t *p, rtu_job_t *jobs, size_t n, char *errstr,
                        size_t errstr_size) {
   if (!reserve_tasks(p, n)) {
     snprintf(errstr, errstr_size, "out of memory for a poll of %zu runs", n);
     return RTU_ERR_FATAL;
   }
-  for (size_t k = 0; k < n; k++) p->buf[k] = (task_t){.job = &jobs[k]};
-  run_round(p, p->buf, n);
+  run_round(p, p->buf, run_tasks(p, jobs, n));
   run_round(p, p->buf, strategies_tasks(p, jobs, n));
   for (size_t k = 0; k < n; k++) {
     if (jobs[k].err == RTU_OK) jobs[k].err = jobs[k].deferred.err;
@@ -318,8 +409,12 @@ rtu_err_t rtu_pool_run(rtu_pool_t *p, rtu_job_t *jobs, size_t n, char *errstr,
 }
 
 void rtu_pool_swap(rtu_pool_t *p, rtu_generation_t *gen) {
-  for (size_t i = 0; i < p->nworkers; i++)
+  for (size_t i = 0; i < p->nworkers; i++) {
     rtu_batch_set_generation(p->workers[i].batch, gen->cfg, gen->scripts[i]);
+    for (size_t k = 0; k < JOIN_RUNS - 1; k++)
+      if (p->workers[i].extra[k])
+        rtu_batch_set_generation(p->workers[i].extra[k], gen->cfg, gen->scripts[i]);
+  }
   rtu_generation_free(p->gen);
   p->gen = gen;
 }

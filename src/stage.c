@@ -261,6 +261,21 @@ static void pcs_refused(const call_t *c, rtu_deferred_t *const *runs, size_t nru
   }
 }
 
+/* rtu_projection_change_freshness_seconds: each change from the Kafka timestamp
+ * of the message it names, one call per stretch of one type. */
+static void observe_freshness(const call_t *c, const rtu_identified_t *ids, size_t n) {
+  int64_t stamps[64], now = rtu_now_ms();
+  size_t k = 0;
+  for (size_t i = 0; i < n; i++) {
+    int64_t ts = c->named[ids[i].origin]->timestamp;
+    if (ts > 0) stamps[k++] = ts;
+    if (k == 64 || i + 1 == n || strcmp(ids[i + 1].type, ids[i].type)) {
+      rtu_metrics_change_freshness(ids[i].type, now, stamps, k);
+      k = 0;
+    }
+  }
+}
+
 /* Records the projection changes of ids[0..n) (one bulk) and produces their
  * Kafka messages; an error goes to runs[0..nruns). */
 static void record_changes(rtu_stage_t *s, const rtu_projection_t *p, const call_t *c,
@@ -292,8 +307,12 @@ static void record_changes(rtu_stage_t *s, const rtu_projection_t *p, const call
   }
   if (s->emit && s->cfg->gen_kafka_pc) {
     rc = rtu_messages_pcs(s->emit, p, ids, n, c->named, err, sizeof err);
-    if (rc != RTU_OK) stage_fail(runs, nruns, rc, err, rc == RTU_ERR_TRANSIENT);
+    if (rc != RTU_OK) {
+      stage_fail(runs, nruns, rc, err, rc == RTU_ERR_TRANSIENT);
+      return;
+    }
   }
+  observe_freshness(c, ids, n);
 }
 
 /*

@@ -133,6 +133,10 @@ class StrategyError(E2ETestCase):
         self.assertEqual(m["rtu_strategy_errors_total"], 1)
         self.assertEqual(m["rtu_strategy_timeouts_total"], 0)
         self.assertEqual(m['rtu_projection_changes_total{single_view="sv_rows"}'], 4)
+        # one freshness observation per projection change written
+        self.assertEqual(m['rtu_projection_change_freshness_seconds_count{type="sv_rows"}'], 4)
+        self.assertEqual(
+            m['rtu_projection_change_freshness_seconds_bucket{type="sv_rows",le="+Inf"}'], 4)
         self.assertEqual(m['rtu_messages_failed_total{topic="sverr.rows"}'], 1)
         self.assertGreaterEqual(m["rtu_strategy_duration_seconds_count"], 1)
 

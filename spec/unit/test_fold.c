@@ -13,6 +13,9 @@
  * And a strategy failing (error, timeout, memory cap) on one record of a run: the
  * run stops at that record's message with the projection changes of the earlier
  * ones written.
+ * And joined runs (rtu_batch_run_joined: runs of several partitions sharing one
+ * read and one bulk): the same results, documents, last pr-updates and projection
+ * changes as each run alone (a fifth as many cases as random sequences).
  *
  * It starts its own MongoDB test server ($RTU_TOOLS_DIR/mongo-test-server.py).
  * RTU_FOLD_SEED=<n> replays a seed, RTU_FOLD_SEQUENCES=<n> changes the count.
@@ -172,8 +175,13 @@ static void random_fields(char *out, size_t size) {
   }
 }
 
+/* The keys and partition of the generated messages: joined cases give each
+ * partition keys of its own, as partitioning by key does. */
+static int key_base;
+static int32_t gen_partition;
+
 static void gen_message(gen_msg_t *g, int64_t offset, int nkeys) {
-  int k = 1 + (int)rnd((uint32_t)nkeys);
+  int k = key_base + 1 + (int)rnd((uint32_t)nkeys);
   int64_t pos = step(&pos_clock), ts = step(&ts_clock);
   char pos_text[32], fa[256], fb[256];
   if (rnd(2)) snprintf(pos_text, sizeof pos_text, "\"%020lld\"", (long long)pos);
@@ -197,8 +205,8 @@ static void gen_message(gen_msg_t *g, int64_t offset, int nkeys) {
              "{\"op_type\": \"D\", \"pos\": %s, \"before\": {\"ID\": %d%s}, \"after\": null}",
              pos_text, k, fb);
   } else { /* primary-key change k -> k2 */
-    int k2 = 1 + (int)rnd((uint32_t)nkeys);
-    if (k2 == k) k2 = k % nkeys + 1;
+    int k2 = key_base + 1 + (int)rnd((uint32_t)nkeys);
+    if (k2 == k) k2 = key_base + (k - key_base) % nkeys + 1;
     snprintf(g->value, sizeof g->value,
              "{\"op_type\": \"U\", \"pos\": %s, \"before\": {\"ID\": %d%s},"
              " \"after\": {\"ID\": %d%s}}",
@@ -207,7 +215,7 @@ static void gen_message(gen_msg_t *g, int64_t offset, int nkeys) {
   snprintf(g->key, sizeof g->key, "%d", k);
   memset(&g->msg, 0, sizeof g->msg);
   g->msg.topic = TOPIC;
-  g->msg.partition = 0;
+  g->msg.partition = gen_partition;
   g->msg.offset = offset;
   g->msg.timestamp = ts;
   g->msg.key = g->key;
@@ -685,6 +693,133 @@ static void run_sequence(uint64_t seed, int seq) {
   run_case(label, &modes[mode], g, npre, n);
 }
 
+/* ---- joined runs ------------------------------------------------------------ */
+
+#define MAX_JOINED 4
+
+static bool same_result(const rtu_run_result_t *a, const rtu_run_result_t *b) {
+  return a->next_offset == b->next_offset && a->failed == b->failed &&
+         (!a->failed || a->fail_offset == b->fail_offset) && a->messages == b->messages &&
+         a->applied == b->applied && a->stale == b->stale && a->skipped == b->skipped &&
+         a->writes == b->writes && a->changes == b->changes;
+}
+
+/*
+ * Runs of k partitions (keys of their own, each with a prefix stored before)
+ * applied one rtu_batch_run each into database A, and joined into database B
+ * (rtu_batch_run_joined: a context per run over one store and one Lua state):
+ * the same result per run, the same documents, the same last pr-update per key
+ * and the same projection changes.
+ */
+static void joined_case(const char *label, mode_t_ *m, gen_msg_t g[][MAX_MSGS],
+                        const size_t *npre, const size_t *n, size_t k) {
+  drop_db(DB_A);
+  drop_db(DB_B);
+  side_t a = {0}, b = {0};
+  rtu_batch_t *bs[MAX_JOINED] = {0};
+  bool ok = open_side(&a, m->cfg_a, m->script_a) && open_side(&b, m->cfg_b, m->script_b);
+  bs[0] = b.batch;
+  for (size_t j = 1; ok && j < k; j++) {
+    bs[j] = rtu_batch_new(m->cfg_b, m->script_b, b.store);
+    ok = bs[j] != NULL;
+    if (ok && m->cfg_b->gen_kafka_pr_updates) rtu_batch_set_emit(bs[j], emit);
+  }
+  CHECK(ok, "%s: cannot open the stores", label);
+  char why[RTU_ERRSTR_SIZE + 64];
+  for (size_t j = 0; ok && j < k; j++) {
+    ok = one_by_one(&a, g[j], npre[j], NULL, why, sizeof why) &&
+         one_by_one(&b, g[j], npre[j], NULL, why, sizeof why);
+    CHECK(ok, "%s: prefix of partition %zu: %s", label, j, why);
+  }
+  if (ok) {
+    CHECK(read_pr_updates(NULL, NULL), "%s: the prefixes' pr-updates cannot be read", label);
+    clear_views(DB_A);
+    clear_views(DB_B);
+    rtu_msg_t runs[MAX_JOINED][MAX_MSGS];
+    rtu_run_result_t res_a[MAX_JOINED], res_b[MAX_JOINED];
+    rtu_batch_joined_t joined[MAX_JOINED];
+    bool same_res = true;
+    for (size_t j = 0; j < k; j++) {
+      for (size_t i = 0; i < n[j]; i++) runs[j][i] = g[j][npre[j] + i].msg;
+      rtu_err_t rc = rtu_batch_run(a.batch, 0, runs[j], n[j], NULL, &res_a[j]);
+      CHECK(rc == RTU_OK, "%s: run %zu alone: %s %s", label, j, rtu_err_name(rc), res_a[j].cause);
+      joined[j] = (rtu_batch_joined_t){runs[j], n[j], NULL, &res_b[j], RTU_ERR_FATAL};
+    }
+    rtu_batch_run_joined(bs, k, 0, joined);
+    for (size_t j = 0; j < k; j++) {
+      CHECK(joined[j].err == RTU_OK, "%s: run %zu joined: %s %s", label, j,
+            rtu_err_name(joined[j].err), res_b[j].cause);
+      bool same = same_result(&res_a[j], &res_b[j]);
+      char ra[160], rb[160];
+      snprintf(ra, sizeof ra, "next %lld applied %zu stale %zu writes %zu changes %zu",
+               (long long)res_a[j].next_offset, res_a[j].applied, res_a[j].stale,
+               res_a[j].writes, res_a[j].changes);
+      snprintf(rb, sizeof rb, "next %lld applied %zu stale %zu writes %zu changes %zu",
+               (long long)res_b[j].next_offset, res_b[j].applied, res_b[j].stale,
+               res_b[j].writes, res_b[j].changes);
+      CHECK(same, "%s (%s): run %zu alone: %s; joined: %s", label, m->name, j, ra, rb);
+      same_res &= same;
+    }
+    docs_t da, db;
+    read_docs(DB_A, &da);
+    read_docs(DB_B, &db);
+    static const char *const skip[] = {"_id", "createdAt", "updatedAt", NULL};
+    bool same = da.n == db.n;
+    for (size_t i = 0; same && i < da.n; i++)
+      same = bson_equal_unordered(da.docs[i], db.docs[i], skip);
+    CHECK(same, "%s (%s): the joined runs left other documents than the runs alone", label,
+          m->name);
+    last_t la = {0}, lb = {0};
+    CHECK(read_pr_updates(&la, &lb), "%s: the pr-updates cannot be read", label);
+    bool same_pr = la.n == lb.n;
+    for (size_t i = 0; same_pr && i < la.n; i++)
+      same_pr = same_pr_update(la.value[i], last_get(&lb, la.key[i]));
+    CHECK(same_pr, "%s (%s): the joined runs' last pr-update of a key is not the runs' alone",
+          label, m->name);
+    views_t va, vb;
+    read_views(DB_A, &va);
+    read_views(DB_B, &vb);
+    bool views_ok = va.n == vb.n;
+    for (size_t i = 0; i < vb.n; i++) views_ok &= views_has(&va, vb.name[i]);
+    CHECK(views_ok, "%s (%s): the joined runs' projection changes are not the runs' alone",
+          label, m->name);
+    if (!same_res || !same || !same_pr || !views_ok) {
+      mismatches++;
+      for (size_t j = 0; j < k && printed++ < MAX_PRINTED; j++)
+        print_sequence(label, m, g[j], npre[j], n[j]);
+    }
+    last_free(&la);
+    last_free(&lb);
+    free_docs(&da);
+    free_docs(&db);
+  }
+  for (size_t j = 1; j < k; j++) rtu_batch_free(bs[j]);
+  close_side(&a);
+  close_side(&b);
+}
+
+static void joined_sequence(uint64_t seed, int seq) {
+  static gen_msg_t g[MAX_JOINED][MAX_MSGS];
+  size_t k = 2 + rnd(MAX_JOINED - 1), npre[MAX_JOINED], n[MAX_JOINED];
+  int mode = (int)rnd(4);
+  pos_clock = 1000 + rnd(100);
+  ts_clock = 1700000000000LL + rnd(1000);
+  for (size_t j = 0; j < k; j++) {
+    int nkeys = 2 + (int)rnd(3);
+    npre[j] = rnd(4);
+    n[j] = 1 + rnd(6);
+    key_base = 10 * (int)j;
+    gen_partition = (int32_t)j;
+    for (size_t i = 0; i < npre[j] + n[j]; i++) gen_message(&g[j][i], (int64_t)i, nkeys);
+  }
+  key_base = 0;
+  gen_partition = 0;
+  char label[160];
+  snprintf(label, sizeof label, "joined sequence %d (replay: RTU_FOLD_SEED=%llu)", seq,
+           (unsigned long long)seed);
+  joined_case(label, &modes[mode], g, npre, n, k);
+}
+
 /* A hand-written case: values[] are golden-gate values, the first npre a prefix. */
 static void directed(const char *label, int mode, const char *const *values, size_t npre,
                      size_t n) {
@@ -966,6 +1101,12 @@ int main(void) {
   printf("test_fold: %zu directed cases differed; %d random sequences in %.1f s (%.1f a second),"
          " %zu differed\n",
          directed_mismatches, sequences, secs, secs > 0 ? sequences / secs : 0.0, mismatches);
+  size_t fold_mismatches = mismatches;
+  mismatches = 0;
+  int joined = sequences / 5 > 0 ? sequences / 5 : 1;
+  for (int s = 0; s < joined; s++) joined_sequence(seed, s);
+  printf("test_fold: %d joined sequences, %zu differed\n", joined, mismatches);
+  mismatches += fold_mismatches;
 
   drop_db(DB_A);
   drop_db(DB_B);

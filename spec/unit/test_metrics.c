@@ -145,6 +145,33 @@ static void test_freshness(void) {
   free(t);
 }
 
+/* Buckets fine enough to read a p99 of tens of milliseconds (10 ms steps to
+ * 50 ms), and rtu_projection_change_freshness_seconds{type} beside
+ * rtu_freshness_seconds, with its own label. */
+static void test_freshness_fine_and_changes(void) {
+  const int64_t now = 1700000200000;
+  const int64_t writes[] = {now - 1, now - 2, now - 15, now - 29, now - 35, now - 45, now - 60};
+  const int64_t changes[] = {now - 12, now - 48, now - 90};
+  rtu_metrics_freshness("fine", now, writes, sizeof writes / sizeof writes[0]);
+  rtu_metrics_change_freshness("sv_items", now, changes, sizeof changes / sizeof changes[0]);
+  rtu_metrics_change_freshness("sv_items", now, changes, 1);
+  char *t = render();
+  if (!t) return;
+  CHECK_LINE(t, "rtu_freshness_seconds_bucket{projection=\"fine\",le=\"0.001\"} 1");
+  CHECK_LINE(t, "rtu_freshness_seconds_bucket{projection=\"fine\",le=\"0.0025\"} 2");
+  CHECK_LINE(t, "rtu_freshness_seconds_bucket{projection=\"fine\",le=\"0.02\"} 3");
+  CHECK_LINE(t, "rtu_freshness_seconds_bucket{projection=\"fine\",le=\"0.03\"} 4");
+  CHECK_LINE(t, "rtu_freshness_seconds_bucket{projection=\"fine\",le=\"0.04\"} 5");
+  CHECK_LINE(t, "rtu_freshness_seconds_bucket{projection=\"fine\",le=\"0.05\"} 6");
+  CHECK_LINE(t, "rtu_freshness_seconds_bucket{projection=\"fine\",le=\"0.075\"} 7");
+  CHECK_LINE(t, "# TYPE rtu_projection_change_freshness_seconds histogram");
+  CHECK_LINE(t, "rtu_projection_change_freshness_seconds_bucket{type=\"sv_items\",le=\"0.02\"} 2");
+  CHECK_LINE(t, "rtu_projection_change_freshness_seconds_bucket{type=\"sv_items\",le=\"0.05\"} 3");
+  CHECK_LINE(t, "rtu_projection_change_freshness_seconds_bucket{type=\"sv_items\",le=\"0.1\"} 4");
+  CHECK_LINE(t, "rtu_projection_change_freshness_seconds_count{type=\"sv_items\"} 4");
+  free(t);
+}
+
 #define THREADS 4
 #define ROUNDS 20000
 
@@ -407,6 +434,7 @@ int main(void) {
   test_escaping();
   test_histogram();
   test_freshness();
+  test_freshness_fine_and_changes();
   test_concurrency();
   test_kafka_stats();
   test_checkup();
