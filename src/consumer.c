@@ -23,6 +23,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "commit_gate.h"
 #include "emit.h"
 #include "health.h"
 #include "kafka.h"
@@ -61,7 +62,8 @@ struct rtu_consumer_s {
   size_t msgs_cap;
   int64_t *stamps;            /* the Kafka timestamps of a run, for rtu_freshness_seconds */
   int64_t settled_at;         /* epoch ms when the poll's writes were all acknowledged */
-  int64_t commits_held_until; /* monotonic ms; see commit_cb */
+  rtu_gate_t *gate;           /* when an asynchronous commit may go (commit_gate.c) */
+  bool commit_pending;        /* offsets stored since the last commit sent */
   int64_t outage_retry_at; /* monotonic ms; 0 when no partition waits on an outage */
   int outage_backoff_ms;
   int64_t kafka_check_at;
@@ -280,13 +282,17 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                          rd_kafka_topic_partition_list_t *parts, void *opaque) {
   rtu_consumer_t *c = opaque;
   char list[1024], whole[1024];
-  c->commits_held_until = 0; /* the rebalance is over for this member */
   format_parts(parts, list, sizeof list);
   bool cooperative = !strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE");
   if (err != RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+    /* lost: the group gave them to others already (session timeout, a refused
+     * generation), not a revoke the member took part in. */
+    bool lost = rd_kafka_assignment_lost(rk);
     rtu_log(RTU_LOG_INFO, "partitions revoked", "partitions", list, "protocol",
-            cooperative ? "cooperative" : "eager", NULL);
+            cooperative ? "cooperative" : "eager", "#lost", lost ? "true" : "false", NULL);
     on_revoked(c, parts, cooperative);
+    /* librdkafka rejoins as soon as a cooperative revoke is done. */
+    if (cooperative && parts->cnt) rtu_gate_hold_until_sync(c->gate, rtu_now_mono_ms());
     return;
   }
   on_assigned(c, parts, cooperative);
@@ -305,13 +311,11 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
   if (now) rd_kafka_topic_partition_list_destroy(now);
 }
 
-/* A commit refused because the group is rebalancing: no commit until the
- * rebalance ends (the next rebalance callback) or a session timeout passes. A
- * commit still carrying the old generation when the coordinator moves to the
- * new one is answered ILLEGAL_GENERATION, and librdkafka then counts the whole
- * assignment as lost: under the cooperative protocol the partitions that were
- * to stay would stop too. What was applied stays stored and goes with the next
- * commit, or with the commit of the revoke callback. */
+/* A commit refused because the group is rebalancing (the mock cluster answers
+ * so while it waits for members to rejoin; a broker while it waits for
+ * SyncGroups): no asynchronous commit until this member's next SyncGroup is
+ * answered (commit_gate.c says why). What was applied stays stored and goes with
+ * the next commit, or with the commit of the revoke callback. */
 static void commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                       rd_kafka_topic_partition_list_t *offsets, void *opaque) {
   (void)rk;
@@ -319,7 +323,7 @@ static void commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
   bool rebalancing = err == RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS;
   for (int i = 0; offsets && i < offsets->cnt && !rebalancing; i++)
     rebalancing = offsets->elems[i].err == RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS;
-  if (rebalancing) c->commits_held_until = rtu_now_mono_ms() + c->cfg->kafka_session_timeout_ms;
+  if (rebalancing) rtu_gate_hold_until_sync(c->gate, rtu_now_mono_ms());
 }
 
 static int stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque) {
@@ -381,8 +385,12 @@ rtu_consumer_t *rtu_consumer_new(const rtu_config_t *cfg, char *errstr, size_t e
   if (!c) goto fail;
   c->cfg = cfg;
   c->outage_backoff_ms = 100;
+  c->gate = rtu_gate_new(cfg->kafka_session_timeout_ms, cfg->kafka_heartbeat_interval_ms);
+  if (!c->gate) goto fail;
   conf = rtu_kafka_conf_new(cfg, RTU_KAFKA_CONSUMER, errstr, errstr_size);
-  if (!conf || !consumer_conf(cfg, conf, errstr, errstr_size)) goto fail;
+  if (!conf || !consumer_conf(cfg, conf, errstr, errstr_size) ||
+      rtu_gate_watch(c->gate, conf, errstr, errstr_size) != RTU_OK)
+    goto fail;
   rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
   rd_kafka_conf_set_stats_cb(conf, stats_cb);
   rd_kafka_conf_set_offset_commit_cb(conf, commit_cb);
@@ -431,6 +439,7 @@ void rtu_consumer_free(rtu_consumer_t *c) {
   free(c->parts);
   if (c->queue) rd_kafka_queue_destroy(c->queue);
   if (c->rk) rd_kafka_destroy(c->rk);
+  rtu_gate_free(c->gate); /* after the handle: its interceptors hold it */
   rtu_emit_free(c->dead_letters);
   free(c->msgs);
   free(c->views);
@@ -468,9 +477,11 @@ static int msg_cmp(const void *pa, const void *pb) {
   return a->offset < b->offset ? -1 : a->offset > b->offset;
 }
 
+/* A commit the gate holds back stays pending: it goes with the next batch's, or
+ * from the loop when no message comes. */
 static void commit_async(rtu_consumer_t *c) {
-  if (c->commits_held_until && rtu_now_mono_ms() < c->commits_held_until) return;
-  c->commits_held_until = 0;
+  if (!rtu_gate_open(c->gate, rtu_now_mono_ms())) return;
+  c->commit_pending = false;
   rd_kafka_resp_err_t err = rd_kafka_commit(c->rk, NULL, 1);
   if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
     rtu_log(RTU_LOG_WARN, "commit failed; will be retried with the next batch", "cause",
@@ -724,13 +735,17 @@ rtu_err_t rtu_consumer_run(rtu_consumer_t *c, rtu_pool_t *pool, const rtu_consum
       if (left < wait) wait = left > 0 ? (int)left : 0;
     }
     if (wait > 1000) wait = 1000; /* keep the heartbeat and the stop flag fresh */
+    if (c->commit_pending && wait > 100) wait = 100; /* a held commit, tried again soon */
     ssize_t n = poll_batch(c, wait);
     if (n < 0) {
       snprintf(errstr, errstr_size, "consume: %s", rd_kafka_err2str(rd_kafka_last_error()));
       rc = RTU_ERR_FATAL;
       break;
     }
-    if (n == 0) continue;
+    if (n == 0) {
+      if (c->commit_pending) commit_async(c);
+      continue;
+    }
     int64_t t0 = rtu_now_mono_us();
     qsort(c->msgs, (size_t)n, sizeof *c->msgs, msg_cmp);
     size_t njobs = build_jobs(c, (size_t)n);
@@ -746,7 +761,8 @@ rtu_err_t rtu_consumer_run(rtu_consumer_t *c, rtu_pool_t *pool, const rtu_consum
     }
     for (ssize_t k = 0; k < n; k++) rd_kafka_message_destroy(c->msgs[k]);
     if (rc != RTU_OK) break;
-    if (stored) commit_async(c);
+    c->commit_pending |= stored;
+    if (c->commit_pending) commit_async(c);
     if (njobs) rtu_metrics_observe(RTU_H_BATCH, (double)(rtu_now_mono_us() - t0) / 1e6);
   }
   /* Final: commit what was applied, synchronously, then leave the group (unless
