@@ -61,9 +61,15 @@ def owners_at(timeline, t):
 
 
 def longest_gap(docs, lo, hi):
-    """The longest gap between consecutive applied times that overlaps [lo, hi)."""
-    gaps = [b - a for a, b in zip(docs, docs[1:]) if b >= lo and a < hi]
-    return max(gaps) if gaps else 0.0
+    """(length, start) of the longest gap between consecutive applied times that
+    overlaps [lo, hi); (0, lo) when there is none."""
+    gaps = [(b - a, a) for a, b in zip(docs, docs[1:]) if b >= lo and a < hi]
+    return max(gaps) if gaps else (0.0, lo)
+
+
+def pause(gap, lo):
+    """"1234(p7@+5.1s)": a pause, its partition and when it began after the change."""
+    return "%.0f(p%d@%+.1fs)" % (gap[0], gap[2], (gap[1] - lo) / 1000.0)
 
 
 def report(changes, replica_lines, applied, partitions, end_ms):
@@ -81,7 +87,7 @@ def report(changes, replica_lines, applied, partitions, end_ms):
         t1 = changes[0][0] * 1000.0
         # the first seconds are the start-up backlog, not the steady flow
         lo = min(firsts) + 2000.0
-        steady = [longest_gap(docs, lo, t1) for docs in applied.values()]
+        steady = [longest_gap(docs, lo, t1)[0] for docs in applied.values()]
         out.append("scale_steady longest_pause_ms=%.0f" % max(steady))
     bounds = [c[0] * 1000.0 for c in changes] + [end_ms]
     for k, (_t, before_n, after_n) in enumerate(changes):
@@ -95,14 +101,15 @@ def report(changes, replica_lines, applied, partitions, end_ms):
                 if was_lost:
                     lost |= parts
         moved = {p for p in range(partitions) if before.get(p) != after.get(p)}
-        kept = [longest_gap(applied.get(p, []), lo, hi) for p in range(partitions)
+        kept = [longest_gap(applied.get(p, []), lo, hi) + (p,) for p in range(partitions)
                 if p not in moved]
-        mv = [longest_gap(applied.get(p, []), lo, hi) for p in range(partitions) if p in moved]
+        mv = [longest_gap(applied.get(p, []), lo, hi) + (p,) for p in range(partitions)
+              if p in moved]
         unowned = [p for p in range(partitions) if p not in after]
         settled = "%.0f" % (inside[-1][0] - lo) if inside else "0"
         out.append("scale_step=%d->%d protocol=%s revoked=%d lost=%d moved=%d settled_ms=%s%s "
                    "longest_pause_unmoved_ms=%s longest_pause_moved_ms=%s" % (
                        before_n, after_n, ",".join(protocols) or "-", len(revoked), len(lost),
                        len(moved), settled, " unowned=%d" % len(unowned) if unowned else "",
-                       "%.0f" % max(kept) if kept else "-", "%.0f" % max(mv) if mv else "-"))
+                       pause(max(kept), lo) if kept else "-", pause(max(mv), lo) if mv else "-"))
     return out
