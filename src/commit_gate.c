@@ -132,8 +132,10 @@ static rd_kafka_resp_err_t on_answered(rd_kafka_t *rk, int sockfd, const char *b
 static rd_kafka_resp_err_t on_new(rd_kafka_t *rk, const rd_kafka_conf_t *conf, void *opaque,
                                   char *errstr, size_t errstr_size) {
   (void)conf;
-  rd_kafka_resp_err_t err = rd_kafka_interceptor_add_on_request_sent(rk, "rtu-gate", on_sent, opaque);
-  if (!err) err = rd_kafka_interceptor_add_on_response_received(rk, "rtu-gate", on_answered, opaque);
+  rd_kafka_resp_err_t err =
+      rd_kafka_interceptor_add_on_request_sent(rk, "rtu-gate", on_sent, opaque);
+  if (!err)
+    err = rd_kafka_interceptor_add_on_response_received(rk, "rtu-gate", on_answered, opaque);
   if (err) snprintf(errstr, errstr_size, "commit gate: %s", rd_kafka_err2str(err));
   return err;
 }
