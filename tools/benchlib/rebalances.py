@@ -60,6 +60,21 @@ def owners_at(timeline, t):
     return owner
 
 
+def holding(lines):
+    """The partitions a replica holds after its log lines so far."""
+    held = set()
+    for _when, kind, parts, _lost, _proto in events_of(lines):
+        held = set(parts) if kind == "assigned" else held - parts
+    return held
+
+
+def settled(replica_lines, partitions):
+    """True when the replicas' holdings split the partitions among them all."""
+    held = [holding(lines) for lines in list(replica_lines)]
+    return (all(held) and sum(len(h) for h in held) == partitions
+            and set().union(*held) == set(range(partitions)))
+
+
 def longest_gap(docs, lo, hi):
     """(length, start) of the longest gap between consecutive applied times that
     overlaps [lo, hi); (0, lo) when there is none."""
@@ -87,7 +102,8 @@ def report(changes, replica_lines, applied, partitions, end_ms):
         t1 = changes[0][0] * 1000.0
         # the first seconds are the start-up backlog, not the steady flow
         lo = min(firsts) + 2000.0
-        steady = [longest_gap(docs, lo, t1)[0] for docs in applied.values()]
+        steady = [max([b - a for a, b in zip(docs, docs[1:]) if a >= lo and b < t1] or [0])
+                  for docs in applied.values()]
         out.append("scale_steady longest_pause_ms=%.0f" % max(steady))
     bounds = [c[0] * 1000.0 for c in changes] + [end_ms]
     for k, (_t, before_n, after_n) in enumerate(changes):
