@@ -46,6 +46,10 @@ typedef struct {
    * this were acknowledged by a try that then failed, and are not produced again. */
   int64_t outputs_done;
   char cause[RTU_ERRSTR_SIZE];
+  /* Scratch of refetch_purged: the poll whose messages of this partition are
+   * dropped (fetched again), and the partition's first offset in the poll. */
+  uint64_t refetch_poll;
+  int64_t poll_first;
 } part_t;
 
 struct rtu_consumer_s {
@@ -64,6 +68,8 @@ struct rtu_consumer_s {
   int64_t settled_at;         /* epoch ms when the poll's writes were all acknowledged */
   rtu_gate_t *gate;           /* when an asynchronous commit may go (commit_gate.c) */
   bool commit_pending;        /* offsets stored since the last commit sent */
+  bool rebalanced;            /* a rebalance callback ran during this poll */
+  uint64_t polls;
   int64_t outage_retry_at; /* monotonic ms; 0 when no partition waits on an outage */
   int outage_backoff_ms;
   int64_t kafka_check_at;
@@ -282,6 +288,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                          rd_kafka_topic_partition_list_t *parts, void *opaque) {
   rtu_consumer_t *c = opaque;
   char list[1024], whole[1024];
+  c->rebalanced = true;
   format_parts(parts, list, sizeof list);
   bool cooperative = !strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE");
   if (err != RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
@@ -602,7 +609,7 @@ static size_t build_jobs(rtu_consumer_t *c, size_t n) {
       j++;
     const char *topic = rd_kafka_topic_name(first->rkt);
     part_t *p = find_part(c, topic, first->partition);
-    if (!p || p->state != PART_RUNNING) {
+    if (!p || p->state != PART_RUNNING || p->refetch_poll == c->polls) {
       if (p && p->next < 0) p->next = first->offset;
       i = j;
       continue;
@@ -694,6 +701,57 @@ static void log_counts(const rtu_job_t *job) {
   rtu_log(RTU_LOG_DEBUG, "run applied", "topic", job->msgs[0].topic, "#counts", counts, NULL);
 }
 
+/* librdkafka before 2.1.0 (#4208) loses messages around a rebalance: to serve
+ * the callback it pauses the assignment, and a pause arriving while a batch call
+ * is gathering drops the messages that call had gathered for those partitions
+ * after counting them as handed out, so the fetch resumes after them. Kept
+ * partitions then skip what they had in flight (seen on the mock cluster: 17 to
+ * 27 messages of each kept partition, committed and never applied). After a poll
+ * in which a rebalance callback ran, a running partition whose next message is
+ * not the one after what was applied (its first message in the poll lies beyond,
+ * or it has none and librdkafka's position does) is sought back and fetched
+ * again, and its messages of this poll are dropped. Only partitions with an
+ * applied message are checked: one that has had none since its assignment
+ * starts from the committed offset, which is not known here. */
+static void refetch_purged(rtu_consumer_t *c, size_t n) {
+  for (size_t i = 0; i < c->nparts; i++) c->parts[i].poll_first = -1;
+  for (size_t i = 0; i < n; i++) {
+    rd_kafka_message_t *m = c->msgs[i];
+    if (m->err || (i && !c->msgs[i - 1]->err && c->msgs[i - 1]->rkt == m->rkt &&
+                   c->msgs[i - 1]->partition == m->partition))
+      continue;
+    part_t *p = find_part(c, rd_kafka_topic_name(m->rkt), m->partition);
+    if (p) p->poll_first = m->offset;
+  }
+  rd_kafka_topic_partition_list_t *idle = rd_kafka_topic_partition_list_new((int)c->nparts + 1);
+  for (size_t i = 0; i < c->nparts; i++) {
+    part_t *p = &c->parts[i];
+    if (p->state == PART_RUNNING && p->next >= 0 && p->poll_first < 0)
+      rd_kafka_topic_partition_list_add(idle, p->topic, p->partition);
+  }
+  if (idle->cnt && rd_kafka_position(c->rk, idle)) idle->cnt = 0;
+  for (size_t i = 0; i < c->nparts; i++) {
+    part_t *p = &c->parts[i];
+    if (p->state != PART_RUNNING || p->next < 0) continue;
+    int64_t at = p->poll_first;
+    if (at < 0) {
+      rd_kafka_topic_partition_t *e =
+          rd_kafka_topic_partition_list_find(idle, p->topic, p->partition);
+      at = e ? e->offset : -1;
+    }
+    if (at <= p->next) continue;
+    char part[16], from[24], to[24];
+    snprintf(part, sizeof part, "%d", p->partition);
+    snprintf(from, sizeof from, "%lld", (long long)p->next);
+    snprintf(to, sizeof to, "%lld", (long long)at);
+    rtu_log(RTU_LOG_INFO, "messages dropped by librdkafka in a rebalance; fetching them again",
+            "topic", p->topic, "#partition", part, "#from", from, "#to", to, NULL);
+    p->refetch_poll = c->polls;
+    resume(c, p); /* pause, seek to p->next, resume */
+  }
+  rd_kafka_topic_partition_list_destroy(idle);
+}
+
 /* Takes what has arrived and goes: waits up to `wait` ms for the first message
  * only, then up to POLL_GRACE_MS for the rest of the batch.
  * rd_kafka_consume_batch_queue returns early only when the array is full, so one
@@ -736,18 +794,21 @@ rtu_err_t rtu_consumer_run(rtu_consumer_t *c, rtu_pool_t *pool, const rtu_consum
     }
     if (wait > 1000) wait = 1000; /* keep the heartbeat and the stop flag fresh */
     if (c->commit_pending && wait > 100) wait = 100; /* a held commit, tried again soon */
+    c->polls++;
+    c->rebalanced = false;
     ssize_t n = poll_batch(c, wait);
     if (n < 0) {
       snprintf(errstr, errstr_size, "consume: %s", rd_kafka_err2str(rd_kafka_last_error()));
       rc = RTU_ERR_FATAL;
       break;
     }
+    int64_t t0 = rtu_now_mono_us();
+    if (n > 0) qsort(c->msgs, (size_t)n, sizeof *c->msgs, msg_cmp);
+    if (c->rebalanced) refetch_purged(c, (size_t)n);
     if (n == 0) {
       if (c->commit_pending) commit_async(c);
       continue;
     }
-    int64_t t0 = rtu_now_mono_us();
-    qsort(c->msgs, (size_t)n, sizeof *c->msgs, msg_cmp);
     size_t njobs = build_jobs(c, (size_t)n);
     rc = rtu_pool_run(pool, c->jobs, njobs, errstr, errstr_size);
     bool stored = false;
