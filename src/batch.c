@@ -93,6 +93,10 @@ struct rtu_batch_s {
   outcome_t *outcomes; /* per group, for the strategies stage */
   size_t events_cap, writes_cap;
   int64_t outputs_done; /* pr-updates of messages below it were acknowledged already */
+  /* A worker's own OID context: libbson's default one calls getpid() for every
+   * OID to notice a fork, a system call per record written. A batch is used by
+   * one worker thread at a time and rtu never forks, so it needs neither. */
+  bson_context_t *oids;
 };
 
 rtu_batch_t *rtu_batch_new(const rtu_config_t *cfg, rtu_script_t *script, rtu_store_t *store) {
@@ -102,7 +106,10 @@ rtu_batch_t *rtu_batch_new(const rtu_config_t *cfg, rtu_script_t *script, rtu_st
   b->script = script;
   b->store = store;
   b->stage = rtu_stage_new(cfg, script, store);
-  if (!b->stage) {
+  b->oids = bson_context_new(BSON_CONTEXT_NONE);
+  if (!b->stage || !b->oids) {
+    rtu_stage_free(b->stage);
+    if (b->oids) bson_context_destroy(b->oids);
     free(b);
     return NULL;
   }
@@ -193,6 +200,7 @@ void rtu_batch_free(rtu_batch_t *b) {
   if (!b) return;
   release(b);
   rtu_stage_free(b->stage);
+  bson_context_destroy(b->oids);
   free(b);
 }
 
@@ -803,7 +811,7 @@ static size_t build_writes(rtu_batch_t *b, const rtu_msg_t *msgs, size_t ngroups
   res->stale = 0;
   for (size_t g = 0; g < ngroups; g++) {
     simulate(b, &b->groups[g], msgs, limit, &o);
-    bson_oid_init(&o.oid, NULL);
+    bson_oid_init(&o.oid, b->oids);
     b->outcomes[g] = o;
     res->stale += o.stale;
     if (o.last_event < 0) continue;
@@ -930,6 +938,21 @@ static void observe(rtu_hist_t h, int64_t *t0) {
   *t0 = t1;
 }
 
+/* A whole command refused for a reason of configuration (credentials, a role
+ * without the right, an unsatisfiable write concern) is no outage to wait out and
+ * no fault of a message: the run stops at its first message, named as such, and
+ * so does its partition (never dead-lettered). Returned as it is, a run result
+ * without a failure would let the consumer commit past messages never applied. */
+static rtu_err_t stop_if_refused(rtu_err_t rc, const rtu_msg_t *msgs, rtu_run_result_t *res) {
+  if (rc != RTU_ERR_CONFIG) return rc;
+  char cause[sizeof res->cause];
+  snprintf(cause, sizeof cause, "%s", res->cause);
+  rtu_run_fail_at(res, RTU_ERR_CONFIG, &msgs[0], cause);
+  res->next_offset = res->fail_offset;
+  res->applied = res->stale = res->skipped = 0;
+  return RTU_OK;
+}
+
 rtu_err_t rtu_batch_run(rtu_batch_t *b, size_t projection, const rtu_msg_t *msgs, size_t n,
                         rtu_deferred_t *defer, rtu_run_result_t *res) {
   const rtu_projection_t *p = &b->cfg->projections[projection];
@@ -956,14 +979,17 @@ rtu_err_t rtu_batch_run(rtu_batch_t *b, size_t projection, const rtu_msg_t *msgs
   rc = read_stored(b, p, ngroups, strategies || pr_updates, res);
   if (rc != RTU_OK) {
     record_unmapped(b, projection, false, res);
-    return rc;
+    return stop_if_refused(rc, msgs, res);
   }
   find_conflicts(b, msgs, ngroups, &limit, res);
   int64_t now = rtu_now_ms();
   rc = write_records(b, p, msgs, ngroups, limit, now, &nwrites, res);
   rtu_err_t urc = record_unmapped(b, projection, rc == RTU_OK, res);
   if (rc == RTU_OK) rc = urc;
-  if (rc != RTU_OK) goto done;
+  if (rc != RTU_OK) {
+    rc = stop_if_refused(rc, msgs, res);
+    goto done;
+  }
   read_statuses(b, msgs, nwrites, res);
   observe(RTU_H_STORAGE, &t0);
 

@@ -678,7 +678,9 @@ static bool settle(rtu_consumer_t *c, rtu_job_t *job, rd_kafka_message_t *first,
   const rtu_msg_t *failing = NULL;
   for (size_t i = 0; i < job->n; i++)
     if (job->msgs[i].offset == res->fail_offset) failing = &job->msgs[i];
-  if (c->dead_letters && failing && dead_letter(c, p, failing, res)) {
+  /* A refusal of configuration is no fault of the message: it stops the
+   * partition rather than send message after message to the dead letters. */
+  if (c->dead_letters && failing && res->err != RTU_ERR_CONFIG && dead_letter(c, p, failing, res)) {
     /* Go on after it: the rest of the run was not applied, fetch it again. */
     p->next = res->fail_offset + 1;
     store_offset(c, p, p->next);

@@ -2,9 +2,13 @@
  * main.c: the command line (run, check, version, help), signals, and the order
  * in which subsystems start and stop. No pipeline logic lives here.
  */
+#define _GNU_SOURCE /* sem_clockwait */
+#include <errno.h>
 #include <libgen.h>
 #include <limits.h>
+#include <malloc.h>
 #include <pthread.h>
+#include <semaphore.h>
 #include <stdatomic.h>
 #include <signal.h>
 #include <stdio.h>
@@ -12,6 +16,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <librdkafka/rdkafka.h>
@@ -35,6 +40,10 @@
 
 static volatile sig_atomic_t stop_flag = 0;
 static volatile sig_atomic_t hup_flag = 0;
+/* Wakes the shutdown watchdog: posted by the signal handler (sem_post is
+ * async-signal-safe) and at the end of the loop, so that the watchdog sleeps
+ * until there is something to watch instead of waking every few milliseconds. */
+static sem_t watchdog_wake;
 
 /* SIGTERM ends rtu within 10 s whatever MongoDB or Kafka do (Kubernetes kills
  * at 30 by default): the loop stops at the end of its run; past
@@ -57,6 +66,7 @@ static void on_signal(int sig) {
   (void)sig;
   if (!stop_flag) alarm(SHUTDOWN_HARD_S);
   stop_flag = 1;
+  sem_post(&watchdog_wake);
 }
 
 static void on_hup(int sig) {
@@ -224,9 +234,13 @@ typedef struct {
 
 static void *watchdog_main(void *arg) {
   watchdog_t *wd = arg;
-  while (!stop_flag && !atomic_load(&wd->done)) usleep(50 * 1000);
-  int64_t deadline = rtu_now_mono_ms() + SHUTDOWN_ABANDON_MS;
-  while (!atomic_load(&wd->done) && rtu_now_mono_ms() < deadline) usleep(50 * 1000);
+  while (!stop_flag && !atomic_load(&wd->done)) sem_wait(&watchdog_wake); /* EINTR: look again */
+  struct timespec deadline;
+  clock_gettime(CLOCK_MONOTONIC, &deadline);
+  deadline.tv_sec += SHUTDOWN_ABANDON_MS / 1000;
+  while (!atomic_load(&wd->done) &&
+         (sem_clockwait(&watchdog_wake, CLOCK_MONOTONIC, &deadline) == 0 || errno == EINTR)) {
+  }
   if (atomic_load(&wd->done)) return NULL;
   if (rtu_consumer_abandon(wd->consumer, SHUTDOWN_LEAVE_MS) || !atomic_load(&wd->done)) {
     rtu_log(RTU_LOG_INFO, "rtu stopped (run in flight abandoned)", NULL);
@@ -280,6 +294,21 @@ static void start_observing(const rtu_config_t *cfg, const rtu_generation_t *gen
   rtu_metrics_set(RTU_G_WORKERS, cfg->workers);
 }
 
+/* The buffers of a partition run (libmongoc's bulk and its OP_MSG payload, the
+ * run's records) are a few hundred KiB, above glibc's mmap threshold, and the
+ * free at the end of a run lets the arena trim its top: every run then faults
+ * its buffers in again, page by page (docs/performance.md, "Where the time
+ * goes"). Keeping freed memory in the arenas costs no peak RSS, since the next
+ * run reuses it. GLIBC_TUNABLES or MALLOC_*_ in the environment win. */
+static void tune_allocator(void) {
+  const char *tunables = getenv("GLIBC_TUNABLES");
+  if (getenv("MALLOC_MMAP_THRESHOLD_") || getenv("MALLOC_TRIM_THRESHOLD_") ||
+      (tunables && strstr(tunables, "glibc.malloc.")))
+    return;
+  if (!mallopt(M_MMAP_THRESHOLD, 32 * 1024 * 1024) || !mallopt(M_TRIM_THRESHOLD, 128 * 1024 * 1024))
+    rtu_log(RTU_LOG_WARN, "could not raise malloc's mmap and trim thresholds; going on with glibc's", NULL);
+}
+
 static int cmd_run(void) {
   int rc = 1;
   char err[RTU_ERRSTR_SIZE];
@@ -292,6 +321,11 @@ static int cmd_run(void) {
   static watchdog_t watchdog; /* static: the watchdog may outlive a goto done */
 
   rtu_config_t *cfg = NULL;
+  tune_allocator();
+  if (sem_init(&watchdog_wake, 0, 0) != 0) {
+    rtu_log(RTU_LOG_FATAL, "cannot create the shutdown watchdog's semaphore", NULL);
+    return 1;
+  }
   default_lua_dir(lua_dir, sizeof lua_dir);
   if (!load_base(lua_dir, &cfg, &gen)) return 2;
   start_observing(cfg, gen);
@@ -335,6 +369,7 @@ static int cmd_run(void) {
   if (!watchdog.started) rtu_log(RTU_LOG_WARN, "cannot start the shutdown watchdog", NULL);
   rtu_err_t run_rc = rtu_consumer_run(consumer, pool, &loop, err, sizeof err);
   atomic_store(&watchdog.done, true);
+  sem_post(&watchdog_wake);
   if (watchdog.started) pthread_join(watchdog.thread, NULL);
   watchdog.started = false;
   if (run_rc != RTU_OK) {

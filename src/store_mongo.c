@@ -19,6 +19,8 @@
 #include "metrics.h"
 #include "util.h"
 #include "metrics_client.h"
+#include "store_mongo_errors.h"
+#include "store_mongo_write.h"
 
 #define MAX_PC_INDEXES 64
 
@@ -33,6 +35,7 @@ typedef struct {
   int64_t apm_request_id;
   char apm_collection[128];
   mongoc_database_t *db;
+  rtu_store_mongo_writer_t writer;
   rtu_store_stats_t stats;
 } mongo_t;
 
@@ -130,6 +133,7 @@ rtu_store_t *rtu_store_mongo_new(const rtu_config_t *cfg, char *errstr, size_t e
     return NULL;
   }
   st->db = mongoc_client_get_database(st->client, cfg->projections_db);
+  rtu_store_mongo_writer_init(&st->writer);
   return &st->base;
 }
 
@@ -137,6 +141,7 @@ static void mongo_free(rtu_store_t *handle) {
   mongo_t *st = (mongo_t *)handle;
   if (!st) return;
   for (size_t i = 0; i < st->npc_indexes; i++) free(st->pc_indexes[i]);
+  rtu_store_mongo_writer_clear(&st->writer);
   mongoc_database_destroy(st->db);
   mongoc_client_destroy(st->client);
   free(st);
@@ -144,72 +149,6 @@ static void mongo_free(rtu_store_t *handle) {
 
 static const rtu_store_stats_t *mongo_stats(const rtu_store_t *handle) {
   return &((const mongo_t *)handle)->stats;
-}
-
-/* ---- what an error means ------------------------------------------------ */
-
-/* The one place MongoDB errors are classified, by code and never by the command
- * that met them: an outage (pause the partition and retry), a data problem (the
- * message stops its partition, or goes to the dead-letter topic) or a
- * configuration problem (the same, named as such). Server codes from MongoDB's
- * error_codes.yml; the outage ones are the retryable-writes list of the drivers'
- * specification plus write-concern and time-limit failures. Whatever is not
- * listed is a data problem: retrying it would fail the same way forever. */
-static const struct {
-  int32_t code;
-  rtu_err_t kind;
-} server_codes[] = {
-    {6, RTU_ERR_TRANSIENT},     /* HostUnreachable */
-    {7, RTU_ERR_TRANSIENT},     /* HostNotFound */
-    {50, RTU_ERR_TRANSIENT},    /* MaxTimeMSExpired */
-    {64, RTU_ERR_TRANSIENT},    /* WriteConcernFailed */
-    {89, RTU_ERR_TRANSIENT},    /* NetworkTimeout */
-    {91, RTU_ERR_TRANSIENT},    /* ShutdownInProgress */
-    {112, RTU_ERR_TRANSIENT},   /* WriteConflict */
-    {189, RTU_ERR_TRANSIENT},   /* PrimarySteppedDown */
-    {262, RTU_ERR_TRANSIENT},   /* ExceededTimeLimit */
-    {9001, RTU_ERR_TRANSIENT},  /* SocketException */
-    {10107, RTU_ERR_TRANSIENT}, /* NotWritablePrimary */
-    {11600, RTU_ERR_TRANSIENT}, /* InterruptedAtShutdown */
-    {11601, RTU_ERR_TRANSIENT}, /* Interrupted */
-    {11602, RTU_ERR_TRANSIENT}, /* InterruptedDueToReplStateChange */
-    {13435, RTU_ERR_TRANSIENT}, /* NotPrimaryNoSecondaryOk */
-    {13436, RTU_ERR_TRANSIENT}, /* NotPrimaryOrSecondary */
-    {11, RTU_ERR_CONFIG},       /* UserNotFound */
-    {13, RTU_ERR_CONFIG},       /* Unauthorized */
-    {18, RTU_ERR_CONFIG},       /* AuthenticationFailed */
-    {100, RTU_ERR_CONFIG},      /* UnsatisfiableWriteConcern */
-    {8000, RTU_ERR_CONFIG},     /* AtlasError (Atlas's "user is not allowed") */
-};
-
-rtu_err_t rtu_store_mongo_classify(uint32_t domain, uint32_t code) {
-  switch (domain) {
-  case MONGOC_ERROR_STREAM:           /* connect, send, receive, socket timeout */
-  case MONGOC_ERROR_SERVER_SELECTION: /* no server within serverSelectionTimeoutMS */
-  case MONGOC_ERROR_WRITE_CONCERN:
-    return RTU_ERR_TRANSIENT;
-  case MONGOC_ERROR_CLIENT:
-    /* Authentication is the user's to fix; the rest (a connection dropped
-     * mid-handshake, too many sessions) passes. */
-    return code == MONGOC_ERROR_CLIENT_AUTHENTICATE ? RTU_ERR_CONFIG : RTU_ERR_TRANSIENT;
-  case MONGOC_ERROR_BSON:
-  case MONGOC_ERROR_COMMAND: /* the driver refused to send it: an invalid document */
-    if (domain == MONGOC_ERROR_COMMAND && code != MONGOC_ERROR_COMMAND_INVALID_ARG) break;
-    return RTU_ERR_DATA;
-  default:
-    break;
-  }
-  for (size_t i = 0; i < sizeof server_codes / sizeof *server_codes; i++)
-    if ((uint32_t)server_codes[i].code == code) return server_codes[i].kind;
-  return RTU_ERR_DATA;
-}
-
-static rtu_err_t fail(const bson_error_t *err, const char *what, char *errstr, size_t sz) {
-  snprintf(errstr, sz, "MongoDB %s: %s (code %u)", what, err->message, err->code);
-  rtu_err_t kind = rtu_store_mongo_classify(err->domain, err->code);
-  /* Until the next command succeeds, /-/ready says no. */
-  if (kind == RTU_ERR_TRANSIENT) rtu_health_dependency(RTU_DEP_MONGODB, false, errstr);
-  return kind;
 }
 
 static rtu_err_t mongo_ping(rtu_store_t *handle, char *errstr, size_t errstr_size) {
@@ -220,7 +159,7 @@ static rtu_err_t mongo_ping(rtu_store_t *handle, char *errstr, size_t errstr_siz
   bool ok = mongoc_database_command_simple(st->db, &cmd, NULL, NULL, &err);
   st->stats.commands++;
   bson_destroy(&cmd);
-  if (!ok) return fail(&err, "ping", errstr, errstr_size);
+  if (!ok) return rtu_store_mongo_fail(&err, "ping", errstr, errstr_size);
   return RTU_OK;
 }
 
@@ -251,7 +190,7 @@ static rtu_err_t create_index(mongo_t *st, const char *coll, const char *name,
   }
   char what[256];
   snprintf(what, sizeof what, "createIndexes %.120s.%.120s", coll, name);
-  return fail(&err, what, errstr, sz);
+  return rtu_store_mongo_fail(&err, what, errstr, sz);
 }
 
 static rtu_err_t mongo_ensure_indexes(rtu_store_t *handle, char *errstr, size_t errstr_size) {
@@ -320,7 +259,7 @@ static rtu_err_t mongo_find_keys(rtu_store_t *handle, const rtu_projection_t *p,
   while (mongoc_cursor_next(cur, &doc)) fn(ctx, doc);
   bson_error_t err;
   rtu_err_t rc = RTU_OK;
-  if (mongoc_cursor_error(cur, &err)) rc = fail(&err, "find", errstr, errstr_size);
+  if (mongoc_cursor_error(cur, &err)) rc = rtu_store_mongo_fail(&err, "find", errstr, errstr_size);
   if (mongoc_cursor_get_id(cur) != 0) batches++;
   st->stats.commands += batches;
   mongoc_cursor_destroy(cur);
@@ -330,174 +269,13 @@ static rtu_err_t mongo_find_keys(rtu_store_t *handle, const rtu_projection_t *p,
   return rc;
 }
 
-static bool is_primary_key_dup(const bson_t *write_error) {
-  bson_iter_t it;
-  if (!bson_iter_init_find(&it, write_error, "code") || bson_iter_as_int64(&it) != 11000)
-    return false;
-  if (bson_iter_init_find(&it, write_error, "errmsg") && BSON_ITER_HOLDS_UTF8(&it))
-    return strstr(bson_iter_utf8(&it, NULL), "mia_primary_key_index") != NULL;
-  return false;
-}
-
-/* Adds writes[0..n) to bulk; bulk_index[k] gets the write of the k-th operation
- * added. Returns how many were added: fewer than n when the driver refused some
- * (they are RTU_WRITE_FAILED). */
-static size_t add_writes(mongoc_bulk_operation_t *bulk, rtu_write_t *writes, size_t n,
-                         size_t *bulk_index, size_t *nupd, size_t *ndel) {
-  bson_t upsert_opts = BSON_INITIALIZER, plain_opts = BSON_INITIALIZER;
-  bson_t upsert_trusted = BSON_INITIALIZER, plain_trusted = BSON_INITIALIZER;
-  bson_error_t err;
-  BSON_APPEND_BOOL(&upsert_opts, "upsert", true);
-  BSON_APPEND_BOOL(&upsert_trusted, "upsert", true);
-  BSON_APPEND_BOOL(&upsert_trusted, "validate", false);
-  BSON_APPEND_BOOL(&plain_trusted, "validate", false);
-  size_t nadded = 0;
-  for (size_t i = 0; i < n; i++) {
-    rtu_write_t *w = &writes[i];
-    bool ok = false;
-    w->status = RTU_WRITE_PENDING;
-    switch (w->kind) {
-    case RTU_WRITE_UPDATE:
-      ok = mongoc_bulk_operation_update_one_with_opts(
-          bulk, &w->filter, &w->update,
-          w->validate ? (w->upsert ? &upsert_opts : &plain_opts)
-                      : (w->upsert ? &upsert_trusted : &plain_trusted),
-          &err);
-      (*nupd)++;
-      break;
-    case RTU_WRITE_REPLACE:
-      ok = mongoc_bulk_operation_replace_one_with_opts(
-          bulk, &w->filter, &w->update, w->upsert ? &upsert_opts : &plain_opts, &err);
-      (*nupd)++;
-      break;
-    case RTU_WRITE_DELETE:
-      ok = mongoc_bulk_operation_remove_one_with_opts(bulk, &w->filter, NULL, &err);
-      (*ndel)++;
-      break;
-    }
-    if (!ok) {
-      /* The driver refused the operation itself (e.g. an empty field name): that
-       * record fails, the others still go out. Indexes in the reply count only
-       * the operations added, so remember where each write went. */
-      w->status = RTU_WRITE_FAILED;
-      bson_free(w->error);
-      w->error = bson_strdup_printf("%.200s", err.message);
-      continue;
-    }
-    bulk_index[nadded++] = i;
-  }
-  bson_destroy(&upsert_opts);
-  bson_destroy(&plain_opts);
-  bson_destroy(&upsert_trusted);
-  bson_destroy(&plain_trusted);
-  return nadded;
-}
-
-/* One entry of a bulk reply's writeErrors: a stale or a failed write. Returns
- * what its code means (RTU_ERR_TRANSIENT: the whole bulk is retried). */
-static rtu_err_t on_write_error(const bson_t *we, rtu_write_t *w, const char *coll) {
-  bson_iter_t f;
-  if (is_primary_key_dup(we)) {
-    /* The guard excluded the stored record and the upsert hit its key: a newer
-     * change is already stored. */
-    w->status = RTU_WRITE_STALE;
-    return RTU_OK;
-  }
-  w->status = RTU_WRITE_FAILED;
-  const char *msg = "write error";
-  if (bson_iter_init_find(&f, we, "errmsg") && BSON_ITER_HOLDS_UTF8(&f))
-    msg = bson_iter_utf8(&f, NULL);
-  int64_t code = 0;
-  if (bson_iter_init_find(&f, we, "code")) code = bson_iter_as_int64(&f);
-  bson_free(w->error);
-  /* The server's message names the index and the duplicate key of an E11000. */
-  w->error = bson_strdup_printf("collection %.100s: %.400s (code %lld)", coll, msg,
-                                (long long)code);
-  return rtu_store_mongo_classify(MONGOC_ERROR_SERVER, (uint32_t)code);
-}
-
-/* Sets the status of the writes the reply's writeErrors name; *any when there
- * is one. RTU_ERR_TRANSIENT when one of them is an outage. */
-static rtu_err_t read_write_errors(const bson_t *reply, rtu_write_t *writes,
-                                   const size_t *bulk_index, size_t nadded, const char *coll,
-                                   bool *any) {
-  bson_iter_t it, arr;
-  rtu_err_t rc = RTU_OK;
-  *any = false;
-  if (!bson_iter_init_find(&it, reply, "writeErrors") || !BSON_ITER_HOLDS_ARRAY(&it) ||
-      !bson_iter_recurse(&it, &arr))
-    return RTU_OK;
-  while (bson_iter_next(&arr)) {
-    bson_t we;
-    const uint8_t *data;
-    uint32_t len;
-    if (!BSON_ITER_HOLDS_DOCUMENT(&arr)) continue;
-    bson_iter_document(&arr, &len, &data);
-    if (!bson_init_static(&we, data, len)) continue;
-    bson_iter_t f;
-    int64_t index = -1;
-    if (bson_iter_init_find(&f, &we, "index")) index = bson_iter_as_int64(&f);
-    if (index < 0 || (size_t)index >= nadded) continue;
-    *any = true;
-    if (on_write_error(&we, &writes[bulk_index[index]], coll) == RTU_ERR_TRANSIENT)
-      rc = RTU_ERR_TRANSIENT;
-  }
-  return rc;
-}
-
 static rtu_err_t mongo_write(rtu_store_t *handle, const rtu_projection_t *p, rtu_write_t *writes,
                              size_t n, char *errstr, size_t errstr_size) {
   mongo_t *st = (mongo_t *)handle;
-  if (n == 0) return RTU_OK;
-  rtu_err_t rc = RTU_OK;
-  bson_t opts = BSON_INITIALIZER, reply;
-  bson_error_t err;
-  BSON_APPEND_BOOL(&opts, "ordered", false);
   mongoc_collection_t *coll = mongoc_database_get_collection(st->db, p->destination);
-  mongoc_bulk_operation_t *bulk = mongoc_collection_create_bulk_operation_with_opts(coll, &opts);
-  size_t nupd = 0, ndel = 0;
-  size_t *bulk_index = malloc(n * sizeof *bulk_index);
-  if (!bulk_index) {
-    snprintf(errstr, errstr_size, "out of memory");
-    rc = RTU_ERR_FATAL;
-    goto done;
-  }
-  size_t nadded = add_writes(bulk, writes, n, bulk_index, &nupd, &ndel);
-  if (nadded < n) {
-    /* Nothing is sent: the caller shortens the run before the refused record. */
-    snprintf(errstr, errstr_size, "MongoDB driver refused a write");
-    rc = RTU_ERR_DATA;
-    goto done;
-  }
-
-  uint32_t server_id = mongoc_bulk_operation_execute(bulk, &reply, &err);
-  /* One command per operation type, more only past maxWriteBatchSize. */
-  st->stats.commands += (nupd ? 1 + nupd / 100000 : 0) + (ndel ? 1 + ndel / 100000 : 0);
-  bool has_write_errors;
-  rtu_err_t kind = read_write_errors(&reply, writes, bulk_index, nadded, p->destination,
-                                     &has_write_errors);
-  bson_iter_t it;
-  if (kind == RTU_ERR_TRANSIENT) {
-    /* A write met an outage (not primary...): retry them all. */
-    snprintf(errstr, errstr_size, "MongoDB bulk write on %s: %s (code %u)", p->destination,
-             err.message, err.code);
-    rtu_health_dependency(RTU_DEP_MONGODB, false, errstr);
-    rc = RTU_ERR_TRANSIENT;
-  } else if (!server_id && !has_write_errors) {
-    rc = fail(&err, "bulk write", errstr, errstr_size);
-  } else if (!server_id && bson_iter_init_find(&it, &reply, "writeConcernErrors") &&
-             BSON_ITER_HOLDS_ARRAY(&it)) {
-    rc = fail(&err, "bulk write (write concern)", errstr, errstr_size);
-  }
-  if (rc == RTU_OK)
-    for (size_t i = 0; i < n; i++)
-      if (writes[i].status == RTU_WRITE_PENDING) writes[i].status = RTU_WRITE_DONE;
-  bson_destroy(&reply);
-done:
-  free(bulk_index);
-  mongoc_bulk_operation_destroy(bulk);
+  rtu_err_t rc = rtu_store_mongo_write(coll, &st->writer, writes, n, &st->stats.commands, errstr,
+                                       errstr_size);
   mongoc_collection_destroy(coll);
-  bson_destroy(&opts);
   return rc;
 }
 
@@ -524,7 +302,7 @@ static rtu_err_t mongo_find(rtu_store_t *handle, const char *collection, const b
   if (mongoc_cursor_error(cur, &err)) {
     char what[256];
     snprintf(what, sizeof what, "find on %.200s", collection);
-    rc = fail(&err, what, errstr, errstr_size);
+    rc = rtu_store_mongo_fail(&err, what, errstr, errstr_size);
   }
   st->stats.commands += batches;
   st->stats.lookups += batches;
@@ -637,7 +415,7 @@ static rtu_err_t mongo_write_pcs(rtu_store_t *handle, const rtu_pc_t *pcs, size_
     char what[200];
     snprintf(what, sizeof what, "projection changes bulk on %.150s", st->cfg->pc_collection);
     /* With writeErrors, err carries the first one's code and message. */
-    rc = fail(&err, what, errstr, errstr_size);
+    rc = rtu_store_mongo_fail(&err, what, errstr, errstr_size);
   }
   st->stats.commands += 1 + n / 100000;
   bson_destroy(&reply);
@@ -706,7 +484,7 @@ static rtu_err_t mongo_write_unmapped(rtu_store_t *handle, const rtu_projection_
   }
   if (added) {
     if (!mongoc_bulk_operation_execute(bulk, &reply, &err))
-      rc = fail(&err, "unmapped fields bulk", errstr, errstr_size);
+      rc = rtu_store_mongo_fail(&err, "unmapped fields bulk", errstr, errstr_size);
     st->stats.commands += 1 + added / 100000;
   }
   bson_destroy(&reply);

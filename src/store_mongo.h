@@ -15,10 +15,4 @@
  * when MONGODB_URL is invalid. Free with rtu_store_free. */
 rtu_store_t *rtu_store_mongo_new(const rtu_config_t *cfg, char *errstr, size_t errstr_size);
 
-/* What a MongoDB error (libmongoc's domain and code, or a server code) means for
- * rtu: RTU_ERR_TRANSIENT (an outage: retry), RTU_ERR_CONFIG (credentials,
- * permissions) or RTU_ERR_DATA (this write cannot be applied, ever). The table is
- * docs/errors.md's. */
-rtu_err_t rtu_store_mongo_classify(uint32_t domain, uint32_t code);
-
 #endif

@@ -103,7 +103,7 @@ CODE_NAMES = {
     59: 'CommandNotFound', 66: 'ImmutableField', 67: 'CannotCreateIndex',
     72: 'InvalidOptions', 73: 'InvalidNamespace', 85: 'IndexOptionsConflict',
     86: 'IndexKeySpecsConflict', 115: 'CommandNotSupported',
-    238: 'NotImplemented', 11000: 'DuplicateKey',
+    13: 'Unauthorized', 238: 'NotImplemented', 11000: 'DuplicateKey',
 }
 
 
@@ -1867,6 +1867,52 @@ def cmd_rtu_test_stats(dbname, cmd):
 COMMANDS['rtuteststats'] = cmd_rtu_test_stats
 
 
+# MongoDB's failCommand fail point, the part tests use: {configureFailPoint:
+# "failCommand", mode: "alwaysOn" | {times: n} | "off", data: {failCommands:
+# [names], errorCode: code, appName: name (optional)}}: the named commands of
+# that client answer {ok: 0, code} instead of running, e.g. an Unauthorized
+# (13) no test server can produce otherwise.
+FAIL_POINT = {}
+
+
+def cmd_configure_fail_point(dbname, cmd):
+    if cmd.get('configureFailPoint') != 'failCommand':
+        raise CommandError(2, 'only the failCommand fail point is supported')
+    mode = cmd.get('mode')
+    FAIL_POINT.clear()
+    if mode == 'off':
+        return OrderedDict([('ok', 1.0)])
+    data = cmd.get('data') or {}
+    if mode == 'alwaysOn':
+        times = None
+    elif isinstance(mode, dict) and isinstance(mode.get('times'), int):
+        times = mode['times']
+    else:
+        raise CommandError(2, 'mode must be "alwaysOn", {times: n} or "off"')
+    FAIL_POINT.update(times=times, code=int(data.get('errorCode', 8)),
+                      commands={c.lower() for c in data.get('failCommands', [])},
+                      app=data.get('appName'))
+    return OrderedDict([('ok', 1.0)])
+
+
+COMMANDS['configurefailpoint'] = cmd_configure_fail_point
+
+
+def _fail_point(request, lname):
+    """The error reply the fail point gives this command, or None."""
+    if not FAIL_POINT or lname not in FAIL_POINT['commands']:
+        return None
+    app = FAIL_POINT['app']
+    if app is not None and APP_BY_PORT.get(getattr(request, 'client_port', None)) != app:
+        return None
+    code = FAIL_POINT['code']
+    if FAIL_POINT['times'] is not None:
+        FAIL_POINT['times'] -= 1
+        if FAIL_POINT['times'] <= 0:
+            FAIL_POINT.clear()
+    return error_reply(code, "Failing command via 'failCommand' failpoint")
+
+
 def _count(request, cmd, lname):
     port = getattr(request, 'client_port', None)
     if lname in ('hello', 'ismaster'):
@@ -1898,6 +1944,9 @@ def dispatch(request):
     _count(request, cmd, lname)
     if lname in ('hello', 'ismaster'):
         return cmd_hello(dbname, cmd, request.client_port, legacy_name=(lname == 'ismaster'))
+    failed = _fail_point(request, lname)
+    if failed is not None:
+        return failed
     if 'txnNumber' in cmd or cmd.get('startTransaction'):
         return cmd_transactions(dbname, cmd)
     fn = COMMANDS.get(lname)

@@ -13,6 +13,11 @@ outage (issue 18 item 1).
    line, a /-/check-up warning, rtu_index_build_failures_total{collection}) and
    goes on writing projections and projection changes; each record has one
    pr-update message, not one per retry.
+4. A write command refused as Unauthorized (code 13, through the test server's
+   failCommand fail point): a problem of configuration, neither an outage nor a
+   message's: the partition stops at the run's first message, named `config`,
+   nothing is committed past it, and once the cause is gone a restarted rtu
+   writes every record.
 3. MongoDB cut while the strategies of a run are running (after its pr-update
    messages were acknowledged): the run waits on the outage and is retried;
    afterwards each record still has exactly one pr-update message, and every
@@ -28,7 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 from harness import E2ETestCase, wait_for, row  # noqa: E402
 
-TOPICS = {"de.uniq": 1, "de.pk": 1, "de.pc": 1, "de.pc.pr": 1, "de.out": 1, "de.out.pr": 1}
+TOPICS = {"de.cfg": 1, "de.uniq": 1, "de.pk": 1, "de.pc": 1, "de.pc.pr": 1, "de.out": 1, "de.out.pr": 1}
 T = 1_700_000_000_000
 
 IDENT = r'''
@@ -118,6 +123,48 @@ class DuplicateOnAUsersUniqueIndex(E2ETestCase):
 
     def test_not_an_outage(self):
         self.assertEqual(self.rtu.find_logs(lambda l: "unavailable" in l.get("msg", "")), [])
+
+
+class RefusedForConfiguration(E2ETestCase):
+    """Unauthorized on the projection's write command: the run must not count as
+    applied (its offsets were once committed past it, losing the records)."""
+
+    @classmethod
+    def setUpClass(cls):
+        c = harness.cluster()
+        sc = c.scenario("cfg", {"de.cfg": "pr_rows"}, harness.rows_map_table())
+        admin = c.mongo.admin
+        admin.command({"configureFailPoint": "failCommand", "mode": "alwaysOn",
+                       "data": {"failCommands": ["update"], "errorCode": 13, "appName": "rtu"}})
+        try:
+            rtu = sc.start()
+            rtu.wait_assigned(30)
+            c.produce([row("de.cfg", 0, 1, T + 1), row("de.cfg", 0, 2, T + 2),
+                       row("de.cfg", 0, 3, T + 3)])
+            cls.line = rtu.wait_error(0, 30, "the stop of partition 0")[0]
+            time.sleep(2.0)
+            cls.ids_refused = harness.ids(sc)
+            cls.checkup = json.loads(rtu.http("/-/check-up")[2])
+            rtu.stop(10)
+            cls.left = harness.committed_offsets(sc.group, "de.cfg")
+        finally:
+            admin.command({"configureFailPoint": "failCommand", "mode": "off"})
+        rtu = sc.start()
+        rtu.wait_assigned(30)
+        wait_for(lambda: harness.ids(sc) == [1, 2, 3], 30, "every record once writes are allowed")
+        cls.ids_after = harness.ids(sc)
+        rtu.stop(10)
+
+    def test_stops_at_the_first_message_named_as_configuration(self):
+        self.assertEqual(str(self.line.get("offset")), "0", self.line)
+        self.assertEqual(self.line.get("kind"), "config", self.line)
+        self.assertIn("13", self.line.get("cause", ""), self.line)
+        self.assertEqual([p["offset"] for p in self.checkup["stoppedPartitions"]], [0])
+
+    def test_nothing_committed_past_it_and_nothing_lost(self):
+        self.assertEqual(self.ids_refused, [])
+        self.assertEqual(self.left, {0: 0})
+        self.assertEqual(self.ids_after, [1, 2, 3])
 
 
 class PrimaryKeyIndexOverDuplicates(E2ETestCase):

@@ -37,6 +37,7 @@
 #include "config_files.h"
 #include "emit.h"
 #include "helpers.h"
+#include "mongo_server.h"
 #include "log.h"
 #include "script.h"
 #include "store.h"
@@ -50,91 +51,6 @@
 #define PC_COLL "pc"
 #define MAX_MSGS 16
 #define MAX_PRINTED 8 /* mismatching sequences printed in full */
-
-/* ---- the MongoDB test server ---------------------------------------------- */
-
-static pid_t server_pid = -1;
-static char port_file[256];
-
-static void stop_server(void) {
-  if (server_pid <= 0) return;
-  kill(server_pid, SIGTERM);
-  for (int i = 0; i < 100; i++) {
-    if (waitpid(server_pid, NULL, WNOHANG) == server_pid) {
-      server_pid = -1;
-      break;
-    }
-    usleep(50000);
-  }
-  if (server_pid > 0) {
-    kill(server_pid, SIGKILL);
-    waitpid(server_pid, NULL, 0);
-    server_pid = -1;
-  }
-  unlink(port_file);
-}
-
-static void on_signal(int sig) {
-  stop_server();
-  signal(sig, SIG_DFL);
-  raise(sig);
-}
-
-static bool start_server(char *url, size_t size) {
-  const char *tools = getenv("RTU_TOOLS_DIR");
-  char script[4096];
-  if (tools && *tools) {
-    snprintf(script, sizeof script, "%s/mongo-test-server.py", tools);
-  } else {
-    char exe[2048];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n <= 0) return false;
-    exe[n] = '\0';
-    char *slash = strrchr(exe, '/');
-    if (slash) *slash = '\0';
-    snprintf(script, sizeof script, "%s/../tools/mongo-test-server.py", exe);
-  }
-  snprintf(port_file, sizeof port_file, "/tmp/rtu-unit-fold-port-%d", (int)getpid());
-  unlink(port_file);
-  fflush(stdout);
-  fflush(stderr);
-  pid_t parent = getpid();
-  server_pid = fork();
-  if (server_pid < 0) return false;
-  if (server_pid == 0) {
-    prctl(PR_SET_PDEATHSIG, SIGKILL); /* never outlive the test, whatever kills it */
-    if (getppid() != parent) _exit(1);
-    int devnull = open("/dev/null", O_WRONLY);
-    if (devnull >= 0) dup2(devnull, STDOUT_FILENO);
-    execl("/usr/bin/python3", "python3", script, "--port", "0", "--port-file", port_file,
-          (char *)NULL);
-    _exit(127);
-  }
-  atexit(stop_server);
-  signal(SIGINT, on_signal);
-  signal(SIGTERM, on_signal);
-  signal(SIGABRT, on_signal);
-  for (int i = 0; i < 600; i++) { /* 30 s */
-    FILE *f = fopen(port_file, "r");
-    int port = 0;
-    if (f) {
-      if (fscanf(f, "%d", &port) != 1) port = 0;
-      fclose(f);
-    }
-    if (port > 0) {
-      snprintf(url, size, "mongodb://127.0.0.1:%d/?serverSelectionTimeoutMS=10000", port);
-      return true;
-    }
-    if (waitpid(server_pid, NULL, WNOHANG) == server_pid) {
-      server_pid = -1;
-      fprintf(stderr, "the MongoDB test server %s exited at start\n", script);
-      return false;
-    }
-    usleep(50000);
-  }
-  fprintf(stderr, "the MongoDB test server did not write %s within 30 s\n", port_file);
-  return false;
-}
 
 /* ---- random ------------------------------------------------------------- */
 
@@ -997,16 +913,16 @@ int main(void) {
   rng_state = seed;
   rtu_log_set_level(RTU_LOG_ERROR);
 
-  if (!start_server(mongo_url, sizeof mongo_url)) {
+  if (!mongo_server_start("fold", mongo_url, sizeof mongo_url)) {
     CHECK(false, "cannot start the MongoDB test server");
-    stop_server();
+    mongo_server_stop();
     return CHECK_DONE();
   }
   setenv("MONGODB_URL", mongo_url, 1);
   if (!start_kafka()) {
     CHECK(false, "cannot start the librdkafka mock cluster");
     stop_kafka();
-    stop_server();
+    mongo_server_stop();
     return CHECK_DONE();
   }
   mongoc_init();
@@ -1063,7 +979,7 @@ int main(void) {
   mongoc_client_destroy(client);
   mongoc_cleanup();
   stop_kafka();
-  stop_server();
+  mongo_server_stop();
   env_clear();
   rm_rf(root);
   free(root);

@@ -6,7 +6,7 @@
 #include <mongoc/mongoc.h>
 
 #include "check.h"
-#include "store_mongo.h"
+#include "store_mongo_errors.h"
 
 static void check_server(uint32_t code, rtu_err_t want) {
   rtu_err_t got = rtu_store_mongo_classify(MONGOC_ERROR_SERVER, code);
