@@ -47,7 +47,7 @@ typedef struct {
   int64_t outputs_done;
   char cause[RTU_ERRSTR_SIZE];
   /* Scratch of refetch_purged: the poll whose messages of this partition are
-   * dropped (fetched again), and the partition's first offset in the poll. */
+   * dropped (fetched again), and where its messages of a poll got to. */
   uint64_t refetch_poll;
   int64_t poll_first;
 } part_t;
@@ -709,49 +709,45 @@ static void log_counts(const rtu_job_t *job) {
  * after counting them as handed out, so the fetch resumes after them. Kept
  * partitions then skip what they had in flight (seen on the mock cluster: 17 to
  * 27 messages of each kept partition, committed and never applied). After a poll
- * in which a rebalance callback ran, a running partition whose next message is
- * not the one after what was applied (its first message in the poll lies beyond,
- * or it has none and librdkafka's position does) is sought back and fetched
- * again, and its messages of this poll are dropped. Only partitions with an
+ * in which a rebalance callback ran, a running partition whose messages in the
+ * poll do not follow on from what was applied without a hole, or whose
+ * librdkafka position lies past them, is sought back to what was applied and
+ * fetched again, its messages of this poll dropped. Only partitions with an
  * applied message are checked: one that has had none since its assignment
  * starts from the committed offset, which is not known here. */
 static void refetch_purged(rtu_consumer_t *c, size_t n) {
-  for (size_t i = 0; i < c->nparts; i++) c->parts[i].poll_first = -1;
+  /* poll_first: where each partition's messages of this poll should have
+   * continued from, then -2 once a hole was seen among them. */
+  for (size_t i = 0; i < c->nparts; i++) c->parts[i].poll_first = c->parts[i].next;
   for (size_t i = 0; i < n; i++) {
     rd_kafka_message_t *m = c->msgs[i];
-    if (m->err || (i && !c->msgs[i - 1]->err && c->msgs[i - 1]->rkt == m->rkt &&
-                   c->msgs[i - 1]->partition == m->partition))
-      continue;
+    if (m->err) continue;
     part_t *p = find_part(c, rd_kafka_topic_name(m->rkt), m->partition);
-    if (p) p->poll_first = m->offset;
+    if (!p || p->next < 0 || p->poll_first == -2 || m->offset < p->poll_first) continue;
+    p->poll_first = m->offset == p->poll_first ? m->offset + 1 : -2;
   }
-  rd_kafka_topic_partition_list_t *idle = rd_kafka_topic_partition_list_new((int)c->nparts + 1);
-  for (size_t i = 0; i < c->nparts; i++) {
-    part_t *p = &c->parts[i];
-    if (p->state == PART_RUNNING && p->next >= 0 && p->poll_first < 0)
-      rd_kafka_topic_partition_list_add(idle, p->topic, p->partition);
-  }
-  if (idle->cnt && rd_kafka_position(c->rk, idle)) idle->cnt = 0;
+  rd_kafka_topic_partition_list_t *pos = rd_kafka_topic_partition_list_new((int)c->nparts + 1);
+  for (size_t i = 0; i < c->nparts; i++)
+    if (c->parts[i].state == PART_RUNNING && c->parts[i].next >= 0)
+      rd_kafka_topic_partition_list_add(pos, c->parts[i].topic, c->parts[i].partition);
+  if (pos->cnt && rd_kafka_position(c->rk, pos)) pos->cnt = 0;
   for (size_t i = 0; i < c->nparts; i++) {
     part_t *p = &c->parts[i];
     if (p->state != PART_RUNNING || p->next < 0) continue;
-    int64_t at = p->poll_first;
-    if (at < 0) {
-      rd_kafka_topic_partition_t *e =
-          rd_kafka_topic_partition_list_find(idle, p->topic, p->partition);
-      at = e ? e->offset : -1;
-    }
-    if (at <= p->next) continue;
+    /* librdkafka's position: past the last message it handed out */
+    rd_kafka_topic_partition_t *e = rd_kafka_topic_partition_list_find(pos, p->topic, p->partition);
+    int64_t handed = e ? e->offset : -1;
+    if (p->poll_first != -2 && handed <= p->poll_first) continue;
     char part[16], from[24], to[24];
     snprintf(part, sizeof part, "%d", p->partition);
     snprintf(from, sizeof from, "%lld", (long long)p->next);
-    snprintf(to, sizeof to, "%lld", (long long)at);
+    snprintf(to, sizeof to, "%lld", (long long)handed);
     rtu_log(RTU_LOG_INFO, "messages dropped by librdkafka in a rebalance; fetching them again",
             "topic", p->topic, "#partition", part, "#from", from, "#to", to, NULL);
     p->refetch_poll = c->polls;
     resume(c, p); /* pause, seek to p->next, resume */
   }
-  rd_kafka_topic_partition_list_destroy(idle);
+  rd_kafka_topic_partition_list_destroy(pos);
 }
 
 /* Takes what has arrived and goes: waits up to `wait` ms for the first message
