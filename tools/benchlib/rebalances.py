@@ -12,7 +12,7 @@ the written documents (one per message: its partition, offset and updatedAt):
   moved     partitions whose owner after the change is not the one before
   settled_ms  from the change to the group's last assignment or revoke
   longest_pause_unmoved_ms / longest_pause_moved_ms  the longest gap between
-            two consecutive messages of a partition, over the gaps that overlap
+            two consecutive messages of a partition, over the gaps that end in
             the change's window, among partitions that kept / changed owner
 
 and, before the first change, the longest gap of any partition while nothing
@@ -77,8 +77,9 @@ def settled(replica_lines, partitions):
 
 def longest_gap(docs, lo, hi):
     """(length, start) of the longest gap between consecutive applied times that
-    overlaps [lo, hi); (0, lo) when there is none."""
-    gaps = [(b - a, a) for a, b in zip(docs, docs[1:]) if b >= lo and a < hi]
+    ends in [lo, hi) (a gap is counted once, in the window where it ends); (0, lo)
+    when there is none."""
+    gaps = [(b - a, a) for a, b in zip(docs, docs[1:]) if lo <= b < hi]
     return max(gaps) if gaps else (0.0, lo)
 
 
