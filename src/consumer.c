@@ -49,7 +49,7 @@ typedef struct {
   /* Scratch of refetch_purged: the poll whose messages of this partition are
    * dropped (fetched again), and where its messages of a poll got to. */
   uint64_t refetch_poll;
-  int64_t poll_first;
+  int64_t poll_next;
 } part_t;
 
 struct rtu_consumer_s {
@@ -716,15 +716,15 @@ static void log_counts(const rtu_job_t *job) {
  * applied message are checked: one that has had none since its assignment
  * starts from the committed offset, which is not known here. */
 static void refetch_purged(rtu_consumer_t *c, size_t n) {
-  /* poll_first: where each partition's messages of this poll should have
+  /* poll_next: where each partition's messages of this poll should have
    * continued from, then -2 once a hole was seen among them. */
-  for (size_t i = 0; i < c->nparts; i++) c->parts[i].poll_first = c->parts[i].next;
+  for (size_t i = 0; i < c->nparts; i++) c->parts[i].poll_next = c->parts[i].next;
   for (size_t i = 0; i < n; i++) {
     rd_kafka_message_t *m = c->msgs[i];
     if (m->err) continue;
     part_t *p = find_part(c, rd_kafka_topic_name(m->rkt), m->partition);
-    if (!p || p->next < 0 || p->poll_first == -2 || m->offset < p->poll_first) continue;
-    p->poll_first = m->offset == p->poll_first ? m->offset + 1 : -2;
+    if (!p || p->next < 0 || p->poll_next == -2 || m->offset < p->poll_next) continue;
+    p->poll_next = m->offset == p->poll_next ? m->offset + 1 : -2;
   }
   rd_kafka_topic_partition_list_t *pos = rd_kafka_topic_partition_list_new((int)c->nparts + 1);
   for (size_t i = 0; i < c->nparts; i++)
@@ -737,7 +737,7 @@ static void refetch_purged(rtu_consumer_t *c, size_t n) {
     /* librdkafka's position: past the last message it handed out */
     rd_kafka_topic_partition_t *e = rd_kafka_topic_partition_list_find(pos, p->topic, p->partition);
     int64_t handed = e ? e->offset : -1;
-    if (p->poll_first != -2 && handed <= p->poll_first) continue;
+    if (p->poll_next != -2 && handed <= p->poll_next) continue;
     char part[16], from[24], to[24];
     snprintf(part, sizeof part, "%d", p->partition);
     snprintf(from, sizeof from, "%lld", (long long)p->next);
