@@ -121,7 +121,7 @@ static bool same_value(bson_iter_t *ia, bson_iter_t *ib) {
 bool rtu_bson_raw_same_fields(const bson_t *a, const bson_t *b, char *const *names, size_t n) {
   for (size_t i = 0; i < n; i++) {
     bson_iter_t ia, ib;
-    bool ha = bson_iter_init_find(&ia, a, names[i]), hb = bson_iter_init_find(&ib, b, names[i]);
+    bool ha = rtu_bson_raw_find(&ia, a, names[i]), hb = rtu_bson_raw_find(&ib, b, names[i]);
     if (ha != hb || (ha && !same_value(&ia, &ib))) return false;
   }
   return true;

@@ -154,7 +154,7 @@ bool rtu_bson_raw_has_empty_key(const bson_t *doc);
  * libbson's appender is generic (variadic pieces, a memcpy each); see
  * docs/performance.md. Keys are C strings; rtu_bson_raw_concat appends the
  * elements to out and releases r (false when out would be too large). */
-typedef struct {
+typedef struct rtu_bson_raw_s {
   uint8_t *p;
   size_t n, cap;
   uint8_t local[512];

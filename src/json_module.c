@@ -12,6 +12,7 @@
 
 #include "bson_lua.h"
 #include "json_lua.h"
+#include "json_scan.h"
 #include "json_write.h"
 
 /* json.decode(text [, leave_out]): leave_out maps top-level member names the
@@ -36,45 +37,19 @@ static int l_json_decode(lua_State *L) {
  * general JavaScript grammar. Most numbers of a basic or Golden Gate record come
  * as such strings ("42", "-3.50"), and in Lua the shape test (string.find) and
  * tonumber (strtod) are dear (see docs/performance.md). The result is tonumber's
- * to the bit: an integer of at most 18 digits is accumulated as tonumber does; a
- * decimal whose digits make at most 2^53 with at most 22 after the point is one
- * division of two exact doubles, which IEEE rounds correctly, as glibc's strtod
- * does (Clinger's fast path); anything longer goes to lua_stringtonumber. */
+ * to the bit (rtu_json_scan_decimal; lua_stringtonumber for the long ones). */
 static int l_json_decimal(lua_State *L) {
   size_t n;
   const char *s = luaL_checklstring(L, 1, &n);
-  const char *p = s, *end = s + n;
-  bool neg = p < end && *p == '-';
-  if (neg) p++;
-  const char *first = p;
-  uint64_t m = 0;
-  bool exact = true; /* every digit is in m, which stays below 10^18 */
-  int frac = -1;     /* digits after the point, -1: no point */
-  for (; p < end; p++) {
-    unsigned d = (unsigned char)*p - '0';
-    if (d > 9) {
-      if (*p != '.' || frac >= 0 || p == first) break;
-      frac = 0;
-      continue;
-    }
-    if (m >= 100000000000000000ULL) exact = false;
-    else m = m * 10 + d;
-    if (frac >= 0) frac++;
-  }
-  if (p != end || p == first) {
-    lua_pushnil(L);
-    return 1;
-  }
-  static const double pow10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
-                                 1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
-                                 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
-  if (exact && frac < 0) {
-    lua_pushinteger(L, neg ? (lua_Integer)(0 - m) : (lua_Integer)m);
-  } else if (exact && m <= (1ULL << 53) && frac <= 22) {
-    double d = (double)m / pow10[frac];
-    lua_pushnumber(L, neg ? -d : d);
-  } else if (lua_stringtonumber(L, s) == 0) {
-    lua_pushnil(L); /* not reached: tonumber reads every plain decimal */
+  int64_t i;
+  double d;
+  switch (rtu_json_scan_decimal(s, n, &i, &d)) {
+  case RTU_DECIMAL_INT: lua_pushinteger(L, (lua_Integer)i); break;
+  case RTU_DECIMAL_FLOAT: lua_pushnumber(L, d); break;
+  case RTU_DECIMAL_LONG:
+    if (lua_stringtonumber(L, s) == 0) lua_pushnil(L); /* not reached: tonumber reads every plain decimal */
+    break;
+  case RTU_DECIMAL_NOT: lua_pushnil(L); break;
   }
   return 1;
 }

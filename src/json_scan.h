@@ -177,4 +177,54 @@ static inline const char *rtu_json_scan_plain(const char *p, const char *end, bo
   return p;
 }
 
+/* What rtu_json_scan_decimal found. */
+typedef enum {
+  RTU_DECIMAL_NOT,   /* not a plain decimal */
+  RTU_DECIMAL_INT,   /* *i: an integer of at most 18 digits, as tonumber gives it */
+  RTU_DECIMAL_FLOAT, /* *d: tonumber's double, to the bit */
+  RTU_DECIMAL_LONG,  /* a plain decimal too long for the exact paths: strtod's to read */
+} rtu_decimal_t;
+
+/* A text that is a plain decimal, '-'? digit+ ('.' digit*)?, read as Lua's
+ * tonumber reads it, without strtod where that is exact: the common CDC form of
+ * numbers sent as strings ("42", "-3.50"), which the casts convert. An integer
+ * of at most 18 digits is accumulated as tonumber does; a decimal whose digits
+ * make at most 2^53 with at most 22 after the point is one division of two exact
+ * doubles, which IEEE rounds correctly, as glibc's strtod does (Clinger's fast
+ * path); anything longer is RTU_DECIMAL_LONG. */
+static inline rtu_decimal_t rtu_json_scan_decimal(const char *s, size_t n, int64_t *i, double *d) {
+  const char *p = s, *end = s + n;
+  bool neg = p < end && *p == '-';
+  if (neg) p++;
+  const char *first = p;
+  uint64_t m = 0;
+  bool exact = true; /* every digit is in m, which stays below 10^18 */
+  int frac = -1;     /* digits after the point, -1: no point */
+  for (; p < end; p++) {
+    unsigned digit = (unsigned char)*p - '0';
+    if (digit > 9) {
+      if (*p != '.' || frac >= 0 || p == first) break;
+      frac = 0;
+      continue;
+    }
+    if (m >= 100000000000000000ULL) exact = false;
+    else m = m * 10 + digit;
+    if (frac >= 0) frac++;
+  }
+  if (p != end || p == first) return RTU_DECIMAL_NOT;
+  static const double pow10[] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                                 1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+                                 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+  if (exact && frac < 0) {
+    *i = neg ? (int64_t)(0 - m) : (int64_t)m;
+    return RTU_DECIMAL_INT;
+  }
+  if (exact && m <= (1ULL << 53) && frac <= 22) {
+    double v = (double)m / pow10[frac];
+    *d = neg ? -v : v;
+    return RTU_DECIMAL_FLOAT;
+  }
+  return RTU_DECIMAL_LONG;
+}
+
 #endif

@@ -46,8 +46,9 @@ static void sb_c(bson_string_t *out, char c) {
 }
 
 /* The bytes of one UTF-8 sequence starting at s (its lead byte >= 0x80), or 0
- * when it is not one: what bson_utf8_validate accepts (no overlong form, no
- * surrogate, nothing above U+10FFFF), without a call per character. */
+ * when it is not one: what bson_utf8_validate accepts without NULs (no overlong
+ * form, not even modified UTF-8's 0xC0 0x80, no surrogate, nothing above
+ * U+10FFFF), without a call per character. */
 static size_t utf8_seq(const unsigned char *s, size_t left) {
   unsigned c = s[0];
   size_t n = c >= 0xf8 ? 0 : c >= 0xf0 ? 4 : c >= 0xe0 ? 3 : c >= 0xc2 ? 2 : 0;

@@ -209,6 +209,7 @@ rtu_script_t *rtu_script_new(const rtu_config_t *cfg, rtu_problems_t *problems) 
   s->cfg = cfg;
   s->process_ref = s->log_ref = s->identify_ref = s->db_ref = s->message_ref = LUA_NOREF;
   s->names_ref = s->notes_ref = LUA_NOREF;
+  s->map_fast_on = true;
   if (!rtu_sandbox_open(&s->sb, cfg->lua_dir, cfg->strategies_max_exec_ms)) goto oom;
   if (load_runtime(s, problems) && build_pipeline(s, problems) &&
       (!cfg->pc_enabled || rtu_strategies_load(s, problems)))
@@ -228,7 +229,7 @@ void rtu_script_free(rtu_script_t *s) {
   if (!s) return;
   rtu_sandbox_close(&s->sb);
   rtu_strategies_unload(s);
-  free(s->map_kind);
+  rtu_script_map_release(s);
   free(s);
 }
 

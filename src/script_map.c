@@ -15,6 +15,8 @@
 
 #include "bson_lua.h"
 #include "bson_raw.h"
+#include "json_lua.h"
+#include "map_fast.h"
 #include "script_state.h"
 #include "store.h"
 
@@ -167,6 +169,118 @@ static bool map_runs_user_code(rtu_script_t *s, size_t projection) {
   return user;
 }
 
+static void release_fast(rtu_script_t *s);
+
+/* The registry reference of the user's cast function of field j of p (loaded
+ * by script.c's load_casts under its path), LUA_NOREF when the field's cast is
+ * not a CAST_FUNCTIONS_FOLDER file. */
+static int user_cast_ref(rtu_script_t *s, const rtu_projection_t *p, size_t j) {
+  const char *folder = s->cfg->cast_functions_folder;
+  char path[4096];
+  if (!folder) return LUA_NOREF;
+  int n = snprintf(path, sizeof path, "%s/%s.lua", folder, p->fields[j].cast);
+  if (n < 0 || (size_t)n >= sizeof path || !rtu_script_file_exists(path)) return LUA_NOREF;
+  lua_State *L = s->sb.L;
+  lua_pushstring(L, path);
+  if (lua_rawget(L, LUA_REGISTRYINDEX) != LUA_TFUNCTION) {
+    lua_pop(L, 1);
+    return LUA_REFNIL; /* not loaded (a problem reported): never the C path */
+  }
+  return luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+/* The C path's plan for projection p, NULL when its messages all go through
+ * Lua: an adapter but the built-in debezium and basic ones (a user's could see the
+ * difference), notes of unmapped fields (the pipeline's), or a mapping
+ * map_fast.c does not run. The user's
+ * casts are called from C with what the pipeline would give them. Decided once
+ * per projection. */
+static const rtu_map_fast_t *fast_plan(rtu_script_t *s, size_t projection) {
+  const rtu_config_t *cfg = s->cfg;
+  if (!s->map_fast_on || s->notes_ref != LUA_NOREF ||
+      (strcmp(cfg->adapter, "debezium") && strcmp(cfg->adapter, "basic") &&
+       strcmp(cfg->adapter, "db2")))
+    return NULL;
+  if (!s->map_fast) {
+    s->map_fast = calloc(cfg->nprojections, sizeof *s->map_fast);
+    s->map_fast_refs = calloc(cfg->nprojections, sizeof *s->map_fast_refs);
+    s->map_fast_tried = calloc(cfg->nprojections, 1);
+    if (!s->map_fast || !s->map_fast_refs || !s->map_fast_tried) {
+      release_fast(s);
+      return NULL; /* the Lua path maps everything */
+    }
+  }
+  if (s->map_fast_tried[projection]) return s->map_fast[projection];
+  s->map_fast_tried[projection] = 1;
+  const rtu_projection_t *p = &cfg->projections[projection];
+  int *refs = malloc((p->nfields ? p->nfields : 1) * sizeof *refs);
+  bool *user = calloc(p->nfields ? p->nfields : 1, sizeof *user);
+  bool loaded = refs && user;
+  for (size_t j = 0; loaded && j < p->nfields; j++) {
+    refs[j] = user_cast_ref(s, p, j);
+    user[j] = refs[j] != LUA_NOREF;
+    loaded = refs[j] != LUA_REFNIL;
+  }
+  if (loaded) s->map_fast[projection] = rtu_map_fast_plan(cfg, p, user);
+  free(user);
+  s->map_fast_refs[projection] = refs; /* released with the plans */
+  return s->map_fast[projection];
+}
+
+typedef struct {
+  rtu_script_t *s;
+  size_t projection;
+  int pnames; /* stack index of the projection's names (push_names) */
+} cast_ctx_t;
+
+/* rtu_map_fast's call of a user's cast, as the pipeline's generated mapping
+ * makes it: C(value, fieldName, log), nil taken as null, under the time limit. */
+static bool call_user_cast(void *ctx, size_t field, const char *text, size_t len,
+                           rtu_bson_raw_t *out, bool *empty_key) {
+  cast_ctx_t *c = ctx;
+  rtu_script_t *s = c->s;
+  lua_State *L = s->sb.L;
+  int top = lua_gettop(L);
+  const char *dst = s->cfg->projections[c->projection].fields[field].dst;
+  char err[RTU_ERRSTR_SIZE];
+  bool ok = false;
+  if (!lua_checkstack(L, 8)) return false;
+  lua_rawgeti(L, LUA_REGISTRYINDEX, s->map_fast_refs[c->projection][field]);
+  if (!rtu_json_lua_push_strict(L, text, len, 0)) goto done;
+  lua_rawgeti(L, c->pnames, (lua_Integer)field + 1);
+  lua_rawgeti(L, LUA_REGISTRYINDEX, s->log_ref);
+  if (!rtu_sandbox_pcall(&s->sb, 3, 1)) goto done;
+  ok = lua_isnil(L, -1) ? (rtu_bson_raw_head(out, BSON_TYPE_NULL, dst), *empty_key |= !dst[0], true)
+                        : rtu_bson_lua_raw_append_marked(L, -1, out, dst, empty_key, err,
+                                                         sizeof err) == RTU_OK;
+done:
+  lua_settop(L, top);
+  return ok;
+}
+
+static void release_fast(rtu_script_t *s) {
+  for (size_t i = 0; i < s->cfg->nprojections; i++) {
+    if (s->map_fast) rtu_map_fast_free(s->map_fast[i]);
+    if (s->map_fast_refs) free(s->map_fast_refs[i]);
+  }
+  free(s->map_fast);
+  free(s->map_fast_refs);
+  free(s->map_fast_tried);
+  s->map_fast = NULL;
+  s->map_fast_refs = NULL;
+  s->map_fast_tried = NULL;
+}
+
+void rtu_script_map_set_fast(rtu_script_t *s, bool on) { s->map_fast_on = on; }
+
+uint64_t rtu_script_map_fast_count(const rtu_script_t *s) { return s->map_fast_count; }
+
+void rtu_script_map_release(rtu_script_t *s) {
+  release_fast(s);
+  free(s->map_kind);
+  s->map_kind = NULL;
+}
+
 /* The operation of the change at chg into out->op; RTU_ERR_FATAL for one the
  * pipeline cannot return. */
 static rtu_err_t take_op(lua_State *L, int chg, int names, rtu_mapped_t *out, char *errstr,
@@ -252,6 +366,19 @@ rtu_err_t rtu_script_map(rtu_script_t *s, size_t projection, const rtu_msg_t *ms
   rtu_err_t err = RTU_OK;
 
   bool runtime_only = !map_runs_user_code(s, projection);
+  const rtu_map_fast_t *fast = fast_plan(s, projection);
+  if (fast) {
+    lua_rawgeti(L, LUA_REGISTRYINDEX, s->names_ref);
+    lua_rawgeti(L, -1, N_COUNT + (lua_Integer)projection + 1);
+    cast_ctx_t ctx = {s, projection, lua_gettop(L)};
+    bool mapped = rtu_map_fast(fast, msg, out, call_user_cast, &ctx);
+    lua_settop(L, top);
+    if (mapped) {
+      s->map_fast_count++;
+      return RTU_OK;
+    }
+    rtu_mapped_reset(out); /* the Lua path decides, from the start */
+  }
   lua_rawgeti(L, LUA_REGISTRYINDEX, s->names_ref);
   int names = top + 1;
   lua_rawgeti(L, names, N_COUNT + (lua_Integer)projection + 1);

@@ -10,35 +10,12 @@
 #include <stdbool.h>
 
 #include "config.h"
+#include "mapped.h"
 #include "rtu.h"
 
 /* script.h's handle, declared here too so that this lower layer does not
  * include the generation's header (script.c includes this one). */
 typedef struct rtu_script_s rtu_script_t;
-
-typedef enum { RTU_OP_UPSERT, RTU_OP_INSERT, RTU_OP_UPDATE, RTU_OP_DELETE } rtu_op_t;
-
-/* The normalised change of one message. The bson_t members live inside the struct
- * (libbson forbids moving them): keep the struct where it was initialised. */
-typedef struct {
-  bool skip; /* the adapter asked to skip it (reason in errstr of the call) */
-  rtu_op_t op;
-  bson_t key;     /* primary key, fields in fieldsInKey order */
-  bson_t fields;  /* mapped fields to set (not for deletes) */
-  bool has_old_key;
-  bson_t old_key; /* primary-key change: the record that goes away */
-  bool has_position;
-  int64_t position;
-  bool has_timestamp; /* the adapter's timestampDate */
-  int64_t timestamp;  /* ms */
-  bool empty_key; /* a field name in fields is empty: the driver must refuse the write */
-} rtu_mapped_t;
-
-/* The message's time for its projection: the adapter's timestampDate, else the
- * Kafka timestamp. */
-static inline int64_t rtu_mapped_timestamp(const rtu_mapped_t *m, const rtu_msg_t *msg) {
-  return m->has_timestamp ? m->timestamp : msg->timestamp;
-}
 
 void rtu_mapped_init(rtu_mapped_t *m);
 void rtu_mapped_reset(rtu_mapped_t *m);
@@ -52,6 +29,14 @@ void rtu_mapped_destroy(rtu_mapped_t *m);
  */
 rtu_err_t rtu_script_map(rtu_script_t *s, size_t projection, const rtu_msg_t *msg,
                          rtu_mapped_t *out, char *errstr, size_t errstr_size);
+
+/* Whether rtu_script_map may take the C path of map_fast.c (on by default); a
+ * test turns it off to map the same messages through Lua only. */
+void rtu_script_map_set_fast(rtu_script_t *s, bool on);
+/* How many messages the C path mapped in this state. */
+uint64_t rtu_script_map_fast_count(const rtu_script_t *s);
+/* Frees what the mapping keeps per projection (rtu_script_free). */
+void rtu_script_map_release(rtu_script_t *s);
 
 /* The unmapped and uncastable fields the mapping met since the previous call for
  * this projection (an array of *n in *out, to free with rtu_unmapped_free), and

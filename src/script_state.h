@@ -28,9 +28,15 @@ struct rtu_script_s {
   int names_ref;   /* the names the core reads and writes, as Lua strings (script_map.c) */
   int notes_ref;   /* the pipeline's notes of unmapped fields, LUA_NOREF when off */
   unsigned char *map_kind; /* per projection: 0 not known yet, runtime only, user code */
+  bool map_fast_on;        /* the C path may map (script_map.c) */
+  struct rtu_map_fast_s **map_fast; /* per projection: its plan, NULL for Lua only */
+  int **map_fast_refs;              /* per projection and field: a user's cast, or LUA_NOREF */
+  unsigned char *map_fast_tried;    /* per projection: the plan was looked for */
+  uint64_t map_fast_count;          /* messages the C path mapped */
   int identify_ref; /* rtu.changes identify function, LUA_NOREF when strategies are off */
   int db_ref;       /* the read-only db object handed to strategies */
   bool *involved;   /* per projection: can trigger a single view */
+  bool *pure;       /* per projection: its strategies run no user code */
   /* Per projection: the only top-level fields strategies read from its documents
    * (low-code without custom identifier functions), names NULL for all of them. */
   struct {

@@ -32,9 +32,18 @@ struct rtu_stage_s {
 };
 
 /* A call of the stage reads at most this many documents at once (whole runs, so
- * a run alone may exceed it): the Lua heap of a merged identify call and its
- * lookups' answers grow with it, a poll's documents do not reach it whole. */
+ * a run alone may exceed it) when its strategies take them whole (a custom
+ * function gets the documents): the Lua heap of a merged identify call grows
+ * with them, their lookups' answers and a coroutine each, and a poll's
+ * documents do not reach it whole. */
 #define STAGE_MAX_DOCS 512
+/* The same when the strategies read only a few fields of each document (a
+ * low-code walk): a few hundred bytes of Lua heap each, so all the runs of a
+ * poll's projection go in one call (a poll of KAFKA_CONSUMER_MAX_BATCH_SIZE's
+ * default, 5,000 messages, gives up to twice as many documents, most often
+ * fewer): each hop's lookup is then one query for the poll, not one per run
+ * (see docs/performance.md). */
+#define STAGE_MAX_READ_DOCS 16384
 
 rtu_stage_t *rtu_stage_new(const rtu_config_t *cfg, rtu_script_t *script, rtu_store_t *store) {
   rtu_stage_t *s = calloc(1, sizeof *s);
@@ -331,10 +340,12 @@ done:
 
 void rtu_stage_run(rtu_stage_t *s, size_t projection, rtu_deferred_t *const *runs, size_t nruns) {
   size_t i = 0;
+  size_t max = rtu_strategies_whole_docs(s->script, projection) ? STAGE_MAX_DOCS
+                                                                 : STAGE_MAX_READ_DOCS;
   while (i < nruns) {
     size_t j = i, ndocs = 0;
     do ndocs += runs[j++]->n;
-    while (j < nruns && ndocs + runs[j]->n <= STAGE_MAX_DOCS);
+    while (j < nruns && ndocs + runs[j]->n <= max);
     i += stage_call(s, projection, runs + i, j - i);
   }
 }

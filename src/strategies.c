@@ -191,27 +191,35 @@ static bool spec_manual(rtu_script_t *s, int spec, rtu_problems_t *problems) {
   return ok;
 }
 
-/* What rtu.changes.build gave (the identify function below the table of what
- * each projection's strategies read, or nil below the problems): the involved
- * projections, their read fields, identify_ref and the db object. */
+/* What rtu.changes.build gave (the identify function, the table of what each
+ * projection's strategies read and the table of those that run no user code;
+ * or nil, the problems): the involved projections, their read fields, which
+ * run only the runtime, identify_ref and the db object. */
 static bool take_build(rtu_script_t *s, rtu_problems_t *problems) {
   lua_State *L = s->sb.L;
   const rtu_config_t *cfg = s->cfg;
-  if (lua_isnil(L, -2)) {
-    lua_Integer n = luaL_len(L, -1);
+  if (lua_isnil(L, -3)) {
+    lua_Integer n = luaL_len(L, -2);
     for (lua_Integer i = 1; i <= n; i++) {
-      lua_rawgeti(L, -1, i);
+      lua_rawgeti(L, -2, i);
       rtu_problems_add(problems, "%s", lua_tostring(L, -1));
       lua_pop(L, 1);
     }
     return false;
   }
   s->involved = calloc(cfg->nprojections ? cfg->nprojections : 1, sizeof *s->involved);
+  s->pure = calloc(cfg->nprojections ? cfg->nprojections : 1, sizeof *s->pure);
   s->read_fields = calloc(cfg->nprojections ? cfg->nprojections : 1, sizeof *s->read_fields);
-  if (!s->involved || !s->read_fields) {
+  if (!s->involved || !s->pure || !s->read_fields) {
     rtu_problems_add(problems, "strategies: out of memory");
     return false;
   }
+  for (size_t i = 0; lua_istable(L, -1) && i < cfg->nprojections; i++) {
+    lua_getfield(L, -1, cfg->projections[i].name);
+    s->pure[i] = lua_toboolean(L, -1);
+    lua_pop(L, 1);
+  }
+  lua_pop(L, 1);
   for (size_t i = 0; i < cfg->nprojections; i++) {
     lua_getfield(L, -1, cfg->projections[i].name);
     s->involved[i] = lua_toboolean(L, -1);
@@ -243,7 +251,7 @@ bool rtu_strategies_load(rtu_script_t *s, rtu_problems_t *problems) {
   push_spec_common(L, s->cfg, spec);
   if (s->cfg->use_automatic_strategies) ok = spec_automatic(s, spec, problems);
   else ok = spec_manual(s, spec, problems);
-  if (ok && !rtu_sandbox_pcall(&s->sb, 1, 2)) {
+  if (ok && !rtu_sandbox_pcall(&s->sb, 1, 3)) {
     rtu_problems_add(problems, "strategies: %s", lua_tostring(L, -1));
     ok = false;
   } else if (ok) {
@@ -255,6 +263,8 @@ bool rtu_strategies_load(rtu_script_t *s, rtu_problems_t *problems) {
 
 void rtu_strategies_unload(rtu_script_t *s) {
   free(s->involved);
+  free(s->pure);
+  s->pure = NULL;
   for (size_t i = 0; s->read_fields && i < s->cfg->nprojections; i++) {
     for (size_t j = 0; j < s->read_fields[i].n; j++) free(s->read_fields[i].names[j]);
     free(s->read_fields[i].names);
@@ -280,21 +290,33 @@ bool rtu_strategies_same_input(const rtu_script_t *s, size_t projection, const b
                                   s->read_fields[projection].n);
 }
 
+bool rtu_strategies_whole_docs(const rtu_script_t *s, size_t projection) {
+  return !s->read_fields || !s->read_fields[projection].names;
+}
+
+/* Whether the element name key (klen bytes, no NUL) is one of names[0..n). */
+static bool named(const uint8_t *key, uint32_t klen, char *const *names, size_t n) {
+  for (size_t i = 0; i < n; i++)
+    if (!strncmp(names[i], (const char *)key, klen) && names[i][klen] == '\0') return true;
+  return false;
+}
+
 bson_t *rtu_strategies_copy_input(const rtu_script_t *s, size_t projection, const bson_t *doc) {
   if (!s->read_fields || !s->read_fields[projection].names) return bson_copy(doc);
   const rtu_projection_t *p = &s->cfg->projections[projection];
   char *const *names = s->read_fields[projection].names;
   size_t n = s->read_fields[projection].n;
+  /* read in place and copied as bytes: a document each of a run's records, a
+   * libbson iterator and appender call per field were most of this */
+  const uint8_t *data = bson_get_data(doc), *key;
+  uint32_t off = 4, next, klen;
+  rtu_bson_raw_t raw;
+  rtu_bson_raw_init(&raw);
+  for (; rtu_bson_raw_element(data, doc->len, &off, &key, &klen, &next); off = next)
+    if (named(key, klen, names, n) || named(key, klen, p->pk_dst, p->npk))
+      rtu_bson_raw_bytes(&raw, data + off, next - off);
   bson_t *out = bson_new();
-  bson_iter_t it;
-  if (!bson_iter_init(&it, doc)) return out;
-  while (bson_iter_next(&it)) {
-    const char *k = bson_iter_key(&it);
-    bool keep = false;
-    for (size_t i = 0; i < n && !keep; i++) keep = !strcmp(k, names[i]);
-    for (size_t i = 0; i < p->npk && !keep; i++) keep = !strcmp(k, p->pk_dst[i]);
-    if (keep) bson_append_iter(out, k, (int)bson_iter_key_len(&it), &it);
-  }
+  rtu_bson_raw_concat(&raw, out);
   return out;
 }
 
@@ -401,7 +423,13 @@ static rtu_err_t identify_call(rtu_script_t *s, size_t projection, const bson_t 
   lua_rawgeti(L, LUA_REGISTRYINDEX, s->log_ref);
   lua_pushvalue(L, seen);
   s->db.find_err = RTU_OK;
-  if (!rtu_sandbox_pcall(&s->sb, 5, 1)) {
+  /* A walk that runs no user code needs no time limit: without the hook's cost,
+   * as the shipped runtime maps messages (see docs/performance.md). */
+  bool pure = s->pure && s->pure[projection];
+  if (pure) rtu_sandbox_set_hook(&s->sb, false);
+  bool called = rtu_sandbox_pcall(&s->sb, 5, 1);
+  if (pure) rtu_sandbox_set_hook(&s->sb, true);
+  if (!called) {
     if (s->db.find_err == RTU_ERR_TRANSIENT) {
       snprintf(errstr, errstr_size, "%s", s->db.find_errstr);
       err = RTU_ERR_TRANSIENT;

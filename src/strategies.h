@@ -41,6 +41,10 @@ bool rtu_strategies_involved(const rtu_script_t *s, size_t projection);
 bool rtu_strategies_same_input(const rtu_script_t *s, size_t projection, const bson_t *a,
                                const bson_t *b);
 
+/* True when the strategies of this projection are handed its documents whole (a
+ * custom function takes them), not reduced to the few fields a walk reads. */
+bool rtu_strategies_whole_docs(const rtu_script_t *s, size_t projection);
+
 /* A copy of doc with what the strategies of this projection read of it and its
  * primary key (which names it in a failure): the whole document when a custom
  * function takes it. For documents kept past their run (free with bson_destroy). */

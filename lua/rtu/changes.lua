@@ -8,7 +8,7 @@ calls of one binding batched by rtu.strategy.call_batched so that their lookups
 share queries). It may
 not write anything: lookups go through the read-only `db` the core gives.
 
-build(spec) -> identify, involved | nil, problems
+build(spec) -> identify, involved, pure | nil, problems
   spec = { automatic = bool, er = table, pc = table, projections = {name = true},
            collections = {name -> MongoDB collection},
            custom = {name -> fn}, manual = {projection -> { {sv = name, name = file, fn = fn} } } }
@@ -22,6 +22,8 @@ build(spec) -> identify, involved | nil, problems
   involved = {projection -> true | {field, ...}} for projections that can trigger any
     single view; a list (low-code only) names the only top-level fields identify
     reads from their documents, so the core hands over just those
+  pure = {projection -> true} for projections whose identify runs no user code
+    (low-code walks without a custom function, rtu.strategy.pure)
 ]]
 local jsonenc = require("rtu.jsonenc")
 local strategy = require("rtu.strategy")
@@ -96,7 +98,7 @@ local function build_manual(spec)
     end
     return keep_new(out, seen or {})
   end
-  return identify, involved
+  return identify, involved, {}
 end
 
 local function build_automatic(spec)
@@ -104,15 +106,18 @@ local function build_automatic(spec)
   local plan, problems = lowcode.compile(spec.er, spec.pc,
     { projections = spec.projections, custom = spec.custom, collections = spec.collections })
   if problems and #problems > 0 then return nil, problems end
-  local involved = {}
+  local involved, pure = {}, {}
   for name in pairs(spec.projections) do
-    if plan.routes[name] ~= nil then involved[name] = strategy.root_fields(plan, name) or true end
+    if plan.routes[name] ~= nil then
+      involved[name] = strategy.root_fields(plan, name) or true
+      pure[name] = strategy.pure(plan, name) or nil
+    end
   end
   local function identify(projection, docs, db, log, seen)
     local results, _, keys = strategy.run(plan, projection, docs, db, log)
     return keep_new_distinct(results, seen or {}, keys)
   end
-  return identify, involved
+  return identify, involved, pure
 end
 
 function M.build(spec)

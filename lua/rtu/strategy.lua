@@ -33,6 +33,9 @@ of a custom function propagate (the batch fails).
 root_fields(plan, projection) -> {field, ...} | nil
   the top-level fields run reads from the documents of `projection` (sorted), nil
   when a custom identifier function gets them whole: the core passes only these.
+pure(plan, projection) -> true when the walk for `projection` calls no custom
+  identifier function (only this runtime's code runs: the core runs it without
+  the time limit's hook, as it maps messages with the shipped runtime).
 as_function(plan, projection, view) -> function(document, db, log) -> {identifier...}
   the low-code plan in the form of a hand-written strategy.
 call_batched   rtu.strategy.batched.call
@@ -176,6 +179,20 @@ function M.root_fields(plan, projection)
   end
   table.sort(out)
   return out
+end
+
+function M.pure(plan, projection)
+  local function pure(node)
+    for _, t in ipairs(node.terminals) do
+      if t.identifier.kind ~= "fields" then return false end
+    end
+    for _, child in ipairs(node.children) do
+      if not pure(child) then return false end
+    end
+    return true
+  end
+  local root = plan.routes[projection]
+  return root ~= nil and pure(root)
 end
 
 function M.run(plan, projection, docs, db, log, view)

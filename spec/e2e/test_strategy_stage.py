@@ -1,6 +1,8 @@
 """End-to-end: the strategies of a poll run once per projection over all its
 partition runs (the poll's strategies stage). A single view found from records
-of three partitions is recorded once, with one lookup for all of them; a
+of three partitions is recorded once, with one lookup for all of them, and so
+are those of more documents than a call of strategies taking them whole may
+hold (the walk reads one field of each); a
 strategy failing in one partition's run stops that partition at its message,
 and the other partitions' runs of the same stage are recorded and committed."""
 
@@ -12,7 +14,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import harness  # noqa: E402
 from harness import E2ETestCase, ref_row, stop_log, wait_for  # noqa: E402
 
-TOPICS = {"stage.m": 3, "stage.f": 3, "stage.ref": 1}
+TOPICS = {"stage.m": 3, "stage.f": 3, "stage.b": 3, "stage.ref": 1}
 T = 1_700_000_000_000
 
 # merge: rows 1..6, two per partition; all lead to the ref r1 but row 6 (r2)
@@ -23,6 +25,9 @@ FAIL = [ref_row("stage.f", 0, 11, "a", "r1", T + 1), ref_row("stage.f", 0, 12, "
         ref_row("stage.f", 1, 13, "c", "r3", T + 3), ref_row("stage.f", 2, 14, "d", "r4", T + 4),
         ref_row("stage.f", 2, 15, "e", "bad", T + 5), ref_row("stage.f", 2, 16, "f", "r5", T + 6)]
 REFS = ["r1", "r2", "r3", "r4", "r5", "bad"]
+# big: 3 partitions of 250 rows, refs r1..r5 (more than 512 documents a poll)
+BIG = [ref_row("stage.b", i % 3, 1000 + i, "b%d" % i, "r%d" % (1 + i % 5), T + i)
+       for i in range(750)]
 
 S, R = {}, {}
 
@@ -35,10 +40,10 @@ def setUpModule():
     # message); the fetch wait is long so that no fetch of another response
     # comes between.
     env = {"KAFKA_CONSUMER_MAX_WAIT_TIME": "3000"}
-    for name, topic in (("merge", "stage.m"), ("fail", "stage.f")):
+    for name, topic in (("merge", "stage.m"), ("fail", "stage.f"), ("big", "stage.b")):
         S[name] = harness.refs_scenario(c, name, {topic: "pr_rows", "stage.ref": "pr_refs"}, env)
         S[name].coll("lcrefs").insert_many([{"ID": r, "__STATE__": "PUBLIC"} for r in REFS])
-    c.produce(MERGE + FAIL)
+    c.produce(MERGE + FAIL + BIG)
     for k in S:
         R[k] = S[k].start()
 
@@ -76,6 +81,27 @@ class OneStagePerProjection(E2ETestCase):
     def test_one_lookup_for_all_runs(self):
         self.assertEqual(self.metrics["rtu_strategy_documents_total"], 6)
         self.assertEqual(self.metrics["rtu_strategy_lookups_total"], 1)
+
+
+class ManyDocumentsOneLookup(E2ETestCase):
+    @classmethod
+    def setUpClass(cls):
+        rtu = R["big"]
+        wait_for(lambda: harness.committed_offsets(S["big"].group, "stage.b") == {}, 60,
+                 "every row committed", rtu)
+        time.sleep(0.3)
+        cls.metrics = rtu.metrics()
+        cls.pcs = pcs("big")
+        rtu.stop()
+
+    def test_one_lookup_a_poll(self):
+        # the walk reads REF alone: one identify call for a poll's documents, its
+        # hop one query (calls of at most 512 documents would make two for a
+        # poll of the 750, as one poll most often takes them)
+        self.assertEqual(self.metrics["rtu_strategy_documents_total"], 750)
+        self.assertEqual(self.metrics["rtu_strategy_lookups_total"],
+                         self.metrics["rtu_consumer_batch_processing_count"])
+        self.assertEqual(sorted(self.pcs), ["r1", "r2", "r3", "r4", "r5"])
 
 
 class FailureStopsOnlyItsPartition(E2ETestCase):

@@ -12,6 +12,7 @@
  * - rtu_json_write_string: the JSON string of any bytes reads back as those
  *   bytes when they are UTF-8.
  */
+#define _GNU_SOURCE /* memmem */
 #include <math.h>
 
 #include "fuzz.h"
@@ -142,7 +143,12 @@ static void check_json_string(const char *s, size_t size) {
     fuzz_fail("its JSON string is not a string");
   uint32_t n;
   const char *back = bson_iter_utf8(&it, &n);
-  if (bson_utf8_validate(s, size, true) && (n != size || memcmp(back, s, size)))
+  /* libbson's check accepts 0xC0 0x80, modified UTF-8's overlong NUL, when NULs
+   * are allowed; it is not UTF-8 (RFC 3629), rtu's readers refuse it, and the
+   * writer gives U+FFFD for each of its bytes, as a JavaScript decoder does. */
+  bool overlong_nul = memmem(s, size, "\xc0\x80", 2) != NULL;
+  if (overlong_nul) fuzz_count("an overlong NUL written as U+FFFD");
+  if (bson_utf8_validate(s, size, true) && !overlong_nul && (n != size || memcmp(back, s, size)))
     fuzz_fail("JSON string round trip changed %zu bytes into %u", size, n);
   bson_destroy(&doc);
   bson_string_free(json, true);

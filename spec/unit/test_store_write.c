@@ -143,6 +143,7 @@ static void test_statuses(rtu_store_mongo_writer_t *wr) {
 
   for (int i = 0; i < N; i++) upsert(&w[i], i, 3, 32 * 1024, i);
   /* 900: counter 3 against the stored 5: stale. 950: code 424242 again. */
+  bson_destroy(&w[950].filter);
   bson_destroy(&w[950].update);
   upsert(&w[950], 950, 3, 32 * 1024, 424242);
   commands = 0;
