@@ -24,6 +24,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "commit_gate.h"
 #include "emit.h"
 #include "health.h"
 #include "kafka.h"
@@ -46,6 +47,10 @@ typedef struct {
    * this were acknowledged by a try that then failed, and are not produced again. */
   int64_t outputs_done;
   char cause[RTU_ERRSTR_SIZE];
+  /* Scratch of refetch_purged: the poll whose messages of this partition are
+   * dropped (fetched again), and where its messages of a poll got to. */
+  uint64_t refetch_poll;
+  int64_t poll_next;
 } part_t;
 
 struct rtu_consumer_s {
@@ -62,7 +67,10 @@ struct rtu_consumer_s {
   size_t msgs_cap;
   int64_t *stamps;            /* the Kafka timestamps of a run, for rtu_freshness_seconds */
   int64_t settled_at;         /* epoch ms when the poll's writes were all acknowledged */
-  int64_t commits_held_until; /* monotonic ms; see commit_cb */
+  rtu_gate_t *gate;           /* when an asynchronous commit may go (commit_gate.c) */
+  bool commit_pending;        /* offsets stored since the last commit sent */
+  bool rebalanced;            /* a rebalance callback ran during this poll */
+  uint64_t polls;
   int64_t outage_retry_at; /* monotonic ms; 0 when no partition waits on an outage */
   int outage_backoff_ms;
   int64_t kafka_check_at;
@@ -281,13 +289,18 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                          rd_kafka_topic_partition_list_t *parts, void *opaque) {
   rtu_consumer_t *c = opaque;
   char list[1024], whole[1024];
-  c->commits_held_until = 0; /* the rebalance is over for this member */
+  c->rebalanced = true;
   format_parts(parts, list, sizeof list);
   bool cooperative = !strcmp(rd_kafka_rebalance_protocol(rk), "COOPERATIVE");
   if (err != RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS) {
+    /* lost: the group gave them to others already (session timeout, a refused
+     * generation), not a revoke the member took part in. */
+    bool lost = rd_kafka_assignment_lost(rk);
     rtu_log(RTU_LOG_INFO, "partitions revoked", "partitions", list, "protocol",
-            cooperative ? "cooperative" : "eager", NULL);
+            cooperative ? "cooperative" : "eager", "#lost", lost ? "true" : "false", NULL);
     on_revoked(c, parts, cooperative);
+    /* librdkafka rejoins as soon as a cooperative revoke is done. */
+    if (cooperative && parts->cnt) rtu_gate_hold_until_sync(c->gate, rtu_now_mono_ms());
     return;
   }
   on_assigned(c, parts, cooperative);
@@ -306,13 +319,11 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
   if (now) rd_kafka_topic_partition_list_destroy(now);
 }
 
-/* A commit refused because the group is rebalancing: no commit until the
- * rebalance ends (the next rebalance callback) or a session timeout passes. A
- * commit still carrying the old generation when the coordinator moves to the
- * new one is answered ILLEGAL_GENERATION, and librdkafka then counts the whole
- * assignment as lost: under the cooperative protocol the partitions that were
- * to stay would stop too. What was applied stays stored and goes with the next
- * commit, or with the commit of the revoke callback. */
+/* A commit refused because the group is rebalancing (the mock cluster answers
+ * so while it waits for members to rejoin; a broker while it waits for
+ * SyncGroups): no asynchronous commit until this member's next SyncGroup is
+ * answered (commit_gate.c says why). What was applied stays stored and goes with
+ * the next commit, or with the commit of the revoke callback. */
 static void commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                       rd_kafka_topic_partition_list_t *offsets, void *opaque) {
   (void)rk;
@@ -320,7 +331,7 @@ static void commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
   bool rebalancing = err == RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS;
   for (int i = 0; offsets && i < offsets->cnt && !rebalancing; i++)
     rebalancing = offsets->elems[i].err == RD_KAFKA_RESP_ERR_REBALANCE_IN_PROGRESS;
-  if (rebalancing) c->commits_held_until = rtu_now_mono_ms() + c->cfg->kafka_session_timeout_ms;
+  if (rebalancing) rtu_gate_hold_until_sync(c->gate, rtu_now_mono_ms());
 }
 
 static int stats_cb(rd_kafka_t *rk, char *json, size_t len, void *opaque) {
@@ -382,8 +393,12 @@ rtu_consumer_t *rtu_consumer_new(const rtu_config_t *cfg, char *errstr, size_t e
   if (!c) goto fail;
   c->cfg = cfg;
   c->outage_backoff_ms = 100;
+  c->gate = rtu_gate_new(cfg->kafka_session_timeout_ms, cfg->kafka_heartbeat_interval_ms);
+  if (!c->gate) goto fail;
   conf = rtu_kafka_conf_new(cfg, RTU_KAFKA_CONSUMER, errstr, errstr_size);
-  if (!conf || !consumer_conf(cfg, conf, errstr, errstr_size)) goto fail;
+  if (!conf || !consumer_conf(cfg, conf, errstr, errstr_size) ||
+      rtu_gate_watch(c->gate, conf, errstr, errstr_size) != RTU_OK)
+    goto fail;
   rd_kafka_conf_set_rebalance_cb(conf, rebalance_cb);
   rd_kafka_conf_set_stats_cb(conf, stats_cb);
   rd_kafka_conf_set_offset_commit_cb(conf, commit_cb);
@@ -432,6 +447,7 @@ void rtu_consumer_free(rtu_consumer_t *c) {
   free(c->parts);
   if (c->queue) rd_kafka_queue_destroy(c->queue);
   if (c->rk) rd_kafka_destroy(c->rk);
+  rtu_gate_free(c->gate); /* after the handle: its interceptors hold it */
   rtu_emit_free(c->dead_letters);
   free(c->msgs);
   free(c->views);
@@ -469,9 +485,11 @@ static int msg_cmp(const void *pa, const void *pb) {
   return a->offset < b->offset ? -1 : a->offset > b->offset;
 }
 
+/* A commit the gate holds back stays pending: it goes with the next batch's, or
+ * from the loop when no message comes. */
 static void commit_async(rtu_consumer_t *c) {
-  if (c->commits_held_until && rtu_now_mono_ms() < c->commits_held_until) return;
-  c->commits_held_until = 0;
+  if (!rtu_gate_open(c->gate, rtu_now_mono_ms())) return;
+  c->commit_pending = false;
   rd_kafka_resp_err_t err = rd_kafka_commit(c->rk, NULL, 1);
   if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET)
     rtu_log(RTU_LOG_WARN, "commit failed; will be retried with the next batch", "cause",
@@ -592,7 +610,7 @@ static size_t build_jobs(rtu_consumer_t *c, size_t n) {
       j++;
     const char *topic = rd_kafka_topic_name(first->rkt);
     part_t *p = find_part(c, topic, first->partition);
-    if (!p || p->state != PART_RUNNING) {
+    if (!p || p->state != PART_RUNNING || p->refetch_poll == c->polls) {
       if (p && p->next < 0) p->next = first->offset;
       i = j;
       continue;
@@ -686,6 +704,53 @@ static void log_counts(const rtu_job_t *job) {
   rtu_log(RTU_LOG_DEBUG, "run applied", "topic", job->msgs[0].topic, "#counts", counts, NULL);
 }
 
+/* librdkafka before 2.1.0 (#4208) loses messages around a rebalance: to serve
+ * the callback it pauses the assignment, and a pause arriving while a batch call
+ * is gathering drops the messages that call had gathered for those partitions
+ * after counting them as handed out, so the fetch resumes after them. Kept
+ * partitions then skip what they had in flight (seen on the mock cluster: 17 to
+ * 27 messages of each kept partition, committed and never applied). After a poll
+ * in which a rebalance callback ran, a running partition whose messages in the
+ * poll do not follow on from what was applied without a hole, or whose
+ * librdkafka position lies past them, is sought back to what was applied and
+ * fetched again, its messages of this poll dropped. Only partitions with an
+ * applied message are checked: one that has had none since its assignment
+ * starts from the committed offset, which is not known here. */
+static void refetch_purged(rtu_consumer_t *c, size_t n) {
+  /* poll_next: where each partition's messages of this poll should have
+   * continued from, then -2 once a hole was seen among them. */
+  for (size_t i = 0; i < c->nparts; i++) c->parts[i].poll_next = c->parts[i].next;
+  for (size_t i = 0; i < n; i++) {
+    rd_kafka_message_t *m = c->msgs[i];
+    if (m->err) continue;
+    part_t *p = find_part(c, rd_kafka_topic_name(m->rkt), m->partition);
+    if (!p || p->next < 0 || p->poll_next == -2 || m->offset < p->poll_next) continue;
+    p->poll_next = m->offset == p->poll_next ? m->offset + 1 : -2;
+  }
+  rd_kafka_topic_partition_list_t *pos = rd_kafka_topic_partition_list_new((int)c->nparts + 1);
+  for (size_t i = 0; i < c->nparts; i++)
+    if (c->parts[i].state == PART_RUNNING && c->parts[i].next >= 0)
+      rd_kafka_topic_partition_list_add(pos, c->parts[i].topic, c->parts[i].partition);
+  if (pos->cnt && rd_kafka_position(c->rk, pos)) pos->cnt = 0;
+  for (size_t i = 0; i < c->nparts; i++) {
+    part_t *p = &c->parts[i];
+    if (p->state != PART_RUNNING || p->next < 0) continue;
+    /* librdkafka's position: past the last message it handed out */
+    rd_kafka_topic_partition_t *e = rd_kafka_topic_partition_list_find(pos, p->topic, p->partition);
+    int64_t handed = e ? e->offset : -1;
+    if (p->poll_next != -2 && handed <= p->poll_next) continue;
+    char part[16], from[24], to[24];
+    snprintf(part, sizeof part, "%d", p->partition);
+    snprintf(from, sizeof from, "%lld", (long long)p->next);
+    snprintf(to, sizeof to, "%lld", (long long)handed);
+    rtu_log(RTU_LOG_INFO, "messages dropped by librdkafka in a rebalance; fetching them again",
+            "topic", p->topic, "#partition", part, "#from", from, "#to", to, NULL);
+    p->refetch_poll = c->polls;
+    resume(c, p); /* pause, seek to p->next, resume */
+  }
+  rd_kafka_topic_partition_list_destroy(pos);
+}
+
 /* Takes what has arrived and goes: waits up to `wait` ms for the first message
  * only, then takes the rest of the batch in windows of POLL_WINDOW_MS for as long
  * as each brings more, at most POLL_GRACE_MS in all.
@@ -761,15 +826,22 @@ rtu_err_t rtu_consumer_run(rtu_consumer_t *c, rtu_pool_t *pool, const rtu_consum
     }
     if (wait > 1000) wait = 1000; /* keep the heartbeat and the stop flag fresh */
     int64_t t_wait = rtu_now_mono_us();
+    if (c->commit_pending && wait > 100) wait = 100; /* a held commit, tried again soon */
+    c->polls++;
+    c->rebalanced = false;
     ssize_t n = poll_batch(c, wait);
     if (n < 0) {
       snprintf(errstr, errstr_size, "consume: %s", rd_kafka_err2str(rd_kafka_last_error()));
       rc = RTU_ERR_FATAL;
       break;
     }
-    if (n == 0) continue;
     int64_t t0 = rtu_now_mono_us(), polled_ms = rtu_now_ms();
-    qsort(c->msgs, (size_t)n, sizeof *c->msgs, msg_cmp);
+    if (n > 0) qsort(c->msgs, (size_t)n, sizeof *c->msgs, msg_cmp);
+    if (c->rebalanced) refetch_purged(c, (size_t)n);
+    if (n == 0) {
+      if (c->commit_pending) commit_async(c);
+      continue;
+    }
     size_t njobs = build_jobs(c, (size_t)n);
     rc = rtu_pool_run(pool, c->jobs, njobs, errstr, errstr_size);
     int64_t t_applied = rtu_now_mono_us();
@@ -786,7 +858,8 @@ rtu_err_t rtu_consumer_run(rtu_consumer_t *c, rtu_pool_t *pool, const rtu_consum
       for (ssize_t k = 0; k < n; k++) rd_kafka_message_destroy(c->msgs[k]);
       break;
     }
-    if (stored) commit_async(c);
+    c->commit_pending |= stored;
+    if (c->commit_pending) commit_async(c);
     int64_t t_end = rtu_now_mono_us();
     log_poll(c, (size_t)n, njobs, polled_ms, t0 - t_wait, t_applied - t0, t_end - t_applied);
     for (ssize_t k = 0; k < n; k++) rd_kafka_message_destroy(c->msgs[k]);

@@ -1,10 +1,11 @@
 """benchlib.scale: --scale, rebalances under load.
 
 This module owns: rtu replicas in one consumer group whose count changes at
-even intervals (--scale 1,2,3,2) while basic messages over distinct keys are
-produced at --rate, and per change the partitions revoked and the longest
-pause of a moved and of an unmoved partition, from the written documents
-(scale_main).
+even intervals (--scale 1,2,3,2), each change once the group settled on the
+previous one, while basic messages over distinct keys are produced at --rate;
+the check that every message left its document, naming the partitions and
+offsets missing (scale_main). What it prints per change is
+benchlib/rebalances.py's.
 """
 
 import datetime
@@ -14,20 +15,22 @@ import signal
 import subprocess
 import time
 
+from . import rebalances
 from .contenders import Running, contender_env
 from .freshness import fresh_topic
 from .proc import fail, reap, say, spawn
 from .scenarios import basic_env, part_of
-from .servers import Servers, wait_committed
+from .servers import Servers, offsets, wait_committed
 
 
 def scale_main(a, rtu, tools, tmp):
-    """rtu replicas in one group, the count changed at even intervals while N
-    messages (distinct keys) are produced at --rate. Each message writes its own
-    document, so a partition's documents ordered by offset give when each of its
-    messages was applied: the longest gap between two consecutive ones is the
-    partition's longest pause. Moved partitions are those any replica logged as
-    revoked during a change."""
+    """rtu replicas in one group, the count changed at even intervals (each
+    once the group settled on the previous one) while N messages (distinct
+    keys) are produced at --rate. Each message writes its own document, so a
+    partition's documents ordered by offset give when each of its messages was
+    applied: the longest gap between two consecutive ones is the partition's
+    longest pause (benchlib/rebalances.py reads the rest from the replicas'
+    logs)."""
     if a.scenario != "basic":
         fail("--scale measures the basic scenario")
     steps = [int(x) for x in a.scale.split(",")]
@@ -67,8 +70,17 @@ def scale_main(a, rtu, tools, tmp):
         span = n / a.rate / (len(steps) + 1)
         changes = []
         for k, want in enumerate(steps[1:], 1):
+            # the next change once the group has settled on the last one (on the
+            # mock cluster a change takes one to three rebalances of 5 s), so
+            # that each change's pauses are its own
+            deadline = time.monotonic() + 120
+            while (not rebalances.settled([r.lines for r in replicas if r.proc.poll() is None],
+                                          a.partitions) and time.monotonic() < deadline):
+                time.sleep(0.05)
             while time.monotonic() < t0 + k * span:
                 time.sleep(0.05)
+            if prod.poll() is not None:
+                say("the stream ended before the change: give more --messages")
             alive = [r for r in replicas if r.proc.poll() is None]
             changes.append((time.time(), len(alive), want))
             say("%.1f s: %d -> %d replicas" % (time.monotonic() - t0, len(alive), want))
@@ -82,20 +94,9 @@ def scale_main(a, rtu, tools, tmp):
             fail("produce failed: %s" % prod.stderr.read()[-2000:])
         alive = [r for r in replicas if r.proc.poll() is None]
         wait_committed(a, alive[0], servers, tools, group, [topic], 0)
+        end_ms = time.time() * 1000.0
         for r in alive:
             r.stop(0)
-        protocols, revoked = set(), []   # (epoch ms, partition)
-        for r in replicas:
-            for raw in r.lines:
-                try:
-                    line = json.loads(raw)
-                except ValueError:
-                    continue
-                if line.get("msg") in ("partitions revoked", "partitions assigned"):
-                    protocols.add(line.get("protocol"))
-                if line.get("msg") == "partitions revoked" and line.get("partitions"):
-                    for item in line["partitions"].split(","):
-                        revoked.append((line["time"], int(item.rsplit("[", 1)[1].rstrip("]"))))
         per = {}
         for d in servers.client[dbname]["items"].find({}, {"updatedAt": 1, "__internal__kafkaInfo": 1}):
             ki = d["__internal__kafkaInfo"]
@@ -103,29 +104,26 @@ def scale_main(a, rtu, tools, tmp):
                 (int(ki["offset"]), d["updatedAt"].replace(tzinfo=datetime.timezone.utc).timestamp()
                  * 1000.0))
         total = sum(len(v) for v in per.values())
-        for docs in per.values():
-            docs.sort()
-        # one window per change, until the next: a partition revoked from any
-        # replica in it moved; its pause is the longest gap between two of its
-        # consecutive messages whose second was applied in the window
-        bounds = [c[0] * 1000.0 for c in changes] + [float("inf")]
-        for k, (t_change, before, after) in enumerate(changes):
-            lo, hi = bounds[k], bounds[k + 1]
-            moved = {p for t, p in revoked if lo <= t < hi}
-            gaps = {}
-            for p, docs in per.items():
-                g = [b[1] - a_[1] for a_, b in zip(docs, docs[1:]) if lo <= b[1] < hi]
-                gaps[p] = max(g) if g else 0.0
-            kept = [gaps[p] for p in gaps if p not in moved]
-            mv = [gaps[p] for p in gaps if p in moved]
-            print("scale_step=%d->%d protocol=%s rate=%d partitions_moved=%d "
-                  "longest_pause_unmoved_ms=%s longest_pause_moved_ms=%s" % (
-                      before, after, ",".join(sorted(p for p in protocols if p)), a.rate,
-                      len(moved), "%.0f" % max(kept) if kept else "-",
-                      "%.0f" % max(mv) if mv else "-"), flush=True)
+        applied = {p: [t for _, t in sorted(docs)] for p, docs in per.items()}
+        for line in rebalances.report(changes, [r.lines for r in replicas], applied,
+                                      a.partitions, end_ms):
+            print(line, flush=True)
         print("scale=%s messages=%d documents=%d" % (a.scale, n, total), flush=True)
         if total != n:
-            fail("%d documents for %d messages: something was lost" % (total, n))
+            # which messages: the i-th message of a partition is at offset i
+            seen = {(p, o) for p, docs in per.items() for o, _ in docs}
+            nxt, missing = {}, {}
+            for i in range(n):
+                p = part_of('{"ID":%d}' % i, a.partitions)
+                o = nxt.get(p, 0)
+                nxt[p] = o + 1
+                if (p, o) not in seen:
+                    missing.setdefault(p, []).append(o)
+            ranges = ["%d:%d-%d(%d)" % (p, min(v), max(v), len(v)) for p, v in sorted(missing.items())]
+            held = sum(high - low for _, _, low, high, _ in offsets(tools, servers.brokers,
+                                                                     [topic]))
+            fail("%d documents for %d messages (the topic holds %d): something was lost "
+                 "(partition:offsets) %s" % (total, n, held, " ".join(ranges)))
     finally:
         for r in replicas:
             if r.proc.poll() is None:
