@@ -15,6 +15,9 @@
  * (stage.c: deferred to the poll's stage, or run at once) and the records
  * written to their pr-update messages (messages.c).
  *
+ * What happens to one record (the simulation, its write, its image) is
+ * fold.c's; this file owns the run around it.
+ *
  * It knows nothing of Lua (script.c maps), of the database (the store writes,
  * through store.h) or of message formats (messages.c).
  */
@@ -28,55 +31,9 @@
 #include "messages.h"
 #include "metrics.h"
 #include "util.h"
-#include "bson_raw.h"
-#include "key_text.h"
+#include "fold.h"
 #include "script_map.h"
 #include "strategies.h"
-
-typedef struct {
-  const bson_t *key;
-  uint32_t msg;  /* index into the run */
-  bool old_key;  /* the delete half of a primary-key change */
-  bool applied;  /* set by the last simulation: not stale, within the run */
-} event_t;
-
-typedef struct {
-  uint32_t first, count; /* events[first .. first+count) */
-  bool s0_exists, s0_has_counter;
-  int64_t s0_counter;
-  bson_t *s0; /* the stored document, kept only when strategies need it */
-} group_t;
-
-typedef enum { ST_ABSENT, ST_PUBLIC, ST_DELETED } state_t;
-
-/* A record's simulated state between two events: enough to build its image. */
-typedef struct {
-  state_t state;
-  bool recreated;
-  int64_t last_event;
-  int64_t counter;
-  uint32_t fields_from;
-} prior_t;
-
-typedef struct {
-  state_t state;
-  bool recreated;    /* the stored record was hard-deleted within the run */
-  int64_t last_event; /* index of the last applied event, -1 when none */
-  int64_t counter;    /* of the last applied event: the one stored */
-  int64_t guard;      /* highest applied counter: the write's guard */
-  uint32_t fields_from; /* events of this group from which fields accumulate */
-  uint32_t stale;
-  bson_oid_t oid; /* _id of the record if this run creates it */
-  int64_t fail_msg; /* message index that cannot be applied, -1 when none */
-  const char *fail_cause;
-  int32_t write; /* index of its write in the run's writes, -1 when none */
-  /* The last event that one-by-one processing answers with a pr-update (the
-   * record existed before or after it: not a stale message, not a delete of
-   * nothing), -1 when none, and the record just before that event: the folded
-   * run's pr-update is that event's. */
-  int64_t pr_event;
-  prior_t pr_prev;
-} outcome_t;
 
 /* A run between its steps: rtu_batch_run takes one run through them in turn,
  * rtu_batch_run_joined several runs (one context each) together. */
@@ -102,11 +59,11 @@ struct rtu_batch_s {
   rtu_stage_t *stage; /* the strategies of a run not deferred */
   rtu_mapped_t *mapped; /* per message; never moved once initialised */
   size_t mapped_cap;
-  event_t *events;
-  group_t *groups;
+  rtu_fold_event_t *events;
+  rtu_fold_group_t *groups;
   rtu_write_t *writes;
   int32_t *write_group;
-  outcome_t *outcomes; /* per group, for the strategies stage */
+  rtu_fold_outcome_t *outcomes; /* per group, for the strategies stage */
   size_t events_cap, writes_cap;
   int64_t outputs_done; /* pr-updates of messages below it were acknowledged already */
   /* A worker's own OID context: libbson's default one calls getpid() for every
@@ -114,6 +71,11 @@ struct rtu_batch_s {
    * one worker thread at a time and rtu never forks, so it needs neither. */
   bson_context_t *oids;
 };
+
+/* What the fold (fold.c) reads of the run in b. */
+static rtu_fold_run_t fold_run(const rtu_batch_t *b) {
+  return (rtu_fold_run_t){b->cfg, b->events, b->mapped, b->writes};
+}
 
 rtu_batch_t *rtu_batch_new(const rtu_config_t *cfg, rtu_script_t *script, rtu_store_t *store) {
   rtu_batch_t *b = calloc(1, sizeof *b);
@@ -226,7 +188,7 @@ static int key_cmp(const bson_t *a, const bson_t *b) {
 }
 
 static int event_cmp(const void *pa, const void *pb) {
-  const event_t *a = pa, *b = pb;
+  const rtu_fold_event_t *a = pa, *b = pb;
   int c = key_cmp(a->key, b->key);
   if (c) return c;
   if (a->msg != b->msg) return a->msg < b->msg ? -1 : 1;
@@ -254,7 +216,7 @@ static void on_stored(void *vctx, const bson_t *doc) {
     size_t mid = (lo + hi) / 2;
     int c = key_cmp(&key, ctx->b->events[ctx->b->groups[mid].first].key);
     if (c == 0) {
-      group_t *g = &ctx->b->groups[mid];
+      rtu_fold_group_t *g = &ctx->b->groups[mid];
       g->s0_exists = true;
       if (ctx->keep_docs && !g->s0) g->s0 = bson_copy(doc);
       if (bson_iter_init_find(&it, doc, "__internal__counter") &&
@@ -269,285 +231,6 @@ static void on_stored(void *vctx, const bson_t *doc) {
     else lo = mid + 1;
   }
   bson_destroy(&key);
-}
-
-/* ---- simulation --------------------------------------------------------- */
-
-
-static int64_t counter_of(const rtu_mapped_t *m, const rtu_msg_t *msg) {
-  return m->has_position ? m->position : rtu_mapped_timestamp(m, msg);
-}
-
-/* Event e, applied, gets a pr-update one by one unless the record is absent
- * both before and after it. */
-static void note_pr_update(outcome_t *o, const prior_t *prior, uint32_t e) {
-  if (prior->state == ST_ABSENT && o->state == ST_ABSENT) return;
-  o->pr_event = e;
-  o->pr_prev = *prior;
-}
-
-/* Applies the group's events with msg < limit one by one, as the reference does
- * with a read-modify-write per message. */
-static void simulate(rtu_batch_t *b, const group_t *g, const rtu_msg_t *msgs, uint32_t limit,
-                     outcome_t *o) {
-  const rtu_config_t *cfg = b->cfg;
-  memset(o, 0, sizeof *o);
-  o->state = g->s0_exists ? ST_PUBLIC : ST_ABSENT; /* DELETED vs PUBLIC: no matter here */
-  o->last_event = -1;
-  o->guard = INT64_MIN;
-  o->fail_msg = -1;
-  o->write = -1;
-  o->pr_event = -1;
-  bool has_counter = g->s0_has_counter;
-  int64_t counter = g->s0_counter;
-  o->fields_from = g->first;
-  for (uint32_t e = g->first; e < g->first + g->count; e++) b->events[e].applied = false;
-  for (uint32_t e = g->first; e < g->first + g->count; e++) {
-    event_t *ev = &b->events[e];
-    if (ev->msg >= limit) break;
-    const rtu_mapped_t *m = &b->mapped[ev->msg];
-    int64_t c = counter_of(m, &msgs[ev->msg]);
-    if (cfg->force_check_on_offset && has_counter && c < counter) {
-      o->stale++;
-      continue;
-    }
-    rtu_op_t op = ev->old_key ? RTU_OP_DELETE : m->op;
-    prior_t prior = {o->state, o->recreated, o->last_event, o->counter, o->fields_from};
-    switch (op) {
-    case RTU_OP_INSERT:
-      if (o->state != ST_ABSENT) {
-        o->fail_msg = ev->msg;
-        o->fail_cause = "insert of a record that already exists (USE_UPSERT=false)";
-        return;
-      }
-      /* fallthrough */
-    case RTU_OP_UPSERT:
-      if (o->state == ST_ABSENT && g->s0_exists) o->recreated = true;
-      o->state = ST_PUBLIC;
-      break;
-    case RTU_OP_UPDATE:
-      if (o->state == ST_ABSENT) {
-        o->fail_msg = ev->msg;
-        o->fail_cause = "update of a record that does not exist (USE_UPSERT=false)";
-        return;
-      }
-      o->state = ST_PUBLIC;
-      break;
-    case RTU_OP_DELETE:
-      if (o->state != ST_ABSENT && cfg->delete_mechanism == RTU_DELETE_SOFT) {
-        o->state = ST_DELETED;
-        break;
-      }
-      /* A hard delete, or a delete of nothing: no record, so no stored counter
-       * either, and the next message applies whatever its counter. */
-      if (o->state != ST_ABSENT) o->fields_from = e + 1;
-      o->state = ST_ABSENT;
-      has_counter = false;
-      o->counter = c;
-      if (c > o->guard) o->guard = c;
-      o->last_event = e;
-      ev->applied = true;
-      note_pr_update(o, &prior, e);
-      continue;
-    }
-    has_counter = true;
-    counter = c;
-    o->counter = c;
-    if (c > o->guard) o->guard = c;
-    o->last_event = e;
-    ev->applied = true;
-    note_pr_update(o, &prior, e);
-  }
-}
-
-/* ---- building writes ---------------------------------------------------- */
-
-/* {$or: [{__internal__counter: {$lte: counter}}, {__internal__counter: {$exists: false}}]},
- * written as bytes (rtu_bson_raw_t) rather than with twenty bson_append_* calls: it
- * and the metadata go into every write. */
-static void append_guard(bson_t *filter, int64_t counter) {
-  rtu_bson_raw_t r;
-  rtu_bson_raw_init(&r);
-  size_t ors = rtu_bson_raw_doc_begin(&r, BSON_TYPE_ARRAY, "$or");
-  size_t a = rtu_bson_raw_doc_begin(&r, BSON_TYPE_DOCUMENT, "0");
-  size_t cond = rtu_bson_raw_doc_begin(&r, BSON_TYPE_DOCUMENT, "__internal__counter");
-  rtu_bson_raw_int(&r, BSON_TYPE_INT64, "$lte", counter);
-  rtu_bson_raw_doc_end(&r, cond);
-  rtu_bson_raw_doc_end(&r, a);
-  size_t b = rtu_bson_raw_doc_begin(&r, BSON_TYPE_DOCUMENT, "1");
-  cond = rtu_bson_raw_doc_begin(&r, BSON_TYPE_DOCUMENT, "__internal__counter");
-  rtu_bson_raw_head(&r, BSON_TYPE_BOOL, "$exists");
-  rtu_bson_raw_le(&r, 0, 1);
-  rtu_bson_raw_doc_end(&r, cond);
-  rtu_bson_raw_doc_end(&r, b);
-  rtu_bson_raw_doc_end(&r, ors);
-  rtu_bson_raw_concat(&r, filter);
-}
-
-/* Appends the reference's metadata fields to set. True when the original key is
- * a document with an empty field name (the update must then be validated). */
-static bool append_metadata(bson_t *set, const rtu_mapped_t *m, const rtu_msg_t *msg,
-                            state_t state, int64_t counter, int64_t now) {
-  char iso[40], offset[24];
-  int64_t ts = rtu_mapped_timestamp(m, msg);
-  rtu_iso8601(ts, iso, sizeof iso);
-  size_t offset_len = rtu_int_text(msg->offset, offset);
-  const char *st = state == ST_DELETED ? "DELETED" : "PUBLIC";
-  const char *type = m->has_position ? "position" : "timestamp";
-  rtu_bson_raw_t r;
-  rtu_bson_raw_init(&r);
-  rtu_bson_raw_utf8(&r, "__STATE__", st, strlen(st));
-  rtu_bson_raw_int(&r, BSON_TYPE_DATE_TIME, "updatedAt", now);
-  rtu_bson_raw_int(&r, BSON_TYPE_DATE_TIME, "timestamp", ts);
-  rtu_bson_raw_int(&r, BSON_TYPE_INT64, "__internal__counter", counter);
-  rtu_bson_raw_utf8(&r, "__internal__counterType", type, strlen(type));
-  size_t info = rtu_bson_raw_doc_begin(&r, BSON_TYPE_DOCUMENT, "__internal__kafkaInfo");
-  rtu_bson_raw_utf8(&r, "topic", msg->topic, strlen(msg->topic));
-  rtu_bson_raw_int(&r, BSON_TYPE_INT32, "partition", msg->partition);
-  rtu_bson_raw_utf8(&r, "offset", offset, offset_len);
-  bson_t key = BSON_INITIALIZER;
-  bool empty = rtu_key_text_append(&key, "key", msg->key, msg->key_len);
-  rtu_bson_raw_bytes(&r, bson_get_data(&key) + 4, key.len - 5);
-  bson_destroy(&key);
-  rtu_bson_raw_utf8(&r, "timestamp", iso, strlen(iso));
-  rtu_bson_raw_doc_end(&r, info);
-  rtu_bson_raw_concat(&r, set);
-  return empty;
-}
-
-/* True when every key of a is a key of b, checked in one pass: the mapping writes
- * the fields of every message in the order of its conversion, so an older
- * message's keys are in the newest one's order (a full row image has the same
- * keys), and then it has nothing to add. False does not mean some key is missing. */
-static bool keys_within(const bson_t *a, const bson_t *b) {
-  bson_iter_t ia, ib;
-  if (!bson_iter_init(&ia, a) || !bson_iter_init(&ib, b)) return false;
-  while (bson_iter_next(&ia)) {
-    uint32_t n = bson_iter_key_len(&ia);
-    const char *k = bson_iter_key(&ia);
-    bool found = false;
-    while (bson_iter_next(&ib))
-      if (bson_iter_key_len(&ib) == n && !memcmp(bson_iter_key(&ib), k, n)) {
-        found = true;
-        break;
-      }
-    if (!found) return false;
-  }
-  return true;
-}
-
-/* The fields set by the group's upserts from `from` on, the newest value of each
- * field winning: the same as $set-ing them one message after another. True when
- * one of the messages has an empty field name. */
-static bool append_merged_fields(rtu_batch_t *b, const group_t *g, uint32_t from, int64_t last,
-                                 bson_t *out) {
-  /* Newest first; a field already written is skipped. */
-  bool first = true, empty = false;
-  const bson_t *newest = NULL;
-  for (int64_t e = last; e >= (int64_t)from && e >= (int64_t)g->first; e--) {
-    const event_t *ev = &b->events[e];
-    const rtu_mapped_t *m = &b->mapped[ev->msg];
-    if (!ev->applied || ev->old_key || m->op == RTU_OP_DELETE || bson_empty(&m->fields)) continue;
-    empty |= m->empty_key;
-    if (first) {
-      bson_concat(out, &m->fields);
-      newest = &m->fields;
-      first = false;
-      continue;
-    }
-    if (keys_within(&m->fields, newest)) continue;
-    rtu_bson_raw_append_missing(out, &m->fields);
-  }
-  return empty;
-}
-
-static void build_write(rtu_batch_t *b, const group_t *g, const outcome_t *o,
-                        const rtu_msg_t *msgs, rtu_write_t *w, int64_t now, bool *emit) {
-  const rtu_config_t *cfg = b->cfg;
-  const event_t *last = &b->events[o->last_event];
-  const rtu_mapped_t *m = &b->mapped[last->msg];
-  const rtu_msg_t *msg = &msgs[last->msg];
-  bson_reinit(&w->filter);
-  bson_reinit(&w->update);
-  bson_free(w->error);
-  w->error = NULL;
-  w->validate = true;
-  *emit = true;
-  bson_concat(&w->filter, last->key);
-  /* The highest counter applied: the stored one may be above the final one when
-   * the record was hard-deleted and written again with a lower counter. */
-  if (cfg->force_check_on_offset) append_guard(&w->filter, o->guard);
-
-  if (o->state == ST_ABSENT) {
-    if (!g->s0_exists) {
-      *emit = false; /* created and deleted within the run, or a delete of nothing */
-      return;
-    }
-    w->kind = RTU_WRITE_DELETE;
-    w->upsert = false;
-    return;
-  }
-  if (o->recreated) {
-    /* Hard-deleted then written again: the record is only what came after. */
-    w->kind = RTU_WRITE_REPLACE;
-    w->upsert = true;
-    append_merged_fields(b, g, o->fields_from, o->last_event, &w->update);
-    append_metadata(&w->update, m, msg, o->state, o->counter, now);
-    BSON_APPEND_DATE_TIME(&w->update, "createdAt", now);
-    return;
-  }
-  bson_t set, soi;
-  bool fields_written = false;
-  w->kind = RTU_WRITE_UPDATE;
-  BSON_APPEND_DOCUMENT_BEGIN(&w->update, "$set", &set);
-  size_t before = set.len;
-  bool empty = append_merged_fields(b, g, o->fields_from, o->last_event, &set);
-  fields_written = set.len != before;
-  empty |= append_metadata(&set, m, msg, o->state, o->counter, now);
-  w->validate = empty;
-  bson_append_document_end(&w->update, &set);
-  BSON_APPEND_DOCUMENT_BEGIN(&w->update, "$setOnInsert", &soi);
-  BSON_APPEND_OID(&soi, "_id", &o->oid);
-  BSON_APPEND_DATE_TIME(&soi, "createdAt", now);
-  bson_append_document_end(&w->update, &soi);
-  /* A soft delete alone must never create a record (the reference's null-key bug). */
-  w->upsert = !(o->state == ST_DELETED && !fields_written);
-  if (!g->s0_exists && o->state == ST_DELETED && !fields_written) *emit = false;
-}
-
-/* ---- after the writes: strategies and pr-update messages ------------------ */
-
-/* The record as stored after the run: what the writes made of the stored one.
- * Its fields and metadata are those its write sets, taken from the write when
- * there is one rather than merged and formatted a second time. */
-static void build_image(rtu_batch_t *b, const group_t *g, const outcome_t *o,
-                        const rtu_msg_t *msgs, int64_t now, bson_t *img) {
-  const event_t *last = &b->events[o->last_event];
-  bson_iter_t it, seen;
-  const rtu_write_t *w = o->write >= 0 ? &b->writes[o->write] : NULL;
-  if (w && w->kind == RTU_WRITE_REPLACE) {
-    bson_concat(img, &w->update); /* fields, metadata and createdAt */
-  } else if (w && w->kind == RTU_WRITE_UPDATE && bson_iter_init_find(&it, &w->update, "$set") &&
-             BSON_ITER_HOLDS_DOCUMENT(&it)) {
-    const uint8_t *data;
-    uint32_t len;
-    bson_t set;
-    bson_iter_document(&it, &len, &data);
-    if (bson_init_static(&set, data, len)) bson_concat(img, &set);
-  } else {
-    /* No write: a soft delete of a record never stored, or the record as it was
-     * within the run (before its last pr-update), never written as such. */
-    append_merged_fields(b, g, o->fields_from, o->last_event, img);
-    append_metadata(img, &b->mapped[last->msg], &msgs[last->msg], o->state, o->counter, now);
-    if (o->recreated) BSON_APPEND_DATE_TIME(img, "createdAt", now);
-  }
-  if (g->s0 && !o->recreated) {
-    rtu_bson_raw_append_missing(img, g->s0);
-  } else {
-    if (!o->recreated) BSON_APPEND_DATE_TIME(img, "createdAt", now); /* a replacement has it */
-    if (g->s0 && rtu_bson_raw_find(&it, g->s0, "_id")) bson_append_iter(img, "_id", 3, &it);
-  }
-  if (!rtu_bson_raw_find(&seen, img, "_id")) BSON_APPEND_OID(img, "_id", &o->oid);
 }
 
 /* The records as stored after the run, built once for the strategies and the
@@ -568,7 +251,7 @@ static void images_free(images_t *im) {
 /* True when the record's last applied message is one the run keeps. */
 static bool group_counts(const rtu_batch_t *b, size_t g, const rtu_msg_t *msgs,
                          const rtu_run_result_t *res) {
-  const outcome_t *o = &b->outcomes[g];
+  const rtu_fold_outcome_t *o = &b->outcomes[g];
   return o->last_event >= 0 && msgs[b->events[o->last_event].msg].offset < res->next_offset;
 }
 
@@ -577,17 +260,18 @@ static bool group_counts(const rtu_batch_t *b, size_t g, const rtu_msg_t *msgs,
  * have left single views. */
 static void collect_docs(rtu_batch_t *b, size_t projection, const rtu_msg_t *msgs, size_t ngroups,
                          int64_t now, bool strategies, images_t *im, rtu_deferred_t *run) {
+  const rtu_fold_run_t fr = fold_run(b);
   size_t n = 0;
   for (size_t g = 0; g < ngroups; g++) {
-    const outcome_t *o = &b->outcomes[g];
-    const group_t *gr = &b->groups[g];
+    const rtu_fold_outcome_t *o = &b->outcomes[g];
+    const rtu_fold_group_t *gr = &b->groups[g];
     if (!group_counts(b, g, msgs, run->res)) continue;
     uint32_t first_msg = UINT32_MAX;
     for (uint32_t e = gr->first; e < gr->first + gr->count; e++)
       if (b->events[e].msg < first_msg) first_msg = b->events[e].msg;
-    if (o->state != ST_ABSENT) {
+    if (o->state != RTU_FOLD_ABSENT) {
       bson_init(&im->images[g]);
-      build_image(b, gr, o, msgs, now, &im->images[g]);
+      rtu_fold_build_image(&fr, gr, o, msgs, now, &im->images[g]);
       im->has[g] = true;
     }
     /* Before the run, the record may have belonged to single views it left:
@@ -633,17 +317,18 @@ static rtu_err_t hand_to_strategies(rtu_batch_t *b, size_t projection, rtu_defer
 /* The record just before the event of its pr-update: the stored one when that
  * is the run's first event of it, NULL when there was none, else the image the
  * earlier events made (built in *img, *built set). */
-static const bson_t *image_before(rtu_batch_t *b, const group_t *g, const outcome_t *o,
+static const bson_t *image_before(rtu_batch_t *b, const rtu_fold_group_t *g, const rtu_fold_outcome_t *o,
                                   const rtu_msg_t *msgs, int64_t now, bson_t *img, bool *built) {
-  const prior_t *pv = &o->pr_prev;
+  const rtu_fold_run_t fr = fold_run(b);
+  const rtu_fold_prior_t *pv = &o->pr_prev;
   *built = false;
-  if (pv->state == ST_ABSENT) return NULL;
+  if (pv->state == RTU_FOLD_ABSENT) return NULL;
   if (pv->last_event < 0) return g->s0;
-  outcome_t prefix = {.state = pv->state, .recreated = pv->recreated,
+  rtu_fold_outcome_t prefix = {.state = pv->state, .recreated = pv->recreated,
                       .last_event = pv->last_event, .counter = pv->counter,
                       .fields_from = pv->fields_from, .write = -1, .oid = o->oid};
   bson_init(img);
-  build_image(b, g, &prefix, msgs, now, img);
+  rtu_fold_build_image(&fr, g, &prefix, msgs, now, img);
   *built = true;
   return img;
 }
@@ -667,14 +352,14 @@ static rtu_err_t produce_pr_updates(rtu_batch_t *b, const rtu_projection_t *p,
     goto done;
   }
   for (size_t g = 0; g < ngroups; g++) {
-    const outcome_t *o = &b->outcomes[g];
-    const group_t *gr = &b->groups[g];
+    const rtu_fold_outcome_t *o = &b->outcomes[g];
+    const rtu_fold_group_t *gr = &b->groups[g];
     if (!group_counts(b, g, msgs, res) || o->pr_event < 0) continue;
-    const event_t *ev = &b->events[o->pr_event];
+    const rtu_fold_event_t *ev = &b->events[o->pr_event];
     if (msgs[ev->msg].offset < b->outputs_done) continue; /* acknowledged by an earlier try */
-    bool existed = o->pr_prev.state != ST_ABSENT;
+    bool existed = o->pr_prev.state != RTU_FOLD_ABSENT;
     ups[n++] = (rtu_pr_update_t){
-        .op = !existed ? "INSERT" : o->state == ST_PUBLIC ? "UPDATE" : "DELETE",
+        .op = !existed ? "INSERT" : o->state == RTU_FOLD_PUBLIC ? "UPDATE" : "DELETE",
         .key = ev->key,
         .before = image_before(b, gr, o, msgs, now, &befores[g], &built[g]),
         .after = im->has[g] ? &im->images[g] : NULL,
@@ -761,8 +446,8 @@ static rtu_err_t map_messages(rtu_batch_t *b, size_t projection, const rtu_msg_t
       rtu_log(RTU_LOG_DEBUG, "message skipped", "topic", msgs[i].topic, "reason", err, NULL);
       continue;
     }
-    if (m->has_old_key) b->events[(*nevents)++] = (event_t){&m->old_key, i, true, false};
-    b->events[(*nevents)++] = (event_t){&m->key, i, false, false};
+    if (m->has_old_key) b->events[(*nevents)++] = (rtu_fold_event_t){&m->old_key, i, true, false};
+    b->events[(*nevents)++] = (rtu_fold_event_t){&m->key, i, false, false};
   }
   return RTU_OK;
 }
@@ -774,7 +459,7 @@ static size_t group_events(rtu_batch_t *b, size_t nevents) {
   size_t ngroups = 0;
   for (size_t e = 0; e < nevents; e++) {
     if (e == 0 || key_cmp(b->events[e].key, b->events[e - 1].key) != 0)
-      b->groups[ngroups++] = (group_t){.first = (uint32_t)e};
+      b->groups[ngroups++] = (rtu_fold_group_t){.first = (uint32_t)e};
     b->groups[ngroups - 1].count++;
   }
   return ngroups;
@@ -809,9 +494,10 @@ static rtu_err_t read_stored(rtu_batch_t *b, const rtu_projection_t *p, size_t n
 /* Step 4: simulates each record; a conflict moves the end of the run before it. */
 static void find_conflicts(rtu_batch_t *b, const rtu_msg_t *msgs, size_t ngroups, uint32_t *limit,
                            rtu_run_result_t *res) {
-  outcome_t o;
+  const rtu_fold_run_t fr = fold_run(b);
+  rtu_fold_outcome_t o;
   for (size_t g = 0; g < ngroups; g++) {
-    simulate(b, &b->groups[g], msgs, *limit, &o);
+    rtu_fold_simulate(&fr, &b->groups[g], msgs, *limit, &o);
     if (o.fail_msg >= 0 && (uint32_t)o.fail_msg < *limit) {
       rtu_run_fail_at(res, RTU_ERR_DATA, &msgs[o.fail_msg], o.fail_cause);
       *limit = (uint32_t)o.fail_msg;
@@ -822,17 +508,18 @@ static void find_conflicts(rtu_batch_t *b, const rtu_msg_t *msgs, size_t ngroups
 /* One write per record of the run up to limit, in b->writes; returns how many. */
 static size_t build_writes(rtu_batch_t *b, const rtu_msg_t *msgs, size_t ngroups, uint32_t limit,
                            int64_t now, rtu_run_result_t *res) {
+  const rtu_fold_run_t fr = fold_run(b);
   size_t nwrites = 0;
-  outcome_t o;
+  rtu_fold_outcome_t o;
   res->stale = 0;
   for (size_t g = 0; g < ngroups; g++) {
-    simulate(b, &b->groups[g], msgs, limit, &o);
+    rtu_fold_simulate(&fr, &b->groups[g], msgs, limit, &o);
     bson_oid_init(&o.oid, b->oids);
     b->outcomes[g] = o;
     res->stale += o.stale;
     if (o.last_event < 0) continue;
     bool emit;
-    build_write(b, &b->groups[g], &o, msgs, &b->writes[nwrites], now, &emit);
+    rtu_fold_build_write(&fr, &b->groups[g], &o, msgs, &b->writes[nwrites], now, &emit);
     if (!emit) continue;
     b->outcomes[g].write = (int32_t)nwrites;
     b->write_group[nwrites++] = (int32_t)g;
@@ -842,7 +529,7 @@ static size_t build_writes(rtu_batch_t *b, const rtu_msg_t *msgs, size_t ngroups
 
 /* The run's first applied message of the record written by write w. */
 static uint32_t first_applied(const rtu_batch_t *b, size_t w) {
-  const group_t *g = &b->groups[b->write_group[w]];
+  const rtu_fold_group_t *g = &b->groups[b->write_group[w]];
   uint32_t first = UINT32_MAX;
   for (uint32_t e = g->first; e < g->first + g->count; e++)
     if (b->events[e].applied && b->events[e].msg < first) first = b->events[e].msg;
@@ -891,7 +578,7 @@ static rtu_err_t write_records(rtu_batch_t *b, const rtu_projection_t *p, const 
 static void read_statuses(rtu_batch_t *b, const rtu_msg_t *msgs, size_t nwrites,
                           rtu_run_result_t *res) {
   for (size_t w = 0; w < nwrites; w++) {
-    const group_t *g = &b->groups[b->write_group[w]];
+    const rtu_fold_group_t *g = &b->groups[b->write_group[w]];
     if (b->writes[w].status == RTU_WRITE_STALE)
       res->stale++;
     else if (b->writes[w].status == RTU_WRITE_FAILED)
