@@ -141,6 +141,14 @@ class SigTermDuringMongoOutage(E2ETestCase):
         c.produce(first)
         exp1 = streamlib.expected_state(streamlib.with_offsets(first))
         harness.wait_or_note(lambda: streamlib.final_reached(coll, exp1), 20, "first chunk applied", rtu)
+        # and committed: commits follow the writes asynchronously (and wait out a
+        # group request in flight, commit_gate.c), so the cut must not come
+        # between a chunk's writes and its commit; what is checked below is that
+        # nothing of the second chunk gets committed
+        first_highs = streamlib.end_offsets(streamlib.with_offsets(first))
+        harness.wait_or_note(
+            lambda: streamlib.committed_only(c.committed(sc.group, "term.out")) == first_highs,
+            20, "first chunk committed", rtu, interval=0.25)
         proxy.cut("refuse")
         c.produce(second)
         time.sleep(2.0)  # rtu has the second chunk and cannot write it
