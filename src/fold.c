@@ -8,7 +8,6 @@
  */
 #include "fold.h"
 
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
